@@ -1,0 +1,106 @@
+//! The few system calls that neither rustix nor nix wrap safely.
+//!
+//! Every `unsafe` block of the crate lives here.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+/// Loads a kernel module from an open file (`finit_module(2)`).
+#[doc(alias = "finit_module")]
+pub fn load_module(file: &File, params: &std::ffi::CStr) -> io::Result<()> {
+    // SAFETY: the fd is open for the duration of the call (borrowed from `file`),
+    // `params` is a valid NUL-terminated string, and flags 0 asks for no special
+    // behaviour. The kernel reads nothing else from our memory.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_finit_module,
+            file.as_raw_fd(),
+            params.as_ptr(),
+            0 as libc::c_int,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Sets `IFF_UP` on a network interface (`SIOCSIFFLAGS`).
+#[doc(alias = "SIOCSIFFLAGS")]
+pub fn interface_up(name: &str) -> io::Result<()> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "interface name length",
+        ));
+    }
+    let sock = rustix::net::socket(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::DGRAM,
+        None,
+    )?;
+    // SAFETY: `ifreq` is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: `sock` is an open socket, `req` is a valid, NUL-terminated ifreq that
+    // outlives the call; SIOCGIFFLAGS writes only into `req.ifr_ifru`.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: SIOCGIFFLAGS above initialised the `ifru_flags` member of the union.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+    // SAFETY: as above; SIOCSIFFLAGS only reads `req`.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Makes the terminal on `fd` the controlling terminal of the calling process,
+/// which must be a session leader (`TIOCSCTTY`). Used between fork and exec.
+#[doc(alias = "TIOCSCTTY")]
+#[allow(dead_code)]
+pub fn set_controlling_tty(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: `fd` is a valid open descriptor for the duration of the call and
+    // TIOCSCTTY takes an integer argument (1 = steal from another session).
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 1 as libc::c_int) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Prepares `cmd` to start a supervised service: a new session, the terminal on
+/// stdin as controlling terminal when `tty` is set, and the write end of the
+/// readiness pipe kept open across exec (its number is in `NOTIFY_FD`) when given.
+pub fn service_pre_exec(
+    cmd: &mut std::process::Command,
+    tty: bool,
+    notify: Option<std::os::fd::RawFd>,
+) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec and calls only
+    // async-signal-safe functions (setsid, ioctl, fcntl) on descriptors that the
+    // parent keeps open until `spawn` returns; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if tty && libc::ioctl(0, libc::TIOCSCTTY, 1 as libc::c_int) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if let Some(fd) = notify {
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}

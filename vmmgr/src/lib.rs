@@ -1,1 +1,15 @@
-//! vmmgr
+//! The VE manager library: everything `vmmgr`, the console shell and the CLIs
+//! share. Binaries in `src/bin` only parse arguments and dispatch here.
+
+pub mod appliance;
+pub mod console;
+pub mod logger;
+pub mod notify;
+pub mod server;
+pub mod stream;
+mod sys;
+
+/// The control socket clients connect to.
+pub const SOCKET_PATH: &str = "/run/vmmgr.sock";
+/// The management serial port (the second serial port of the machine).
+pub const MGMT_TTY: &str = "/dev/ttyS1";

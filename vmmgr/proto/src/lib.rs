@@ -1,1 +1,340 @@
-//! proto
+//! The `vmmgr` control protocol.
+//!
+//! `no_std`: used by `vmmgr`, its command-line clients and `qemu-tests`, and
+//! meant to be small enough for any client. Messages are typed enums with
+//! bounded (heapless) fields, encoded with postcard, and carried in an envelope:
+//!
+//! ```text
+//! magic "VZ" (2) | version (1) | kind (1) | length (u32 LE) | crc32 (u32 LE) | payload
+//! ```
+//!
+//! The length is checked against [`MAX_PAYLOAD`] before anything is read, so a
+//! hostile or broken peer cannot make a reader allocate or wait for more than
+//! that; the checksum catches corruption on the serial line.
+#![no_std]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+use heapless::{String, Vec};
+use serde::{Deserialize, Serialize};
+
+/// Bytes that open every frame.
+pub const MAGIC: [u8; 2] = *b"VZ";
+/// Protocol version; a peer speaking another one gets [`FrameError::Version`].
+pub const VERSION: u8 = 1;
+/// Envelope size in bytes.
+pub const HEADER_LEN: usize = 12;
+/// Largest payload accepted.
+pub const MAX_PAYLOAD: usize = 8192;
+
+/// Kind byte of the envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    Request = 1,
+    Response = 2,
+}
+
+/// Short text fields (names, states).
+pub type Name = String<64>;
+/// Longer text fields (messages, paths).
+pub type Text = String<256>;
+
+/// What a client asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Liveness and version check.
+    Ping,
+    /// The appliance's health as vmmgr sees it.
+    ApplianceStatus,
+}
+
+/// A partition of the appliance and how it was found at boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Partition {
+    pub label: Name,
+    pub device: Name,
+    pub mount_point: Name,
+    /// `clean`, `unclean`, `errors`, `unknown` or `read-only`.
+    pub state_at_boot: Name,
+    /// Mount options as the kernel reports them now (empty if not mounted).
+    pub options: Text,
+}
+
+/// The appliance's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplianceStatus {
+    pub kernel: Name,
+    pub uptime_ms: u64,
+    /// Why the appliance runs degraded; empty when healthy.
+    pub degraded: Vec<Text, 8>,
+    pub partitions: Vec<Partition, 4>,
+    /// Controllers enabled for the VE subtree (`/sys/fs/cgroup/vz`).
+    pub ve_controllers: Text,
+    pub mem_total_kib: u64,
+    pub mem_available_kib: u64,
+    /// Processes on the appliance, and how many of them are zombies.
+    pub processes: u32,
+    pub zombies: u32,
+}
+
+/// Errors vmmgr reports to a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The request could not be decoded.
+    BadRequest,
+    /// The request was understood but failed.
+    Failed,
+}
+
+/// What vmmgr answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Pong { version: u8, server: Name },
+    ApplianceStatus(ApplianceStatus),
+    Error { code: ErrorCode, message: Text },
+}
+
+/// Why a frame was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameError {
+    /// The stream ended cleanly before a frame started.
+    Eof,
+    /// The stream ended inside a frame, or failed.
+    Io,
+    BadMagic,
+    Version(u8),
+    BadKind(u8),
+    /// Payload longer than [`MAX_PAYLOAD`] (or than the caller's buffer).
+    TooLong(u32),
+    Checksum,
+    /// Postcard could not decode or encode the payload.
+    Encoding,
+}
+
+impl core::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            FrameError::Eof => write!(f, "end of stream"),
+            FrameError::Io => write!(f, "stream failed or ended inside a frame"),
+            FrameError::BadMagic => write!(f, "frame does not start with \"VZ\""),
+            FrameError::Version(v) => {
+                write!(f, "protocol version {v} (this side speaks {VERSION})")
+            }
+            FrameError::BadKind(k) => write!(f, "unknown frame kind {k}"),
+            FrameError::TooLong(n) => write!(f, "payload of {n} bytes exceeds {MAX_PAYLOAD}"),
+            FrameError::Checksum => write!(f, "checksum mismatch"),
+            FrameError::Encoding => write!(f, "payload encoding"),
+        }
+    }
+}
+
+/// CRC-32 (IEEE 802.3, reflected), as zlib computes it.
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            let mask = (crc & 1).wrapping_neg();
+            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
+        }
+    }
+    !crc
+}
+
+/// Encodes `msg` as one frame into `buf`; returns the frame's length.
+pub fn encode<T: Serialize>(kind: Kind, msg: &T, buf: &mut [u8]) -> Result<usize, FrameError> {
+    if buf.len() < HEADER_LEN {
+        return Err(FrameError::TooLong(0));
+    }
+    let (head, body) = buf.split_at_mut(HEADER_LEN);
+    let limit = body.len().min(MAX_PAYLOAD);
+    let used = postcard::to_slice(msg, &mut body[..limit])
+        .map_err(|_| FrameError::Encoding)?
+        .len();
+    head[0..2].copy_from_slice(&MAGIC);
+    head[2] = VERSION;
+    head[3] = kind as u8;
+    head[4..8].copy_from_slice(&(used as u32).to_le_bytes());
+    head[8..12].copy_from_slice(&crc32(&body[..used]).to_le_bytes());
+    Ok(HEADER_LEN + used)
+}
+
+/// Checks an envelope; returns the frame's kind and payload length.
+pub fn check_header(head: &[u8; HEADER_LEN]) -> Result<(Kind, usize, u32), FrameError> {
+    if head[0..2] != MAGIC {
+        return Err(FrameError::BadMagic);
+    }
+    if head[2] != VERSION {
+        return Err(FrameError::Version(head[2]));
+    }
+    let kind = match head[3] {
+        1 => Kind::Request,
+        2 => Kind::Response,
+        k => return Err(FrameError::BadKind(k)),
+    };
+    let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    if len as usize > MAX_PAYLOAD {
+        return Err(FrameError::TooLong(len));
+    }
+    let crc = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
+    Ok((kind, len as usize, crc))
+}
+
+/// Decodes one whole frame held in `frame`.
+pub fn decode<'a, T: Deserialize<'a>>(frame: &'a [u8]) -> Result<(Kind, T), FrameError> {
+    let head: &[u8; HEADER_LEN] = frame
+        .get(..HEADER_LEN)
+        .and_then(|h| h.try_into().ok())
+        .ok_or(FrameError::Io)?;
+    let (kind, len, crc) = check_header(head)?;
+    let body = frame.get(HEADER_LEN..HEADER_LEN + len).ok_or(FrameError::Io)?;
+    if crc32(body) != crc {
+        return Err(FrameError::Checksum);
+    }
+    let msg = postcard::from_bytes(body).map_err(|_| FrameError::Encoding)?;
+    Ok((kind, msg))
+}
+
+/// Writes one frame to an embedded-io stream.
+pub fn write_frame<W: embedded_io::Write, T: Serialize>(
+    w: &mut W,
+    kind: Kind,
+    msg: &T,
+) -> Result<(), FrameError> {
+    let mut buf = [0u8; HEADER_LEN + MAX_PAYLOAD];
+    let n = encode(kind, msg, &mut buf)?;
+    w.write_all(&buf[..n]).map_err(|_| FrameError::Io)?;
+    w.flush().map_err(|_| FrameError::Io)
+}
+
+/// Reads one frame from an embedded-io stream into `buf` and decodes it.
+/// Never reads more than the header plus the announced (bounded) payload.
+pub fn read_frame<'a, R: embedded_io::Read, T: Deserialize<'a>>(
+    r: &mut R,
+    buf: &'a mut [u8],
+) -> Result<(Kind, T), FrameError> {
+    let mut head = [0u8; HEADER_LEN];
+    // Distinguish a clean end of stream (between frames) from a cut frame.
+    let first = loop {
+        match r.read(&mut head[..1]) {
+            Ok(0) => return Err(FrameError::Eof),
+            Ok(n) => break n,
+            Err(_) => return Err(FrameError::Io),
+        }
+    };
+    r.read_exact(&mut head[first..]).map_err(|_| FrameError::Io)?;
+    let (_, len, _) = check_header(&head)?;
+    if HEADER_LEN + len > buf.len() {
+        return Err(FrameError::TooLong(len as u32));
+    }
+    buf[..HEADER_LEN].copy_from_slice(&head);
+    r.read_exact(&mut buf[HEADER_LEN..HEADER_LEN + len])
+        .map_err(|_| FrameError::Io)?;
+    decode(&buf[..HEADER_LEN + len])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status() -> ApplianceStatus {
+        let mut partitions = Vec::new();
+        let _ = partitions.push(Partition {
+            label: Name::try_from("VZDATA").expect("fits"),
+            device: Name::try_from("/dev/vda3").expect("fits"),
+            mount_point: Name::try_from("/vz").expect("fits"),
+            state_at_boot: Name::try_from("clean").expect("fits"),
+            options: Text::try_from("rw,noatime,prjquota").expect("fits"),
+        });
+        ApplianceStatus {
+            kernel: Name::try_from("6.1.0").expect("fits"),
+            uptime_ms: 1234,
+            degraded: Vec::new(),
+            partitions,
+            ve_controllers: Text::try_from("cpu memory pids").expect("fits"),
+            mem_total_kib: 1,
+            mem_available_kib: 2,
+            processes: 7,
+            zombies: 0,
+        }
+    }
+
+    #[test]
+    fn crc32_matches_zlib() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32(b""), 0);
+    }
+
+    #[test]
+    fn round_trip_every_message() {
+        let mut buf = [0u8; 1024];
+        for req in [Request::Ping, Request::ApplianceStatus] {
+            let n = encode(Kind::Request, &req, &mut buf).expect("encode");
+            let (k, back): (Kind, Request) = decode(&buf[..n]).expect("decode");
+            assert_eq!((k, back), (Kind::Request, req));
+        }
+        let resps = [
+            Response::Pong {
+                version: VERSION,
+                server: Name::try_from("vmmgr").expect("fits"),
+            },
+            Response::ApplianceStatus(status()),
+            Response::Error {
+                code: ErrorCode::BadRequest,
+                message: Text::try_from("nope").expect("fits"),
+            },
+        ];
+        for resp in resps {
+            let n = encode(Kind::Response, &resp, &mut buf).expect("encode");
+            let (_, back): (Kind, Response) = decode(&buf[..n]).expect("decode");
+            assert_eq!(back, resp);
+        }
+    }
+
+    #[test]
+    fn corrupted_frames_are_refused() {
+        let mut buf = [0u8; 256];
+        let n = encode(Kind::Request, &Request::ApplianceStatus, &mut buf).expect("encode");
+        let mut bad = buf;
+        bad[HEADER_LEN] ^= 0xFF;
+        assert_eq!(
+            decode::<Request>(&bad[..n]).map(|_| ()),
+            Err(FrameError::Checksum)
+        );
+        let mut bad = buf;
+        bad[0] = b'X';
+        assert_eq!(decode::<Request>(&bad[..n]).map(|_| ()), Err(FrameError::BadMagic));
+        let mut bad = buf;
+        bad[2] = 9;
+        assert_eq!(decode::<Request>(&bad[..n]).map(|_| ()), Err(FrameError::Version(9)));
+        let mut bad = buf;
+        bad[4..8].copy_from_slice(&(u32::MAX).to_le_bytes());
+        assert_eq!(
+            decode::<Request>(&bad[..n]).map(|_| ()),
+            Err(FrameError::TooLong(u32::MAX))
+        );
+        assert_eq!(decode::<Request>(&buf[..n - 1]).map(|_| ()), Err(FrameError::Io));
+    }
+
+    #[test]
+    fn streams_carry_frames_back_to_back() {
+        let mut wire = [0u8; 512];
+        let mut w: &mut [u8] = &mut wire;
+        write_frame(&mut w, Kind::Request, &Request::Ping).expect("write");
+        write_frame(&mut w, Kind::Request, &Request::ApplianceStatus).expect("write");
+        let left = w.len();
+        let used = wire.len() - left;
+        let mut r: &[u8] = &wire[..used];
+        let mut buf = [0u8; 512];
+        let (_, a): (Kind, Request) = read_frame(&mut r, &mut buf).expect("first");
+        assert_eq!(a, Request::Ping);
+        let (_, b): (Kind, Request) = read_frame(&mut r, &mut buf).expect("second");
+        assert_eq!(b, Request::ApplianceStatus);
+        assert_eq!(
+            read_frame::<_, Request>(&mut r, &mut buf).map(|_| ()),
+            Err(FrameError::Eof)
+        );
+    }
+}

@@ -1,0 +1,153 @@
+//! Serving the control protocol on the socket and the management serial port.
+
+use crate::appliance::{self, Paths};
+use crate::stream::Stream;
+use proto::{ErrorCode, FrameError, Kind, Request, Response};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Most clients served at once on the socket; more are refused.
+pub const MAX_CLIENTS: usize = 32;
+
+/// Answers one request.
+pub fn handle(req: &Request, paths: &Paths) -> Response {
+    match req {
+        Request::Ping => Response::Pong {
+            version: proto::VERSION,
+            server: appliance::server_name(),
+        },
+        Request::ApplianceStatus => Response::ApplianceStatus(appliance::status(paths)),
+    }
+}
+
+fn error_reply(e: FrameError) -> Response {
+    Response::Error {
+        code: ErrorCode::BadRequest,
+        message: appliance::text(&format!("malformed request: {e}")),
+    }
+}
+
+/// Serves frames on one stream until it ends. A malformed frame gets an error
+/// reply; on a socket the connection is then closed (`close_on_error`), on the
+/// serial line we keep listening.
+pub fn serve_stream<T: std::io::Read + std::io::Write>(
+    io: T,
+    paths: &Paths,
+    close_on_error: bool,
+) -> Result<(), FrameError> {
+    let mut s = Stream(io);
+    let mut buf = vec![0u8; proto::HEADER_LEN + proto::MAX_PAYLOAD];
+    loop {
+        let reply = match proto::read_frame::<_, Request>(&mut s, &mut buf) {
+            Ok((Kind::Request, req)) => handle(&req, paths),
+            Ok((Kind::Response, _)) => error_reply(FrameError::BadKind(Kind::Response as u8)),
+            Err(FrameError::Eof) => return Ok(()),
+            Err(FrameError::Io) => return Err(FrameError::Io),
+            Err(e) => {
+                log::warn!("control: {e}");
+                proto::write_frame(&mut s, Kind::Response, &error_reply(e))?;
+                if close_on_error {
+                    return Err(e);
+                }
+                continue;
+            }
+        };
+        proto::write_frame(&mut s, Kind::Response, &reply)?;
+    }
+}
+
+/// Binds the control socket, replacing a stale one, readable by root only.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    let _ = std::fs::remove_file(path);
+    let l = UnixListener::bind(path)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+/// Accepts clients forever, one thread each, at most [`MAX_CLIENTS`].
+pub fn accept_loop(listener: UnixListener, paths: Paths) {
+    let active = Arc::new(AtomicUsize::new(0));
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        if active.load(Ordering::SeqCst) >= MAX_CLIENTS {
+            log::warn!("control: refusing a client: {MAX_CLIENTS} already connected");
+            continue;
+        }
+        active.fetch_add(1, Ordering::SeqCst);
+        let active = Arc::clone(&active);
+        let paths = paths.clone();
+        let spawned = std::thread::Builder::new()
+            .name("vmmgr-client".into())
+            .spawn(move || {
+                let _ = serve_stream(&conn, &paths, true);
+                active.fetch_sub(1, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            log::error!("control: cannot start a client thread: {e}");
+        }
+    }
+}
+
+/// Serves the management serial port: raw mode, frames back to back.
+pub fn serve_serial(path: &Path, paths: Paths) -> std::io::Result<()> {
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(path)?;
+    let mut t = rustix::termios::tcgetattr(&tty)?;
+    t.make_raw();
+    rustix::termios::tcsetattr(&tty, rustix::termios::OptionalActions::Now, &t)?;
+    loop {
+        if let Err(e) = serve_stream(&tty, &paths, false) {
+            log::warn!("management serial {}: {e}", path.display());
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+use std::os::unix::fs::OpenOptionsExt;
+
+/// A client's side: one request, one response.
+pub fn call(stream: &mut UnixStream, req: &Request) -> Result<Response, FrameError> {
+    let mut s = Stream(stream);
+    proto::write_frame(&mut s, Kind::Request, req)?;
+    let mut buf = vec![0u8; proto::HEADER_LEN + proto::MAX_PAYLOAD];
+    let (_, resp) = proto::read_frame::<_, Response>(&mut s, &mut buf)?;
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_round_trip_and_malformed_frame() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sock = dir.path().join("vmmgr.sock");
+        let listener = bind(&sock).expect("bind");
+        std::thread::spawn(move || accept_loop(listener, Paths::default()));
+        let mut c = UnixStream::connect(&sock).expect("connect");
+        match call(&mut c, &Request::Ping).expect("ping") {
+            Response::Pong { version, .. } => assert_eq!(version, proto::VERSION),
+            other => panic!("unexpected {other:?}"),
+        }
+        // Garbage gets an error reply, then the connection closes.
+        use std::io::{Read, Write};
+        let mut c = UnixStream::connect(&sock).expect("connect");
+        c.write_all(b"GARBAGE-GARBAGE").expect("write");
+        let mut s = Stream(&mut c);
+        let mut buf = vec![0u8; 9000];
+        let (_, resp) = proto::read_frame::<_, Response>(&mut s, &mut buf).expect("reply");
+        assert!(matches!(resp, Response::Error { code: ErrorCode::BadRequest, .. }));
+        // Closed: end of stream, or a reset because our extra bytes were unread.
+        let mut rest = Vec::new();
+        match c.read_to_end(&mut rest) {
+            Ok(_) => assert!(rest.is_empty()),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset),
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! Partition images and the GPT disk, written as plain files (no root, no loop
+//! devices, no mounts) with tools that take fixed timestamps and identifiers.
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub const SECTOR: u64 = 512;
+pub const MIB: u64 = 1 << 20;
+/// Partitions start on MiB boundaries; the first at 1 MiB.
+pub const FIRST_LBA: u64 = 2048;
+
+/// GPT type GUIDs.
+pub const TYPE_BASIC_DATA: &str = "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7";
+pub const TYPE_LINUX_FS: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
+
+/// A UUID derived from the build inputs and a purpose, so it is stable across
+/// builds of the same inputs and differs between purposes.
+pub fn derived_uuid(seed: &[u8], purpose: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(seed);
+    h.update(purpose.as_bytes());
+    let mut b: [u8; 16] = h.finalize()[..16].try_into().unwrap_or([0; 16]);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let x = crate::debs::hex(&b);
+    format!("{}-{}-{}-{}-{}", &x[0..8], &x[8..12], &x[12..16], &x[16..20], &x[20..32])
+}
+
+pub fn run(cmd: &mut Command, what: &str) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("{what}: running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn create_sized(path: &Path, bytes: u64) -> Result<()> {
+    let _ = std::fs::remove_file(path);
+    let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    f.set_len(bytes).with_context(|| format!("sizing {}", path.display()))?;
+    Ok(())
+}
+
+/// One file to put on the FAT partition: host path -> path on the partition.
+#[derive(Debug, Clone)]
+pub struct FatFile {
+    pub src: PathBuf,
+    pub dest: String,
+}
+
+/// Builds the `VZBOOT` FAT32 partition image, with syslinux installed.
+pub fn build_fat(
+    out: &Path,
+    size: u64,
+    serial: u32,
+    hidden_sectors: u64,
+    dirs: &[&str],
+    files: &[FatFile],
+    syslinux: &Path,
+    epoch: u64,
+) -> Result<()> {
+    create_sized(out, size)?;
+    let img = out.to_string_lossy().into_owned();
+    let env = |c: &mut Command| {
+        c.env("SOURCE_DATE_EPOCH", epoch.to_string())
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .env("TZ", "UTC");
+    };
+    let mut c = Command::new("mformat");
+    env(&mut c);
+    c.args(["-i", &img, "-F", "-v", "VZBOOT", "-N", &format!("{serial:08X}")])
+        .args(["-H", &hidden_sectors.to_string(), "::"]);
+    run(&mut c, "formatting VZBOOT (mformat)")?;
+    for d in dirs {
+        let mut c = Command::new("mmd");
+        env(&mut c);
+        c.args(["-i", &img, &format!("::/{d}")]);
+        run(&mut c, &format!("creating /{d} on VZBOOT"))?;
+    }
+    for f in files {
+        let mut c = Command::new("mcopy");
+        env(&mut c);
+        c.args(["-i", &img]).arg(&f.src).arg(format!("::/{}", f.dest));
+        run(&mut c, &format!("copying {} to VZBOOT", f.dest))?;
+    }
+    let mut c = Command::new(syslinux);
+    env(&mut c);
+    c.args(["--install", "--directory", "/syslinux", &img]);
+    run(&mut c, "installing syslinux on VZBOOT")?;
+    Ok(())
+}
+
+/// Builds the `VZDATA` ext4 partition image: quota and project features.
+pub fn build_ext4(out: &Path, size: u64, uuid: &str, epoch: u64) -> Result<()> {
+    create_sized(out, size)?;
+    let mut c = Command::new(crate::hosttools::which("mkfs.ext4").unwrap_or("mkfs.ext4".into()));
+    c.env("E2FSPROGS_FAKE_TIME", epoch.to_string())
+        .args(["-q", "-F", "-L", "VZDATA", "-U", uuid])
+        .arg("-E")
+        .arg(format!(
+            "hash_seed={uuid},root_owner=0:0,lazy_itable_init=0,lazy_journal_init=0"
+        ))
+        .args(["-O", "quota,project", "-I", "256", "-b", "4096"])
+        .arg(out);
+    run(&mut c, "formatting VZDATA (mkfs.ext4)")?;
+    Ok(())
+}
+
+/// Builds the read-only `VZROOT` erofs image from a staged tree.
+pub fn build_erofs(out: &Path, tree: &Path, uuid: &str, epoch: u64) -> Result<()> {
+    let _ = std::fs::remove_file(out);
+    let mut c = Command::new(crate::hosttools::which("mkfs.erofs").unwrap_or("mkfs.erofs".into()));
+    c.args(["--quiet", "-zlz4hc", "-x", "-1", "--all-root"])
+        .arg(format!("-T{epoch}"))
+        .arg(format!("-U{uuid}"))
+        .arg(out)
+        .arg(tree);
+    run(&mut c, "building VZROOT (mkfs.erofs)")?;
+    Ok(())
+}
+
+/// A partition of the disk.
+#[derive(Debug, Clone)]
+pub struct Part {
+    pub label: &'static str,
+    pub type_guid: &'static str,
+    pub uuid: String,
+    pub image: PathBuf,
+    /// Size on disk in bytes (a multiple of 1 MiB, at least the image's size).
+    pub size: u64,
+    pub bios_bootable: bool,
+}
+
+/// The sfdisk script for `parts`; returns it with each partition's first LBA.
+pub fn sfdisk_script(disk_uuid: &str, parts: &[Part]) -> (String, Vec<u64>) {
+    let mut s = format!(
+        "label: gpt\nlabel-id: {disk_uuid}\nunit: sectors\nfirst-lba: {FIRST_LBA}\nsector-size: 512\n\n"
+    );
+    let mut lba = FIRST_LBA;
+    let mut starts = Vec::new();
+    for p in parts {
+        let sectors = p.size / SECTOR;
+        s.push_str(&format!(
+            "start={lba}, size={sectors}, type={}, uuid={}, name=\"{}\"{}\n",
+            p.type_guid,
+            p.uuid,
+            p.label,
+            if p.bios_bootable { ", attrs=\"LegacyBIOSBootable\"" } else { "" }
+        ));
+        starts.push(lba);
+        lba += sectors;
+    }
+    (s, starts)
+}
+
+/// Copies `src` into `dst` at `offset`, seeking over all-zero blocks so the
+/// disk image stays sparse.
+pub fn copy_sparse(src: &Path, dst: &mut std::fs::File, offset: u64) -> Result<()> {
+    let mut f = std::fs::File::open(src).with_context(|| format!("opening {}", src.display()))?;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut pos = offset;
+    loop {
+        let mut n = 0;
+        while n < buf.len() {
+            let r = f.read(&mut buf[n..])?;
+            if r == 0 {
+                break;
+            }
+            n += r;
+        }
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().any(|&b| b != 0) {
+            dst.seek(SeekFrom::Start(pos))?;
+            dst.write_all(&buf[..n])?;
+        }
+        pos += n as u64;
+        if n < buf.len() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the GPT disk: partition table, BIOS boot code, partition contents.
+pub fn assemble(out: &Path, disk_uuid: &str, parts: &[Part], mbr_code: &Path) -> Result<u64> {
+    let total_parts: u64 = parts.iter().map(|p| p.size).sum();
+    // 1 MiB in front, 1 MiB behind for the backup GPT.
+    let total = FIRST_LBA * SECTOR + total_parts + MIB;
+    create_sized(out, total)?;
+    let (script, starts) = sfdisk_script(disk_uuid, parts);
+    let mut child = Command::new(crate::hosttools::which("sfdisk").unwrap_or("sfdisk".into()))
+        .args(["--quiet", "--no-reread", "--no-tell-kernel", "--wipe", "never"])
+        .arg(out)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running sfdisk")?;
+    child
+        .stdin
+        .take()
+        .context("sfdisk stdin")?
+        .write_all(script.as_bytes())?;
+    let res = child.wait_with_output()?;
+    if !res.status.success() {
+        bail!(
+            "writing the partition table (sfdisk) failed: {}\nscript:\n{script}",
+            String::from_utf8_lossy(&res.stderr).trim()
+        );
+    }
+    let mut disk = std::fs::OpenOptions::new().write(true).open(out)?;
+    let mbr = std::fs::read(mbr_code).with_context(|| format!("reading {}", mbr_code.display()))?;
+    if mbr.len() < 440 {
+        bail!("{} is {} bytes, expected 440", mbr_code.display(), mbr.len());
+    }
+    disk.seek(SeekFrom::Start(0))?;
+    disk.write_all(&mbr[..440])?;
+    for (p, start) in parts.iter().zip(starts) {
+        let len = std::fs::metadata(&p.image)?.len();
+        if len > p.size {
+            bail!("{} image ({len} bytes) exceeds its partition ({} bytes)", p.label, p.size);
+        }
+        copy_sparse(&p.image, &mut disk, start * SECTOR)?;
+    }
+    disk.sync_all()?;
+    Ok(total)
+}
+
+/// Rounds up to a whole MiB.
+pub fn round_mib(bytes: u64) -> u64 {
+    bytes.div_ceil(MIB) * MIB
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuids_are_stable_and_distinct() {
+        let a = derived_uuid(b"inputs", "VZROOT");
+        assert_eq!(a, derived_uuid(b"inputs", "VZROOT"));
+        assert_ne!(a, derived_uuid(b"inputs", "VZDATA"));
+        assert_ne!(a, derived_uuid(b"other", "VZROOT"));
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "4");
+    }
+
+    #[test]
+    fn script_lays_partitions_back_to_back() {
+        let p = |label, size| Part {
+            label,
+            type_guid: TYPE_LINUX_FS,
+            uuid: "u".into(),
+            image: PathBuf::new(),
+            size,
+            bios_bootable: label == "VZBOOT",
+        };
+        let (s, starts) = sfdisk_script("d", &[p("VZBOOT", 2 * MIB), p("VZROOT", MIB)]);
+        assert_eq!(starts, vec![2048, 2048 + 4096]);
+        assert!(s.contains("name=\"VZBOOT\", attrs=\"LegacyBIOSBootable\""));
+        assert!(s.contains("start=6144, size=2048"));
+    }
+
+    #[test]
+    fn sparse_copy_preserves_content() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("src");
+        let mut data = vec![0u8; 200_000];
+        data[5] = 1;
+        data[150_000] = 2;
+        std::fs::write(&src, &data).expect("write");
+        let dst_path = dir.path().join("dst");
+        let mut dst = std::fs::File::create(&dst_path).expect("create");
+        dst.set_len(300_000).expect("len");
+        copy_sparse(&src, &mut dst, 1000).expect("copy");
+        let back = std::fs::read(&dst_path).expect("read");
+        assert_eq!(&back[1000..201_000], &data[..]);
+    }
+
+    #[test]
+    fn ext4_image_is_reproducible() {
+        if crate::hosttools::which("mkfs.ext4").is_none() {
+            eprintln!("skipping: mkfs.ext4 not installed");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        build_ext4(&a, 64 * MIB, "11111111-2222-4333-8444-555555555555", 1_700_000_000)
+            .expect("a");
+        build_ext4(&b, 64 * MIB, "11111111-2222-4333-8444-555555555555", 1_700_000_000)
+            .expect("b");
+        assert!(std::fs::read(a).expect("a") == std::fs::read(b).expect("b"));
+    }
+}

@@ -127,25 +127,23 @@ pub fn run() -> ! {
 /// root switch (moved from the initramfs).
 fn early_mounts() {
     let nodev = MountFlags::NOSUID | MountFlags::NOEXEC | MountFlags::NODEV;
+    // /proc first: whether the others are mounted is read from it.
     let wanted: [(&str, &str, &str, MountFlags, &str); 4] = [
-        ("devtmpfs", "/dev", "devtmpfs", MountFlags::NOSUID, "mode=0755"),
         ("proc", "/proc", "proc", nodev, ""),
+        ("devtmpfs", "/dev", "devtmpfs", MountFlags::NOSUID, "mode=0755"),
         ("sysfs", "/sys", "sysfs", nodev, ""),
         ("tmpfs", "/run", "tmpfs", MountFlags::NOSUID | MountFlags::NODEV, "mode=0755"),
     ];
     for (src, target, fstype, flags, data) in wanted {
         let target = Path::new(target);
-        // /proc may not be mounted yet, so test for it by content.
         let present = match fstype {
             "proc" => target.join("self").exists(),
-            "sysfs" => target.join("kernel").exists(),
-            "devtmpfs" => target.join("null").exists(),
             _ => mounts::is_mountpoint(target),
         };
         if !present {
             if let Err(e) = mounts::mount_fs(src, target, fstype, flags, data) {
                 // No logger yet: the console is all we have.
-                eprintln!("init: {e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default());
+                eprintln!("init: {}", error_chain(&e));
             }
         }
     }

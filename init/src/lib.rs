@@ -492,7 +492,7 @@ fn announce_ready(degraded: &Degraded) {
         )
     };
     klog::console_line(&line);
-    log::info!("{line}");
+    log::info!("{}", line.trim_start_matches("init: "));
 }
 
 /// Reaps every exited child (orphans included). Returns false when init has no

@@ -1,1 +1,418 @@
-//! qemu-tests
+//! The end-to-end test harness: boots the built image under QEMU (TCG) on a
+//! per-test copy-on-write overlay, drives the serial console with
+//! expect-style waits, talks to `vmmgr` over the management serial port, and
+//! keeps the whole serial transcript (`target/qemu-tests/<test>.log`).
+//!
+//! QEMU is killed and reaped in `Drop`, whatever happened.
+
+use anyhow::{bail, Context, Result};
+use proto::{Kind, Request, Response};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a boot may take, from QEMU start to the `ready` line, under TCG on
+/// the 2-core build machine (measured: about 8 s; see docs/benchmarks.md).
+pub const BOOT_BOUND: Duration = Duration::from_secs(90);
+/// Default wait for a console command's output.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+/// The console prompt, at the start of a line.
+pub const PROMPT: &str = "\nvz# ";
+/// The appliance shell's prompt.
+pub const SHELL_PROMPT: &str = "\nvz-shell# ";
+/// The line init prints when the console takes commands.
+pub const READY: &str = "init: ready in ";
+
+/// The image under test: `$VZ_IMAGE`, else the default build output.
+pub fn image_path() -> PathBuf {
+    std::env::var_os("VZ_IMAGE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| image::workspace_dir().join(image::build::DEFAULT_OUT))
+}
+
+/// Where transcripts go.
+pub fn transcript_dir() -> PathBuf {
+    image::workspace_dir().join("target/qemu-tests")
+}
+
+#[derive(Default)]
+struct Serial {
+    bytes: Vec<u8>,
+    closed: bool,
+}
+
+/// A disk that outlives one QEMU process (for reboot-across-processes tests).
+#[derive(Debug)]
+pub struct Disk {
+    _dir: tempfile::TempDir,
+    overlay: PathBuf,
+}
+
+impl Disk {
+    /// A fresh copy-on-write overlay over the image under test.
+    pub fn new() -> Result<Disk> {
+        let image = image_path();
+        if !image.exists() {
+            bail!(
+                "{} does not exist: build the image first (`cargo run -p image -- build`), \
+                 or run ./test.sh which does",
+                image.display()
+            );
+        }
+        let dir = tempfile::tempdir()?;
+        let overlay = dir.path().join("disk.qcow2");
+        image::qemu::create_overlay(&image, &overlay)?;
+        Ok(Disk { _dir: dir, overlay })
+    }
+}
+
+/// A running appliance.
+pub struct Appliance {
+    name: String,
+    boots: u32,
+    child: Option<Child>,
+    stdin: Option<ChildStdin>,
+    serial: Arc<(Mutex<Serial>, Condvar)>,
+    /// Offset in the transcript up to which output has been consumed.
+    cursor: usize,
+    disk: Arc<Disk>,
+    run_dir: tempfile::TempDir,
+    mgmt: Option<UnixStream>,
+}
+
+impl std::fmt::Debug for Appliance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Appliance").field("name", &self.name).finish()
+    }
+}
+
+impl Appliance {
+    /// Boots the image on a fresh overlay and waits for `ready`.
+    pub fn boot(name: &str) -> Result<Appliance> {
+        let disk = Arc::new(Disk::new()?);
+        let mut a = Appliance::start(name, disk, 1)?;
+        a.wait_ready()?;
+        Ok(a)
+    }
+
+    /// Starts QEMU on `disk` without waiting.
+    pub fn start(name: &str, disk: Arc<Disk>, boots: u32) -> Result<Appliance> {
+        let run_dir = tempfile::tempdir()?;
+        let machine = image::qemu::Machine {
+            disk: disk.overlay.clone(),
+            disk_format: "qcow2",
+            kvm: std::env::var_os("VZ_TEST_KVM").is_some(),
+            memory_mib: 1024,
+            cpus: 2,
+            console: image::qemu::Console::Pipes,
+            mgmt_socket: run_dir.path().join("mgmt.sock"),
+            qmp_socket: Some(run_dir.path().join("qmp.sock")),
+            hostfwd: vec![],
+        };
+        let mut cmd = machine.command()?;
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().context("starting qemu-system-x86_64")?;
+        let serial = Arc::new((Mutex::new(Serial::default()), Condvar::new()));
+        for stream in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let serial = Arc::clone(&serial);
+            std::thread::spawn(move || pump(stream, &serial));
+        }
+        let stdin = child.stdin.take();
+        let _ = std::fs::create_dir_all(transcript_dir());
+        Ok(Appliance {
+            name: name.to_owned(),
+            boots,
+            child: Some(child),
+            stdin,
+            serial,
+            cursor: 0,
+            disk,
+            run_dir,
+            mgmt: None,
+        })
+    }
+
+    /// The whole transcript so far.
+    pub fn transcript(&self) -> String {
+        let (m, _) = &*self.serial;
+        let s = m.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&s.bytes).into_owned()
+    }
+
+    /// Waits until `pattern` appears after the cursor; returns the text from the
+    /// cursor to the end of the match and moves the cursor past it.
+    pub fn expect(&mut self, pattern: &str, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        let (m, cv) = &*self.serial;
+        let mut s = m.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let hay = &s.bytes[self.cursor.min(s.bytes.len())..];
+            if let Some(pos) = find(hay, pattern.as_bytes()) {
+                let end = self.cursor + pos + pattern.len();
+                let text = String::from_utf8_lossy(&s.bytes[self.cursor..end]).into_owned();
+                self.cursor = end;
+                return Ok(text);
+            }
+            let now = Instant::now();
+            if s.closed || now >= deadline {
+                let tail = String::from_utf8_lossy(&s.bytes[self.cursor.min(s.bytes.len())..])
+                    .chars()
+                    .rev()
+                    .take(2000)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<String>();
+                bail!(
+                    "[{}] waited {:?} for {pattern:?}{}; output since the last match:\n{tail}",
+                    self.name,
+                    timeout,
+                    if s.closed { " but QEMU exited" } else { "" },
+                );
+            }
+            s = cv
+                .wait_timeout(s, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Waits for the `ready` line of the current boot.
+    pub fn wait_ready(&mut self) -> Result<Duration> {
+        let t = Instant::now();
+        self.expect(READY, BOOT_BOUND)
+            .with_context(|| format!("boot {} did not reach ready within {BOOT_BOUND:?}", self.boots))?;
+        self.expect(" ms", Duration::from_secs(5))?;
+        Ok(t.elapsed())
+    }
+
+    /// Types raw text on the console.
+    pub fn send(&mut self, text: &str) -> Result<()> {
+        let stdin = self.stdin.as_mut().context("QEMU's stdin is closed")?;
+        stdin.write_all(text.as_bytes())?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    /// Runs a console command and returns its output (up to the next prompt).
+    pub fn console(&mut self, line: &str) -> Result<String> {
+        self.send(&format!("{line}\r"))?;
+        let out = self.expect(PROMPT, COMMAND_TIMEOUT)?;
+        Ok(strip_echo(&out, line))
+    }
+
+    /// Enters the appliance shell from the console.
+    pub fn enter_shell(&mut self) -> Result<()> {
+        self.send("shell\r")?;
+        self.expect(SHELL_PROMPT, COMMAND_TIMEOUT)?;
+        Ok(())
+    }
+
+    /// Runs a command in the appliance shell, returns exactly its output.
+    ///
+    /// The output is framed by markers the shell prints (spelled with an empty
+    /// quote in the command, so the echoed command line never matches them),
+    /// which keeps line editing and wrapping out of the result.
+    pub fn shell(&mut self, line: &str) -> Result<String> {
+        self.send(&format!("echo @BEG''IN@; {line}; echo @EN''D@\r"))?;
+        self.expect("@BEGIN@", COMMAND_TIMEOUT)?;
+        let out = self.expect("@END@", COMMAND_TIMEOUT)?;
+        self.expect(SHELL_PROMPT, COMMAND_TIMEOUT)?;
+        let out = out.replace('\r', "");
+        let out = out.strip_suffix("@END@").unwrap_or(&out);
+        Ok(out.trim_start_matches('\n').to_owned())
+    }
+
+    /// Leaves the appliance shell.
+    pub fn exit_shell(&mut self) -> Result<()> {
+        self.send("exit\r")?;
+        self.expect(PROMPT, COMMAND_TIMEOUT)?;
+        Ok(())
+    }
+
+    /// Sends a QMP command (e.g. `send-key`) and returns the reply line.
+    pub fn qmp(&mut self, command: &str) -> Result<String> {
+        let path = self.run_dir.path().join("qmp.sock");
+        let mut s = UnixStream::connect(&path).with_context(|| format!("connecting {}", path.display()))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut reader = std::io::BufReader::new(s.try_clone()?);
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut reader, &mut line)?; // greeting
+        s.write_all(b"{\"execute\":\"qmp_capabilities\"}\n")?;
+        line.clear();
+        std::io::BufRead::read_line(&mut reader, &mut line)?;
+        s.write_all(command.as_bytes())?;
+        s.write_all(b"\n")?;
+        loop {
+            line.clear();
+            std::io::BufRead::read_line(&mut reader, &mut line)?;
+            if line.contains("\"return\"") || line.contains("\"error\"") {
+                return Ok(line);
+            }
+            if line.is_empty() {
+                bail!("QMP closed before replying to {command}");
+            }
+        }
+    }
+
+    /// Sends ctrl-alt-del through the emulated keyboard.
+    pub fn ctrl_alt_del(&mut self) -> Result<()> {
+        let reply = self.qmp(
+            r#"{"execute":"send-key","arguments":{"keys":[{"type":"qcode","data":"ctrl"},{"type":"qcode","data":"alt"},{"type":"qcode","data":"delete"}]}}"#,
+        )?;
+        if !reply.contains("\"return\"") {
+            bail!("QMP send-key failed: {reply}");
+        }
+        Ok(())
+    }
+
+    /// One request on the management serial port.
+    pub fn mgmt(&mut self, req: &Request) -> Result<Response> {
+        if self.mgmt.is_none() {
+            let path = self.run_dir.path().join("mgmt.sock");
+            let s = UnixStream::connect(&path).with_context(|| format!("connecting {}", path.display()))?;
+            s.set_read_timeout(Some(COMMAND_TIMEOUT))?;
+            self.mgmt = Some(s);
+        }
+        let s = self.mgmt.as_mut().context("management channel")?;
+        let mut st = vmmgr::stream::Stream(&mut *s);
+        let result = (|| {
+            proto::write_frame(&mut st, Kind::Request, req)?;
+            let mut buf = vec![0u8; proto::HEADER_LEN + proto::MAX_PAYLOAD];
+            proto::read_frame::<_, Response>(&mut st, &mut buf).map(|(_, r)| r)
+        })();
+        match result {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                self.mgmt = None;
+                bail!("[{}] management channel: {e}", self.name)
+            }
+        }
+    }
+
+    /// The structured appliance status over the management channel.
+    pub fn status(&mut self) -> Result<proto::ApplianceStatus> {
+        match self.mgmt(&Request::ApplianceStatus)? {
+            Response::ApplianceStatus(s) => Ok(s),
+            other => bail!("unexpected reply {other:?}"),
+        }
+    }
+
+    /// Waits for QEMU to exit (after poweroff).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().context("QEMU already reaped")?;
+        loop {
+            if let Some(st) = child.try_wait()? {
+                self.child = None;
+                return Ok(st);
+            }
+            if Instant::now() >= deadline {
+                bail!("[{}] QEMU still running {timeout:?} after poweroff", self.name);
+            }
+            // Polling a child's exit: std offers no blocking wait with a deadline.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills QEMU at once (a power cut for the guest).
+    pub fn power_cut(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Starts the machine again on the same disk (after poweroff or a power cut).
+    pub fn restart(self) -> Result<Appliance> {
+        let name = self.name.clone();
+        let disk = Arc::clone(&self.disk);
+        let boots = self.boots + 1;
+        drop(self);
+        let mut a = Appliance::start(&name, disk, boots)?;
+        a.wait_ready()?;
+        Ok(a)
+    }
+
+    /// Counts a reboot inside the same QEMU process.
+    pub fn rebooted(&mut self) -> Result<Duration> {
+        self.boots += 1;
+        self.mgmt = None;
+        self.wait_ready()
+    }
+
+    fn save_transcript(&self) -> PathBuf {
+        let path = transcript_dir().join(format!("{}.boot{}.log", self.name, self.boots));
+        let _ = std::fs::write(&path, self.transcript());
+        path
+    }
+}
+
+impl Drop for Appliance {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let path = self.save_transcript();
+        if std::thread::panicking() {
+            eprintln!("[{}] serial transcript kept in {}", self.name, path.display());
+        }
+    }
+}
+
+fn pump(mut stream: Box<dyn Read + Send>, serial: &(Mutex<Serial>, Condvar)) {
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).unwrap_or(0);
+        let (m, cv) = serial;
+        let mut s = m.lock().unwrap_or_else(|e| e.into_inner());
+        if n == 0 {
+            s.closed = true;
+            cv.notify_all();
+            return;
+        }
+        s.bytes.extend_from_slice(&buf[..n]);
+        cv.notify_all();
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Drops the echoed command line from console output, and the prompt.
+fn strip_echo(out: &str, line: &str) -> String {
+    let out = out.replace('\r', "");
+    let out = out.strip_suffix(PROMPT).or_else(|| out.strip_suffix(SHELL_PROMPT)).unwrap_or(&out);
+    match out.find(line) {
+        Some(i) if i < 8 => out[i + line.len()..].trim_start_matches('\n').to_owned(),
+        _ => out.to_owned(),
+    }
+}
+
+/// Path helper for tests that want the overlay of a disk.
+pub fn overlay_of(disk: &Disk) -> &Path {
+    &disk.overlay
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echo_is_stripped() {
+        assert_eq!(strip_echo("status\r\nhello\r\n\nvz# ", "status"), "hello\n");
+        assert_eq!(find(b"abcdef", b"cd"), Some(2));
+    }
+}

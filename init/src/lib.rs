@@ -469,6 +469,7 @@ fn supervise(mask: SigSet, degraded: Degraded, on_root: bool) -> ! {
                 continue;
             }
             if let Some(a) = power_action(sig) {
+                klog::console_line(&format!("init: received {sig}"));
                 log::info!("received {sig}: {a:?}");
                 action = Some(a);
             }

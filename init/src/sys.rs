@@ -75,7 +75,9 @@ pub fn set_controlling_tty(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
-/// Prepares `cmd` to start a supervised service: a new session, the terminal on
+/// Prepares `cmd` to start a supervised service: an empty signal mask (init
+/// blocks the signals it reads from its signalfd, and masks survive exec), a
+/// new session, the terminal on
 /// stdin as controlling terminal when `tty` is set, and the write end of the
 /// readiness pipe kept open across exec (its number is in `NOTIFY_FD`) when given.
 pub fn service_pre_exec(
@@ -85,10 +87,16 @@ pub fn service_pre_exec(
 ) {
     use std::os::unix::process::CommandExt;
     // SAFETY: the closure runs in the child between fork and exec and calls only
-    // async-signal-safe functions (setsid, ioctl, fcntl) on descriptors that the
+    // async-signal-safe functions (sigprocmask, setsid, ioctl, fcntl) on
+    // descriptors that the
     // parent keeps open until `spawn` returns; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) < 0 {
+                return Err(io::Error::last_os_error());
+            }
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }

@@ -302,3 +302,38 @@ mod tests {
         assert!(std::fs::read(a).expect("a") == std::fs::read(b).expect("b"));
     }
 }
+
+/// Finds the partition named `label` in the GPT of a raw disk image; returns
+/// its byte offset and length.
+pub fn find_partition(disk: &Path, label: &str) -> Result<(u64, u64)> {
+    let mut f = std::fs::File::open(disk).with_context(|| format!("opening {}", disk.display()))?;
+    let mut header = [0u8; 512];
+    f.seek(SeekFrom::Start(SECTOR))?;
+    f.read_exact(&mut header)?;
+    if &header[0..8] != b"EFI PART" {
+        bail!("{} has no GPT", disk.display());
+    }
+    let le64 = |b: &[u8]| u64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8]));
+    let le32 = |b: &[u8]| u32::from_le_bytes(b[..4].try_into().unwrap_or([0; 4]));
+    let entries_lba = le64(&header[72..]);
+    let count = le32(&header[80..]).min(256);
+    let size = le32(&header[84..]) as usize;
+    if size < 128 {
+        bail!("{}: bad GPT entry size {size}", disk.display());
+    }
+    let mut table = vec![0u8; count as usize * size];
+    f.seek(SeekFrom::Start(entries_lba * SECTOR))?;
+    f.read_exact(&mut table)?;
+    for e in table.chunks(size) {
+        let name: Vec<u16> = e[56..128]
+            .chunks(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .take_while(|&c| c != 0)
+            .collect();
+        if String::from_utf16_lossy(&name) == label {
+            let (first, last) = (le64(&e[32..]), le64(&e[40..]));
+            return Ok((first * SECTOR, (last + 1 - first) * SECTOR));
+        }
+    }
+    bail!("{} has no partition named {label}", disk.display())
+}

@@ -291,7 +291,12 @@ fn mount_partition(
         return false;
     };
     let state = fsstate::probe(&dev).map(|s| s.as_str()).unwrap_or("unreadable");
-    if state != "clean" {
+    if state == "unknown" || state == "unreadable" {
+        log::warn!(
+            "{label} ({}): no {fstype} superblock found ({state}); mounting will likely fail",
+            dev.display()
+        );
+    } else if state != "clean" {
         log::warn!(
             "{label} ({}) was not cleanly unmounted (state: {state}); the kernel recovers it \
              while mounting",

@@ -186,13 +186,12 @@ impl Appliance {
         }
     }
 
-    /// Waits for the `ready` line of the current boot.
-    pub fn wait_ready(&mut self) -> Result<Duration> {
-        let t = Instant::now();
+    /// Waits for the `ready` line of the current boot; returns the line.
+    pub fn wait_ready(&mut self) -> Result<String> {
         self.expect(READY, BOOT_BOUND)
             .with_context(|| format!("boot {} did not reach ready within {BOOT_BOUND:?}", self.boots))?;
-        self.expect(" ms", Duration::from_secs(5))?;
-        Ok(t.elapsed())
+        let rest = self.expect("\n", Duration::from_secs(5))?;
+        Ok(format!("{READY}{}", rest.trim_end()))
     }
 
     /// Types raw text on the console.
@@ -345,7 +344,7 @@ impl Appliance {
     }
 
     /// Counts a reboot inside the same QEMU process.
-    pub fn rebooted(&mut self) -> Result<Duration> {
+    pub fn rebooted(&mut self) -> Result<String> {
         self.boots += 1;
         self.mgmt = None;
         self.wait_ready()

@@ -26,6 +26,9 @@ pub struct Options {
     pub data_size: u64,
     /// Timestamp for every file (SOURCE_DATE_EPOCH).
     pub epoch: u64,
+    /// Cargo target directory for the appliance binaries (default: the
+    /// workspace's, or `$CARGO_TARGET_DIR`).
+    pub cargo_target_dir: Option<PathBuf>,
 }
 
 /// The default output path (also in the README).
@@ -44,6 +47,7 @@ impl Options {
             boot_size: 64 * MIB,
             data_size: 512 * MIB,
             epoch: source_date_epoch(&workspace),
+            cargo_target_dir: std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from),
             workspace,
         }
     }
@@ -51,7 +55,10 @@ impl Options {
 
 /// SOURCE_DATE_EPOCH if set, else the time of the last commit, else a constant.
 pub fn source_date_epoch(workspace: &Path) -> u64 {
-    if let Some(e) = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.parse().ok()) {
+    if let Some(e) = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         return e;
     }
     Command::new("git")
@@ -147,7 +154,7 @@ pub fn build(opts: &Options) -> Result<Summary> {
     eprintln!("      done in {:.1} s", t.elapsed().as_secs_f64());
 
     let t = p.step("building init and vmmgr (static, release)");
-    let bins = build_rust(&opts.workspace)?;
+    let bins = build_rust(&opts.workspace, opts.cargo_target_dir.as_deref())?;
     for (name, path) in &bins {
         let size = std::fs::metadata(path)?.len();
         eprintln!("      {name}: {}", human(size));
@@ -171,16 +178,41 @@ pub fn build(opts: &Options) -> Result<Summary> {
 
     let t = p.step("staging VZROOT");
     let tree = opts.work.join("rootfs");
-    stage_root(&tree, &sysroot, &rootfs, &bins, &kernel.release, &order, &load_list)?;
+    stage_root(
+        &tree,
+        &sysroot,
+        &rootfs,
+        &bins,
+        &kernel.release,
+        &order,
+        &load_list,
+    )?;
     let seed = format!("{lock_text}{}", opts.epoch);
     let root_img = opts.work.join("vzroot.img");
-    disk::build_erofs(&root_img, &tree, &disk::derived_uuid(seed.as_bytes(), "VZROOT-fs"), opts.epoch)?;
+    disk::build_erofs(
+        &root_img,
+        &tree,
+        &disk::derived_uuid(seed.as_bytes(), "VZROOT-fs"),
+        opts.epoch,
+    )?;
     let root_size = std::fs::metadata(&root_img)?.len();
-    eprintln!("      erofs {} in {:.1} s", human(root_size), t.elapsed().as_secs_f64());
+    eprintln!(
+        "      erofs {} in {:.1} s",
+        human(root_size),
+        t.elapsed().as_secs_f64()
+    );
 
     let t = p.step("writing the initramfs");
     let initrd = opts.work.join("initrd.img");
-    write_initramfs(&initrd, &sysroot, &bins, &kernel.release, &order, &load_list, opts.epoch)?;
+    write_initramfs(
+        &initrd,
+        &sysroot,
+        &bins,
+        &kernel.release,
+        &order,
+        &load_list,
+        opts.epoch,
+    )?;
     eprintln!(
         "      {} in {:.1} s",
         human(std::fs::metadata(&initrd)?.len()),
@@ -191,9 +223,18 @@ pub fn build(opts: &Options) -> Result<Summary> {
     let boot_img = opts.work.join("vzboot.img");
     let config_dir = stage_config(&opts.work, &rootfs, opts.config.as_deref())?;
     let mut files = vec![
-        FatFile { src: kernel.vmlinuz.clone(), dest: "vmlinuz".into() },
-        FatFile { src: initrd.clone(), dest: "initrd.img".into() },
-        FatFile { src: rootfs.join("boot/syslinux.cfg"), dest: "syslinux/syslinux.cfg".into() },
+        FatFile {
+            src: kernel.vmlinuz.clone(),
+            dest: "vmlinuz".into(),
+        },
+        FatFile {
+            src: initrd.clone(),
+            dest: "initrd.img".into(),
+        },
+        FatFile {
+            src: rootfs.join("boot/syslinux.cfg"),
+            dest: "syslinux/syslinux.cfg".into(),
+        },
     ];
     let mut dirs = vec!["syslinux".to_owned(), "vz".to_owned()];
     collect_config(&config_dir, "vz", &mut dirs, &mut files)?;
@@ -201,20 +242,35 @@ pub fn build(opts: &Options) -> Result<Summary> {
     let serial = u32::from_str_radix(&disk::derived_uuid(seed.as_bytes(), "VZBOOT-fs")[..8], 16)?;
     disk::build_fat(
         &boot_img,
-        opts.boot_size,
-        serial,
-        disk::FIRST_LBA,
-        &dir_refs,
-        &files,
-        &sysroot.join("usr/bin/syslinux"),
-        opts.epoch,
+        &disk::FatSpec {
+            size: opts.boot_size,
+            serial,
+            hidden_sectors: disk::FIRST_LBA,
+            dirs: &dir_refs,
+            files: &files,
+            syslinux: &sysroot.join("usr/bin/syslinux"),
+            epoch: opts.epoch,
+        },
     )?;
-    eprintln!("      {} in {:.1} s", human(opts.boot_size), t.elapsed().as_secs_f64());
+    eprintln!(
+        "      {} in {:.1} s",
+        human(opts.boot_size),
+        t.elapsed().as_secs_f64()
+    );
 
     let t = p.step("writing VZDATA (ext4, quota, project)");
     let data_img = opts.work.join("vzdata.img");
-    disk::build_ext4(&data_img, opts.data_size, &disk::derived_uuid(seed.as_bytes(), "VZDATA-fs"), opts.epoch)?;
-    eprintln!("      {} in {:.1} s", human(opts.data_size), t.elapsed().as_secs_f64());
+    disk::build_ext4(
+        &data_img,
+        opts.data_size,
+        &disk::derived_uuid(seed.as_bytes(), "VZDATA-fs"),
+        opts.epoch,
+    )?;
+    eprintln!(
+        "      {} in {:.1} s",
+        human(opts.data_size),
+        t.elapsed().as_secs_f64()
+    );
 
     let t = p.step("assembling the GPT disk");
     let parts = [
@@ -284,11 +340,24 @@ fn find_kernel(sysroot: &Path, pins: &[Pin]) -> Result<KernelFiles> {
 }
 
 /// `cargo build` of the appliance binaries, static, for x86_64-unknown-linux-gnu.
-fn build_rust(workspace: &Path) -> Result<BTreeMap<&'static str, PathBuf>> {
+fn build_rust(
+    workspace: &Path,
+    target_dir: Option<&Path>,
+) -> Result<BTreeMap<&'static str, PathBuf>> {
     let target = "x86_64-unknown-linux-gnu";
     let mut c = Command::new("cargo");
     c.current_dir(workspace)
-        .args(["build", "--release", "--locked", "--target", target, "-p", "init", "-p", "vmmgr"])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            target,
+            "-p",
+            "init",
+            "-p",
+            "vmmgr",
+        ])
         .env(
             "RUSTFLAGS",
             format!(
@@ -298,15 +367,15 @@ fn build_rust(workspace: &Path) -> Result<BTreeMap<&'static str, PathBuf>> {
         )
         .stdout(std::process::Stdio::inherit())
         .stderr(std::process::Stdio::inherit());
+    let target_dir = target_dir
+        .map(Path::to_owned)
+        .unwrap_or_else(|| workspace.join("target"));
+    c.env("CARGO_TARGET_DIR", &target_dir);
     let status = c.status().context("running cargo")?;
     if !status.success() {
         bail!("cargo build of the appliance binaries failed ({status}); see the errors above");
     }
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace.join("target"))
-        .join(target)
-        .join("release");
+    let dir = target_dir.join(target).join("release");
     let mut bins = BTreeMap::new();
     for name in ["init", "vmmgr", "vzconsole"] {
         let p = dir.join(name);
@@ -376,7 +445,11 @@ fn busybox_applets(sysroot: &Path) -> Result<Vec<String>> {
         Command::new(sysroot.join("bin/busybox")).arg("--list-full"),
         "listing busybox applets",
     )?;
-    let mut v: Vec<String> = out.lines().map(|l| l.trim().to_owned()).filter(|l| !l.is_empty()).collect();
+    let mut v: Vec<String> = out
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .collect();
     v.sort();
     Ok(v)
 }
@@ -473,7 +546,12 @@ fn stage_config(work: &Path, rootfs: &Path, user: Option<&Path>) -> Result<PathB
     Ok(dir)
 }
 
-fn collect_config(dir: &Path, prefix: &str, dirs: &mut Vec<String>, files: &mut Vec<FatFile>) -> Result<()> {
+fn collect_config(
+    dir: &Path,
+    prefix: &str,
+    dirs: &mut Vec<String>,
+    files: &mut Vec<FatFile>,
+) -> Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)?.filter_map(|e| e.ok()).collect();
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
@@ -483,7 +561,10 @@ fn collect_config(dir: &Path, prefix: &str, dirs: &mut Vec<String>, files: &mut 
             dirs.push(dest.clone());
             collect_config(&e.path(), &dest, dirs, files)?;
         } else {
-            files.push(FatFile { src: e.path(), dest });
+            files.push(FatFile {
+                src: e.path(),
+                dest,
+            });
         }
     }
     Ok(())
@@ -510,24 +591,41 @@ fn write_initramfs(
             entries.entry(acc.clone()).or_insert(Node::Dir);
         }
     };
-    for d in ["dev", "proc", "sys", "run", "tmp", "newroot", "etc", "bin", "sbin"] {
+    for d in [
+        "dev", "proc", "sys", "run", "tmp", "newroot", "etc", "bin", "sbin",
+    ] {
         add_dirs(&mut entries, d);
     }
     entries.insert("dev/console".into(), Node::CharDev { major: 5, minor: 1 });
     entries.insert("dev/null".into(), Node::CharDev { major: 1, minor: 3 });
-    entries.insert("init".into(), Node::File { data: read(&bins["init"])?, executable: true });
+    entries.insert(
+        "init".into(),
+        Node::File {
+            data: read(&bins["init"])?,
+            executable: true,
+        },
+    );
     entries.insert(
         "sbin/vzconsole".into(),
-        Node::File { data: read(&bins["vzconsole"])?, executable: true },
+        Node::File {
+            data: read(&bins["vzconsole"])?,
+            executable: true,
+        },
     );
     entries.insert(
         "bin/busybox".into(),
-        Node::File { data: read(&sysroot.join("bin/busybox"))?, executable: true },
+        Node::File {
+            data: read(&sysroot.join("bin/busybox"))?,
+            executable: true,
+        },
     );
     entries.insert("bin/sh".into(), Node::Symlink("busybox".into()));
     entries.insert(
         "etc/modules.load".into(),
-        Node::File { data: load_list.as_bytes().to_vec(), executable: false },
+        Node::File {
+            data: load_list.as_bytes().to_vec(),
+            executable: false,
+        },
     );
     let kdir = format!("lib/modules/{release}");
     for m in order {
@@ -537,7 +635,10 @@ fn write_initramfs(
         }
         entries.insert(
             rel,
-            Node::File { data: read(&sysroot.join(&kdir).join(m))?, executable: false },
+            Node::File {
+                data: read(&sysroot.join(&kdir).join(m))?,
+                executable: false,
+            },
         );
     }
     let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;

@@ -44,7 +44,13 @@ impl<W: Write> Archive<W> {
         Ok(())
     }
 
-    fn header(&mut self, name: &str, mode: u32, size: usize, rdev: (u32, u32)) -> std::io::Result<()> {
+    fn header(
+        &mut self,
+        name: &str,
+        mode: u32,
+        size: usize,
+        rdev: (u32, u32),
+    ) -> std::io::Result<()> {
         self.ino += 1;
         let nlink = if mode & 0o170000 == 0o040000 { 2 } else { 1 };
         let fields = [
@@ -111,7 +117,8 @@ mod tests {
     fn newc_layout_is_aligned_and_terminated() {
         let mut a = Archive::new(Vec::new(), 1_700_000_000);
         a.add("dev", &Node::Dir).expect("dir");
-        a.add("dev/console", &Node::CharDev { major: 5, minor: 1 }).expect("dev");
+        a.add("dev/console", &Node::CharDev { major: 5, minor: 1 })
+            .expect("dev");
         a.add(
             "init",
             &Node::File {
@@ -120,7 +127,8 @@ mod tests {
             },
         )
         .expect("file");
-        a.add("bin/sh", &Node::Symlink("busybox".into())).expect("link");
+        a.add("bin/sh", &Node::Symlink("busybox".into()))
+            .expect("link");
         let out = a.finish().expect("finish");
         assert_eq!(out.len() % 512, 0);
         assert!(out.starts_with(b"070701"));
@@ -144,7 +152,14 @@ mod tests {
         let build = || {
             let mut a = Archive::new(Vec::new(), 7);
             a.add("a", &Node::Dir).expect("dir");
-            a.add("a/b", &Node::File { data: vec![1, 2, 3], executable: false }).expect("file");
+            a.add(
+                "a/b",
+                &Node::File {
+                    data: vec![1, 2, 3],
+                    executable: false,
+                },
+            )
+            .expect("file");
             a.finish().expect("finish")
         };
         assert_eq!(build(), build());

@@ -133,7 +133,9 @@ pub fn hex(b: &[u8]) -> String {
 
 fn running_as_root() -> bool {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 /// Makes sure the cache holds the pinned `.deb`, downloading it if needed.
@@ -237,7 +239,10 @@ mod tests {
     #[test]
     fn bad_lock_line_names_file_and_line() {
         let err = parse_lock("# x\ntar 1.0\n", Path::new("rootfs/packages.lock")).expect_err("bad");
-        assert!(err.to_string().starts_with("rootfs/packages.lock:2:"), "{err}");
+        assert!(
+            err.to_string().starts_with("rootfs/packages.lock:2:"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -245,5 +250,33 @@ mod tests {
         let text = "Package: a\nVersion: 1.2\nDepends: linux-image-6.1.0-56-cloud-amd64 (= 6.1.192-2)\nSHA256: ff\n\nPackage: a\nVersion: 0.9\n";
         assert_eq!(stanza_field(text, "Version"), Some("1.2"));
         assert_eq!(stanza_field(text, "SHA256"), Some("ff"));
+    }
+}
+
+#[cfg(test)]
+mod archive_tests {
+    use super::*;
+
+    /// Needs apt-get and the Debian archive (as the image build does).
+    #[test]
+    fn vanished_version_says_how_to_bump() {
+        if crate::hosttools::which("apt-get").is_none() {
+            eprintln!("skipping: no apt-get");
+            return;
+        }
+        let cache = tempfile::tempdir().expect("tempdir");
+        let pin = Pin {
+            name: "busybox-static".into(),
+            version: "0.0-long-gone".into(),
+            sha256: "0".repeat(64),
+        };
+        let err = fetch(&pin, cache.path())
+            .expect_err("no such version")
+            .to_string();
+        assert!(
+            err.contains("busybox-static 0.0-long-gone is no longer available"),
+            "{err}"
+        );
+        assert!(err.contains(BUMP), "{err}");
     }
 }

@@ -26,11 +26,20 @@ pub fn derived_uuid(seed: &[u8], purpose: &str) -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let x = crate::debs::hex(&b);
-    format!("{}-{}-{}-{}-{}", &x[0..8], &x[8..12], &x[12..16], &x[16..20], &x[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &x[0..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..32]
+    )
 }
 
 pub fn run(cmd: &mut Command, what: &str) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("{what}: running {cmd:?}"))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("{what}: running {cmd:?}"))?;
     if !out.status.success() {
         bail!(
             "{what} failed ({}): {}{}",
@@ -45,7 +54,8 @@ pub fn run(cmd: &mut Command, what: &str) -> Result<String> {
 fn create_sized(path: &Path, bytes: u64) -> Result<()> {
     let _ = std::fs::remove_file(path);
     let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    f.set_len(bytes).with_context(|| format!("sizing {}", path.display()))?;
+    f.set_len(bytes)
+        .with_context(|| format!("sizing {}", path.display()))?;
     Ok(())
 }
 
@@ -56,17 +66,32 @@ pub struct FatFile {
     pub dest: String,
 }
 
+/// What goes on the `VZBOOT` FAT32 partition.
+#[derive(Debug, Clone)]
+pub struct FatSpec<'a> {
+    pub size: u64,
+    /// Volume serial number.
+    pub serial: u32,
+    /// The partition's first sector on the disk (FAT's "hidden sectors").
+    pub hidden_sectors: u64,
+    pub dirs: &'a [&'a str],
+    pub files: &'a [FatFile],
+    /// The syslinux installer (from the pinned package).
+    pub syslinux: &'a Path,
+    pub epoch: u64,
+}
+
 /// Builds the `VZBOOT` FAT32 partition image, with syslinux installed.
-pub fn build_fat(
-    out: &Path,
-    size: u64,
-    serial: u32,
-    hidden_sectors: u64,
-    dirs: &[&str],
-    files: &[FatFile],
-    syslinux: &Path,
-    epoch: u64,
-) -> Result<()> {
+pub fn build_fat(out: &Path, spec: &FatSpec<'_>) -> Result<()> {
+    let FatSpec {
+        size,
+        serial,
+        hidden_sectors,
+        dirs,
+        files,
+        syslinux,
+        epoch,
+    } = *spec;
     create_sized(out, size)?;
     let img = out.to_string_lossy().into_owned();
     let env = |c: &mut Command| {
@@ -76,8 +101,16 @@ pub fn build_fat(
     };
     let mut c = Command::new("mformat");
     env(&mut c);
-    c.args(["-i", &img, "-F", "-v", "VZBOOT", "-N", &format!("{serial:08X}")])
-        .args(["-H", &hidden_sectors.to_string(), "::"]);
+    c.args([
+        "-i",
+        &img,
+        "-F",
+        "-v",
+        "VZBOOT",
+        "-N",
+        &format!("{serial:08X}"),
+    ])
+    .args(["-H", &hidden_sectors.to_string(), "::"]);
     run(&mut c, "formatting VZBOOT (mformat)")?;
     for d in dirs {
         let mut c = Command::new("mmd");
@@ -88,7 +121,9 @@ pub fn build_fat(
     for f in files {
         let mut c = Command::new("mcopy");
         env(&mut c);
-        c.args(["-i", &img]).arg(&f.src).arg(format!("::/{}", f.dest));
+        c.args(["-i", &img])
+            .arg(&f.src)
+            .arg(format!("::/{}", f.dest));
         run(&mut c, &format!("copying {} to VZBOOT", f.dest))?;
     }
     let mut c = Command::new(syslinux);
@@ -153,7 +188,11 @@ pub fn sfdisk_script(disk_uuid: &str, parts: &[Part]) -> (String, Vec<u64>) {
             p.type_guid,
             p.uuid,
             p.label,
-            if p.bios_bootable { ", attrs=\"LegacyBIOSBootable\"" } else { "" }
+            if p.bios_bootable {
+                ", attrs=\"LegacyBIOSBootable\""
+            } else {
+                ""
+            }
         ));
         starts.push(lba);
         lba += sectors;
@@ -199,7 +238,13 @@ pub fn assemble(out: &Path, disk_uuid: &str, parts: &[Part], mbr_code: &Path) ->
     create_sized(out, total)?;
     let (script, starts) = sfdisk_script(disk_uuid, parts);
     let mut child = Command::new(crate::hosttools::which("sfdisk").unwrap_or("sfdisk".into()))
-        .args(["--quiet", "--no-reread", "--no-tell-kernel", "--wipe", "never"])
+        .args([
+            "--quiet",
+            "--no-reread",
+            "--no-tell-kernel",
+            "--wipe",
+            "never",
+        ])
         .arg(out)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -221,14 +266,22 @@ pub fn assemble(out: &Path, disk_uuid: &str, parts: &[Part], mbr_code: &Path) ->
     let mut disk = std::fs::OpenOptions::new().write(true).open(out)?;
     let mbr = std::fs::read(mbr_code).with_context(|| format!("reading {}", mbr_code.display()))?;
     if mbr.len() < 440 {
-        bail!("{} is {} bytes, expected 440", mbr_code.display(), mbr.len());
+        bail!(
+            "{} is {} bytes, expected 440",
+            mbr_code.display(),
+            mbr.len()
+        );
     }
     disk.seek(SeekFrom::Start(0))?;
     disk.write_all(&mbr[..440])?;
     for (p, start) in parts.iter().zip(starts) {
         let len = std::fs::metadata(&p.image)?.len();
         if len > p.size {
-            bail!("{} image ({len} bytes) exceeds its partition ({} bytes)", p.label, p.size);
+            bail!(
+                "{} image ({len} bytes) exceeds its partition ({} bytes)",
+                p.label,
+                p.size
+            );
         }
         copy_sparse(&p.image, &mut disk, start * SECTOR)?;
     }
@@ -239,68 +292,6 @@ pub fn assemble(out: &Path, disk_uuid: &str, parts: &[Part], mbr_code: &Path) ->
 /// Rounds up to a whole MiB.
 pub fn round_mib(bytes: u64) -> u64 {
     bytes.div_ceil(MIB) * MIB
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn uuids_are_stable_and_distinct() {
-        let a = derived_uuid(b"inputs", "VZROOT");
-        assert_eq!(a, derived_uuid(b"inputs", "VZROOT"));
-        assert_ne!(a, derived_uuid(b"inputs", "VZDATA"));
-        assert_ne!(a, derived_uuid(b"other", "VZROOT"));
-        assert_eq!(a.len(), 36);
-        assert_eq!(&a[14..15], "4");
-    }
-
-    #[test]
-    fn script_lays_partitions_back_to_back() {
-        let p = |label, size| Part {
-            label,
-            type_guid: TYPE_LINUX_FS,
-            uuid: "u".into(),
-            image: PathBuf::new(),
-            size,
-            bios_bootable: label == "VZBOOT",
-        };
-        let (s, starts) = sfdisk_script("d", &[p("VZBOOT", 2 * MIB), p("VZROOT", MIB)]);
-        assert_eq!(starts, vec![2048, 2048 + 4096]);
-        assert!(s.contains("name=\"VZBOOT\", attrs=\"LegacyBIOSBootable\""));
-        assert!(s.contains("start=6144, size=2048"));
-    }
-
-    #[test]
-    fn sparse_copy_preserves_content() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let src = dir.path().join("src");
-        let mut data = vec![0u8; 200_000];
-        data[5] = 1;
-        data[150_000] = 2;
-        std::fs::write(&src, &data).expect("write");
-        let dst_path = dir.path().join("dst");
-        let mut dst = std::fs::File::create(&dst_path).expect("create");
-        dst.set_len(300_000).expect("len");
-        copy_sparse(&src, &mut dst, 1000).expect("copy");
-        let back = std::fs::read(&dst_path).expect("read");
-        assert_eq!(&back[1000..201_000], &data[..]);
-    }
-
-    #[test]
-    fn ext4_image_is_reproducible() {
-        if crate::hosttools::which("mkfs.ext4").is_none() {
-            eprintln!("skipping: mkfs.ext4 not installed");
-            return;
-        }
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-        build_ext4(&a, 64 * MIB, "11111111-2222-4333-8444-555555555555", 1_700_000_000)
-            .expect("a");
-        build_ext4(&b, 64 * MIB, "11111111-2222-4333-8444-555555555555", 1_700_000_000)
-            .expect("b");
-        assert!(std::fs::read(a).expect("a") == std::fs::read(b).expect("b"));
-    }
 }
 
 /// Finds the partition named `label` in the GPT of a raw disk image; returns
@@ -336,4 +327,112 @@ pub fn find_partition(disk: &Path, label: &str) -> Result<(u64, u64)> {
         }
     }
     bail!("{} has no partition named {label}", disk.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuids_are_stable_and_distinct() {
+        let a = derived_uuid(b"inputs", "VZROOT");
+        assert_eq!(a, derived_uuid(b"inputs", "VZROOT"));
+        assert_ne!(a, derived_uuid(b"inputs", "VZDATA"));
+        assert_ne!(a, derived_uuid(b"other", "VZROOT"));
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "4");
+    }
+
+    #[test]
+    fn script_lays_partitions_back_to_back() {
+        let p = |label, size| Part {
+            label,
+            type_guid: TYPE_LINUX_FS,
+            uuid: "u".into(),
+            image: PathBuf::new(),
+            size,
+            bios_bootable: label == "VZBOOT",
+        };
+        let (s, starts) = sfdisk_script("d", &[p("VZBOOT", 2 * MIB), p("VZROOT", MIB)]);
+        assert_eq!(starts, vec![2048, 2048 + 4096]);
+        assert!(s.contains("name=\"VZBOOT\", attrs=\"LegacyBIOSBootable\""));
+        assert!(s.contains("start=6144, size=2048"));
+    }
+
+    #[test]
+    fn partitions_found_by_gpt_name() {
+        if crate::hosttools::which("sfdisk").is_none() {
+            eprintln!("skipping: sfdisk not installed");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let img = |n: &str| {
+            let p = dir.path().join(n);
+            std::fs::write(&p, [7u8; 512]).expect("write");
+            p
+        };
+        let part = |label, image| Part {
+            label,
+            type_guid: TYPE_LINUX_FS,
+            uuid: derived_uuid(b"t", label),
+            image,
+            size: MIB,
+            bios_bootable: false,
+        };
+        let mbr = img("mbr");
+        let disk = dir.path().join("disk");
+        assemble(
+            &disk,
+            &derived_uuid(b"t", "disk"),
+            &[part("VZBOOT", img("a")), part("VZDATA", img("b"))],
+            &mbr,
+        )
+        .expect("assemble");
+        assert_eq!(
+            find_partition(&disk, "VZDATA").expect("found"),
+            (2 * MIB, MIB)
+        );
+        assert!(find_partition(&disk, "VZROOT").is_err());
+    }
+
+    #[test]
+    fn sparse_copy_preserves_content() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("src");
+        let mut data = vec![0u8; 200_000];
+        data[5] = 1;
+        data[150_000] = 2;
+        std::fs::write(&src, &data).expect("write");
+        let dst_path = dir.path().join("dst");
+        let mut dst = std::fs::File::create(&dst_path).expect("create");
+        dst.set_len(300_000).expect("len");
+        copy_sparse(&src, &mut dst, 1000).expect("copy");
+        let back = std::fs::read(&dst_path).expect("read");
+        assert_eq!(&back[1000..201_000], &data[..]);
+    }
+
+    #[test]
+    fn ext4_image_is_reproducible() {
+        if crate::hosttools::which("mkfs.ext4").is_none() {
+            eprintln!("skipping: mkfs.ext4 not installed");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        build_ext4(
+            &a,
+            64 * MIB,
+            "11111111-2222-4333-8444-555555555555",
+            1_700_000_000,
+        )
+        .expect("a");
+        build_ext4(
+            &b,
+            64 * MIB,
+            "11111111-2222-4333-8444-555555555555",
+            1_700_000_000,
+        )
+        .expect("b");
+        assert!(std::fs::read(a).expect("a") == std::fs::read(b).expect("b"));
+    }
 }

@@ -23,11 +23,16 @@ pub fn needed(data: &[u8]) -> Result<(Vec<String>, Option<String>)> {
     let header = file.elf_header();
     let sections = header.sections(endian, data).context("ELF sections")?;
     if let Some((dynamic, index)) = sections.dynamic(endian, data).context("dynamic section")? {
-        let strings = sections.strings(endian, data, index).context("dynamic strings")?;
+        let strings = sections
+            .strings(endian, data, index)
+            .context("dynamic strings")?;
         for d in dynamic {
             if d.d_tag(endian) == u64::from(object::elf::DT_NEEDED) {
                 let off = d.d_val(endian) as u32;
-                let name = strings.get(off).ok().map(|s| String::from_utf8_lossy(s).into_owned());
+                let name = strings
+                    .get(off)
+                    .ok()
+                    .map(|s| String::from_utf8_lossy(s).into_owned());
                 if let Some(n) = name {
                     libs.push(n);
                 }
@@ -35,11 +40,16 @@ pub fn needed(data: &[u8]) -> Result<(Vec<String>, Option<String>)> {
         }
     }
     let mut interp = None;
-    for seg in header.program_headers(endian, data).context("program headers")? {
+    for seg in header
+        .program_headers(endian, data)
+        .context("program headers")?
+    {
         use object::read::elf::ProgramHeader;
         if seg.p_type(endian) == object::elf::PT_INTERP {
             if let Ok(bytes) = seg.data(endian, data) {
-                let s = String::from_utf8_lossy(bytes).trim_end_matches('\0').to_owned();
+                let s = String::from_utf8_lossy(bytes)
+                    .trim_end_matches('\0')
+                    .to_owned();
                 interp = Some(s);
             }
         }
@@ -104,7 +114,11 @@ mod tests {
     #[test]
     fn closure_over_the_host_as_sysroot() {
         let set = closure(Path::new("/"), &[PathBuf::from("bin/ls")]).expect("closure");
-        assert!(set.iter().any(|p| p.to_string_lossy().contains("libc.so.6")), "{set:?}");
+        assert!(
+            set.iter()
+                .any(|p| p.to_string_lossy().contains("libc.so.6")),
+            "{set:?}"
+        );
     }
 
     #[test]

@@ -27,7 +27,12 @@ pub fn depends(ko: &[u8]) -> Result<Vec<String>> {
 pub fn parse_modinfo_depends(data: &[u8]) -> Vec<String> {
     data.split(|&b| b == 0)
         .filter_map(|kv| kv.strip_prefix(b"depends="))
-        .flat_map(|v| String::from_utf8_lossy(v).split(',').map(str::to_owned).collect::<Vec<_>>())
+        .flat_map(|v| {
+            String::from_utf8_lossy(v)
+                .split(',')
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
         .filter(|s| !s.is_empty())
         .map(|s| normalize(&s))
         .collect()
@@ -47,7 +52,9 @@ impl Kernel {
         let mut modules = BTreeMap::new();
         let mut stack = vec![root.join("kernel")];
         while let Some(dir) = stack.pop() {
-            for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            for e in
+                std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+            {
                 let p = e?.path();
                 if p.is_dir() {
                     stack.push(p);
@@ -61,7 +68,11 @@ impl Kernel {
         let builtin = std::fs::read_to_string(root.join("modules.builtin"))
             .unwrap_or_default()
             .lines()
-            .filter_map(|l| Path::new(l).file_stem().map(|s| normalize(&s.to_string_lossy())))
+            .filter_map(|l| {
+                Path::new(l)
+                    .file_stem()
+                    .map(|s| normalize(&s.to_string_lossy()))
+            })
             .collect();
         Ok(Kernel {
             root: root.to_owned(),
@@ -110,10 +121,9 @@ impl Kernel {
         if path.iter().any(|p| p == name) {
             bail!("module dependency cycle: {} -> {name}", path.join(" -> "));
         }
-        let rel = self
-            .modules
-            .get(name)
-            .with_context(|| format!("module {name}, needed by {}, is missing", path.join(" -> ")))?;
+        let rel = self.modules.get(name).with_context(|| {
+            format!("module {name}, needed by {}, is missing", path.join(" -> "))
+        })?;
         path.push(name.to_owned());
         for dep in deps_of(&self.root.join(rel))? {
             self.visit(&dep, done, path, order, deps_of)?;
@@ -166,15 +176,26 @@ mod tests {
     fn dependencies_load_first_and_once() {
         let k = kernel();
         let order = k
-            .load_order(&["a".into(), "c".into(), "ext4".into(), "d-x".into()], &mut deps)
+            .load_order(
+                &["a".into(), "c".into(), "ext4".into(), "d-x".into()],
+                &mut deps,
+            )
             .expect("order");
-        let names: Vec<_> = order.iter().map(|p| p.to_string_lossy().into_owned()).collect();
-        assert_eq!(names, vec!["kernel/c.ko", "kernel/b.ko", "kernel/a.ko", "kernel/d_x.ko"]);
+        let names: Vec<_> = order
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            vec!["kernel/c.ko", "kernel/b.ko", "kernel/a.ko", "kernel/d_x.ko"]
+        );
     }
 
     #[test]
     fn unknown_module_is_an_error_naming_it() {
-        let err = kernel().load_order(&["nope".into()], &mut deps).expect_err("unknown");
+        let err = kernel()
+            .load_order(&["nope".into()], &mut deps)
+            .expect_err("unknown");
         assert!(err.to_string().contains("module nope"), "{err}");
     }
 

@@ -27,11 +27,13 @@ fn main() {
 }
 
 fn value(args: &mut std::vec::IntoIter<String>, flag: &str) -> Result<String> {
-    args.next().with_context(|| format!("{flag} needs a value\n\n{USAGE}"))
+    args.next()
+        .with_context(|| format!("{flag} needs a value\n\n{USAGE}"))
 }
 
 fn real_main() -> Result<()> {
-    let mut args: std::vec::IntoIter<String> = std::env::args().skip(1).collect::<Vec<_>>().into_iter();
+    let mut args: std::vec::IntoIter<String> =
+        std::env::args().skip(1).collect::<Vec<_>>().into_iter();
     let Some(cmd) = args.next() else {
         bail!("no command given\n\n{USAGE}");
     };
@@ -55,7 +57,11 @@ fn real_main() -> Result<()> {
             }
             let s = build::build(&opts)?;
             println!("image:   {}", s.path.display());
-            println!("size:    {} bytes ({} MiB)", s.size, s.size / image::disk::MIB);
+            println!(
+                "size:    {} bytes ({} MiB)",
+                s.size,
+                s.size / image::disk::MIB
+            );
             println!("kernel:  {}", s.kernel_release);
             println!("sha256:  {}", s.sha256);
             Ok(())
@@ -72,7 +78,11 @@ fn real_main() -> Result<()> {
             let lock = ws.join("rootfs/packages.lock");
             std::fs::write(&lock, debs::render_lock(&pins))
                 .with_context(|| format!("writing {}", lock.display()))?;
-            println!("pinned {} packages in {}; review with `git diff`", pins.len(), lock.display());
+            println!(
+                "pinned {} packages in {}; review with `git diff`",
+                pins.len(),
+                lock.display()
+            );
             Ok(())
         }
         "help" | "--help" | "-h" => {
@@ -97,7 +107,9 @@ fn run(mut args: std::vec::IntoIter<String>, ws: PathBuf) -> Result<()> {
             "--hostfwd" => hostfwd.push(value(&mut args, &a)?),
             "--memory" => {
                 let v = value(&mut args, &a)?;
-                memory = v.parse().with_context(|| format!("--memory {v:?}: expected MiB"))?;
+                memory = v
+                    .parse()
+                    .with_context(|| format!("--memory {v:?}: expected MiB"))?;
             }
             _ => bail!("run: unknown option {a:?}\n\n{USAGE}"),
         }
@@ -131,10 +143,17 @@ fn run(mut args: std::vec::IntoIter<String>, ws: PathBuf) -> Result<()> {
     eprintln!(
         "booting {} ({}), management channel on {}; ctrl-a x quits",
         image.display(),
-        if persistent { "persistent" } else { "changes discarded on exit" },
+        if persistent {
+            "persistent"
+        } else {
+            "changes discarded on exit"
+        },
         m.mgmt_socket.display()
     );
-    let status = m.command()?.status().context("starting qemu-system-x86_64")?;
+    let status = m
+        .command()?
+        .status()
+        .context("starting qemu-system-x86_64")?;
     let _ = std::fs::remove_dir_all(&dir);
     if !status.success() {
         bail!("QEMU exited with {status}");

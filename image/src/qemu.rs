@@ -82,7 +82,8 @@ impl Machine {
             ))
             .args(["-serial", "chardev:mgmt"]);
         if let Some(q) = &self.qmp_socket {
-            c.arg("-qmp").arg(format!("unix:{},server=on,wait=off", q.display()));
+            c.arg("-qmp")
+                .arg(format!("unix:{},server=on,wait=off", q.display()));
         }
         let mut net = String::from("user,id=net0,restrict=off");
         for h in &self.hostfwd {
@@ -97,9 +98,12 @@ impl Machine {
 
 /// Creates a copy-on-write qcow2 overlay over a raw image.
 pub fn create_overlay(base: &Path, overlay: &Path) -> Result<()> {
-    let base = base
-        .canonicalize()
-        .with_context(|| format!("image {} not found: build it with `cargo run -p image -- build`", base.display()))?;
+    let base = base.canonicalize().with_context(|| {
+        format!(
+            "image {} not found: build it with `cargo run -p image -- build`",
+            base.display()
+        )
+    })?;
     let out = Command::new("qemu-img")
         .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
         .arg(&base)
@@ -122,8 +126,14 @@ mod tests {
 
     #[test]
     fn hostfwd_binds_loopback_only() {
-        assert_eq!(hostfwd_arg("tcp:2222:22").expect("ok"), "hostfwd=tcp:127.0.0.1:2222-:22");
-        assert_eq!(hostfwd_arg("8080:80").expect("ok"), "hostfwd=tcp:127.0.0.1:8080-:80");
+        assert_eq!(
+            hostfwd_arg("tcp:2222:22").expect("ok"),
+            "hostfwd=tcp:127.0.0.1:2222-:22"
+        );
+        assert_eq!(
+            hostfwd_arg("8080:80").expect("ok"),
+            "hostfwd=tcp:127.0.0.1:8080-:80"
+        );
         assert!(hostfwd_arg("0.0.0.0:22:22").is_err());
         assert!(hostfwd_arg("tcp:99999:22").is_err());
     }
@@ -148,6 +158,9 @@ mod tests {
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
         assert!(args.contains(&"pc,accel=tcg".to_owned()));
-        assert!(!args.iter().any(|a| a == "-kernel"), "the image must boot from disk");
+        assert!(
+            !args.iter().any(|a| a == "-kernel"),
+            "the image must boot from disk"
+        );
     }
 }

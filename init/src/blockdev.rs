@@ -83,12 +83,18 @@ mod tests {
 
     #[test]
     fn label_must_match_exactly() {
-        assert_eq!(match_uevent("DEVNAME=sda3\nPARTNAME=VZROOT2\n", "VZROOT"), None);
+        assert_eq!(
+            match_uevent("DEVNAME=sda3\nPARTNAME=VZROOT2\n", "VZROOT"),
+            None
+        );
         assert_eq!(match_uevent("PARTNAME=VZROOT\n", "VZROOT"), None);
     }
 
     #[test]
     fn missing_sysfs_is_not_found() {
-        assert_eq!(find_by_partlabel(Path::new("/nonexistent"), ROOT_LABEL), None);
+        assert_eq!(
+            find_by_partlabel(Path::new("/nonexistent"), ROOT_LABEL),
+            None
+        );
     }
 }

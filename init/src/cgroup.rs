@@ -96,8 +96,7 @@ mod tests {
         // On a plain directory the writes simply land in files; this proves the
         // order and the paths, the real kernel semantics are tested in qemu-tests.
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("cgroup.controllers"), "cpu memory pids\n")
-            .expect("write");
+        std::fs::write(dir.path().join("cgroup.controllers"), "cpu memory pids\n").expect("write");
         let enabled = enable_all(dir.path()).expect("enable");
         // A plain file keeps only the last write.
         assert_eq!(enabled, "+pids");

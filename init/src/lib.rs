@@ -130,9 +130,21 @@ fn early_mounts() {
     // /proc first: whether the others are mounted is read from it.
     let wanted: [(&str, &str, &str, MountFlags, &str); 4] = [
         ("proc", "/proc", "proc", nodev, ""),
-        ("devtmpfs", "/dev", "devtmpfs", MountFlags::NOSUID, "mode=0755"),
+        (
+            "devtmpfs",
+            "/dev",
+            "devtmpfs",
+            MountFlags::NOSUID,
+            "mode=0755",
+        ),
         ("sysfs", "/sys", "sysfs", nodev, ""),
-        ("tmpfs", "/run", "tmpfs", MountFlags::NOSUID | MountFlags::NODEV, "mode=0755"),
+        (
+            "tmpfs",
+            "/run",
+            "tmpfs",
+            MountFlags::NOSUID | MountFlags::NODEV,
+            "mode=0755",
+        ),
     ];
     for (src, target, fstype, flags, data) in wanted {
         let target = Path::new(target);
@@ -229,7 +241,11 @@ fn stage_initramfs() -> Result<(), String> {
             DEVICE_WAIT.as_secs()
         )
     })?;
-    klog::step(&format!("found {} at {}", blockdev::ROOT_LABEL, dev.display()));
+    klog::step(&format!(
+        "found {} at {}",
+        blockdev::ROOT_LABEL,
+        dev.display()
+    ));
     let dev_s = dev.to_string_lossy().into_owned();
     let new_root = Path::new(NEW_ROOT);
     let ro = MountFlags::RDONLY;
@@ -290,7 +306,9 @@ fn mount_partition(
         ));
         return false;
     };
-    let state = fsstate::probe(&dev).map(|s| s.as_str()).unwrap_or("unreadable");
+    let state = fsstate::probe(&dev)
+        .map(|s| s.as_str())
+        .unwrap_or("unreadable");
     if state == "unknown" || state == "unreadable" {
         log::warn!(
             "{label} ({}): no {fstype} superblock found ({state}); mounting will likely fail",
@@ -304,7 +322,13 @@ fn mount_partition(
         );
     }
     let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOATIME;
-    match mounts::mount_fs(&dev.to_string_lossy(), Path::new(target), fstype, flags, data) {
+    match mounts::mount_fs(
+        &dev.to_string_lossy(),
+        Path::new(target),
+        fstype,
+        flags,
+        data,
+    ) {
         Ok(()) => {
             let line = format!("{label} {} {target} {state}\n", dev.display());
             let mut text = std::fs::read_to_string(PARTITIONS_FILE).unwrap_or_default();
@@ -330,9 +354,27 @@ fn stage_root() -> Degraded {
     let _ = std::fs::remove_file(DEGRADED_FILE);
     let nosuid = MountFlags::NOSUID | MountFlags::NOEXEC;
     let basic: [(&str, &str, &str, MountFlags, &str); 4] = [
-        ("devpts", "/dev/pts", "devpts", nosuid, "newinstance,ptmxmode=0666,mode=0620,gid=5"),
-        ("tmpfs", "/dev/shm", "tmpfs", nosuid | MountFlags::NODEV, "mode=1777"),
-        ("tmpfs", "/tmp", "tmpfs", MountFlags::NOSUID | MountFlags::NODEV, "mode=1777"),
+        (
+            "devpts",
+            "/dev/pts",
+            "devpts",
+            nosuid,
+            "newinstance,ptmxmode=0666,mode=0620,gid=5",
+        ),
+        (
+            "tmpfs",
+            "/dev/shm",
+            "tmpfs",
+            nosuid | MountFlags::NODEV,
+            "mode=1777",
+        ),
+        (
+            "tmpfs",
+            "/tmp",
+            "tmpfs",
+            MountFlags::NOSUID | MountFlags::NODEV,
+            "mode=1777",
+        ),
         (
             "cgroup2",
             "/sys/fs/cgroup",
@@ -356,7 +398,13 @@ fn stage_root() -> Degraded {
             error_chain(&e)
         )),
     }
-    let data_ok = mount_partition(blockdev::DATA_LABEL, "/vz", "ext4", "prjquota", &mut degraded);
+    let data_ok = mount_partition(
+        blockdev::DATA_LABEL,
+        "/vz",
+        "ext4",
+        "prjquota",
+        &mut degraded,
+    );
     if data_ok {
         for d in ["private", "root", "dump", "log", "lock"] {
             let _ = std::fs::create_dir_all(Path::new("/vz").join(d));

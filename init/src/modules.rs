@@ -35,8 +35,8 @@ pub fn load_all(list_path: &Path, modules_dir: &Path) -> Result<Loaded, std::io:
     let no_params = CString::default();
     for rel in parse_list(&text) {
         let path = modules_dir.join(rel);
-        let result = std::fs::File::open(&path)
-            .and_then(|f| crate::sys::load_module(&f, &no_params));
+        let result =
+            std::fs::File::open(&path).and_then(|f| crate::sys::load_module(&f, &no_params));
         match result {
             Ok(()) => out.loaded += 1,
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => out.already += 1,
@@ -59,10 +59,14 @@ mod tests {
 
     #[test]
     fn list_skips_comments_and_blanks() {
-        let text = "# virtio first\nkernel/drivers/virtio/virtio.ko\n\n  kernel/fs/erofs/erofs.ko  \n";
+        let text =
+            "# virtio first\nkernel/drivers/virtio/virtio.ko\n\n  kernel/fs/erofs/erofs.ko  \n";
         assert_eq!(
             parse_list(text),
-            vec!["kernel/drivers/virtio/virtio.ko", "kernel/fs/erofs/erofs.ko"]
+            vec![
+                "kernel/drivers/virtio/virtio.ko",
+                "kernel/fs/erofs/erofs.ko"
+            ]
         );
     }
 

@@ -111,7 +111,10 @@ impl Service {
         cmd.env("HOME", "/");
         let tty = match &self.spec.io {
             Io::Tty(path) => {
-                let t = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+                let t = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(path)?;
                 cmd.stdin(t.try_clone()?);
                 cmd.stdout(t.try_clone()?);
                 cmd.stderr(t);

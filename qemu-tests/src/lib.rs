@@ -85,7 +85,9 @@ pub struct Appliance {
 
 impl std::fmt::Debug for Appliance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Appliance").field("name", &self.name).finish()
+        f.debug_struct("Appliance")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -113,12 +115,20 @@ impl Appliance {
             hostfwd: vec![],
         };
         let mut cmd = machine.command()?;
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().context("starting qemu-system-x86_64")?;
         let serial = Arc::new((Mutex::new(Serial::default()), Condvar::new()));
         for stream in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -188,8 +198,12 @@ impl Appliance {
 
     /// Waits for the `ready` line of the current boot; returns the line.
     pub fn wait_ready(&mut self) -> Result<String> {
-        self.expect(READY, BOOT_BOUND)
-            .with_context(|| format!("boot {} did not reach ready within {BOOT_BOUND:?}", self.boots))?;
+        self.expect(READY, BOOT_BOUND).with_context(|| {
+            format!(
+                "boot {} did not reach ready within {BOOT_BOUND:?}",
+                self.boots
+            )
+        })?;
         let rest = self.expect("\n", Duration::from_secs(5))?;
         Ok(format!("{READY}{}", rest.trim_end()))
     }
@@ -241,7 +255,8 @@ impl Appliance {
     /// Sends a QMP command (e.g. `send-key`) and returns the reply line.
     pub fn qmp(&mut self, command: &str) -> Result<String> {
         let path = self.run_dir.path().join("qmp.sock");
-        let mut s = UnixStream::connect(&path).with_context(|| format!("connecting {}", path.display()))?;
+        let mut s =
+            UnixStream::connect(&path).with_context(|| format!("connecting {}", path.display()))?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
         let mut reader = std::io::BufReader::new(s.try_clone()?);
         let mut line = String::new();
@@ -278,7 +293,8 @@ impl Appliance {
     pub fn mgmt(&mut self, req: &Request) -> Result<Response> {
         if self.mgmt.is_none() {
             let path = self.run_dir.path().join("mgmt.sock");
-            let s = UnixStream::connect(&path).with_context(|| format!("connecting {}", path.display()))?;
+            let s = UnixStream::connect(&path)
+                .with_context(|| format!("connecting {}", path.display()))?;
             s.set_read_timeout(Some(COMMAND_TIMEOUT))?;
             self.mgmt = Some(s);
         }
@@ -316,7 +332,10 @@ impl Appliance {
                 return Ok(st);
             }
             if Instant::now() >= deadline {
-                bail!("[{}] QEMU still running {timeout:?} after poweroff", self.name);
+                bail!(
+                    "[{}] QEMU still running {timeout:?} after poweroff",
+                    self.name
+                );
             }
             // Polling a child's exit: std offers no blocking wait with a deadline.
             std::thread::sleep(Duration::from_millis(50));
@@ -365,7 +384,11 @@ impl Drop for Appliance {
         }
         let path = self.save_transcript();
         if std::thread::panicking() {
-            eprintln!("[{}] serial transcript kept in {}", self.name, path.display());
+            eprintln!(
+                "[{}] serial transcript kept in {}",
+                self.name,
+                path.display()
+            );
         }
     }
 }
@@ -393,7 +416,10 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 /// Drops the echoed command line from console output, and the prompt.
 fn strip_echo(out: &str, line: &str) -> String {
     let out = out.replace('\r', "");
-    let out = out.strip_suffix(PROMPT).or_else(|| out.strip_suffix(SHELL_PROMPT)).unwrap_or(&out);
+    let out = out
+        .strip_suffix(PROMPT)
+        .or_else(|| out.strip_suffix(SHELL_PROMPT))
+        .unwrap_or(&out);
     match out.find(line) {
         Some(i) if i < 8 => out[i + line.len()..].trim_start_matches('\n').to_owned(),
         _ => out.to_owned(),

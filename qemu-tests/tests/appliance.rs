@@ -21,8 +21,14 @@ fn boots_and_is_operable() -> anyhow::Result<()> {
     assert!(boot_time < BOOT_BOUND, "boot took {boot_time:?}");
     eprintln!("booted to ready in {boot_time:?}");
     let transcript = a.transcript();
-    assert!(transcript.contains("SYSLINUX"), "not booted by syslinux from the disk");
-    assert!(transcript.contains("init: boot"), "no boot timeline on the console");
+    assert!(
+        transcript.contains("SYSLINUX"),
+        "not booted by syslinux from the disk"
+    );
+    assert!(
+        transcript.contains("init: boot"),
+        "no boot timeline on the console"
+    );
 
     // help and unknown input.
     let help = a.console("help")?;
@@ -38,15 +44,24 @@ fn boots_and_is_operable() -> anyhow::Result<()> {
     // status: partitions as intended.
     let status = a.console("status")?;
     let root = field(&status, "VZROOT");
-    assert!(root.contains(" / ") && root.contains(" ro,"), "VZROOT not read-only at /: {root}");
+    assert!(
+        root.contains(" / ") && root.contains(" ro,"),
+        "VZROOT not read-only at /: {root}"
+    );
     let data = field(&status, "VZDATA");
-    assert!(data.contains(" /vz ") && data.contains("rw,") && data.contains("prjquota"), "{data}");
+    assert!(
+        data.contains(" /vz ") && data.contains("rw,") && data.contains("prjquota"),
+        "{data}"
+    );
     let boot = field(&status, "VZBOOT");
     assert!(boot.contains(" /boot ") && boot.contains("rw,"), "{boot}");
     assert!(field(&status, "health").contains("ok"), "{status}");
     let cg = field(&status, "controllers for VEs");
     for c in ["cpu", "memory", "pids", "io", "cpuset"] {
-        assert!(cg.split_whitespace().any(|w| w == c), "controller {c} not enabled: {cg}");
+        assert!(
+            cg.split_whitespace().any(|w| w == c),
+            "controller {c} not enabled: {cg}"
+        );
     }
     assert!(field(&status, "kernel").contains("cloud-amd64"));
     assert!(status.contains("Boot timeline"), "{status}");
@@ -95,7 +110,10 @@ fn boots_and_is_operable() -> anyhow::Result<()> {
         .nth(1)
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or_else(|| panic!("no count in {orphans:?}"));
-    assert!(n >= 30, "expected the sleepers to be orphans of init, found {n}");
+    assert!(
+        n >= 30,
+        "expected the sleepers to be orphans of init, found {n}"
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let st = a.status()?;
@@ -115,7 +133,10 @@ fn boots_and_is_operable() -> anyhow::Result<()> {
     let before = a.shell("pidof vmmgr")?.trim().to_owned();
     assert!(!before.is_empty());
     a.shell("kill -9 $(pidof vmmgr)")?;
-    a.expect("service vmmgr exited (killed by SIGKILL)", Duration::from_secs(20))?;
+    a.expect(
+        "service vmmgr exited (killed by SIGKILL)",
+        Duration::from_secs(20),
+    )?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let after = loop {
         let pid = a.shell("pidof vmmgr")?.trim().to_owned();
@@ -128,7 +149,10 @@ fn boots_and_is_operable() -> anyhow::Result<()> {
     a.exit_shell()?;
     let status = a.console("status")?;
     let line = field(&status, "vmmgr");
-    assert!(line.contains(&format!("pid {after}")) && line.contains("restarts 1"), "{line}");
+    assert!(
+        line.contains(&format!("pid {after}")) && line.contains("restarts 1"),
+        "{line}"
+    );
     assert!(matches!(a.mgmt(&Request::Ping)?, Response::Pong { .. }));
 
     // log shows what init and the services logged.

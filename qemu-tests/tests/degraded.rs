@@ -13,7 +13,11 @@ fn wreck(disk: &Disk, label: &str) -> anyhow::Result<()> {
         .arg(format!("write -z {offset} 4096"))
         .arg(qemu_tests::overlay_of(disk))
         .output()?;
-    anyhow::ensure!(out.status.success(), "qemu-io: {}", String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(
+        out.status.success(),
+        "qemu-io: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }
 
@@ -23,11 +27,20 @@ fn broken_data_partition_degrades_but_console_works() -> anyhow::Result<()> {
     wreck(&disk, "VZDATA")?;
     let mut a = Appliance::start("degraded-data", Arc::new(disk), 1)?;
     let ready = a.wait_ready()?;
-    assert!(ready.contains("(DEGRADED: mounting ext4"), "ready line must say degraded: {ready}");
+    assert!(
+        ready.contains("(DEGRADED: mounting ext4"),
+        "ready line must say degraded: {ready}"
+    );
     let status = a.console("status")?;
     assert!(status.contains("health      DEGRADED"), "{status}");
-    assert!(status.contains("mounting ext4 /dev/vda3 on /vz"), "{status}");
-    assert!(status.contains("fsck") || status.contains("re-flash"), "no advice: {status}");
+    assert!(
+        status.contains("mounting ext4 /dev/vda3 on /vz"),
+        "{status}"
+    );
+    assert!(
+        status.contains("fsck") || status.contains("re-flash"),
+        "no advice: {status}"
+    );
     // The rest of the appliance is up: vmmgr answers, the log works.
     let st = a.status()?;
     assert_eq!(st.degraded.len(), 1, "{:?}", st.degraded);
@@ -44,7 +57,10 @@ fn missing_root_partition_leaves_a_console_in_the_initramfs() -> anyhow::Result<
     a.wait_ready()?;
     let status = a.console("status")?;
     assert!(status.contains("health      DEGRADED"), "{status}");
-    assert!(status.contains("VZROOT must hold an erofs or ext4 filesystem"), "{status}");
+    assert!(
+        status.contains("VZROOT must hold an erofs or ext4 filesystem"),
+        "{status}"
+    );
     // Still a usable console: help answers, and a shell is there to look around.
     let help = a.console("help")?;
     assert!(help.contains("poweroff"), "{help}");

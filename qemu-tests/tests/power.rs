@@ -13,7 +13,12 @@ fn states_at_boot(a: &mut Appliance) -> anyhow::Result<Vec<(String, String)>> {
     Ok(st
         .partitions
         .iter()
-        .map(|p| (p.label.as_str().to_owned(), p.state_at_boot.as_str().to_owned()))
+        .map(|p| {
+            (
+                p.label.as_str().to_owned(),
+                p.state_at_boot.as_str().to_owned(),
+            )
+        })
         .collect())
 }
 

@@ -86,8 +86,8 @@ pub fn timeline(paths: &Paths) -> Vec<(u64, String)> {
 pub fn mount_options(mountinfo: &str, target: &str) -> Option<String> {
     let line = mountinfo
         .lines()
-        .filter(|l| l.split(' ').nth(4) == Some(target))
-        .last()?;
+        .rev()
+        .find(|l| l.split(' ').nth(4) == Some(target))?;
     let (left, right) = line.split_once(" - ")?;
     let mut opts: Vec<&str> = left.split(' ').nth(5)?.split(',').collect();
     for o in right.split(' ').nth(2).unwrap_or("").split(',') {
@@ -141,7 +141,10 @@ pub fn status(paths: &Paths) -> ApplianceStatus {
         .map(|s| (s * 1000.0) as u64)
         .unwrap_or(0);
     let mut degraded = heapless::Vec::new();
-    for line in read(&paths.run.join("degraded")).lines().filter(|l| !l.is_empty()) {
+    for line in read(&paths.run.join("degraded"))
+        .lines()
+        .filter(|l| !l.is_empty())
+    {
         if degraded.push(truncated::<256>(line)).is_err() {
             break;
         }
@@ -216,7 +219,9 @@ mod tests {
 
     #[test]
     fn services_file_parses() {
-        let s = parse_services("vmmgr 120 running 2 killed_by_SIGKILL\nconsole - restarting 0 -\nbad\n");
+        let s = parse_services(
+            "vmmgr 120 running 2 killed_by_SIGKILL\nconsole - restarting 0 -\nbad\n",
+        );
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].pid, Some(120));
         assert_eq!(s[0].restarts, 2);

@@ -24,10 +24,19 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "status",
         "kernel, uptime, health, partitions, cgroups, services, memory, boot timeline",
     ),
-    ("log [N]", "the last N lines of the appliance log (default 40)"),
-    ("shell", "an appliance root shell (busybox sh); 'exit' comes back here"),
+    (
+        "log [N]",
+        "the last N lines of the appliance log (default 40)",
+    ),
+    (
+        "shell",
+        "an appliance root shell (busybox sh); 'exit' comes back here",
+    ),
     ("reboot", "stop everything cleanly and restart the machine"),
-    ("poweroff", "stop everything cleanly and power the machine off"),
+    (
+        "poweroff",
+        "stop everything cleanly and power the machine off",
+    ),
 ];
 
 /// Something that can be done to the machine; a trait so tests record it.
@@ -52,9 +61,7 @@ impl Machine for RealMachine {
         let mut cmd = std::process::Command::new("/bin/sh");
         cmd.env("PS1", "vz-shell# ");
         crate::sys::default_signals_in_child(&mut cmd);
-        let status = cmd
-            .status()
-            .map_err(|e| format!("starting /bin/sh: {e}"))?;
+        let status = cmd.status().map_err(|e| format!("starting /bin/sh: {e}"))?;
         if status.success() {
             Ok(())
         } else {
@@ -123,12 +130,11 @@ pub fn format_status(
         mib(st.mem_total_kib),
         mib(st.mem_available_kib)
     );
+    let _ = writeln!(s, "  processes   {} ({} zombies)", st.processes, st.zombies);
     let _ = writeln!(
         s,
-        "  processes   {} ({} zombies)",
-        st.processes, st.zombies
+        "Partitions (label, device, mount point, state at boot, options)"
     );
-    let _ = writeln!(s, "Partitions (label, device, mount point, state at boot, options)");
     for p in &st.partitions {
         let _ = writeln!(
             s,
@@ -137,14 +143,22 @@ pub fn format_status(
             p.device,
             p.mount_point,
             p.state_at_boot,
-            if p.options.is_empty() { "NOT MOUNTED" } else { p.options.as_str() }
+            if p.options.is_empty() {
+                "NOT MOUNTED"
+            } else {
+                p.options.as_str()
+            }
         );
     }
     let _ = writeln!(s, "cgroup2");
     let _ = writeln!(
         s,
         "  controllers for VEs (/sys/fs/cgroup/vz): {}",
-        if st.ve_controllers.is_empty() { "none" } else { st.ve_controllers.as_str() }
+        if st.ve_controllers.is_empty() {
+            "none"
+        } else {
+            st.ve_controllers.as_str()
+        }
     );
     let _ = writeln!(s, "Services");
     for sv in services {
@@ -186,7 +200,11 @@ pub fn dispatch(
         ("help" | "?", []) => write!(out, "{}", help())?,
         ("status", []) => {
             let st = appliance::status(paths);
-            let text = format_status(&st, &appliance::services(paths), &appliance::timeline(paths));
+            let text = format_status(
+                &st,
+                &appliance::services(paths),
+                &appliance::timeline(paths),
+            );
             write!(out, "{text}")?;
         }
         ("log", [] | [_]) => {
@@ -217,7 +235,11 @@ pub fn dispatch(
         ("reboot", []) | ("poweroff", []) => {
             writeln!(out, "{cmd}: stopping services and VEs...")?;
             out.flush()?;
-            let r = if cmd == "reboot" { machine.reboot() } else { machine.poweroff() };
+            let r = if cmd == "reboot" {
+                machine.reboot()
+            } else {
+                machine.poweroff()
+            };
             if let Err(e) = r {
                 writeln!(out, "{cmd}: {e}")?;
             }
@@ -230,7 +252,10 @@ pub fn dispatch(
             }
         }
         ("exit" | "logout", []) => {
-            writeln!(out, "the console cannot be closed; use 'poweroff' or 'reboot'")?;
+            writeln!(
+                out,
+                "the console cannot be closed; use 'poweroff' or 'reboot'"
+            )?;
         }
         ("help" | "status" | "reboot" | "poweroff" | "shell" | "exit" | "logout" | "log", _) => {
             writeln!(
@@ -267,6 +292,21 @@ pub fn run(paths: &Paths, machine: &mut dyn Machine) -> std::io::Result<()> {
         }
         write!(out, "{PROMPT}")?;
         out.flush()?;
+    }
+}
+
+/// Puts the terminal in the cooked mode a person expects (a shell may have left
+/// it raw) and makes ctrl-c at the prompt harmless.
+pub fn prepare_terminal() {
+    use rustix::termios::{self, LocalModes, OptionalActions};
+    crate::sys::ignore_interrupts();
+    let stdin = std::io::stdin();
+    if let Ok(mut t) = termios::tcgetattr(&stdin) {
+        t.local_modes |=
+            LocalModes::ICANON | LocalModes::ECHO | LocalModes::ECHOE | LocalModes::ISIG;
+        t.input_modes |= termios::InputModes::ICRNL;
+        t.output_modes |= termios::OutputModes::OPOST | termios::OutputModes::ONLCR;
+        let _ = termios::tcsetattr(&stdin, OptionalActions::Now, &t);
     }
 }
 
@@ -319,7 +359,10 @@ mod tests {
     #[test]
     fn power_commands_reach_the_machine() {
         assert_eq!(run_line("reboot", &Paths::default()).1, vec!["reboot"]);
-        assert_eq!(run_line("  poweroff  ", &Paths::default()).1, vec!["poweroff"]);
+        assert_eq!(
+            run_line("  poweroff  ", &Paths::default()).1,
+            vec!["poweroff"]
+        );
         let (out, acts) = run_line("reboot now", &Paths::default());
         assert!(acts.is_empty());
         assert!(out.contains("unexpected argument 'now'"), "{out}");
@@ -349,20 +392,9 @@ mod tests {
 
     #[test]
     fn blank_line_does_nothing() {
-        assert_eq!(run_line("   \n", &Paths::default()), (String::new(), vec![]));
-    }
-}
-
-/// Puts the terminal in the cooked mode a person expects (a shell may have left
-/// it raw) and makes ctrl-c at the prompt harmless.
-pub fn prepare_terminal() {
-    use rustix::termios::{self, LocalModes, OptionalActions};
-    crate::sys::ignore_interrupts();
-    let stdin = std::io::stdin();
-    if let Ok(mut t) = termios::tcgetattr(&stdin) {
-        t.local_modes |= LocalModes::ICANON | LocalModes::ECHO | LocalModes::ECHOE | LocalModes::ISIG;
-        t.input_modes |= termios::InputModes::ICRNL;
-        t.output_modes |= termios::OutputModes::OPOST | termios::OutputModes::ONLCR;
-        let _ = termios::tcsetattr(&stdin, OptionalActions::Now, &t);
+        assert_eq!(
+            run_line("   \n", &Paths::default()),
+            (String::new(), vec![])
+        );
     }
 }

@@ -142,7 +142,13 @@ mod tests {
         let mut s = Stream(&mut c);
         let mut buf = vec![0u8; 9000];
         let (_, resp) = proto::read_frame::<_, Response>(&mut s, &mut buf).expect("reply");
-        assert!(matches!(resp, Response::Error { code: ErrorCode::BadRequest, .. }));
+        assert!(matches!(
+            resp,
+            Response::Error {
+                code: ErrorCode::BadRequest,
+                ..
+            }
+        ));
         // Closed: end of stream, or a reset because our extra bytes were unread.
         let mut rest = Vec::new();
         match c.read_to_end(&mut rest) {

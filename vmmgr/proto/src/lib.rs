@@ -89,6 +89,10 @@ pub enum ErrorCode {
 }
 
 /// What vmmgr answers.
+///
+/// Variants differ in size by design: the crate is `no_std` without `alloc`, so
+/// large replies cannot be boxed; a `Response` lives on a server thread's stack.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     Pong { version: u8, server: Name },
@@ -189,7 +193,9 @@ pub fn decode<'a, T: Deserialize<'a>>(frame: &'a [u8]) -> Result<(Kind, T), Fram
         .and_then(|h| h.try_into().ok())
         .ok_or(FrameError::Io)?;
     let (kind, len, crc) = check_header(head)?;
-    let body = frame.get(HEADER_LEN..HEADER_LEN + len).ok_or(FrameError::Io)?;
+    let body = frame
+        .get(HEADER_LEN..HEADER_LEN + len)
+        .ok_or(FrameError::Io)?;
     if crc32(body) != crc {
         return Err(FrameError::Checksum);
     }
@@ -217,14 +223,13 @@ pub fn read_frame<'a, R: embedded_io::Read, T: Deserialize<'a>>(
 ) -> Result<(Kind, T), FrameError> {
     let mut head = [0u8; HEADER_LEN];
     // Distinguish a clean end of stream (between frames) from a cut frame.
-    let first = loop {
-        match r.read(&mut head[..1]) {
-            Ok(0) => return Err(FrameError::Eof),
-            Ok(n) => break n,
-            Err(_) => return Err(FrameError::Io),
-        }
+    let first = match r.read(&mut head[..1]) {
+        Ok(0) => return Err(FrameError::Eof),
+        Ok(n) => n,
+        Err(_) => return Err(FrameError::Io),
     };
-    r.read_exact(&mut head[first..]).map_err(|_| FrameError::Io)?;
+    r.read_exact(&mut head[first..])
+        .map_err(|_| FrameError::Io)?;
     let (_, len, _) = check_header(&head)?;
     if HEADER_LEN + len > buf.len() {
         return Err(FrameError::TooLong(len as u32));
@@ -305,17 +310,26 @@ mod tests {
         );
         let mut bad = buf;
         bad[0] = b'X';
-        assert_eq!(decode::<Request>(&bad[..n]).map(|_| ()), Err(FrameError::BadMagic));
+        assert_eq!(
+            decode::<Request>(&bad[..n]).map(|_| ()),
+            Err(FrameError::BadMagic)
+        );
         let mut bad = buf;
         bad[2] = 9;
-        assert_eq!(decode::<Request>(&bad[..n]).map(|_| ()), Err(FrameError::Version(9)));
+        assert_eq!(
+            decode::<Request>(&bad[..n]).map(|_| ()),
+            Err(FrameError::Version(9))
+        );
         let mut bad = buf;
         bad[4..8].copy_from_slice(&(u32::MAX).to_le_bytes());
         assert_eq!(
             decode::<Request>(&bad[..n]).map(|_| ()),
             Err(FrameError::TooLong(u32::MAX))
         );
-        assert_eq!(decode::<Request>(&buf[..n - 1]).map(|_| ()), Err(FrameError::Io));
+        assert_eq!(
+            decode::<Request>(&buf[..n - 1]).map(|_| ()),
+            Err(FrameError::Io)
+        );
     }
 
     #[test]

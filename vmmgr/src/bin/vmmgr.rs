@@ -36,11 +36,7 @@ fn main() {
                 }
             });
     }
-    log::info!(
-        "listening on {} and {}",
-        sock.display(),
-        mgmt.display()
-    );
+    log::info!("listening on {} and {}", sock.display(), mgmt.display());
     vmmgr::notify::ready();
     match set.wait() {
         Ok(sig) => log::info!("received {sig}: stopping"),

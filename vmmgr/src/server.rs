@@ -91,19 +91,28 @@ pub fn accept_loop(listener: UnixListener, paths: Paths) {
     }
 }
 
-/// Serves the management serial port: raw mode, frames back to back.
-pub fn serve_serial(path: &Path, paths: Paths) -> std::io::Result<()> {
+/// Opens the management serial port in raw mode, discarding whatever arrived
+/// before (a cooked tty would have echoed it back). Done before vmmgr reports
+/// ready, so a client that waits for readiness never meets a cooked line.
+pub fn open_serial(path: &Path) -> std::io::Result<std::fs::File> {
     let tty = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .custom_flags(libc::O_NOCTTY)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
         .open(path)?;
     let mut t = rustix::termios::tcgetattr(&tty)?;
     t.make_raw();
     rustix::termios::tcsetattr(&tty, rustix::termios::OptionalActions::Now, &t)?;
+    rustix::termios::tcflush(&tty, rustix::termios::QueueSelector::IFlush)?;
+    Ok(tty)
+}
+
+/// Serves frames on the (raw) management serial port, forever.
+pub fn serve_serial(tty: std::fs::File, name: &Path, paths: Paths) {
     loop {
         if let Err(e) = serve_stream(&tty, &paths, false) {
-            log::warn!("management serial {}: {e}", path.display());
+            log::warn!("management serial {}: {e}", name.display());
+            // A broken line must not become a busy loop.
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }

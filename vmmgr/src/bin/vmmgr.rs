@@ -26,15 +26,18 @@ fn main() {
         .name("vmmgr-accept".into())
         .spawn(move || vmmgr::server::accept_loop(listener, p));
     let mgmt = Path::new(vmmgr::MGMT_TTY);
-    if mgmt.exists() {
-        let p = paths.clone();
-        let _ = std::thread::Builder::new()
-            .name("vmmgr-serial".into())
-            .spawn(move || {
-                if let Err(e) = vmmgr::server::serve_serial(mgmt, p) {
-                    log::error!("management serial {}: {e}", mgmt.display());
-                }
-            });
+    match vmmgr::server::open_serial(mgmt) {
+        Ok(tty) => {
+            let p = paths.clone();
+            let _ = std::thread::Builder::new()
+                .name("vmmgr-serial".into())
+                .spawn(move || vmmgr::server::serve_serial(tty, mgmt, p));
+        }
+        Err(e) => log::warn!(
+            "management serial {}: {e}; only {} serves the protocol",
+            mgmt.display(),
+            sock.display()
+        ),
     }
     log::info!("listening on {} and {}", sock.display(), mgmt.display());
     vmmgr::notify::ready();

@@ -177,21 +177,27 @@ impl log::Log for Logger {
                 let _ = writeln!(c, "init: {label}{tag}{msg}");
             }
         }
-        let line = format!("{:>4}.{:03} init: {tag}{msg}\n", ms / 1000, ms % 1000);
-        match s.file.as_mut() {
-            Some((_, f)) => {
-                let _ = f.write_all(line.as_bytes());
-                rotate_if_large(&mut s);
-            }
-            None => {
-                if s.pending.len() < 4096 {
-                    s.pending.push(line);
-                }
-            }
-        }
+        append(&mut s, ms, "init", &format!("{tag}{msg}"));
     }
 
     fn flush(&self) {}
+}
+
+/// Appends `<seconds> <who>: <msg>` to the log file, or keeps it (bounded)
+/// until there is one.
+fn append(s: &mut Sinks, ms: u64, who: &str, msg: &str) {
+    let line = format!("{:>4}.{:03} {who}: {msg}\n", ms / 1000, ms % 1000);
+    match s.file.as_mut() {
+        Some((_, f)) => {
+            let _ = f.write_all(line.as_bytes());
+            rotate_if_large(s);
+        }
+        None => {
+            if s.pending.len() < 4096 {
+                s.pending.push(line);
+            }
+        }
+    }
 }
 
 /// Appends a line produced by a supervised service to the log (and kmsg).
@@ -201,18 +207,7 @@ pub fn service_line(service: &str, line: &str) {
     if let Some(k) = s.kmsg.as_mut() {
         let _ = writeln!(k, "<6>{service}: {line}");
     }
-    let text = format!("{:>4}.{:03} {service}: {line}\n", ms / 1000, ms % 1000);
-    match s.file.as_mut() {
-        Some((_, f)) => {
-            let _ = f.write_all(text.as_bytes());
-            rotate_if_large(&mut s);
-        }
-        None => {
-            if s.pending.len() < 4096 {
-                s.pending.push(text);
-            }
-        }
-    }
+    append(&mut s, ms, service, line);
 }
 
 #[cfg(test)]

@@ -377,7 +377,7 @@ fn build_rust(
     }
     let dir = target_dir.join(target).join("release");
     let mut bins = BTreeMap::new();
-    for name in ["init", "vmmgr", "vzconsole"] {
+    for name in ["init", "vmmgr", "vzconsole", "vesetup"] {
         let p = dir.join(name);
         if !p.exists() {
             bail!("cargo did not produce {}", p.display());
@@ -494,6 +494,7 @@ fn stage_root(
     for m in order {
         copy_file(&sysroot.join(&kdir).join(m), &tree.join(&kdir).join(m))?;
     }
+    stage_templates(tree, sysroot, rootfs)?;
     // Configuration: the reviewed files, then what the build derives.
     copy_tree(&rootfs.join("etc"), &tree.join("etc"))?;
     std::fs::write(tree.join("etc/modules.load"), load_list)?;
@@ -509,6 +510,68 @@ fn stage_root(
             env!("CARGO_PKG_VERSION")
         ),
     )?;
+    Ok(())
+}
+
+/// Where VE templates live on VZROOT (read-only, shared by every VE).
+pub const TEMPLATE_DIR: &str = "usr/share/vz/template";
+
+/// Builds each template of `rootfs/templates/<name>/`: a busybox userland plus
+/// the template's own files; its `template.conf` goes beside the tree.
+fn stage_templates(tree: &Path, sysroot: &Path, rootfs: &Path) -> Result<()> {
+    let src = rootfs.join("templates");
+    let mut names: Vec<_> = std::fs::read_dir(&src)
+        .with_context(|| format!("reading {}", src.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name())
+        .collect();
+    names.sort();
+    let applets = busybox_applets(sysroot)?;
+    for name in names {
+        let t = tree.join(TEMPLATE_DIR).join(&name);
+        for d in [
+            "bin",
+            "sbin",
+            "usr/bin",
+            "usr/sbin",
+            "etc",
+            "dev",
+            "proc",
+            "sys",
+            "run",
+            "tmp",
+            "root",
+            "home/user",
+            "var/log",
+            "var/run",
+            "var/spool/cron/crontabs",
+            "mnt",
+        ] {
+            std::fs::create_dir_all(t.join(d))?;
+        }
+        copy_file(&sysroot.join("bin/busybox"), &t.join("bin/busybox"))?;
+        for applet in &applets {
+            let link = t.join(applet);
+            if applet == "linuxrc" || std::fs::symlink_metadata(&link).is_ok() {
+                continue;
+            }
+            symlink("/bin/busybox", &link)?;
+        }
+        let own = src.join(&name);
+        for e in std::fs::read_dir(&own)?.filter_map(|e| e.ok()) {
+            let p = e.path();
+            if e.file_name() == "template.conf" {
+                let mut conf = name.clone();
+                conf.push(".conf");
+                copy_file(&p, &tree.join(TEMPLATE_DIR).join(conf))?;
+            } else if p.is_dir() {
+                copy_tree(&p, &t.join(e.file_name()))?;
+            } else {
+                copy_file(&p, &t.join(e.file_name()))?;
+            }
+        }
+    }
     Ok(())
 }
 

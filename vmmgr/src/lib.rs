@@ -8,6 +8,7 @@ pub mod notify;
 pub mod server;
 pub mod stream;
 mod sys;
+pub mod ve;
 
 /// The control socket clients connect to.
 pub const SOCKET_PATH: &str = "/run/vmmgr.sock";

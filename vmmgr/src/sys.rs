@@ -43,3 +43,128 @@ pub fn ignore_interrupts() {
         libc::signal(libc::SIGQUIT, libc::SIG_IGN);
     }
 }
+
+/// `struct mount_attr` of mount_setattr(2).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const AT_EMPTY_PATH: libc::c_int = 0x1000;
+
+/// Makes the detached mount `mnt` idmapped through user namespace `userns`
+/// (and read-only if asked): `mount_setattr(MOUNT_ATTR_IDMAP)`.
+#[doc(alias = "mount_setattr")]
+pub fn idmap_mount(
+    mnt: std::os::fd::BorrowedFd<'_>,
+    userns: std::os::fd::BorrowedFd<'_>,
+    readonly: bool,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP | if readonly { MOUNT_ATTR_RDONLY } else { 0 },
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    let empty = c"";
+    // SAFETY: both descriptors are open for the call (borrowed), the path is a
+    // valid empty C string used with AT_EMPTY_PATH, and `attr` is a properly
+    // sized and initialised struct mount_attr that outlives the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            mnt.as_raw_fd(),
+            empty.as_ptr(),
+            AT_EMPTY_PATH as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Drops capability number `cap` from the bounding set (`PR_CAPBSET_DROP`).
+pub fn drop_bounding_cap(cap: u32) -> std::io::Result<()> {
+    // SAFETY: PR_CAPBSET_DROP takes an integer capability number and touches no
+    // memory of ours.
+    let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Closes every descriptor from `first` up (`close_range`).
+pub fn close_fds_from(first: u32) -> std::io::Result<()> {
+    // SAFETY: close_range only closes descriptors; the caller makes sure none of
+    // them is owned by a live Rust object it still uses (called right before
+    // exec).
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0u32) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// `fork(2)` for a single-threaded process (the VE setup helper).
+///
+/// Returns `None` in the child, `Some(pid)` in the parent.
+pub fn fork_single_threaded() -> std::io::Result<Option<i32>> {
+    // SAFETY: only called from the `vesetup` helper, which never starts a
+    // thread, so the child inherits no lock held by another thread and may use
+    // the allocator and any library code.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(std::io::Error::last_os_error()),
+        0 => Ok(None),
+        p => Ok(Some(p)),
+    }
+}
+
+/// Sets `IFF_UP` on a network interface of the current network namespace.
+#[doc(alias = "SIOCSIFFLAGS")]
+pub fn interface_up(name: &str) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "interface name length",
+        ));
+    }
+    let sock = rustix::net::socket(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::DGRAM,
+        None,
+    )?;
+    // SAFETY: `ifreq` is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: `sock` is open and `req` is a valid NUL-terminated ifreq that
+    // outlives the call; SIOCGIFFLAGS writes only into it.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: SIOCGIFFLAGS initialised the `ifru_flags` member of the union.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+    // SAFETY: as above; SIOCSIFFLAGS only reads `req`.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -1,0 +1,4 @@
+//! Virtual environments: identity, paths, setup and lifecycle.
+
+pub mod caps;
+pub mod setup;

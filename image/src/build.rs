@@ -377,7 +377,7 @@ fn build_rust(
     }
     let dir = target_dir.join(target).join("release");
     let mut bins = BTreeMap::new();
-    for name in ["init", "vmmgr", "vzconsole", "vesetup"] {
+    for name in ["init", "vmmgr", "vzconsole", "vesetup", "vzctl", "vzlist"] {
         let p = dir.join(name);
         if !p.exists() {
             bail!("cargo did not produce {}", p.display());

@@ -70,10 +70,7 @@ pub fn parse(text: &str, file: &Path) -> (Vec<Entry>, Vec<Diag>) {
             message,
         };
         let Some((key, value)) = line.split_once('=') else {
-            diags.push(err(
-                format!("expected KEY=\"value\", found {line:?}"),
-                None,
-            ));
+            diags.push(err(format!("expected KEY=\"value\", found {line:?}"), None));
             continue;
         };
         let key = key.trim();
@@ -166,29 +163,133 @@ pub const VE_KEYS: &[&str] = &[
 
 /// OpenVZ keys accepted with a warning: not implemented yet.
 pub const LATER_KEYS: &[&str] = &[
-    "VE_LAYOUT", "MOUNT_OPTS", "KMEMSIZE", "LOCKEDPAGES", "PRIVVMPAGES", "SHMPAGES", "NUMPROC",
-    "PHYSPAGES", "VMGUARPAGES", "OOMGUARPAGES", "NUMTCPSOCK", "NUMFLOCK", "NUMPTY", "NUMSIGINFO",
-    "TCPSNDBUF", "TCPRCVBUF", "OTHERSOCKBUF", "DGRAMRCVBUF", "NUMOTHERSOCK", "DCACHESIZE", "DCACHE",
-    "NUMFILE", "NUMIPTENT", "IPTENTRIES", "SWAPPAGES", "AVNUMPROC", "VM_OVERCOMMIT", "CPUUNITS",
-    "CPULIMIT", "CPUS", "CPUMASK", "NODEMASK", "CPUWEIGHT", "DISK_QUOTA", "DISKSPACE", "DISKINODES",
-    "QUOTATIME", "QUOTAUGIDLIMIT", "IOPRIO", "IOLIMIT", "IOPSLIMIT", "CAPABILITY", "FEATURES",
-    "DEVICES", "DEVNODES", "PCI", "IP_ADDRESS", "NAMESERVER", "SEARCHDOMAIN", "NETIF", "NETDEV",
-    "NETFILTER", "IPTABLES", "MEMINFO", "VERSION", "UUID", "VEID", "VE_TYPE", "DISTRIBUTION",
-    "TEMPLATES", "TECHNOLOGIES", "CONFIG_CUSTOMIZED", "ALLOWREBOOT", "OSRELEASE", "VE_ENVIRONMENT",
-    "DISK", "BINDMOUNT", "NOATIME", "HA_ENABLE", "HA_PRIO", "RATE", "RATEBOUND", "MEMGUARANTEE",
-    "MEMGUARANTEE_BYTES", "PAGECACHE_ISOLATION", "NUMMEMORYSUBGROUPS", "NUMNETIF", "CPULIMIT_MHZ",
-    "JOURNALED_QUOTA", "AUTOCOMPACT", "ROOT_DISK", "USE_NET_RPS", "APPLY_IPONLY",
-    "BURST_CPU_AVG_USAGE", "BURST_CPULIMIT", "PLATFORM",
+    "VE_LAYOUT",
+    "MOUNT_OPTS",
+    "KMEMSIZE",
+    "LOCKEDPAGES",
+    "PRIVVMPAGES",
+    "SHMPAGES",
+    "NUMPROC",
+    "PHYSPAGES",
+    "VMGUARPAGES",
+    "OOMGUARPAGES",
+    "NUMTCPSOCK",
+    "NUMFLOCK",
+    "NUMPTY",
+    "NUMSIGINFO",
+    "TCPSNDBUF",
+    "TCPRCVBUF",
+    "OTHERSOCKBUF",
+    "DGRAMRCVBUF",
+    "NUMOTHERSOCK",
+    "DCACHESIZE",
+    "DCACHE",
+    "NUMFILE",
+    "NUMIPTENT",
+    "IPTENTRIES",
+    "SWAPPAGES",
+    "AVNUMPROC",
+    "VM_OVERCOMMIT",
+    "CPUUNITS",
+    "CPULIMIT",
+    "CPUS",
+    "CPUMASK",
+    "NODEMASK",
+    "CPUWEIGHT",
+    "DISK_QUOTA",
+    "DISKSPACE",
+    "DISKINODES",
+    "QUOTATIME",
+    "QUOTAUGIDLIMIT",
+    "IOPRIO",
+    "IOLIMIT",
+    "IOPSLIMIT",
+    "CAPABILITY",
+    "FEATURES",
+    "DEVICES",
+    "DEVNODES",
+    "PCI",
+    "IP_ADDRESS",
+    "NAMESERVER",
+    "SEARCHDOMAIN",
+    "NETIF",
+    "NETDEV",
+    "NETFILTER",
+    "IPTABLES",
+    "MEMINFO",
+    "VERSION",
+    "UUID",
+    "VEID",
+    "VE_TYPE",
+    "DISTRIBUTION",
+    "TEMPLATES",
+    "TECHNOLOGIES",
+    "CONFIG_CUSTOMIZED",
+    "ALLOWREBOOT",
+    "OSRELEASE",
+    "VE_ENVIRONMENT",
+    "DISK",
+    "BINDMOUNT",
+    "NOATIME",
+    "HA_ENABLE",
+    "HA_PRIO",
+    "RATE",
+    "RATEBOUND",
+    "MEMGUARANTEE",
+    "MEMGUARANTEE_BYTES",
+    "PAGECACHE_ISOLATION",
+    "NUMMEMORYSUBGROUPS",
+    "NUMNETIF",
+    "CPULIMIT_MHZ",
+    "JOURNALED_QUOTA",
+    "AUTOCOMPACT",
+    "ROOT_DISK",
+    "USE_NET_RPS",
+    "APPLY_IPONLY",
+    "BURST_CPU_AVG_USAGE",
+    "BURST_CPULIMIT",
+    "PLATFORM",
 ];
 
 /// Global keys of `vz.conf` (besides per-VE defaults).
 pub const GLOBAL_KEYS: &[&str] = &[
-    "VIRTUOZZO", "LOCKDIR", "DUMPDIR", "VE0CPUUNITS", "VE_STOP_MODE", "VE_PARALLEL", "LOGGING",
-    "LOGFILE", "LOG_LEVEL", "VERBOSE", "VZFASTBOOT", "MODULES_DISABLED", "IPTABLES_MODULES",
-    "SKIP_SYSCTL_SETUP", "VE_ROUTE_SRC_DEV", "NEIGHBOUR_DEVS", "ERROR_ON_ARPFAIL", "SKIP_ARPDETECT",
-    "FORCE_ROUTE", "TEMPLATE", "CONFIGFILE", "DEF_OSTEMPLATE", "IPV6", "VZWDOG", "ACTIONLOGDIR",
-    "GOLDEN_IMAGE", "TRAFFIC_SHAPING", "BANDWIDTH", "TOTALRATE", "USE_NET_HWCSUM", "USE_NET_TSO",
-    "USE_VENET_MASK", "REMOVEMIGRATED", "HTTP_PROXY", "REPAIR_MODE", "VEFSTYPE", "VEIMAGEFORMAT",
+    "VIRTUOZZO",
+    "LOCKDIR",
+    "DUMPDIR",
+    "VE0CPUUNITS",
+    "VE_STOP_MODE",
+    "VE_PARALLEL",
+    "LOGGING",
+    "LOGFILE",
+    "LOG_LEVEL",
+    "VERBOSE",
+    "VZFASTBOOT",
+    "MODULES_DISABLED",
+    "IPTABLES_MODULES",
+    "SKIP_SYSCTL_SETUP",
+    "VE_ROUTE_SRC_DEV",
+    "NEIGHBOUR_DEVS",
+    "ERROR_ON_ARPFAIL",
+    "SKIP_ARPDETECT",
+    "FORCE_ROUTE",
+    "TEMPLATE",
+    "CONFIGFILE",
+    "DEF_OSTEMPLATE",
+    "IPV6",
+    "VZWDOG",
+    "ACTIONLOGDIR",
+    "GOLDEN_IMAGE",
+    "TRAFFIC_SHAPING",
+    "BANDWIDTH",
+    "TOTALRATE",
+    "USE_NET_HWCSUM",
+    "USE_NET_TSO",
+    "USE_VENET_MASK",
+    "REMOVEMIGRATED",
+    "HTTP_PROXY",
+    "REPAIR_MODE",
+    "VEFSTYPE",
+    "VEIMAGEFORMAT",
 ];
 
 /// A validated VEID: OpenVZ reserves 0-100; at most 2147483644.
@@ -280,13 +381,17 @@ impl Global {
 
     /// Default STOP_TIMEOUT (OpenVZ: 120 s).
     pub fn stop_timeout(&self) -> u32 {
-        self.get("STOP_TIMEOUT").and_then(|v| v.parse().ok()).unwrap_or(120)
+        self.get("STOP_TIMEOUT")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(120)
     }
 }
 
 impl Default for Global {
     fn default() -> Self {
-        Global { values: BTreeMap::new() }
+        Global {
+            values: BTreeMap::new(),
+        }
     }
 }
 
@@ -371,7 +476,11 @@ pub fn validate_ve(
     let flag = |k: &str, default: bool, errors: &mut Vec<Diag>| match get(k) {
         None => default,
         Some((v, line)) => yes_no(v).unwrap_or_else(|| {
-            errors.push(err(line, k, format!("{v:?} is not allowed: use \"yes\" or \"no\"")));
+            errors.push(err(
+                line,
+                k,
+                format!("{v:?} is not allowed: use \"yes\" or \"no\""),
+            ));
             default
         }),
     };
@@ -380,7 +489,11 @@ pub fn validate_ve(
     let number = |k: &str, default: u32, errors: &mut Vec<Diag>| match get(k) {
         None => default,
         Some((v, line)) => v.parse::<u32>().unwrap_or_else(|_| {
-            errors.push(err(line, k, format!("{v:?} is not a number: use a whole number like 10")));
+            errors.push(err(
+                line,
+                k,
+                format!("{v:?} is not a number: use a whole number like 10"),
+            ));
             default
         }),
     };
@@ -392,11 +505,17 @@ pub fn validate_ve(
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(u64::from(DEFAULT_LOCAL_UID));
         let uid = base + u64::from(veid.get()) * u64::from(ID_RANGE);
-        u32::try_from(uid).ok().filter(|u| u.checked_add(ID_RANGE).is_some())
+        u32::try_from(uid)
+            .ok()
+            .filter(|u| u.checked_add(ID_RANGE).is_some())
     };
     let local_uid = match (vals.get("LOCAL_UID"), default_uid) {
         (Some((v, line)), _) => v.parse::<u32>().unwrap_or_else(|_| {
-            errors.push(err(*line, "LOCAL_UID", format!("{v:?} is not a uid number")));
+            errors.push(err(
+                *line,
+                "LOCAL_UID",
+                format!("{v:?} is not a uid number"),
+            ));
             0
         }),
         (None, Some(u)) => u,
@@ -414,7 +533,11 @@ pub fn validate_ve(
     };
     let local_gid = match vals.get("LOCAL_GID") {
         Some((v, line)) => v.parse::<u32>().unwrap_or_else(|_| {
-            errors.push(err(*line, "LOCAL_GID", format!("{v:?} is not a gid number")));
+            errors.push(err(
+                *line,
+                "LOCAL_GID",
+                format!("{v:?} is not a gid number"),
+            ));
             0
         }),
         None => local_uid,
@@ -446,25 +569,36 @@ pub fn validate_ve(
         }
         v.to_owned()
     });
-    let ostemplate = match get("OSTEMPLATE").or_else(|| global.get("DEF_OSTEMPLATE").map(|v| (v, 0))) {
-        Some((v, line)) => {
-            if !templates.iter().any(|t| t == v) {
-                errors.push(err(
-                    line,
-                    "OSTEMPLATE",
-                    format!("template {v:?} not found; available: {}", templates.join(", ")),
-                ));
+    let ostemplate =
+        match get("OSTEMPLATE").or_else(|| global.get("DEF_OSTEMPLATE").map(|v| (v, 0))) {
+            Some((v, line)) => {
+                if !templates.iter().any(|t| t == v) {
+                    errors.push(err(
+                        line,
+                        "OSTEMPLATE",
+                        format!(
+                            "template {v:?} not found; available: {}",
+                            templates.join(", ")
+                        ),
+                    ));
+                }
+                v.to_owned()
             }
-            v.to_owned()
-        }
-        None => {
-            errors.push(err(0, "OSTEMPLATE", "not set, and vz.conf has no DEF_OSTEMPLATE".into()));
-            String::new()
-        }
-    };
+            None => {
+                errors.push(err(
+                    0,
+                    "OSTEMPLATE",
+                    "not set, and vz.conf has no DEF_OSTEMPLATE".into(),
+                ));
+                String::new()
+            }
+        };
     let path = |k: &str, default: &str| -> PathBuf {
         let v = get(k).map_or(default, |(v, _)| v);
-        PathBuf::from(v.replace("$VEID", &veid.to_string()).replace("${VEID}", &veid.to_string()))
+        PathBuf::from(
+            v.replace("$VEID", &veid.to_string())
+                .replace("${VEID}", &veid.to_string()),
+        )
     };
     let ve_root = path("VE_ROOT", "/vz/root/$VEID");
     let ve_private = path("VE_PRIVATE", "/vz/private/$VEID");
@@ -540,8 +674,12 @@ pub fn load_dir(dir: &Path, templates: &[String]) -> Loaded {
     files.sort();
     let mut names: BTreeMap<String, VeId> = BTreeMap::new();
     for path in files {
-        let Some(fname) = path.file_name().and_then(|f| f.to_str()) else { continue };
-        let Some(stem) = fname.strip_suffix(".conf") else { continue };
+        let Some(fname) = path.file_name().and_then(|f| f.to_str()) else {
+            continue;
+        };
+        let Some(stem) = fname.strip_suffix(".conf") else {
+            continue;
+        };
         // Samples (ve-*.conf-sample) and other files are not VEs.
         if !stem.bytes().all(|b| b.is_ascii_digit()) || stem.is_empty() {
             continue;
@@ -596,18 +734,27 @@ pub fn load_dir(dir: &Path, templates: &[String]) -> Loaded {
         d.extend(d2);
         let mut result = match cfg {
             Some(c) if !d.iter().any(|x| x.severity == Severity::Error) => Ok(c),
-            _ => Err(d.iter().filter(|x| x.severity == Severity::Error).cloned().collect()),
+            _ => Err(d
+                .iter()
+                .filter(|x| x.severity == Severity::Error)
+                .cloned()
+                .collect()),
         };
         if let Ok(c) = &result {
             if let Some(n) = &c.name {
                 if let Some(other) = names.get(n) {
-                    let line = entries.iter().find(|e| e.key == "NAME").map_or(0, |e| e.line);
+                    let line = entries
+                        .iter()
+                        .find(|e| e.key == "NAME")
+                        .map_or(0, |e| e.line);
                     let dd = Diag {
                         severity: Severity::Error,
                         file: path.clone(),
                         line,
                         key: Some("NAME".into()),
-                        message: format!("{n:?} is already the name of VE {other}: names must be unique"),
+                        message: format!(
+                            "{n:?} is already the name of VE {other}: names must be unique"
+                        ),
                     };
                     d.push(dd.clone());
                     result = Err(vec![dd]);
@@ -635,14 +782,27 @@ mod tests {
     }
 
     fn global() -> Global {
-        Global::parse("DEF_OSTEMPLATE=\"busybox\"\nLOCAL_UID=100000\n", Path::new("vz.conf")).0
+        Global::parse(
+            "DEF_OSTEMPLATE=\"busybox\"\nLOCAL_UID=100000\n",
+            Path::new("vz.conf"),
+        )
+        .0
     }
 
     fn check(text: &str) -> (Option<VeConfig>, Vec<Diag>) {
         let (entries, mut diags) = parse(text, &p());
-        let (cfg, d) = validate_ve("101".parse().expect("veid"), &entries, &global(), &tpl(), &p());
+        let (cfg, d) = validate_ve(
+            "101".parse().expect("veid"),
+            &entries,
+            &global(),
+            &tpl(),
+            &p(),
+        );
         diags.extend(d);
-        (cfg.filter(|_| !diags.iter().any(|d| d.severity == Severity::Error)), diags)
+        (
+            cfg.filter(|_| !diags.iter().any(|d| d.severity == Severity::Error)),
+            diags,
+        )
     }
 
     #[test]
@@ -650,16 +810,26 @@ mod tests {
         let text = "\u{feff}# c\r\nONBOOT=\"yes\"\r\nNAME='web'\r\nBOOTORDER=10 # ten\r\n\r\nHOSTNAME=\"a b\"\r\n";
         let (e, d) = parse(text, &p());
         assert!(d.is_empty(), "{d:?}");
-        let kv: Vec<_> = e.iter().map(|e| (e.key.as_str(), e.value.as_str(), e.line)).collect();
+        let kv: Vec<_> = e
+            .iter()
+            .map(|e| (e.key.as_str(), e.value.as_str(), e.line))
+            .collect();
         assert_eq!(
             kv,
-            vec![("ONBOOT", "yes", 2), ("NAME", "web", 3), ("BOOTORDER", "10", 4), ("HOSTNAME", "a b", 6)]
+            vec![
+                ("ONBOOT", "yes", 2),
+                ("NAME", "web", 3),
+                ("BOOTORDER", "10", 4),
+                ("HOSTNAME", "a b", 6)
+            ]
         );
     }
 
     #[test]
     fn valid_config() {
-        let (cfg, d) = check("ONBOOT=\"yes\"\nBOOTORDER=\"5\"\nHOSTNAME=\"ve101.example.com\"\nNAME=\"web\"\n");
+        let (cfg, d) = check(
+            "ONBOOT=\"yes\"\nBOOTORDER=\"5\"\nHOSTNAME=\"ve101.example.com\"\nNAME=\"web\"\n",
+        );
         let cfg = cfg.unwrap_or_else(|| panic!("{d:?}"));
         assert!(cfg.onboot);
         assert_eq!(cfg.bootorder, 5);
@@ -687,7 +857,10 @@ mod tests {
         let (cfg, d) = check("ONBOOT=\"yes\"\nFROBNICATE=\"1\"\n");
         assert!(cfg.is_none());
         let msg = d[0].to_string();
-        assert!(msg.starts_with("/etc/vz/conf/101.conf:2: error: FROBNICATE: unknown parameter"), "{msg}");
+        assert!(
+            msg.starts_with("/etc/vz/conf/101.conf:2: error: FROBNICATE: unknown parameter"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -695,23 +868,40 @@ mod tests {
         let (cfg, d) = check("BOOTORDER=\"ten\"\nONBOOT=\"maybe\"\n");
         assert!(cfg.is_none());
         let all: Vec<String> = d.iter().map(|d| d.to_string()).collect();
-        assert!(all.iter().any(|m| m.contains(":1: error: BOOTORDER: \"ten\" is not a number")), "{all:?}");
-        assert!(all.iter().any(|m| m.contains(":2: error: ONBOOT: \"maybe\" is not allowed: use \"yes\" or \"no\"")), "{all:?}");
+        assert!(
+            all.iter()
+                .any(|m| m.contains(":1: error: BOOTORDER: \"ten\" is not a number")),
+            "{all:?}"
+        );
+        assert!(
+            all.iter().any(|m| m
+                .contains(":2: error: ONBOOT: \"maybe\" is not allowed: use \"yes\" or \"no\"")),
+            "{all:?}"
+        );
     }
 
     #[test]
     fn missing_template_lists_the_available_ones() {
         let (cfg, d) = check("OSTEMPLATE=\"centos-7\"\n");
         assert!(cfg.is_none());
-        assert!(d[0].to_string().contains("template \"centos-7\" not found; available: busybox"), "{}", d[0]);
+        assert!(
+            d[0].to_string()
+                .contains("template \"centos-7\" not found; available: busybox"),
+            "{}",
+            d[0]
+        );
     }
 
     #[test]
     fn malformed_lines_and_quotes() {
         let (cfg, d) = check("just words\nNAME=\"unterminated\n");
         assert!(cfg.is_none());
-        assert!(d[0].to_string().contains(":1: error: expected KEY=\"value\""));
-        assert!(d[1].to_string().contains(":2: error: NAME: unbalanced quotes"));
+        assert!(d[0]
+            .to_string()
+            .contains(":1: error: expected KEY=\"value\""));
+        assert!(d[1]
+            .to_string()
+            .contains(":2: error: NAME: unbalanced quotes"));
     }
 
     #[test]
@@ -733,20 +923,48 @@ mod tests {
         std::fs::write(conf.join("102.conf"), "NAME=\"web\"\n").expect("w");
         std::fs::write(conf.join("103.conf"), "VEID=\"101\"\n").expect("w");
         std::fs::write(conf.join("104.conf"), "ONBOOT=\"yes\"\n").expect("w");
-        std::fs::write(conf.join("ve-vswap-256m.conf-sample"), "PHYSPAGES=\"0:256M\"\n").expect("w");
+        std::fs::write(
+            conf.join("ve-vswap-256m.conf-sample"),
+            "PHYSPAGES=\"0:256M\"\n",
+        )
+        .expect("w");
         let l = load_dir(dir.path(), &tpl());
-        let ok: Vec<u32> = l.ves.iter().filter(|(_, r)| r.is_ok()).map(|(v, _)| v.get()).collect();
+        let ok: Vec<u32> = l
+            .ves
+            .iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(v, _)| v.get())
+            .collect();
         assert_eq!(ok, vec![101, 104]);
-        let e102 = l.ves[&"102".parse().expect("veid")].as_ref().expect_err("dup name");
-        assert!(e102[0].to_string().contains("already the name of VE 101"), "{}", e102[0]);
-        let e103 = l.ves[&"103".parse().expect("veid")].as_ref().expect_err("dup veid");
-        assert!(e103[0].to_string().contains("duplicate or mismatched VEID"), "{}", e103[0]);
+        let e102 = l.ves[&"102".parse().expect("veid")]
+            .as_ref()
+            .expect_err("dup name");
+        assert!(
+            e102[0].to_string().contains("already the name of VE 101"),
+            "{}",
+            e102[0]
+        );
+        let e103 = l.ves[&"103".parse().expect("veid")]
+            .as_ref()
+            .expect_err("dup veid");
+        assert!(
+            e103[0].to_string().contains("duplicate or mismatched VEID"),
+            "{}",
+            e103[0]
+        );
     }
 
     #[test]
     fn save_keeps_comments_and_replaces_keys() {
         let orig = "# my VE\nONBOOT=\"no\"\nNAME=\"a\"\n";
-        let out = render_update(orig, &[("ONBOOT", Some("yes".into())), ("HOSTNAME", Some("h".into())), ("NAME", None)]);
+        let out = render_update(
+            orig,
+            &[
+                ("ONBOOT", Some("yes".into())),
+                ("HOSTNAME", Some("h".into())),
+                ("NAME", None),
+            ],
+        );
         assert_eq!(out, "# my VE\nONBOOT=\"yes\"\nHOSTNAME=\"h\"\n");
     }
 }

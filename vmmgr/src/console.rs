@@ -41,6 +41,8 @@ pub const COMMANDS: &[(&str, &str)] = &[
 
 /// Something that can be done to the machine; a trait so tests record it.
 pub trait Machine {
+    /// Runs an appliance tool (`vzctl`, `vzlist`) on the console; its exit code.
+    fn tool(&mut self, name: &str, args: &[&str]) -> Result<i32, String>;
     fn reboot(&mut self) -> Result<(), String>;
     fn poweroff(&mut self) -> Result<(), String>;
     fn shell(&mut self) -> Result<(), String>;
@@ -51,6 +53,14 @@ pub trait Machine {
 pub struct RealMachine;
 
 impl Machine for RealMachine {
+    fn tool(&mut self, name: &str, args: &[&str]) -> Result<i32, String> {
+        let path = format!("/sbin/{name}");
+        let mut cmd = std::process::Command::new(&path);
+        cmd.args(args);
+        crate::sys::default_signals_in_child(&mut cmd);
+        let status = cmd.status().map_err(|e| format!("starting {path}: {e}"))?;
+        Ok(status.code().unwrap_or(128))
+    }
     fn reboot(&mut self) -> Result<(), String> {
         signal_init(nix::sys::signal::Signal::SIGTERM)
     }
@@ -251,6 +261,11 @@ pub fn dispatch(
                 writeln!(out, "shell: {e}")?;
             }
         }
+        ("vzctl" | "vzlist", args) => match machine.tool(cmd, args) {
+            Ok(0) => {}
+            Ok(code) => writeln!(out, "({cmd} exit code {code})")?,
+            Err(e) => writeln!(out, "{cmd}: {e}")?,
+        },
         ("exit" | "logout", []) => {
             writeln!(
                 out,
@@ -318,6 +333,11 @@ mod tests {
     struct Recorder(Vec<&'static str>);
 
     impl Machine for Recorder {
+        fn tool(&mut self, name: &str, _args: &[&str]) -> Result<i32, String> {
+            self.0
+                .push(if name == "vzctl" { "vzctl" } else { "vzlist" });
+            Ok(9)
+        }
         fn reboot(&mut self) -> Result<(), String> {
             self.0.push("reboot");
             Ok(())
@@ -366,6 +386,13 @@ mod tests {
         let (out, acts) = run_line("reboot now", &Paths::default());
         assert!(acts.is_empty());
         assert!(out.contains("unexpected argument 'now'"), "{out}");
+    }
+
+    #[test]
+    fn tools_run_and_report_failure_codes() {
+        let (out, acts) = run_line("vzctl start 101", &Paths::default());
+        assert_eq!(acts, vec!["vzctl"]);
+        assert_eq!(out, "(vzctl exit code 9)\n");
     }
 
     #[test]

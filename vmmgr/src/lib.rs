@@ -2,6 +2,7 @@
 //! share. Binaries in `src/bin` only parse arguments and dispatch here.
 
 pub mod appliance;
+pub mod cli;
 pub mod config;
 pub mod console;
 pub mod logger;

@@ -1,7 +1,9 @@
 //! Serving the control protocol on the socket and the management serial port.
 
 use crate::appliance::{self, Paths};
+use crate::config::VeId;
 use crate::stream::Stream;
+use crate::ve::manager::{code, Manager};
 use proto::{ErrorCode, FrameError, Kind, Request, Response};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -11,14 +13,64 @@ use std::sync::Arc;
 /// Most clients served at once on the socket; more are refused.
 pub const MAX_CLIENTS: usize = 32;
 
+/// What the server needs to answer requests.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub paths: Paths,
+    /// The VE manager; `None` in tests of the appliance requests alone.
+    pub ves: Option<Arc<Manager>>,
+}
+
 /// Answers one request.
-pub fn handle(req: &Request, paths: &Paths) -> Response {
+pub fn handle(req: &Request, ctx: &Ctx) -> Response {
     match req {
         Request::Ping => Response::Pong {
             version: proto::VERSION,
             server: appliance::server_name(),
         },
-        Request::ApplianceStatus => Response::ApplianceStatus(appliance::status(paths)),
+        Request::ApplianceStatus => Response::ApplianceStatus(appliance::status(&ctx.paths)),
+        Request::Ve { veid, op } => {
+            let Some(m) = &ctx.ves else {
+                return unavailable();
+            };
+            let veid = match veid.to_string().parse::<VeId>() {
+                Ok(v) => v,
+                Err(msg) => {
+                    return Response::VeDone {
+                        code: code::BAD_VALUE,
+                        message: appliance::text(&msg),
+                        info: None,
+                    }
+                }
+            };
+            let (out, info) = m.op(veid, op);
+            Response::VeDone {
+                code: out.code,
+                message: appliance::text(&out.message),
+                info,
+            }
+        }
+        Request::List { after } => {
+            let Some(m) = &ctx.ves else {
+                return unavailable();
+            };
+            let mut ves = heapless::Vec::new();
+            let all: Vec<VeId> = m.veids().into_iter().filter(|v| v.get() > *after).collect();
+            for v in &all {
+                if ves.push(m.info(*v)).is_err() {
+                    break;
+                }
+            }
+            let more = all.len() > ves.len();
+            Response::List { ves, more }
+        }
+    }
+}
+
+fn unavailable() -> Response {
+    Response::Error {
+        code: ErrorCode::Failed,
+        message: appliance::text("VE management is not available here"),
     }
 }
 
@@ -34,14 +86,14 @@ fn error_reply(e: FrameError) -> Response {
 /// serial line we keep listening.
 pub fn serve_stream<T: std::io::Read + std::io::Write>(
     io: T,
-    paths: &Paths,
+    ctx: &Ctx,
     close_on_error: bool,
 ) -> Result<(), FrameError> {
     let mut s = Stream(io);
     let mut buf = vec![0u8; proto::HEADER_LEN + proto::MAX_PAYLOAD];
     loop {
         let reply = match proto::read_frame::<_, Request>(&mut s, &mut buf) {
-            Ok((Kind::Request, req)) => handle(&req, paths),
+            Ok((Kind::Request, req)) => handle(&req, ctx),
             Ok((Kind::Response, _)) => error_reply(FrameError::BadKind(Kind::Response as u8)),
             Err(FrameError::Eof) => return Ok(()),
             Err(FrameError::Io) => return Err(FrameError::Io),
@@ -68,7 +120,7 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// Accepts clients forever, one thread each, at most [`MAX_CLIENTS`].
-pub fn accept_loop(listener: UnixListener, paths: Paths) {
+pub fn accept_loop(listener: UnixListener, ctx: Ctx) {
     let active = Arc::new(AtomicUsize::new(0));
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
@@ -78,11 +130,11 @@ pub fn accept_loop(listener: UnixListener, paths: Paths) {
         }
         active.fetch_add(1, Ordering::SeqCst);
         let active = Arc::clone(&active);
-        let paths = paths.clone();
+        let ctx = ctx.clone();
         let spawned = std::thread::Builder::new()
             .name("vmmgr-client".into())
             .spawn(move || {
-                let _ = serve_stream(&conn, &paths, true);
+                let _ = serve_stream(&conn, &ctx, true);
                 active.fetch_sub(1, Ordering::SeqCst);
             });
         if let Err(e) = spawned {
@@ -108,9 +160,9 @@ pub fn open_serial(path: &Path) -> std::io::Result<std::fs::File> {
 }
 
 /// Serves frames on the (raw) management serial port, forever.
-pub fn serve_serial(tty: std::fs::File, name: &Path, paths: Paths) {
+pub fn serve_serial(tty: std::fs::File, name: &Path, ctx: Ctx) {
     loop {
-        if let Err(e) = serve_stream(&tty, &paths, false) {
+        if let Err(e) = serve_stream(&tty, &ctx, false) {
             log::warn!("management serial {}: {e}", name.display());
             // A broken line must not become a busy loop.
             std::thread::sleep(std::time::Duration::from_millis(100));
@@ -138,7 +190,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let sock = dir.path().join("vmmgr.sock");
         let listener = bind(&sock).expect("bind");
-        std::thread::spawn(move || accept_loop(listener, Paths::default()));
+        std::thread::spawn(move || {
+            accept_loop(
+                listener,
+                Ctx {
+                    paths: Paths::default(),
+                    ves: None,
+                },
+            )
+        });
         let mut c = UnixStream::connect(&sock).expect("connect");
         match call(&mut c, &Request::Ping).expect("ping") {
             Response::Pong { version, .. } => assert_eq!(version, proto::VERSION),

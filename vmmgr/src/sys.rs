@@ -168,3 +168,15 @@ pub fn interface_up(name: &str) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// Makes the terminal on `fd` the controlling terminal of the calling session
+/// leader (`TIOCSCTTY`).
+#[doc(alias = "TIOCSCTTY")]
+pub fn set_controlling_tty(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `fd` is open for the call and TIOCSCTTY takes an int argument.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0 as libc::c_int) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -26,7 +26,7 @@ pub const VERSION: u8 = 1;
 /// Envelope size in bytes.
 pub const HEADER_LEN: usize = 12;
 /// Largest payload accepted.
-pub const MAX_PAYLOAD: usize = 8192;
+pub const MAX_PAYLOAD: usize = 16384;
 
 /// Kind byte of the envelope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +48,64 @@ pub enum Request {
     Ping,
     /// The appliance's health as vmmgr sees it.
     ApplianceStatus,
+    /// A `vzctl` operation on one VE.
+    Ve { veid: u32, op: VeOp },
+    /// One page of `vzlist`: VEs with a VEID above `after`, in VEID order.
+    List { after: u32 },
+}
+
+/// `vzctl` operations carried to vmmgr.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VeOp {
+    Create {
+        ostemplate: Option<Name>,
+        config: Option<Name>,
+        hostname: Option<Name>,
+        name: Option<Name>,
+    },
+    Destroy,
+    Start {
+        force: bool,
+    },
+    Stop {
+        fast: bool,
+    },
+    Restart,
+    Status,
+    Mount,
+    Umount,
+    /// `set`: `(KEY, value)` in config-file terms; an empty value removes.
+    Set {
+        params: Vec<(Name, Text), 8>,
+        save: bool,
+    },
+}
+
+/// One VE as `vzlist` and `vzctl status` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VeInfo {
+    pub veid: u32,
+    /// The config file exists.
+    pub exists: bool,
+    /// `running`, `stopped`, `mounted` or `invalid` (config errors).
+    pub status: Name,
+    pub mounted: bool,
+    pub name: Name,
+    pub hostname: Name,
+    pub description: Text,
+    pub ostemplate: Name,
+    pub onboot: Option<bool>,
+    pub bootorder: u32,
+    pub disabled: bool,
+    /// Processes in the VE (running only).
+    pub numproc: Option<u32>,
+    /// Init's pid on the appliance (running only).
+    pub init_pid: u32,
+    pub uptime_s: u64,
+    /// Why the VE cannot start (config errors), empty otherwise.
+    pub error: Text,
+    pub private: Text,
+    pub root: Text,
 }
 
 /// A partition of the appliance and how it was found at boot.
@@ -95,9 +153,27 @@ pub enum ErrorCode {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
-    Pong { version: u8, server: Name },
+    Pong {
+        version: u8,
+        server: Name,
+    },
     ApplianceStatus(ApplianceStatus),
-    Error { code: ErrorCode, message: Text },
+    Error {
+        code: ErrorCode,
+        message: Text,
+    },
+    /// The outcome of a `VeOp`: OpenVZ's exit code (0 = success) and a message
+    /// for the user; `info` is the VE after the operation.
+    VeDone {
+        code: u8,
+        message: Text,
+        info: Option<VeInfo>,
+    },
+    /// A page of VEs; `more` means ask again with `after` = the last VEID.
+    List {
+        ves: Vec<VeInfo, 8>,
+        more: bool,
+    },
 }
 
 /// Why a frame was refused.
@@ -275,7 +351,24 @@ mod tests {
     #[test]
     fn round_trip_every_message() {
         let mut buf = [0u8; 1024];
-        for req in [Request::Ping, Request::ApplianceStatus] {
+        let mut params = Vec::new();
+        let _ = params.push((
+            Name::try_from("HOSTNAME").expect("fits"),
+            Text::try_from("h").expect("fits"),
+        ));
+        for req in [
+            Request::Ping,
+            Request::ApplianceStatus,
+            Request::List { after: 101 },
+            Request::Ve {
+                veid: 101,
+                op: VeOp::Start { force: true },
+            },
+            Request::Ve {
+                veid: 102,
+                op: VeOp::Set { params, save: true },
+            },
+        ] {
             let n = encode(Kind::Request, &req, &mut buf).expect("encode");
             let (k, back): (Kind, Request) = decode(&buf[..n]).expect("decode");
             assert_eq!((k, back), (Kind::Request, req));

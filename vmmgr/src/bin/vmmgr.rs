@@ -12,7 +12,13 @@ fn main() {
     set.add(Signal::SIGINT);
     // Blocked before any thread starts, so only the wait below sees them.
     let _ = set.thread_block();
-    let paths = Paths::default();
+    let manager = vmmgr::ve::manager::Manager::new(vmmgr::ve::manager::Layout::default());
+    manager.reload();
+    manager.adopt();
+    let ctx = vmmgr::server::Ctx {
+        paths: Paths::default(),
+        ves: Some(std::sync::Arc::clone(&manager)),
+    };
     let sock = Path::new(vmmgr::SOCKET_PATH);
     let listener = match vmmgr::server::bind(sock) {
         Ok(l) => l,
@@ -21,17 +27,17 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let p = paths.clone();
+    let c = ctx.clone();
     let _ = std::thread::Builder::new()
         .name("vmmgr-accept".into())
-        .spawn(move || vmmgr::server::accept_loop(listener, p));
+        .spawn(move || vmmgr::server::accept_loop(listener, c));
     let mgmt = Path::new(vmmgr::MGMT_TTY);
     match vmmgr::server::open_serial(mgmt) {
         Ok(tty) => {
-            let p = paths.clone();
+            let c = ctx.clone();
             let _ = std::thread::Builder::new()
                 .name("vmmgr-serial".into())
-                .spawn(move || vmmgr::server::serve_serial(tty, mgmt, p));
+                .spawn(move || vmmgr::server::serve_serial(tty, mgmt, c));
         }
         Err(e) => log::warn!(
             "management serial {}: {e}; only {} serves the protocol",
@@ -41,9 +47,22 @@ fn main() {
     }
     log::info!("listening on {} and {}", sock.display(), mgmt.display());
     vmmgr::notify::ready();
+    // ONBOOT VEs start once per appliance boot, not again after a vmmgr restart.
+    let booted = Path::new("/run/vz/ve/.booted");
+    if !booted.exists() {
+        let m = std::sync::Arc::clone(&manager);
+        let _ = std::thread::Builder::new()
+            .name("vmmgr-boot".into())
+            .spawn(move || {
+                m.boot();
+                let _ = std::fs::create_dir_all("/run/vz/ve");
+                let _ = std::fs::write("/run/vz/ve/.booted", "");
+            });
+    }
     match set.wait() {
-        Ok(sig) => log::info!("received {sig}: stopping"),
+        Ok(sig) => log::info!("received {sig}: stopping the VEs"),
         Err(e) => log::error!("waiting for signals: {e}"),
     }
+    manager.shutdown();
     let _ = std::fs::remove_file(sock);
 }

@@ -55,7 +55,10 @@ pub fn parse_keep_list(text: &str) -> Result<Vec<u32>, (usize, String)> {
         if name.is_empty() {
             continue;
         }
-        let name = name.strip_prefix("CAP_").unwrap_or(name);
+        let name = match name.get(..4) {
+            Some(p) if p.eq_ignore_ascii_case("CAP_") => &name[4..],
+            _ => name,
+        };
         match CAPS.iter().find(|(c, _)| c.eq_ignore_ascii_case(name)) {
             Some((_, num)) => keep.push(*num),
             None => return Err((n + 1, name.to_owned())),

@@ -1,0 +1,37 @@
+//! `vzlist`: lists VEs in OpenVZ's formats (see `vmmgr::cli::vzlist`).
+
+use vmmgr::cli::vzlist;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let opts = match vzlist::parse(&args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("vzlist: {e}\n{}", vzlist::USAGE);
+            std::process::exit(20);
+        }
+    };
+    if opts.list_fields {
+        print!("{}", vzlist::field_list());
+        return;
+    }
+    let all = match vmmgr::cli::list_all() {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("vzlist: {e}");
+            std::process::exit(vmmgr::cli::NO_VMMGR);
+        }
+    };
+    let rows = vzlist::select(&opts, all);
+    if opts.json {
+        print!("{}", vzlist::json(&opts, &rows));
+    } else if rows.is_empty() && !opts.json {
+        // OpenVZ prints this to stderr and still exits 0.
+        if !opts.no_header {
+            print!("{}", vzlist::table(&opts, &rows));
+        }
+        eprintln!("VE not found");
+    } else {
+        print!("{}", vzlist::table(&opts, &rows));
+    }
+}

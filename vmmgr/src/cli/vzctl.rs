@@ -1,0 +1,504 @@
+//! `vzctl`: OpenVZ's container control tool, as a client of vmmgr. Grammar and
+//! exit codes as OpenVZ's (`vzctl [flags] command VEID|name [options]`).
+
+use crate::ve::manager::code;
+use proto::{Name, Request, Response, Text, VeInfo, VeOp};
+
+pub const USAGE: &str = "\
+Usage: vzctl [--quiet] [--verbose] <command> <VEID|name> [options]
+  create <VEID> [--ostemplate T] [--config SAMPLE] [--hostname H] [--name N]
+  destroy | delete <VEID>
+  start <VEID> [--force] [--wait]
+  stop <VEID> [--fast]
+  restart <VEID>
+  status <VEID>
+  mount <VEID> | umount <VEID>
+  exec <VEID> <command...>     (exit code 8 if the command fails; '-' reads stdin)
+  exec2 <VEID> <command...>    (exit code is the command's)
+  enter <VEID> [--exec command...]
+  set <VEID> [--hostname H] [--name N] [--description D] [--onboot yes|no]
+             [--bootorder N] [--disabled yes|no] [--userpasswd user:password] [--save]";
+
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cmd {
+    Op(String, VeOp),
+    Exec {
+        target: String,
+        command: Vec<String>,
+        exec2: bool,
+    },
+    Enter {
+        target: String,
+        command: Vec<String>,
+    },
+    Set {
+        target: String,
+        params: Vec<(String, String)>,
+        userpasswd: Option<String>,
+        save: bool,
+    },
+}
+
+/// A command-line error: the message and OpenVZ's exit code (20 or 21).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usage(pub String, pub u8);
+
+fn short<const N: usize>(flag: &str, v: &str) -> Result<heapless::String<N>, Usage> {
+    heapless::String::try_from(v).map_err(|_| {
+        Usage(
+            format!("{flag}: value longer than {N} characters"),
+            code::BAD_VALUE,
+        )
+    })
+}
+
+/// Parses `vzctl` arguments (without the program name).
+pub fn parse(args: &[String]) -> Result<(Cmd, bool), Usage> {
+    let mut quiet = false;
+    let mut it = args.iter().peekable();
+    while let Some(a) = it.peek() {
+        match a.as_str() {
+            "--quiet" => quiet = true,
+            "--verbose" | "--skiplock" => {}
+            _ => break,
+        }
+        it.next();
+    }
+    let cmd = it
+        .next()
+        .ok_or_else(|| Usage("no command given".into(), code::BAD_PARAM))?
+        .clone();
+    let target = it
+        .next()
+        .ok_or_else(|| Usage(format!("{cmd}: VEID or name missing"), code::BAD_PARAM))?
+        .clone();
+    let rest: Vec<String> = it.cloned().collect();
+    let flags_only = |allowed: &[&str]| -> Result<Vec<String>, Usage> {
+        for r in &rest {
+            if !allowed.contains(&r.as_str()) {
+                return Err(Usage(
+                    format!("{cmd}: unexpected argument {r:?}"),
+                    code::BAD_PARAM,
+                ));
+            }
+        }
+        Ok(rest.clone())
+    };
+    let op = |o| Ok((Cmd::Op(target.clone(), o), quiet));
+    match cmd.as_str() {
+        "create" => {
+            let mut ostemplate = None;
+            let mut config = None;
+            let mut hostname = None;
+            let mut name = None;
+            let mut i = rest.iter();
+            while let Some(f) = i.next() {
+                let v = i
+                    .next()
+                    .ok_or_else(|| Usage(format!("{f} needs a value"), code::BAD_PARAM))?;
+                match f.as_str() {
+                    "--ostemplate" => ostemplate = Some(short::<64>(f, v)?),
+                    "--config" => config = Some(short::<64>(f, v)?),
+                    "--hostname" => hostname = Some(short::<64>(f, v)?),
+                    "--name" => name = Some(short::<64>(f, v)?),
+                    _ => {
+                        return Err(Usage(
+                            format!("create: unknown option {f}"),
+                            code::BAD_PARAM,
+                        ))
+                    }
+                }
+            }
+            op(VeOp::Create {
+                ostemplate,
+                config,
+                hostname,
+                name,
+            })
+        }
+        "destroy" | "delete" => {
+            flags_only(&[])?;
+            op(VeOp::Destroy)
+        }
+        "start" => {
+            let f = flags_only(&["--force", "--wait"])?;
+            op(VeOp::Start {
+                force: f.iter().any(|x| x == "--force"),
+            })
+        }
+        "stop" => {
+            let f = flags_only(&["--fast", "--skip-umount"])?;
+            op(VeOp::Stop {
+                fast: f.iter().any(|x| x == "--fast"),
+            })
+        }
+        "restart" => {
+            flags_only(&["--force", "--wait", "--fast"])?;
+            op(VeOp::Restart)
+        }
+        "status" => {
+            flags_only(&[])?;
+            op(VeOp::Status)
+        }
+        "mount" => {
+            flags_only(&[])?;
+            op(VeOp::Mount)
+        }
+        "umount" => {
+            flags_only(&[])?;
+            op(VeOp::Umount)
+        }
+        "exec" | "exec2" => {
+            if rest.is_empty() {
+                return Err(Usage(format!("{cmd}: no command given"), code::BAD_PARAM));
+            }
+            Ok((
+                Cmd::Exec {
+                    target,
+                    command: rest,
+                    exec2: cmd == "exec2",
+                },
+                quiet,
+            ))
+        }
+        "enter" => {
+            let command = match rest.split_first() {
+                None => vec![],
+                Some((f, c)) if f == "--exec" && !c.is_empty() => c.to_vec(),
+                Some((f, _)) => {
+                    return Err(Usage(
+                        format!("enter: unexpected argument {f:?}"),
+                        code::BAD_PARAM,
+                    ))
+                }
+            };
+            Ok((Cmd::Enter { target, command }, quiet))
+        }
+        "set" => {
+            let mut params = Vec::new();
+            let mut save = false;
+            let mut userpasswd = None;
+            let mut i = rest.iter();
+            while let Some(f) = i.next() {
+                if f == "--save" {
+                    save = true;
+                    continue;
+                }
+                if f == "--setmode" || f == "--force" {
+                    continue;
+                }
+                let v = i
+                    .next()
+                    .ok_or_else(|| Usage(format!("{f} needs a value"), code::BAD_PARAM))?;
+                let key = match f.as_str() {
+                    "--hostname" => "HOSTNAME",
+                    "--name" => "NAME",
+                    "--description" => "DESCRIPTION",
+                    "--onboot" => "ONBOOT",
+                    "--bootorder" => "BOOTORDER",
+                    "--disabled" => "DISABLED",
+                    "--userpasswd" => {
+                        if !v.contains(':') {
+                            return Err(Usage(
+                                "--userpasswd: use user:password".into(),
+                                code::BAD_VALUE,
+                            ));
+                        }
+                        userpasswd = Some(v.clone());
+                        continue;
+                    }
+                    _ => {
+                        return Err(Usage(
+                            format!("set: unknown or unsupported option {f}"),
+                            code::BAD_PARAM,
+                        ))
+                    }
+                };
+                if matches!(key, "ONBOOT" | "DISABLED") && v != "yes" && v != "no" {
+                    return Err(Usage(format!("{f} {v:?}: use yes or no"), code::BAD_VALUE));
+                }
+                if key == "BOOTORDER" && v.parse::<u32>().is_err() {
+                    return Err(Usage(format!("{f} {v:?}: not a number"), code::BAD_VALUE));
+                }
+                params.push((key.to_owned(), v.clone()));
+            }
+            if params.is_empty() && userpasswd.is_none() {
+                return Err(Usage("set: nothing to set".into(), code::BAD_PARAM));
+            }
+            if params.iter().any(|(k, _)| k == "NAME") && !save {
+                return Err(Usage("--name requires --save".into(), code::BAD_PARAM));
+            }
+            Ok((
+                Cmd::Set {
+                    target,
+                    params,
+                    userpasswd,
+                    save,
+                },
+                quiet,
+            ))
+        }
+        other => Err(Usage(format!("unknown command {other:?}"), code::BAD_PARAM)),
+    }
+}
+
+/// The one-line `status` output (VZ7 form, always five words).
+pub fn status_line(veid: u32, info: &VeInfo) -> String {
+    format!(
+        "VEID {veid} {} {} {}",
+        if info.exists { "exist" } else { "deleted" },
+        if info.mounted { "mounted" } else { "unmounted" },
+        if info.status.as_str() == "running" {
+            "running"
+        } else {
+            "down"
+        }
+    )
+}
+
+/// Resolves a VEID or a name.
+pub fn resolve(target: &str) -> Result<u32, (String, u8)> {
+    if let Ok(v) = target.parse::<crate::config::VeId>() {
+        return Ok(v.get());
+    }
+    if target.bytes().all(|b| b.is_ascii_digit()) {
+        return Err((
+            format!("{target:?} is not a valid VEID (101 to 2147483644)"),
+            code::BAD_VALUE,
+        ));
+    }
+    let all = super::list_all().map_err(|e| (e, code::SYSTEM))?;
+    all.iter()
+        .find(|v| v.name.as_str() == target)
+        .map(|v| v.veid)
+        .ok_or_else(|| (format!("no VE is named {target:?}"), code::CONF_NOT_FOUND))
+}
+
+/// Sends an operation; prints the outcome; returns the exit code.
+pub fn run_op(veid: u32, op: VeOp, quiet: bool) -> i32 {
+    let is_status = matches!(op, VeOp::Status);
+    match super::call(&Request::Ve { veid, op }) {
+        Ok(Response::VeDone {
+            code,
+            message,
+            info,
+        }) => {
+            if is_status {
+                if let Some(i) = info {
+                    println!("{}", status_line(veid, &i));
+                }
+            } else if code == 0 {
+                if !quiet && !message.is_empty() {
+                    println!("{message}");
+                }
+            } else {
+                eprintln!("{message}");
+            }
+            i32::from(code)
+        }
+        Ok(other) => {
+            eprintln!("unexpected reply from vmmgr: {other:?}");
+            super::NO_VMMGR
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            super::NO_VMMGR
+        }
+    }
+}
+
+/// `set`: parameters go to vmmgr; `--userpasswd` runs chpasswd in the VE.
+pub fn run_set(
+    veid: u32,
+    params: &[(String, String)],
+    userpasswd: Option<&str>,
+    save: bool,
+    quiet: bool,
+) -> i32 {
+    if !params.is_empty() {
+        let mut p = heapless::Vec::new();
+        for (k, v) in params {
+            let (Ok(k), Ok(v)) = (Name::try_from(k.as_str()), Text::try_from(v.as_str())) else {
+                eprintln!("set: {k} value too long");
+                return i32::from(code::BAD_VALUE);
+            };
+            if p.push((k, v)).is_err() {
+                eprintln!("set: too many parameters in one call (8 at most)");
+                return i32::from(code::BAD_PARAM);
+            }
+        }
+        let rc = run_op(veid, VeOp::Set { params: p, save }, quiet);
+        if rc != 0 {
+            return rc;
+        }
+    }
+    if let Some(up) = userpasswd {
+        let rc = super::super::ve::exec_cli::exec_in(
+            veid,
+            &["chpasswd".to_owned()],
+            Some(up.as_bytes()),
+        );
+        return match rc {
+            Ok(0) => 0,
+            Ok(c) => {
+                eprintln!("changing the password failed (chpasswd exit code {c})");
+                74
+            }
+            Err((m, c)) => {
+                eprintln!("{m}");
+                i32::from(c)
+            }
+        };
+    }
+    0
+}
+
+/// Entry point of the `vzctl` binary.
+pub fn main(args: &[String]) -> i32 {
+    if args.iter().any(|a| a == "--help") || args.is_empty() {
+        println!("{USAGE}");
+        return if args.is_empty() {
+            i32::from(code::BAD_PARAM)
+        } else {
+            0
+        };
+    }
+    if args.iter().any(|a| a == "--version") {
+        println!("vzctl (vz appliance) {}", env!("CARGO_PKG_VERSION"));
+        return 0;
+    }
+    let (cmd, quiet) = match parse(args) {
+        Ok(c) => c,
+        Err(Usage(msg, code)) => {
+            eprintln!("vzctl: {msg}\n{USAGE}");
+            return i32::from(code);
+        }
+    };
+    let target = match &cmd {
+        Cmd::Op(t, _)
+        | Cmd::Exec { target: t, .. }
+        | Cmd::Enter { target: t, .. }
+        | Cmd::Set { target: t, .. } => t.clone(),
+    };
+    let veid = match resolve(&target) {
+        Ok(v) => v,
+        Err((m, c)) => {
+            eprintln!("vzctl: {m}");
+            return i32::from(c);
+        }
+    };
+    match cmd {
+        Cmd::Op(_, op) => run_op(veid, op, quiet),
+        Cmd::Set {
+            params,
+            userpasswd,
+            save,
+            ..
+        } => run_set(veid, &params, userpasswd.as_deref(), save, quiet),
+        Cmd::Exec { command, exec2, .. } => {
+            let stdin_script = command.len() == 1 && command[0] == "-";
+            let r = if stdin_script {
+                crate::ve::exec_cli::exec_in(veid, &["/bin/sh".into(), "-s".into()], None)
+            } else {
+                crate::ve::exec_cli::exec_in(
+                    veid,
+                    &["/bin/sh".into(), "-c".into(), command.join(" ")],
+                    None,
+                )
+            };
+            match r {
+                Ok(0) => 0,
+                Ok(c) if exec2 => c,
+                Ok(_) => 8,
+                Err((m, c)) => {
+                    eprintln!("vzctl: {m}");
+                    i32::from(c)
+                }
+            }
+        }
+        Cmd::Enter { command, .. } => match crate::ve::exec_cli::enter(veid, &command) {
+            Ok(()) => 0,
+            Err((m, c)) => {
+                eprintln!("vzctl: {m}");
+                i32::from(c)
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(a: &[&str]) -> Result<(Cmd, bool), Usage> {
+        parse(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn commands_parse() {
+        assert_eq!(
+            p(&["start", "101"]).expect("ok").0,
+            Cmd::Op("101".into(), VeOp::Start { force: false })
+        );
+        assert_eq!(
+            p(&["--quiet", "stop", "web", "--fast"]).expect("ok"),
+            (Cmd::Op("web".into(), VeOp::Stop { fast: true }), true)
+        );
+        assert!(matches!(
+            p(&["exec2", "101", "ls", "-l"]).expect("ok").0,
+            Cmd::Exec { exec2: true, .. }
+        ));
+        let (c, _) = p(&[
+            "set",
+            "101",
+            "--hostname",
+            "h.example",
+            "--onboot",
+            "yes",
+            "--save",
+        ])
+        .expect("ok");
+        assert_eq!(
+            c,
+            Cmd::Set {
+                target: "101".into(),
+                params: vec![
+                    ("HOSTNAME".into(), "h.example".into()),
+                    ("ONBOOT".into(), "yes".into())
+                ],
+                userpasswd: None,
+                save: true
+            }
+        );
+    }
+
+    #[test]
+    fn bad_arguments_get_openvz_codes() {
+        assert_eq!(p(&[]).expect_err("no cmd").1, 20);
+        assert_eq!(p(&["start"]).expect_err("no veid").1, 20);
+        assert_eq!(p(&["frob", "101"]).expect_err("unknown").1, 20);
+        assert_eq!(p(&["start", "101", "--bogus"]).expect_err("flag").1, 20);
+        assert_eq!(
+            p(&["set", "101", "--onboot", "maybe"])
+                .expect_err("value")
+                .1,
+            21
+        );
+        assert_eq!(
+            p(&["set", "101", "--name", "x"]).expect_err("needs save").1,
+            20
+        );
+        assert_eq!(p(&["exec", "101"]).expect_err("no command").1, 20);
+    }
+
+    #[test]
+    fn status_line_has_five_words() {
+        let mut i = crate::cli::vzlist::tests_support::info(101, "running");
+        i.mounted = true;
+        assert_eq!(status_line(101, &i), "VEID 101 exist mounted running");
+        let mut i = crate::cli::vzlist::tests_support::info(102, "stopped");
+        i.exists = false;
+        assert_eq!(status_line(102, &i), "VEID 102 deleted unmounted down");
+    }
+}

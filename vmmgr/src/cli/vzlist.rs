@@ -1,0 +1,505 @@
+//! `vzlist`: OpenVZ's listing, its columns, widths and JSON shape.
+
+use proto::VeInfo;
+use std::fmt::Write as _;
+
+/// A field: name, header, width (negative = left-aligned), and how to show it.
+struct Field {
+    name: &'static str,
+    aliases: &'static [&'static str],
+    header: &'static str,
+    width: i32,
+}
+
+const FIELDS: &[Field] = &[
+    Field {
+        name: "ctid",
+        aliases: &["veid", "vpsid"],
+        header: "CTID",
+        width: 10,
+    },
+    Field {
+        name: "numproc",
+        aliases: &[],
+        header: "NPROC",
+        width: 10,
+    },
+    Field {
+        name: "status",
+        aliases: &[],
+        header: "STATUS",
+        width: -9,
+    },
+    Field {
+        name: "ip",
+        aliases: &[],
+        header: "IP_ADDR",
+        width: -15,
+    },
+    Field {
+        name: "hostname",
+        aliases: &[],
+        header: "HOSTNAME",
+        width: -32,
+    },
+    Field {
+        name: "name",
+        aliases: &[],
+        header: "NAME",
+        width: -32,
+    },
+    Field {
+        name: "description",
+        aliases: &[],
+        header: "DESCRIPTION",
+        width: -32,
+    },
+    Field {
+        name: "ostemplate",
+        aliases: &[],
+        header: "OSTEMPLATE",
+        width: -24,
+    },
+    Field {
+        name: "onboot",
+        aliases: &[],
+        header: "ONBOOT",
+        width: -6,
+    },
+    Field {
+        name: "bootorder",
+        aliases: &[],
+        header: "BOOTORDER",
+        width: 10,
+    },
+    Field {
+        name: "disabled",
+        aliases: &[],
+        header: "DISABL",
+        width: -6,
+    },
+    Field {
+        name: "uptime",
+        aliases: &[],
+        header: "UPTIME",
+        width: 15,
+    },
+    Field {
+        name: "private",
+        aliases: &[],
+        header: "PRIVATE",
+        width: -32,
+    },
+    Field {
+        name: "root",
+        aliases: &[],
+        header: "ROOT",
+        width: -32,
+    },
+    Field {
+        name: "error",
+        aliases: &[],
+        header: "ERROR",
+        width: -40,
+    },
+];
+
+const DEFAULT: &[&str] = &["ctid", "numproc", "status", "ip", "hostname"];
+
+fn field(name: &str) -> Option<&'static Field> {
+    FIELDS
+        .iter()
+        .find(|f| f.name == name || f.aliases.contains(&name))
+}
+
+fn dash(s: &str) -> String {
+    if s.is_empty() {
+        "-".to_owned()
+    } else {
+        s.to_owned()
+    }
+}
+
+fn yes_no(b: Option<bool>) -> String {
+    match b {
+        Some(true) => "yes".into(),
+        Some(false) => "no".into(),
+        None => "-".into(),
+    }
+}
+
+fn value(f: &Field, v: &VeInfo) -> String {
+    match f.name {
+        "ctid" => v.veid.to_string(),
+        "numproc" => v.numproc.map_or("-".into(), |n| n.to_string()),
+        "status" => v.status.to_string(),
+        "ip" => "-".into(),
+        "hostname" => dash(&v.hostname),
+        "name" => dash(&v.name),
+        "description" => dash(&v.description),
+        "ostemplate" => dash(&v.ostemplate),
+        "onboot" => yes_no(v.onboot),
+        "bootorder" => v.bootorder.to_string(),
+        "disabled" => yes_no(Some(v.disabled)),
+        "uptime" => {
+            if v.status.as_str() == "running" {
+                format_uptime(v.uptime_s)
+            } else {
+                "-".into()
+            }
+        }
+        "private" => dash(&v.private),
+        "root" => dash(&v.root),
+        "error" => dash(&v.error),
+        _ => "-".into(),
+    }
+}
+
+fn format_uptime(s: u64) -> String {
+    let (d, h, m) = (s / 86400, (s / 3600) % 24, (s / 60) % 60);
+    if d > 0 {
+        format!("{d}d{h:02}h:{m:02}m:{:02}s", s % 60)
+    } else {
+        format!("{h:02}:{m:02}:{:02}", s % 60)
+    }
+}
+
+/// Parsed options.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Opts {
+    pub all: bool,
+    pub stopped: bool,
+    pub no_header: bool,
+    pub json: bool,
+    pub list_fields: bool,
+    pub fields: Option<Vec<String>>,
+    pub sort: Option<(String, bool)>,
+    pub ids: Vec<String>,
+}
+
+pub const USAGE: &str = "\
+Usage: vzlist [-a|-S] [-H] [-o field[,field...]] [-s [-]field] [-1] [-j] [VEID|name ...]
+       vzlist -L
+  -a, --all        list all VEs (default: running ones)
+  -S, --stopped    list VEs that are not running
+  -H, --no-header  no header line
+  -o, --output     fields to show (see -L)
+  -s, --sort       sort by a field, '-' reverses
+  -1               VEIDs only (= -H -octid)
+  -j, --json       JSON output
+  -L, --list       list the field names";
+
+/// Parses the command line.
+pub fn parse(args: &[String]) -> Result<Opts, String> {
+    let mut o = Opts::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = |flag: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match a.as_str() {
+            "-a" | "--all" => o.all = true,
+            "-S" | "--stopped" => o.stopped = true,
+            "-H" | "--no-header" => o.no_header = true,
+            "-j" | "--json" => o.json = true,
+            "-L" | "--list" => o.list_fields = true,
+            "-1" => {
+                o.no_header = true;
+                o.fields = Some(vec!["ctid".into()]);
+            }
+            "-o" | "--output" => {
+                let v = val(a)?;
+                o.fields = Some(v.split(',').map(str::to_owned).collect());
+            }
+            "-s" | "--sort" => {
+                let v = val(a)?;
+                o.sort = Some(match v.strip_prefix('-') {
+                    Some(f) => (f.to_owned(), true),
+                    None => (v, false),
+                });
+            }
+            s if s.starts_with("-o") && s.len() > 2 => {
+                o.fields = Some(s[2..].split(',').map(str::to_owned).collect());
+            }
+            s if s.starts_with('-') => return Err(format!("unknown option {s}")),
+            s => o.ids.push(s.to_owned()),
+        }
+    }
+    for f in o
+        .fields
+        .iter()
+        .flatten()
+        .chain(o.sort.as_ref().map(|s| &s.0))
+    {
+        if field(f).is_none() {
+            return Err(format!("unknown field {f:?}: `vzlist -L` lists them"));
+        }
+    }
+    if o.json
+        && o.fields
+            .as_ref()
+            .is_some_and(|f| f.iter().any(|x| x.contains('.')))
+    {
+        return Err("field suffixes are not allowed with -j".into());
+    }
+    Ok(o)
+}
+
+/// Filters and sorts per the options. Returns the rows and whether none matched.
+pub fn select(o: &Opts, ves: Vec<VeInfo>) -> Vec<VeInfo> {
+    let mut rows: Vec<VeInfo> = ves
+        .into_iter()
+        .filter(|v| {
+            if !o.ids.is_empty() {
+                return o
+                    .ids
+                    .iter()
+                    .any(|id| *id == v.veid.to_string() || *id == v.name.as_str());
+            }
+            let running = v.status.as_str() == "running";
+            if o.stopped {
+                !running
+            } else {
+                o.all || running
+            }
+        })
+        .collect();
+    if let Some((name, rev)) = &o.sort {
+        if let Some(f) = field(name) {
+            rows.sort_by(|a, b| {
+                let (x, y) = (value(f, a), value(f, b));
+                match (x.parse::<u64>(), y.parse::<u64>()) {
+                    (Ok(p), Ok(q)) => p.cmp(&q),
+                    _ => x.cmp(&y),
+                }
+            });
+            if *rev {
+                rows.reverse();
+            }
+        }
+    }
+    rows
+}
+
+/// The table, in OpenVZ's layout (last column not padded).
+pub fn table(o: &Opts, rows: &[VeInfo]) -> String {
+    let names: Vec<String> = o
+        .fields
+        .clone()
+        .unwrap_or_else(|| DEFAULT.iter().map(|s| s.to_string()).collect());
+    let fields: Vec<&Field> = names.iter().filter_map(|n| field(n)).collect();
+    let mut out = String::new();
+    let line = |cells: Vec<String>| -> String {
+        let mut l = String::new();
+        for (i, (f, c)) in fields.iter().zip(cells).enumerate() {
+            if i > 0 {
+                l.push(' ');
+            }
+            let last = i + 1 == fields.len();
+            let w = f.width.unsigned_abs() as usize;
+            if f.width > 0 {
+                let _ = write!(l, "{c:>w$}");
+            } else if last {
+                l.push_str(&c);
+            } else {
+                let _ = write!(l, "{c:<w$}");
+            }
+        }
+        l.trim_end().to_owned() + "\n"
+    };
+    if !o.no_header {
+        out.push_str(&line(fields.iter().map(|f| f.header.to_owned()).collect()));
+    }
+    for v in rows {
+        out.push_str(&line(fields.iter().map(|f| value(f, v)).collect()));
+    }
+    out
+}
+
+fn json_str(s: &str) -> String {
+    let mut o = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(o, "\\u{:04x}", c as u32);
+            }
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+fn json_value(f: &Field, v: &VeInfo) -> String {
+    let s_or_null = |s: &str| {
+        if s.is_empty() {
+            "null".to_owned()
+        } else {
+            json_str(s)
+        }
+    };
+    match f.name {
+        "ctid" => v.veid.to_string(),
+        "numproc" => {
+            let held = v.numproc.unwrap_or(0);
+            format!(
+                "{{\"held\": {held}, \"maxheld\": {held}, \"barrier\": 9223372036854775807, \"limit\": 9223372036854775807, \"failcnt\": 0}}"
+            )
+        }
+        "status" => json_str(&v.status),
+        "ip" => "[]".into(),
+        "hostname" => s_or_null(&v.hostname),
+        "name" => s_or_null(&v.name),
+        "description" => s_or_null(&v.description),
+        "ostemplate" => s_or_null(&v.ostemplate),
+        "onboot" => v.onboot.map_or("null".into(), |b| b.to_string()),
+        "bootorder" => v.bootorder.to_string(),
+        "disabled" => v.disabled.to_string(),
+        "uptime" => format!("{:.3}", v.uptime_s as f64),
+        "private" => s_or_null(&v.private),
+        "root" => s_or_null(&v.root),
+        "error" => s_or_null(&v.error),
+        _ => "null".into(),
+    }
+}
+
+/// JSON in OpenVZ's shape: an array of objects; without -o, every field.
+pub fn json(o: &Opts, rows: &[VeInfo]) -> String {
+    let names: Vec<&str> = match &o.fields {
+        Some(f) => f.iter().map(String::as_str).collect(),
+        None => FIELDS.iter().map(|f| f.name).collect(),
+    };
+    let fields: Vec<&Field> = names.iter().filter_map(|n| field(n)).collect();
+    let mut out = String::from("[");
+    for (i, v) in rows.iter().enumerate() {
+        out.push_str(if i == 0 { "\n  {\n" } else { ",\n  {\n" });
+        for (j, f) in fields.iter().enumerate() {
+            let _ = write!(out, "    \"{}\": {}", f.name, json_value(f, v));
+            out.push_str(if j + 1 < fields.len() { ",\n" } else { "\n" });
+        }
+        out.push_str("  }");
+    }
+    out.push_str(if rows.is_empty() { "]\n" } else { "\n]\n" });
+    out
+}
+
+/// `vzlist -L`.
+pub fn field_list() -> String {
+    FIELDS
+        .iter()
+        .map(|f| format!("{:<12} {}\n", f.name, f.header))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ve(veid: u32, status: &str, np: Option<u32>, host: &str) -> VeInfo {
+        VeInfo {
+            veid,
+            exists: true,
+            status: status.try_into().expect("fits"),
+            mounted: false,
+            name: Default::default(),
+            hostname: host.try_into().expect("fits"),
+            description: Default::default(),
+            ostemplate: "busybox".try_into().expect("fits"),
+            onboot: Some(true),
+            bootorder: 0,
+            disabled: false,
+            numproc: np,
+            init_pid: 0,
+            uptime_s: 0,
+            error: Default::default(),
+            private: Default::default(),
+            root: Default::default(),
+        }
+    }
+
+    fn opts(a: &[&str]) -> Opts {
+        parse(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("parse")
+    }
+
+    #[test]
+    fn default_table_matches_openvz_layout() {
+        let rows = vec![
+            ve(101, "running", Some(18), "ct101.example.com"),
+            ve(102, "stopped", None, "ct102.example.com"),
+        ];
+        let o = opts(&["-a"]);
+        let t = table(&o, &select(&o, rows));
+        assert_eq!(
+            t,
+            "      CTID      NPROC STATUS    IP_ADDR         HOSTNAME\n       101         18 running   -               ct101.example.com\n       102          - stopped   -               ct102.example.com\n"
+        );
+    }
+
+    #[test]
+    fn running_only_by_default_and_stopped_with_s() {
+        let rows = || {
+            vec![
+                ve(101, "running", Some(3), "a"),
+                ve(102, "stopped", None, "b"),
+                ve(103, "invalid", None, ""),
+            ]
+        };
+        let ids = |o: &Opts| select(o, rows()).iter().map(|v| v.veid).collect::<Vec<_>>();
+        assert_eq!(ids(&opts(&[])), vec![101]);
+        assert_eq!(ids(&opts(&["-S"])), vec![102, 103]);
+        assert_eq!(ids(&opts(&["-a", "-s", "-ctid"])), vec![103, 102, 101]);
+        assert_eq!(
+            table(&opts(&["-1", "-a"]), &select(&opts(&["-a"]), rows())),
+            "       101\n       102\n       103\n"
+        );
+    }
+
+    #[test]
+    fn json_has_openvz_shape() {
+        let o = opts(&["-j", "-o", "ctid,status,numproc,onboot,ip"]);
+        let j = json(&o, &[ve(101, "running", Some(18), "h")]);
+        assert_eq!(
+            j,
+            "[\n  {\n    \"ctid\": 101,\n    \"status\": \"running\",\n    \"numproc\": {\"held\": 18, \"maxheld\": 18, \"barrier\": 9223372036854775807, \"limit\": 9223372036854775807, \"failcnt\": 0},\n    \"onboot\": true,\n    \"ip\": []\n  }\n]\n"
+        );
+        assert_eq!(json(&o, &[]), "[]\n");
+    }
+
+    #[test]
+    fn bad_field_and_option() {
+        assert!(parse(&["-o".into(), "nope".into()]).is_err());
+        assert!(parse(&["--frob".into()]).is_err());
+        assert!(parse(&["-o".into()]).is_err());
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    /// A VeInfo for tests.
+    pub fn info(veid: u32, status: &str) -> proto::VeInfo {
+        proto::VeInfo {
+            veid,
+            exists: true,
+            status: status.try_into().expect("fits"),
+            mounted: false,
+            name: Default::default(),
+            hostname: Default::default(),
+            description: Default::default(),
+            ostemplate: Default::default(),
+            onboot: None,
+            bootorder: 0,
+            disabled: false,
+            numproc: None,
+            init_pid: 0,
+            uptime_s: 0,
+            error: Default::default(),
+            private: Default::default(),
+            root: Default::default(),
+        }
+    }
+}

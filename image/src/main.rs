@@ -139,6 +139,7 @@ fn run(mut args: std::vec::IntoIter<String>, ws: PathBuf) -> Result<()> {
         mgmt_socket: dir.join("mgmt.sock"),
         qmp_socket: None,
         hostfwd,
+        extra_disks: vec![],
     };
     eprintln!(
         "booting {} ({}), management channel on {}; ctrl-a x quits",

@@ -30,6 +30,8 @@ pub struct Machine {
     pub qmp_socket: Option<PathBuf>,
     /// `tcp:HOSTPORT:GUESTPORT` forwards, always bound to 127.0.0.1.
     pub hostfwd: Vec<String>,
+    /// More raw disks, read-only (tests use them to hand files in).
+    pub extra_disks: Vec<PathBuf>,
 }
 
 /// Turns `tcp:2222:22` into QEMU's `hostfwd=tcp:127.0.0.1:2222-:22`.
@@ -64,6 +66,10 @@ impl Machine {
                 self.disk.display(),
                 self.disk_format
             ));
+        for d in &self.extra_disks {
+            c.arg("-drive")
+                .arg(format!("file={},if=virtio,format=raw,readonly=on", d.display()));
+        }
         match self.console {
             Console::Interactive => {
                 c.args(["-chardev", "stdio,id=con,mux=on,signal=off"])
@@ -150,6 +156,7 @@ mod tests {
             mgmt_socket: "/tmp/m.sock".into(),
             qmp_socket: None,
             hostfwd: vec![],
+            extra_disks: vec![],
         };
         let args: Vec<String> = m
             .command()

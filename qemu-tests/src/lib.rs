@@ -54,7 +54,12 @@ pub struct Disk {
 impl Disk {
     /// A fresh copy-on-write overlay over the image under test.
     pub fn new() -> Result<Disk> {
-        let image = image_path();
+        Disk::over(&image_path())
+    }
+
+    /// A fresh copy-on-write overlay over `image`.
+    pub fn over(image: &Path) -> Result<Disk> {
+        let image = image.to_owned();
         if !image.exists() {
             bail!(
                 "{} does not exist: build the image first (`cargo run -p image -- build`), \
@@ -81,6 +86,7 @@ pub struct Appliance {
     disk: Arc<Disk>,
     run_dir: tempfile::TempDir,
     mgmt: Option<UnixStream>,
+    extra_disks: Vec<PathBuf>,
 }
 
 impl std::fmt::Debug for Appliance {
@@ -102,6 +108,11 @@ impl Appliance {
 
     /// Starts QEMU on `disk` without waiting.
     pub fn start(name: &str, disk: Arc<Disk>, boots: u32) -> Result<Appliance> {
+        Appliance::start_with(name, disk, boots, vec![])
+    }
+
+    /// Starts QEMU on `disk` with extra read-only raw disks, without waiting.
+    pub fn start_with(name: &str, disk: Arc<Disk>, boots: u32, extra_disks: Vec<PathBuf>) -> Result<Appliance> {
         let run_dir = tempfile::tempdir()?;
         let machine = image::qemu::Machine {
             disk: disk.overlay.clone(),
@@ -113,6 +124,7 @@ impl Appliance {
             mgmt_socket: run_dir.path().join("mgmt.sock"),
             qmp_socket: Some(run_dir.path().join("qmp.sock")),
             hostfwd: vec![],
+            extra_disks: extra_disks.clone(),
         };
         let mut cmd = machine.command()?;
         cmd.stdin(Stdio::piped())
@@ -148,6 +160,7 @@ impl Appliance {
             disk,
             run_dir,
             mgmt: None,
+            extra_disks,
         })
     }
 
@@ -356,8 +369,9 @@ impl Appliance {
         let name = self.name.clone();
         let disk = Arc::clone(&self.disk);
         let boots = self.boots + 1;
+        let extra = self.extra_disks.clone();
         drop(self);
-        let mut a = Appliance::start(&name, disk, boots)?;
+        let mut a = Appliance::start_with(&name, disk, boots, extra)?;
         a.wait_ready()?;
         Ok(a)
     }
@@ -424,6 +438,37 @@ fn strip_echo(out: &str, line: &str) -> String {
         Some(i) if i < 8 => out[i + line.len()..].trim_start_matches('\n').to_owned(),
         _ => out.to_owned(),
     }
+}
+
+/// Builds the `ve-probe` test helper (static) and wraps it in a raw disk image
+/// for `Appliance::start_with`; returns the image and the binary's size.
+/// Inside the appliance: `head -c SIZE /dev/vdb > FILE`.
+pub fn probe_disk() -> Result<(PathBuf, u64)> {
+    static BUILT: std::sync::Mutex<Option<(PathBuf, u64)>> = std::sync::Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(b) = built.as_ref() {
+        return Ok(b.clone());
+    }
+    let ws = image::workspace_dir();
+    let target_dir = ws.join("target/probe");
+    let status = std::process::Command::new("cargo")
+        .current_dir(&ws)
+        .args(["build", "--release", "-q", "-p", "qemu-tests", "--bin", "ve-probe", "--target", "x86_64-unknown-linux-gnu"])
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .status()
+        .context("building ve-probe")?;
+    if !status.success() {
+        bail!("building ve-probe failed");
+    }
+    let bin = target_dir.join("x86_64-unknown-linux-gnu/release/ve-probe");
+    let mut data = std::fs::read(&bin).with_context(|| format!("reading {}", bin.display()))?;
+    let size = data.len() as u64;
+    data.resize(data.len().div_ceil(512) * 512, 0);
+    let img = target_dir.join("ve-probe.img");
+    std::fs::write(&img, data)?;
+    *built = Some((img.clone(), size));
+    Ok((img, size))
 }
 
 /// Path helper for tests that want the overlay of a disk.

@@ -342,7 +342,7 @@ pub fn run_set(
         return match rc {
             Ok(0) => 0,
             Ok(c) => {
-                eprintln!("changing the password failed (chpasswd exit code {c})");
+                eprintln!("changing the password failed (exit code {c})");
                 74
             }
             Err((m, c)) => {

@@ -67,8 +67,10 @@ impl Machine {
                 self.disk_format
             ));
         for d in &self.extra_disks {
-            c.arg("-drive")
-                .arg(format!("file={},if=virtio,format=raw,readonly=on", d.display()));
+            c.arg("-drive").arg(format!(
+                "file={},if=virtio,format=raw,readonly=on",
+                d.display()
+            ));
         }
         match self.console {
             Console::Interactive => {

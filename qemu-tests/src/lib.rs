@@ -112,7 +112,12 @@ impl Appliance {
     }
 
     /// Starts QEMU on `disk` with extra read-only raw disks, without waiting.
-    pub fn start_with(name: &str, disk: Arc<Disk>, boots: u32, extra_disks: Vec<PathBuf>) -> Result<Appliance> {
+    pub fn start_with(
+        name: &str,
+        disk: Arc<Disk>,
+        boots: u32,
+        extra_disks: Vec<PathBuf>,
+    ) -> Result<Appliance> {
         let run_dir = tempfile::tempdir()?;
         let machine = image::qemu::Machine {
             disk: disk.overlay.clone(),
@@ -453,7 +458,17 @@ pub fn probe_disk() -> Result<(PathBuf, u64)> {
     let target_dir = ws.join("target/probe");
     let status = std::process::Command::new("cargo")
         .current_dir(&ws)
-        .args(["build", "--release", "-q", "-p", "qemu-tests", "--bin", "ve-probe", "--target", "x86_64-unknown-linux-gnu"])
+        .args([
+            "build",
+            "--release",
+            "-q",
+            "-p",
+            "qemu-tests",
+            "--bin",
+            "ve-probe",
+            "--target",
+            "x86_64-unknown-linux-gnu",
+        ])
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .env("CARGO_TARGET_DIR", &target_dir)
         .status()

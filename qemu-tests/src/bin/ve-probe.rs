@@ -15,12 +15,20 @@ fn main() {
         Some("shm-create") => {
             // SAFETY: shmget takes plain integers.
             let id = unsafe { libc::shmget(key, 4096, libc::IPC_CREAT | 0o600) };
-            if id >= 0 { println!("shm-create: id {id}") } else { println!("shm-create: error {}", errno()) }
+            if id >= 0 {
+                println!("shm-create: id {id}")
+            } else {
+                println!("shm-create: error {}", errno())
+            }
         }
         Some("shm-find") => {
             // SAFETY: shmget takes plain integers.
             let id = unsafe { libc::shmget(key, 0, 0) };
-            if id >= 0 { println!("shm-find: found {id}") } else { println!("shm-find: absent ({})", errno()) }
+            if id >= 0 {
+                println!("shm-find: found {id}")
+            } else {
+                println!("shm-find: absent ({})", errno())
+            }
         }
         Some("module") => {
             let f = std::fs::File::open("/bin/busybox");
@@ -32,13 +40,22 @@ fn main() {
                 },
                 Err(_) => -1,
             };
-            if rc == 0 { println!("module: loaded") } else { println!("module: denied ({})", errno()) }
+            if rc == 0 {
+                println!("module: loaded")
+            } else {
+                println!("module: denied ({})", errno())
+            }
         }
         Some("mknod") => {
             let path = CString::new("/tmp/disk").unwrap_or_default();
             // SAFETY: a valid path; mknod only reads it.
-            let rc = unsafe { libc::mknod(path.as_ptr(), libc::S_IFBLK | 0o600, libc::makedev(254, 0)) };
-            if rc == 0 { println!("mknod: created") } else { println!("mknod: denied ({})", errno()) }
+            let rc =
+                unsafe { libc::mknod(path.as_ptr(), libc::S_IFBLK | 0o600, libc::makedev(254, 0)) };
+            if rc == 0 {
+                println!("mknod: created")
+            } else {
+                println!("mknod: denied ({})", errno())
+            }
         }
         _ => {
             eprintln!("usage: ve-probe shm-create|shm-find [KEY] | module | mknod");

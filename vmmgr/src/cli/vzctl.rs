@@ -308,7 +308,7 @@ pub fn run_op(veid: u32, op: VeOp, quiet: bool) -> i32 {
     }
 }
 
-/// `set`: parameters go to vmmgr; `--userpasswd` runs chpasswd in the VE.
+/// `set`: parameters go to vmmgr; `--userpasswd` changes the password in the VE.
 pub fn run_set(
     veid: u32,
     params: &[(String, String)],
@@ -334,11 +334,16 @@ pub fn run_set(
         }
     }
     if let Some(up) = userpasswd {
-        let rc = super::super::ve::exec_cli::exec_in(
-            veid,
-            &["chpasswd".to_owned()],
-            Some(up.as_bytes()),
-        );
+        // busybox has no chpasswd: hash with mkpasswd and edit /etc/shadow, all
+        // inside the VE; the password travels on stdin, never on a command line.
+        let script = r#"IFS= read -r up; u=${up%%:*}; p=${up#*:}
+grep -q "^$u:" /etc/passwd || { echo "no user $u in the VE" >&2; exit 2; }
+h=$(printf '%s' "$p" | mkpasswd -m sha512 -P 0) || exit 3
+[ -f /etc/shadow ] || : > /etc/shadow
+if grep -q "^$u:" /etc/shadow; then sed -i "s|^$u:[^:]*:|$u:$h:|" /etc/shadow
+else echo "$u:$h:19000:0:99999:7:::" >> /etc/shadow; fi"#;
+        let argv = ["/bin/sh".to_owned(), "-c".to_owned(), script.to_owned()];
+        let rc = crate::ve::exec_cli::exec_in(veid, &argv, Some(up.as_bytes()));
         return match rc {
             Ok(0) => 0,
             Ok(c) => {

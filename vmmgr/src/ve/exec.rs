@@ -9,10 +9,24 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
-/// Joins the VE of init `pid` (cgroup, then every namespace) as its root, with
-/// the VE's capability bounding set. For a single-threaded process about to
-/// fork or exec.
-pub fn join(veid: u32, pid: i32, cgroup_root: &Path, policy_dir: &Path) -> std::io::Result<()> {
+/// The capabilities a VE keeps, from the appliance's policy file. Read before
+/// joining a VE: inside it, the appliance's files are out of reach.
+pub fn policy_caps(policy_dir: &Path) -> std::io::Result<Vec<u32>> {
+    let path = policy_dir.join("capabilities");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
+    super::caps::parse_keep_list(&text).map_err(|(line, name)| {
+        std::io::Error::other(format!(
+            "{}:{line}: unknown capability {name}",
+            path.display()
+        ))
+    })
+}
+
+/// Joins the VE of init `pid` (cgroup, then every namespace) as its root,
+/// keeping only the capabilities in `keep`. For a single-threaded process
+/// about to fork or exec.
+pub fn join(veid: u32, pid: i32, cgroup_root: &Path, keep: &[u32]) -> std::io::Result<()> {
     let pidfd = pidfd(pid)?;
     std::fs::write(cgroup_root.join(veid.to_string()).join("cgroup.procs"), "0")?;
     use rustix::thread::ThreadNameSpaceType as T;
@@ -31,11 +45,7 @@ pub fn join(veid: u32, pid: i32, cgroup_root: &Path, policy_dir: &Path) -> std::
     let u = rustix::process::Uid::from_raw(0);
     rustix::thread::set_thread_res_gid(g, g, g)?;
     rustix::thread::set_thread_res_uid(u, u, u)?;
-    let keep = std::fs::read_to_string(policy_dir.join("capabilities"))
-        .ok()
-        .and_then(|t| super::caps::parse_keep_list(&t).ok())
-        .unwrap_or_default();
-    for cap in super::caps::to_drop(&keep) {
+    for cap in super::caps::to_drop(keep) {
         match crate::sys::drop_bounding_cap(cap) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
@@ -82,6 +92,31 @@ pub fn ve_pty(pid: i32) -> std::io::Result<(OwnedFd, String)> {
         Mode::empty(),
     )?;
     rustix::pty::unlockpt(&master)?;
-    let name = rustix::pty::ptsname(&master, Vec::new())?;
-    Ok((master, name.to_string_lossy().into_owned()))
+    let name = rustix::pty::ptsname(&master, Vec::new())?
+        .to_string_lossy()
+        .into_owned();
+    // The slave was created by appliance root, an id the VE cannot see: give it
+    // to VE root, or the shell inside could not open its own terminal.
+    let root_uid = mapped_root(&format!("/proc/{pid}/uid_map"))?;
+    let root_gid = mapped_root(&format!("/proc/{pid}/gid_map"))?;
+    let slave = format!("/proc/{pid}/root{name}");
+    rustix::fs::chown(
+        slave.as_str(),
+        Some(rustix::fs::Uid::from_raw(root_uid)),
+        Some(rustix::fs::Gid::from_raw(root_gid)),
+    )?;
+    Ok((master, name))
+}
+
+/// The host id VE id 0 maps to, from a `uid_map`/`gid_map` file.
+fn mapped_root(map: &str) -> std::io::Result<u32> {
+    let text = std::fs::read_to_string(map)?;
+    text.lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.first() == Some(&"0"))
+                .then(|| f.get(1)?.parse().ok())
+                .flatten()
+        })
+        .ok_or_else(|| std::io::Error::other(format!("{map} maps no id 0")))
 }

@@ -53,7 +53,9 @@ fn run_in_ve(
     argv: &[String],
     prepare: impl FnOnce() -> std::io::Result<()>,
 ) -> ! {
-    if let Err(e) = exec::join(veid, pid, Path::new(CGROUP_ROOT), Path::new(POLICY_DIR)) {
+    let joined = exec::policy_caps(Path::new(POLICY_DIR))
+        .and_then(|keep| exec::join(veid, pid, Path::new(CGROUP_ROOT), &keep));
+    if let Err(e) = joined {
         eprintln!("vzctl: entering VE {veid}: {e}");
         std::process::exit(i32::from(code::SYSTEM));
     }

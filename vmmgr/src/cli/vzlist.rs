@@ -134,6 +134,8 @@ fn value(f: &Field, v: &VeInfo) -> String {
         "numproc" => v.numproc.map_or("-".into(), |n| n.to_string()),
         "status" => v.status.to_string(),
         "ip" => "-".into(),
+        // An invalid VE shows why where its hostname would be.
+        "hostname" if !v.error.is_empty() => format!("(invalid config: {})", v.error),
         "hostname" => dash(&v.hostname),
         "name" => dash(&v.name),
         "description" => dash(&v.description),
@@ -468,6 +470,14 @@ mod tests {
             "[\n  {\n    \"ctid\": 101,\n    \"status\": \"running\",\n    \"numproc\": {\"held\": 18, \"maxheld\": 18, \"barrier\": 9223372036854775807, \"limit\": 9223372036854775807, \"failcnt\": 0},\n    \"onboot\": true,\n    \"ip\": []\n  }\n]\n"
         );
         assert_eq!(json(&o, &[]), "[]\n");
+    }
+
+    #[test]
+    fn invalid_ves_show_why() {
+        let mut v = ve(103, "invalid", None, "");
+        v.error = "103.conf:2: error: FROB: unknown parameter".try_into().expect("fits");
+        let t = table(&opts(&["-a", "-H"]), &[v]);
+        assert_eq!(t, "       103          - invalid   -               (invalid config: 103.conf:2: error: FROB: unknown parameter)\n");
     }
 
     #[test]

@@ -1,0 +1,106 @@
+//! A VE set baked into the image with `image build --config DIR`: the ONBOOT
+//! VEs start in BOOTORDER (higher first), every VE with an invalid config stays
+//! down with the reason in `vzlist -a` (and over the management channel), and
+//! the others start anyway. Files with a BOM and Windows line endings and
+//! OpenVZ's own sample contents are accepted.
+
+use proto::{Request, Response};
+use qemu_tests::{Appliance, Disk};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BASIC_SAMPLE: &str = "KMEMSIZE=\"14372700:14790164\"\nLOCKEDPAGES=\"2048:2048\"\nPRIVVMPAGES=\"65536:69632\"\nSHMPAGES=\"21504:21504\"\nNUMPROC=\"240:240\"\nPHYSPAGES=\"0:unlimited\"\nVMGUARPAGES=\"33792:unlimited\"\nOOMGUARPAGES=\"26112:unlimited\"\nNUMTCPSOCK=\"360:360\"\nNUMFLOCK=\"188:206\"\nNUMPTY=\"16:16\"\nNUMSIGINFO=\"256:256\"\nTCPSNDBUF=\"1720320:2703360\"\nTCPRCVBUF=\"1720320:2703360\"\nOTHERSOCKBUF=\"1126080:2097152\"\nDGRAMRCVBUF=\"262144:262144\"\nNUMOTHERSOCK=\"360:360\"\nDCACHESIZE=\"3409920:3624960\"\nNUMFILE=\"9312:9312\"\nAVNUMPROC=\"180:180\"\nNUMIPTENT=\"128:128\"\nDISKSPACE=\"2G:2.2G\"\nDISKINODES=\"131072:144179\"\nQUOTATIME=\"0\"\nCPUUNITS=\"1000\"\nNETFILTER=\"stateless\"\n";
+
+fn build_image(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let conf = dir.join("config");
+    std::fs::create_dir_all(conf.join("conf"))?;
+    let w = |name: &str, text: &str| std::fs::write(conf.join("conf").join(name), text);
+    w("101.conf", "ONBOOT=\"yes\"\nBOOTORDER=\"10\"\nHOSTNAME=\"one.example\"\nNAME=\"alpha\"\n")?;
+    w("102.conf", "\u{feff}# edited on Windows\r\nONBOOT=\"yes\"\r\nBOOTORDER=\"20\"\r\nNAME=\"beta\"\r\n")?;
+    w("103.conf", "ONBOOT=\"yes\"\nFROBNICATE=\"1\"\n")?;
+    w("104.conf", "ONBOOT=\"yes\"\nOSTEMPLATE=\"centos-7\"\n")?;
+    w("105.conf", "ONBOOT=\"yes\"\nNAME=\"alpha\"\n")?;
+    w("106.conf", "ONBOOT=\"yes\"\nBOOTORDER=\"abc\"\n")?;
+    w("107.conf", &format!("{BASIC_SAMPLE}ONBOOT=\"yes\"\n"))?;
+    w("108.conf", "ONBOOT=\"yes\"\nVEID=\"101\"\n")?;
+    w("109.conf", "ONBOOT=\"no\"\n")?;
+    let ws = image::workspace_dir();
+    let mut opts = image::build::Options::new(ws.clone());
+    opts.out = dir.join("bootconfig.img");
+    opts.work = dir.join("work");
+    opts.config = Some(conf);
+    opts.cargo_target_dir = Some(ws.join("target/repro-a"));
+    opts.data_size = 256 * image::disk::MIB;
+    Ok(image::build::build(&opts)?.path)
+}
+
+#[test]
+fn baked_boot_config() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let img = build_image(dir.path())?;
+    let mut a = Appliance::start("bootconfig", Arc::new(Disk::over(&img)?), 1)?;
+    a.wait_ready()?;
+    // The console takes commands while the VEs start.
+    a.console("help")?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let all = loop {
+        let list = a.console("vzlist -a")?;
+        if ["101", "102", "107"].iter().all(|v| list.lines().any(|l| l.trim_start().starts_with(v) && l.contains("running"))) {
+            break list;
+        }
+        assert!(Instant::now() < deadline, "ONBOOT VEs did not all start:\n{list}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let row = |veid: &str| {
+        all.lines()
+            .find(|l| l.trim_start().starts_with(veid))
+            .unwrap_or_else(|| panic!("no row for {veid}:\n{all}"))
+            .to_owned()
+    };
+    assert!(row("109").contains("stopped"), "{all}");
+    for (veid, why) in [
+        ("103", "FROBNICATE: unknown parameter"),
+        ("104", "template \"centos-7\" not found"),
+        ("105", "already the name of VE 101"),
+        ("106", "BOOTORDER: \"abc\" is not a number"),
+        ("108", "duplicate or mismatched VEID"),
+    ] {
+        let r = row(veid);
+        assert!(r.contains("invalid") && r.contains(why), "VE {veid} should be invalid because {why}:\n{r}");
+        assert!(r.contains(&format!("{veid}.conf:")), "the reason names the file and line: {r}");
+    }
+    // BOOTORDER: 102 (20) before 101 (10) before 107 (0).
+    let log = a.console("log 400")?;
+    let at = |veid: &str| {
+        log.find(&format!("VE {veid}: started"))
+            .unwrap_or_else(|| panic!("VE {veid} start not logged:\n{log}"))
+    };
+    assert!(at("102") < at("101") && at("101") < at("107"), "boot order not respected:\n{log}");
+    // One warning per unimplemented key of the sample, logged once.
+    assert_eq!(log.matches("107.conf:1: warning: KMEMSIZE").count(), 1, "{log}");
+
+    // The same over the management channel, structured.
+    let mut ves = Vec::new();
+    let mut after = 0;
+    loop {
+        match a.mgmt(&Request::List { after })? {
+            Response::List { ves: page, more } => {
+                after = page.last().map_or(after, |v| v.veid);
+                ves.extend(page);
+                if !more {
+                    break;
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let status = |id: u32| ves.iter().find(|v| v.veid == id).map(|v| v.status.to_string()).unwrap_or_default();
+    assert_eq!(status(102), "running");
+    assert_eq!(status(103), "invalid");
+    assert!(ves.iter().find(|v| v.veid == 104).is_some_and(|v| v.error.contains("OSTEMPLATE")));
+    // Starting an invalid VE says why, with OpenVZ's "unable to apply a config" code.
+    a.enter_shell()?;
+    let out = a.shell("vzctl start 103; echo RC=$?")?;
+    assert!(out.contains("RC=109") && out.contains("FROBNICATE"), "{out}");
+    Ok(())
+}

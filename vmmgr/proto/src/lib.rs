@@ -425,6 +425,56 @@ mod tests {
         );
     }
 
+    /// A deterministic stand-in for the cargo-fuzz target (which needs
+    /// nightly): random bytes and single-byte mutations of valid frames never
+    /// panic a decoder.
+    #[test]
+    fn mutated_and_random_frames_never_panic() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut valid = [0u8; 4096];
+        let resp = Response::ApplianceStatus(status());
+        let n = encode(Kind::Response, &resp, &mut valid).expect("encode");
+        for _ in 0..20_000 {
+            let mut frame = valid[..n].to_vec();
+            let at = (next() as usize) % frame.len();
+            frame[at] = next() as u8;
+            // Keep the checksum right half the time, so postcard sees the damage.
+            if next() % 2 == 0 && at >= HEADER_LEN {
+                let crc = crc32(&frame[HEADER_LEN..]);
+                frame[8..12].copy_from_slice(&crc.to_le_bytes());
+            }
+            let _ = decode::<Response>(&frame);
+            let _ = decode::<Request>(&frame);
+            let len = (next() as usize) % 64;
+            let junk: [u8; 64] = core::array::from_fn(|_| next() as u8);
+            let _ = decode::<Request>(&junk[..len]);
+            let mut r: &[u8] = &junk[..len];
+            let mut buf = [0u8; 128];
+            let _ = read_frame::<_, Request>(&mut r, &mut buf);
+        }
+    }
+
+    #[test]
+    fn oversized_announcement_is_refused_before_reading() {
+        let mut head = [0u8; HEADER_LEN];
+        head[0..2].copy_from_slice(&MAGIC);
+        head[2] = VERSION;
+        head[3] = Kind::Request as u8;
+        head[4..8].copy_from_slice(&((MAX_PAYLOAD as u32) + 1).to_le_bytes());
+        let mut r: &[u8] = &head;
+        let mut buf = [0u8; 64];
+        assert_eq!(
+            read_frame::<_, Request>(&mut r, &mut buf).map(|_| ()),
+            Err(FrameError::TooLong(MAX_PAYLOAD as u32 + 1))
+        );
+    }
+
     #[test]
     fn streams_carry_frames_back_to_back() {
         let mut wire = [0u8; 512];

@@ -1,0 +1,27 @@
+//! Feeds arbitrary bytes to every decoder a peer can reach: whole frames,
+//! stream reads, and bare headers. None may panic; whatever decodes must
+//! encode again to a frame that decodes to the same value.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use proto::{Kind, Request, Response};
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok((kind, req)) = proto::decode::<Request>(data) {
+        let mut buf = [0u8; proto::HEADER_LEN + proto::MAX_PAYLOAD];
+        let n = proto::encode(kind, &req, &mut buf).expect("a decoded request re-encodes");
+        let (_, back): (Kind, Request) = proto::decode(&buf[..n]).expect("and decodes again");
+        assert_eq!(back, req);
+    }
+    let _ = proto::decode::<Response>(data);
+    let mut stream = data;
+    let mut buf = [0u8; proto::HEADER_LEN + proto::MAX_PAYLOAD];
+    for _ in 0..4 {
+        if proto::read_frame::<_, Request>(&mut stream, &mut buf).is_err() {
+            break;
+        }
+    }
+    if let Ok(head) = <&[u8; proto::HEADER_LEN]>::try_from(data.get(..proto::HEADER_LEN).unwrap_or(&[])) {
+        let _ = proto::check_header(head);
+    }
+});

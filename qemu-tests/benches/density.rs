@@ -35,20 +35,24 @@ fn main() -> anyhow::Result<()> {
     let n_mem: usize = std::env::var("VZ_BENCH_VES").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
     let mut a = Appliance::boot("bench-density")?;
     a.enter_shell()?;
-    a.shell("for i in $(seq 101 200); do vzctl --quiet create $i >/dev/null; done")?;
+    let long = Duration::from_secs(900);
+    a.shell_within("for i in $(seq 101 200); do vzctl --quiet create $i >/dev/null; done", long)?;
     let before = settle_avail(&mut a)?;
-    a.shell(&format!("for i in $(seq 101 {}); do vzctl --quiet start $i; done", 100 + n_mem))?;
+    a.shell_within(&format!("for i in $(seq 101 {}); do vzctl --quiet start $i; done", 100 + n_mem), long)?;
     wait_running(&mut a, n_mem, Duration::from_secs(600))?;
     let after = settle_avail(&mut a)?;
     let per = (before.saturating_sub(after)) as f64 / n_mem as f64 / 1024.0;
     println!("memory per idle busybox VE: {per:.2} MiB (MemAvailable {} -> {} MiB over {n_mem} VEs)", before / 1024, after / 1024);
-    a.shell(&format!("for i in $(seq 101 {}); do vzctl --quiet stop $i --fast; done", 100 + n_mem))?;
+    a.shell_within(&format!("for i in $(seq 101 {}); do vzctl --quiet stop $i --fast; done", 100 + n_mem), long)?;
 
     for n in [10usize, 100] {
-        a.shell(&format!(
-            "for i in $(seq 101 200); do vzctl --quiet set $i --onboot no --save; done; for i in $(seq 101 {}); do vzctl --quiet set $i --onboot yes --save; done",
-            100 + n
-        ))?;
+        a.shell_within(
+            &format!(
+                "for i in $(seq 101 200); do vzctl --quiet set $i --onboot no --save; done; for i in $(seq 101 {}); do vzctl --quiet set $i --onboot yes --save; done",
+                100 + n
+            ),
+            long,
+        )?;
         a.exit_shell()?;
         a.send("reboot\r")?;
         a.expect("init: reboot now", Duration::from_secs(300))?;

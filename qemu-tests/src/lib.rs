@@ -254,9 +254,14 @@ impl Appliance {
     /// quote in the command, so the echoed command line never matches them),
     /// which keeps line editing and wrapping out of the result.
     pub fn shell(&mut self, line: &str) -> Result<String> {
+        self.shell_within(line, COMMAND_TIMEOUT)
+    }
+
+    /// [`Appliance::shell`] for commands that may take longer than usual.
+    pub fn shell_within(&mut self, line: &str, timeout: Duration) -> Result<String> {
         self.send(&format!("echo @BEG''IN@; {line}; echo @EN''D@\r"))?;
         self.expect("@BEGIN@", COMMAND_TIMEOUT)?;
-        let out = self.expect("@END@", COMMAND_TIMEOUT)?;
+        let out = self.expect("@END@", timeout)?;
         self.expect(SHELL_PROMPT, COMMAND_TIMEOUT)?;
         let out = out.replace('\r', "");
         let out = out.strip_suffix("@END@").unwrap_or(&out);

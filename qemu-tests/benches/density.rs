@@ -19,7 +19,11 @@ fn wait_running(a: &mut Appliance, n: usize, limit: Duration) -> anyhow::Result<
         if out.trim().parse::<usize>().unwrap_or(0) >= n {
             return Ok(());
         }
-        anyhow::ensure!(Instant::now() < deadline, "only {} of {n} VEs running", out.trim());
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} of {n} VEs running",
+            out.trim()
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
 }
@@ -32,18 +36,40 @@ fn settle_avail(a: &mut Appliance) -> anyhow::Result<u64> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let n_mem: usize = std::env::var("VZ_BENCH_VES").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
+    let n_mem: usize = std::env::var("VZ_BENCH_VES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
     let mut a = Appliance::boot("bench-density")?;
     a.enter_shell()?;
     let long = Duration::from_secs(900);
-    a.shell_within("for i in $(seq 101 200); do vzctl --quiet create $i >/dev/null; done", long)?;
+    a.shell_within(
+        "for i in $(seq 101 200); do vzctl --quiet create $i >/dev/null; done",
+        long,
+    )?;
     let before = settle_avail(&mut a)?;
-    a.shell_within(&format!("for i in $(seq 101 {}); do vzctl --quiet start $i; done", 100 + n_mem), long)?;
+    a.shell_within(
+        &format!(
+            "for i in $(seq 101 {}); do vzctl --quiet start $i; done",
+            100 + n_mem
+        ),
+        long,
+    )?;
     wait_running(&mut a, n_mem, Duration::from_secs(600))?;
     let after = settle_avail(&mut a)?;
     let per = (before.saturating_sub(after)) as f64 / n_mem as f64 / 1024.0;
-    println!("memory per idle busybox VE: {per:.2} MiB (MemAvailable {} -> {} MiB over {n_mem} VEs)", before / 1024, after / 1024);
-    a.shell_within(&format!("for i in $(seq 101 {}); do vzctl --quiet stop $i --fast; done", 100 + n_mem), long)?;
+    println!(
+        "memory per idle busybox VE: {per:.2} MiB (MemAvailable {} -> {} MiB over {n_mem} VEs)",
+        before / 1024,
+        after / 1024
+    );
+    a.shell_within(
+        &format!(
+            "for i in $(seq 101 {}); do vzctl --quiet stop $i --fast; done",
+            100 + n_mem
+        ),
+        long,
+    )?;
 
     for n in [10usize, 100] {
         a.shell_within(
@@ -63,7 +89,11 @@ fn main() -> anyhow::Result<()> {
         let wall = t.elapsed();
         let line = a.shell("grep 'ONBOOT VEs handled' /run/vz/log | tail -1")?;
         // "  12.345 vmmgr: boot: 100 ONBOOT VEs handled in 6789 ms"
-        let at_s: f64 = line.split_whitespace().next().and_then(|s| s.parse().ok()).unwrap_or(0.0);
+        let at_s: f64 = line
+            .split_whitespace()
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0.0);
         let took: u64 = line
             .split(" in ")
             .nth(1)

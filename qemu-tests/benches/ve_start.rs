@@ -30,11 +30,17 @@ fn wait_gone(pid: i32) {
 }
 
 fn main() -> anyhow::Result<()> {
-    let n: usize = std::env::var("VZ_BENCH_STARTS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let n: usize = std::env::var("VZ_BENCH_STARTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
     let ws = image::workspace_dir();
     let template = ws.join("target/vz-image/work/rootfs/usr/share/vz/template/busybox");
     let helper = ws.join("target/x86_64-unknown-linux-gnu/release/vesetup");
-    anyhow::ensure!(template.is_dir() && helper.exists(), "build the image first (cargo run -p image -- build)");
+    anyhow::ensure!(
+        template.is_dir() && helper.exists(),
+        "build the image first (cargo run -p image -- build)"
+    );
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let base = ws.join("target/bench-ve");
@@ -43,7 +49,10 @@ fn main() -> anyhow::Result<()> {
     for d in ["cg", "private/upper", "private/work", "root"] {
         std::fs::create_dir_all(base.join(d))?;
     }
-    sh(&format!("mount -t cgroup2 none {}", base.join("cg").display()))?;
+    sh(&format!(
+        "mount -t cgroup2 none {}",
+        base.join("cg").display()
+    ))?;
 
     let spec = vmmgr::ve::setup::Spec {
         veid: 101,
@@ -64,7 +73,11 @@ fn main() -> anyhow::Result<()> {
         let t = Instant::now();
         let out = vmmgr::ve::setup::command(&helper, &spec).output()?;
         let d = t.elapsed();
-        anyhow::ensure!(out.status.success(), "vesetup: {}", String::from_utf8_lossy(&out.stderr));
+        anyhow::ensure!(
+            out.status.success(),
+            "vesetup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse()?;
         ours.push(d);
         std::fs::write(spec.cgroup.join("cgroup.kill"), "1")?;
@@ -80,8 +93,15 @@ fn main() -> anyhow::Result<()> {
     }
     let bundle = base.join("crun");
     std::fs::create_dir_all(&bundle)?;
-    sh(&format!("mkdir -p {b}/rootfs && cp -a {}/. {b}/rootfs", template.display(), b = bundle.display()))?;
-    sh(&format!("cd {} && rm -f config.json && crun spec", bundle.display()))?;
+    sh(&format!(
+        "mkdir -p {b}/rootfs && cp -a {}/. {b}/rootfs",
+        template.display(),
+        b = bundle.display()
+    ))?;
+    sh(&format!(
+        "cd {} && rm -f config.json && crun spec",
+        bundle.display()
+    ))?;
     let cfg = std::fs::read_to_string(bundle.join("config.json"))?
         .replace("\"terminal\": true", "\"terminal\": false")
         .replace("\"sh\"", "\"/sbin/init\"");
@@ -109,17 +129,27 @@ fn main() -> anyhow::Result<()> {
         let d = t.elapsed();
         anyhow::ensure!(st.success(), "crun run failed");
         theirs.push(d);
-        let _ = Command::new("crun").args(["--cgroup-manager=disabled", "delete", "--force", &name]).status();
+        let _ = Command::new("crun")
+            .args(["--cgroup-manager=disabled", "delete", "--force", &name])
+            .status();
     }
     let report = |label: &str, v: &mut Vec<Duration>| {
         let med = percentile(v, 0.5);
         let p99 = percentile(v, 0.99);
-        println!("{label:<28} median {:>7.2} ms   p99 {:>7.2} ms   ({} starts)", med.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3, v.len());
+        println!(
+            "{label:<28} median {:>7.2} ms   p99 {:>7.2} ms   ({} starts)",
+            med.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3,
+            v.len()
+        );
         med
     };
     let a = report("vz VE start (vesetup)", &mut ours);
     let b = report("crun run --detach", &mut theirs);
-    println!("ratio vz/crun (median): {:.2}", a.as_secs_f64() / b.as_secs_f64());
+    println!(
+        "ratio vz/crun (median): {:.2}",
+        a.as_secs_f64() / b.as_secs_f64()
+    );
     let _ = std::fs::remove_dir_all(&base);
     Ok(())
 }

@@ -15,8 +15,14 @@ fn build_image(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
     let conf = dir.join("config");
     std::fs::create_dir_all(conf.join("conf"))?;
     let w = |name: &str, text: &str| std::fs::write(conf.join("conf").join(name), text);
-    w("101.conf", "ONBOOT=\"yes\"\nBOOTORDER=\"10\"\nHOSTNAME=\"one.example\"\nNAME=\"alpha\"\n")?;
-    w("102.conf", "\u{feff}# edited on Windows\r\nONBOOT=\"yes\"\r\nBOOTORDER=\"20\"\r\nNAME=\"beta\"\r\n")?;
+    w(
+        "101.conf",
+        "ONBOOT=\"yes\"\nBOOTORDER=\"10\"\nHOSTNAME=\"one.example\"\nNAME=\"alpha\"\n",
+    )?;
+    w(
+        "102.conf",
+        "\u{feff}# edited on Windows\r\nONBOOT=\"yes\"\r\nBOOTORDER=\"20\"\r\nNAME=\"beta\"\r\n",
+    )?;
     w("103.conf", "ONBOOT=\"yes\"\nFROBNICATE=\"1\"\n")?;
     w("104.conf", "ONBOOT=\"yes\"\nOSTEMPLATE=\"centos-7\"\n")?;
     w("105.conf", "ONBOOT=\"yes\"\nNAME=\"alpha\"\n")?;
@@ -45,10 +51,16 @@ fn baked_boot_config() -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     let all = loop {
         let list = a.console("vzlist -a")?;
-        if ["101", "102", "107"].iter().all(|v| list.lines().any(|l| l.trim_start().starts_with(v) && l.contains("running"))) {
+        if ["101", "102", "107"].iter().all(|v| {
+            list.lines()
+                .any(|l| l.trim_start().starts_with(v) && l.contains("running"))
+        }) {
             break list;
         }
-        assert!(Instant::now() < deadline, "ONBOOT VEs did not all start:\n{list}");
+        assert!(
+            Instant::now() < deadline,
+            "ONBOOT VEs did not all start:\n{list}"
+        );
         std::thread::sleep(Duration::from_millis(500));
     };
     let row = |veid: &str| {
@@ -66,8 +78,14 @@ fn baked_boot_config() -> anyhow::Result<()> {
         ("108", "duplicate or mismatched VEID"),
     ] {
         let r = row(veid);
-        assert!(r.contains("invalid") && r.contains(why), "VE {veid} should be invalid because {why}:\n{r}");
-        assert!(r.contains(&format!("{veid}.conf:")), "the reason names the file and line: {r}");
+        assert!(
+            r.contains("invalid") && r.contains(why),
+            "VE {veid} should be invalid because {why}:\n{r}"
+        );
+        assert!(
+            r.contains(&format!("{veid}.conf:")),
+            "the reason names the file and line: {r}"
+        );
     }
     // BOOTORDER: 102 (20) before 101 (10) before 107 (0).
     let log = a.console("log 400")?;
@@ -75,9 +93,16 @@ fn baked_boot_config() -> anyhow::Result<()> {
         log.find(&format!("VE {veid}: started"))
             .unwrap_or_else(|| panic!("VE {veid} start not logged:\n{log}"))
     };
-    assert!(at("102") < at("101") && at("101") < at("107"), "boot order not respected:\n{log}");
+    assert!(
+        at("102") < at("101") && at("101") < at("107"),
+        "boot order not respected:\n{log}"
+    );
     // One warning per unimplemented key of the sample, logged once.
-    assert_eq!(log.matches("107.conf:1: warning: KMEMSIZE").count(), 1, "{log}");
+    assert_eq!(
+        log.matches("107.conf:1: warning: KMEMSIZE").count(),
+        1,
+        "{log}"
+    );
 
     // The same over the management channel, structured.
     let mut ves = Vec::new();
@@ -94,13 +119,24 @@ fn baked_boot_config() -> anyhow::Result<()> {
             other => panic!("unexpected {other:?}"),
         }
     }
-    let status = |id: u32| ves.iter().find(|v| v.veid == id).map(|v| v.status.to_string()).unwrap_or_default();
+    let status = |id: u32| {
+        ves.iter()
+            .find(|v| v.veid == id)
+            .map(|v| v.status.to_string())
+            .unwrap_or_default()
+    };
     assert_eq!(status(102), "running");
     assert_eq!(status(103), "invalid");
-    assert!(ves.iter().find(|v| v.veid == 104).is_some_and(|v| v.error.contains("OSTEMPLATE")));
+    assert!(ves
+        .iter()
+        .find(|v| v.veid == 104)
+        .is_some_and(|v| v.error.contains("OSTEMPLATE")));
     // Starting an invalid VE says why, with OpenVZ's "unable to apply a config" code.
     a.enter_shell()?;
     let out = a.shell("vzctl start 103; echo RC=$?")?;
-    assert!(out.contains("RC=109") && out.contains("FROBNICATE"), "{out}");
+    assert!(
+        out.contains("RC=109") && out.contains("FROBNICATE"),
+        "{out}"
+    );
     Ok(())
 }

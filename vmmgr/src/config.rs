@@ -346,7 +346,7 @@ pub fn valid_name(n: &str) -> bool {
 }
 
 /// The global configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Global {
     pub values: BTreeMap<String, String>,
 }
@@ -384,14 +384,6 @@ impl Global {
         self.get("STOP_TIMEOUT")
             .and_then(|v| v.parse().ok())
             .unwrap_or(120)
-    }
-}
-
-impl Default for Global {
-    fn default() -> Self {
-        Global {
-            values: BTreeMap::new(),
-        }
     }
 }
 

@@ -41,7 +41,8 @@ pub type Name = String<64>;
 /// Longer text fields (messages, paths).
 pub type Text = String<256>;
 
-/// What a client asks.
+/// What a client asks. (Variants differ in size by design: no `alloc`.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     /// Liveness and version check.
@@ -55,6 +56,7 @@ pub enum Request {
 }
 
 /// `vzctl` operations carried to vmmgr.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum VeOp {
     Create {

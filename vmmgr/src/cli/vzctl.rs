@@ -22,7 +22,7 @@ Usage: vzctl [--quiet] [--verbose] <command> <VEID|name> [options]
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cmd {
-    Op(String, VeOp),
+    Op(String, Box<VeOp>),
     Exec {
         target: String,
         command: Vec<String>,
@@ -85,7 +85,7 @@ pub fn parse(args: &[String]) -> Result<(Cmd, bool), Usage> {
         }
         Ok(rest.clone())
     };
-    let op = |o| Ok((Cmd::Op(target.clone(), o), quiet));
+    let op = |o| Ok((Cmd::Op(target.clone(), Box::new(o)), quiet));
     match cmd.as_str() {
         "create" => {
             let mut ostemplate = None;
@@ -394,7 +394,7 @@ pub fn main(args: &[String]) -> i32 {
         }
     };
     match cmd {
-        Cmd::Op(_, op) => run_op(veid, op, quiet),
+        Cmd::Op(_, op) => run_op(veid, *op, quiet),
         Cmd::Set {
             params,
             userpasswd,
@@ -444,11 +444,14 @@ mod tests {
     fn commands_parse() {
         assert_eq!(
             p(&["start", "101"]).expect("ok").0,
-            Cmd::Op("101".into(), VeOp::Start { force: false })
+            Cmd::Op("101".into(), Box::new(VeOp::Start { force: false }))
         );
         assert_eq!(
             p(&["--quiet", "stop", "web", "--fast"]).expect("ok"),
-            (Cmd::Op("web".into(), VeOp::Stop { fast: true }), true)
+            (
+                Cmd::Op("web".into(), Box::new(VeOp::Stop { fast: true })),
+                true
+            )
         );
         assert!(matches!(
             p(&["exec2", "101", "ls", "-l"]).expect("ok").0,

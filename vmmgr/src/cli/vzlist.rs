@@ -475,7 +475,9 @@ mod tests {
     #[test]
     fn invalid_ves_show_why() {
         let mut v = ve(103, "invalid", None, "");
-        v.error = "103.conf:2: error: FROB: unknown parameter".try_into().expect("fits");
+        v.error = "103.conf:2: error: FROB: unknown parameter"
+            .try_into()
+            .expect("fits");
         let t = table(&opts(&["-a", "-H"]), &[v]);
         assert_eq!(t, "       103          - invalid   -               (invalid config: 103.conf:2: error: FROB: unknown parameter)\n");
     }

@@ -673,6 +673,13 @@ impl Manager {
                 format!("creating cgroup {}: {e}", spec.cgroup.display()),
             );
         }
+        if let Err(e) = delegate_cgroup(&spec.cgroup, spec.uid_base, spec.gid_base) {
+            self.cleanup_cgroup(veid);
+            return Outcome::fail(
+                code::SYSTEM,
+                format!("delegating cgroup {} to the VE: {e}", spec.cgroup.display()),
+            );
+        }
         let out = super::setup::command(&self.layout.helper, &spec)
             .stdin(std::process::Stdio::null())
             .output();
@@ -1032,6 +1039,20 @@ impl Drop for Busy<'_> {
     fn drop(&mut self) {
         self.m.lock().busy.remove(&self.veid);
     }
+}
+
+/// Hands the VE its cgroup (cgroup v2 delegation): the directory and the files
+/// a delegatee writes belong to VE root; the limits in it stay ours.
+fn delegate_cgroup(cg: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    let (u, g) = (
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+    );
+    rustix::fs::chown(cg, u, g)?;
+    for f in ["cgroup.procs", "cgroup.threads", "cgroup.subtree_control"] {
+        rustix::fs::chown(cg.join(f), u, g)?;
+    }
+    Ok(())
 }
 
 /// Creates a VE's private area (`upper/`, `work/`); `fresh` refuses an

@@ -282,6 +282,17 @@ fn virtual_environments() -> anyhow::Result<()> {
         "kept"
     );
 
+    // DISABLED refuses a start (105) unless forced.
+    ok(
+        &mut a,
+        "vzctl stop 102 && vzctl set 102 --disabled yes --save",
+    )?;
+    code(&mut a, "vzctl start 102", 105)?;
+    ok(&mut a, "vzctl start 102 --force")?;
+    ok(&mut a, "vzctl set 102 --disabled no --save")?;
+    // Every shipped OpenVZ sample makes a VE that starts.
+    ok(&mut a, "for s in basic light vswap-512m vswap-1g vswap-2g vswap-4g; do vzctl --quiet create 120 --config $s && vzctl --quiet start 120 && vzctl --quiet stop 120 && vzctl --quiet destroy 120 || exit 1; done")?;
+
     // A failed start loses nothing: a broken init in VE 102's private area.
     ok(&mut a, "vzctl stop 102")?;
     ok(&mut a, "mkdir -p /vz/private/102/upper/sbin && rm -f /vz/private/102/upper/sbin/init && touch /vz/private/102/upper/sbin/init")?;

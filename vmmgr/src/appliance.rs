@@ -36,7 +36,8 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-fn truncated<const N: usize>(s: &str) -> heapless::String<N> {
+/// `s` cut to fit a bounded protocol string (at a character boundary).
+pub fn truncated<const N: usize>(s: &str) -> heapless::String<N> {
     let mut out = heapless::String::new();
     for c in s.chars() {
         if out.push(c).is_err() {

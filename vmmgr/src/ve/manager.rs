@@ -107,15 +107,7 @@ pub struct Manager {
     changed: Condvar,
 }
 
-fn text<const N: usize>(s: &str) -> heapless::String<N> {
-    let mut out = heapless::String::new();
-    for c in s.chars() {
-        if out.push(c).is_err() {
-            break;
-        }
-    }
-    out
-}
+use crate::appliance::truncated as text;
 
 /// A template's halt signal (`HALT_SIGNAL` in `<name>.conf`), SIGUSR1 if unset.
 fn halt_signal(layout: &Layout, template: &str) -> rustix::process::Signal {
@@ -188,6 +180,23 @@ impl Manager {
         }
         st.loaded = Some(loaded);
         diags
+    }
+
+    /// The global configuration as last loaded.
+    fn global(&self) -> config::Global {
+        self.lock()
+            .loaded
+            .as_ref()
+            .map(|l| l.global.clone())
+            .unwrap_or_default()
+    }
+
+    /// The VE (other than `except`) already named `name`.
+    fn name_owner(&self, name: &str, except: Option<VeId>) -> Option<VeId> {
+        self.veids()
+            .into_iter()
+            .filter(|v| Some(*v) != except)
+            .find(|v| self.info(*v).name.as_str() == name)
     }
 
     fn config_of(&self, veid: VeId) -> Option<Result<VeConfig, Vec<Diag>>> {
@@ -479,12 +488,7 @@ impl Manager {
                 format!("VE {veid} already exists ({})", path.display()),
             );
         }
-        let global = self
-            .lock()
-            .loaded
-            .as_ref()
-            .map(|l| l.global.clone())
-            .unwrap_or_default();
+        let global = self.global();
         let template = ostemplate
             .map(str::to_owned)
             .or_else(|| global.get("DEF_OSTEMPLATE").map(str::to_owned));
@@ -518,11 +522,7 @@ impl Manager {
                     format!("--name {n:?}: use letters, digits, '-', '_', '.'"),
                 );
             }
-            let taken = self
-                .veids()
-                .into_iter()
-                .find(|v| self.info(*v).name.as_str() == n);
-            if let Some(other) = taken {
+            if let Some(other) = self.name_owner(n, None) {
                 return Outcome::fail(
                     code::BAD_VALUE,
                     format!("--name {n:?} is already used by VE {other}"),
@@ -887,12 +887,7 @@ impl Manager {
         let new_text = config::render_update(&original, &updates);
         // Validate the result before anything changes.
         let (entries, mut diags) = config::parse(&new_text, &path);
-        let global = self
-            .lock()
-            .loaded
-            .as_ref()
-            .map(|l| l.global.clone())
-            .unwrap_or_default();
+        let global = self.global();
         let (cfg, d) = config::validate_ve(veid, &entries, &global, &self.templates(), &path);
         diags.extend(d);
         let errors: Vec<String> = diags
@@ -907,12 +902,7 @@ impl Manager {
             );
         };
         if let Some(n) = &cfg.name {
-            let taken = self
-                .veids()
-                .into_iter()
-                .filter(|v| *v != veid)
-                .find(|v| self.info(*v).name.as_str() == n);
-            if let Some(other) = taken {
+            if let Some(other) = self.name_owner(n, Some(veid)) {
                 return Outcome::fail(
                     code::BAD_VALUE,
                     format!("--name {n:?} is already used by VE {other}"),

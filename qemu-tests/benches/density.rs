@@ -15,7 +15,8 @@ fn avail_kib(a: &mut Appliance) -> anyhow::Result<u64> {
 fn wait_running(a: &mut Appliance, n: usize, limit: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;
     loop {
-        let out = a.shell("vzlist -H -o ctid | wc -l")?;
+        // The guest is busy starting VEs: allow the listing a long time.
+        let out = a.shell_within("vzlist -H -o ctid | wc -l", Duration::from_secs(300))?;
         if out.trim().parse::<usize>().unwrap_or(0) >= n {
             return Ok(());
         }
@@ -111,7 +112,10 @@ fn main() -> anyhow::Result<()> {
         a.enter_shell()?;
         wait_running(&mut a, n, Duration::from_secs(900))?;
         let wall = t.elapsed();
-        let line = a.shell("grep 'ONBOOT VEs handled' /run/vz/log | tail -1")?;
+        let line = a.shell_within(
+            "grep 'ONBOOT VEs handled' /run/vz/log | tail -1",
+            Duration::from_secs(300),
+        )?;
         // "  12.345 vmmgr: boot: 100 ONBOOT VEs handled in 6789 ms"
         let at_s: f64 = line
             .split_whitespace()

@@ -955,21 +955,34 @@ impl Manager {
                 .map_or(0, |c| c.bootorder);
             groups.entry(order).or_default().push(veid);
         }
-        for (_, group) in groups {
+        self.in_groups(groups.into_values(), |me, veid| {
+            let o = me.stop(veid, false);
+            log::info!("VE {veid}: {}", o.message.replace('\n', "; "));
+        });
+    }
+
+    /// Runs `f` on every VE, group after group, the VEs of a group in parallel.
+    /// Returns how many VEs it ran on.
+    fn in_groups(
+        self: &Arc<Self>,
+        groups: impl IntoIterator<Item = Vec<VeId>>,
+        f: fn(&Arc<Self>, VeId),
+    ) -> usize {
+        let mut count = 0;
+        for group in groups {
             let handles: Vec<_> = group
                 .into_iter()
                 .map(|veid| {
                     let me = Arc::clone(self);
-                    std::thread::spawn(move || {
-                        let o = me.stop(veid, false);
-                        log::info!("VE {veid}: {}", o.message.replace('\n', "; "));
-                    })
+                    std::thread::spawn(move || f(&me, veid))
                 })
                 .collect();
+            count += handles.len();
             for h in handles {
                 let _ = h.join();
             }
         }
+        count
     }
 
     /// Starts the ONBOOT VEs: higher BOOTORDER first, equal ones in parallel.
@@ -990,27 +1003,14 @@ impl Manager {
             }
         }
         let t0 = Instant::now();
-        let mut count = 0;
-        for (_, group) in groups {
-            let handles: Vec<_> = group
-                .into_iter()
-                .map(|veid| {
-                    let me = Arc::clone(self);
-                    std::thread::spawn(move || {
-                        let Some(busy) = me.begin(veid) else { return };
-                        let o = me.start(veid, false);
-                        drop(busy);
-                        if o.code != code::OK {
-                            log::error!("VE {veid}: ONBOOT start failed: {}", o.message);
-                        }
-                    })
-                })
-                .collect();
-            count += handles.len();
-            for h in handles {
-                let _ = h.join();
+        let count = self.in_groups(groups.into_values(), |me, veid| {
+            let Some(busy) = me.begin(veid) else { return };
+            let o = me.start(veid, false);
+            drop(busy);
+            if o.code != code::OK {
+                log::error!("VE {veid}: ONBOOT start failed: {}", o.message);
             }
-        }
+        });
         if count > 0 {
             log::info!(
                 "boot: {count} ONBOOT VEs handled in {} ms",

@@ -334,7 +334,11 @@ fn find_kernel(sysroot: &Path, pins: &[Pin]) -> Result<KernelFiles> {
     let release = pin.name.trim_start_matches("linux-image-").to_owned();
     let vmlinuz = sysroot.join("boot").join(format!("vmlinuz-{release}"));
     if !vmlinuz.exists() || !sysroot.join("lib/modules").join(&release).exists() {
-        bail!("package {} has no kernel {release}", pin.name);
+        bail!(
+            "package {} unpacked no boot/vmlinuz-{release} or lib/modules/{release}: \
+             rootfs/packages.lock does not match the archive; re-pin with `cargo run -p image -- pin`",
+            pin.name
+        );
     }
     Ok(KernelFiles { release, vmlinuz })
 }

@@ -13,13 +13,6 @@ pub enum CgroupError {
         #[source]
         source: std::io::Error,
     },
-    #[error("writing {value:?} to {path}")]
-    Write {
-        path: PathBuf,
-        value: String,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("creating {path}")]
     Create {
         path: PathBuf,
@@ -68,14 +61,6 @@ pub fn enable_all(root: &Path) -> Result<String, CgroupError> {
                     path.display()
                 );
             }
-        }
-        // Make sure at least the write path itself works.
-        if line.is_empty() {
-            std::fs::write(&path, "").map_err(|source| CgroupError::Write {
-                path: path.clone(),
-                value: String::new(),
-                source,
-            })?;
         }
     }
     Ok(read(ve.join("cgroup.subtree_control"))?.trim().to_owned())

@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::AsRawFd;
 
 /// Loads a kernel module from an open file (`finit_module(2)`).
 #[doc(alias = "finit_module")]
@@ -57,19 +57,6 @@ pub fn interface_up(name: &str) -> io::Result<()> {
     req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
     // SAFETY: as above; SIOCSIFFLAGS only reads `req`.
     if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Makes the terminal on `fd` the controlling terminal of the calling process,
-/// which must be a session leader (`TIOCSCTTY`). Used between fork and exec.
-#[doc(alias = "TIOCSCTTY")]
-#[allow(dead_code)]
-pub fn set_controlling_tty(fd: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: `fd` is a valid open descriptor for the duration of the call and
-    // TIOCSCTTY takes an integer argument (1 = steal from another session).
-    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 1 as libc::c_int) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

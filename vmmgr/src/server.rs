@@ -5,6 +5,7 @@ use crate::config::VeId;
 use crate::stream::Stream;
 use crate::ve::manager::{code, Manager};
 use proto::{ErrorCode, FrameError, Kind, Request, Response};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -169,8 +170,6 @@ pub fn serve_serial(tty: std::fs::File, name: &Path, ctx: Ctx) {
         }
     }
 }
-
-use std::os::unix::fs::OpenOptionsExt;
 
 /// A client's side: one request, one response.
 pub fn call(stream: &mut UnixStream, req: &Request) -> Result<Response, FrameError> {

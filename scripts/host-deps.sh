@@ -1,6 +1,14 @@
 #!/bin/sh
 # Installs the Debian packages the image build and the tests need, when they
-# are missing. Sourced by ./run.sh and ./test.sh; safe to run on its own.
+# are missing, as one consistent set, then checks that every tool is there.
+# Sourced by ./run.sh, ./test.sh and .ci/run; safe to run on its own.
+#
+# QEMU: qemu-system-x86 and qemu-utils must come from the same QEMU release.
+# A machine may carry a newer qemu-utils (e.g. from backports) than the
+# qemu-system-x86 its archive offers; installing qemu-system-x86 alone then
+# makes apt *remove* qemu-utils (qemu-img), and naming both makes apt give up.
+# So when either is missing, both are installed at qemu-system-x86's candidate
+# version (a downgrade of qemu-utils if needed: the tools we use are in both).
 set -eu
 
 # program -> package
@@ -17,11 +25,16 @@ qemu-img:qemu-utils
 qemu-io:qemu-utils
 git:git
 "
+# Extra packages a caller wants (CI adds its own), as "prog:package" pairs.
+need="$need ${VZ_HOST_DEPS_EXTRA:-}"
+
+has() { PATH="$PATH:/usr/sbin:/sbin" command -v "$1" >/dev/null 2>&1; }
+
 missing=""
 for pair in $need; do
     prog=${pair%%:*}
     pkg=${pair#*:}
-    if ! PATH="$PATH:/usr/sbin:/sbin" command -v "$prog" >/dev/null 2>&1; then
+    if ! has "$prog"; then
         case " $missing " in *" $pkg "*) ;; *) missing="$missing $pkg" ;; esac
     fi
 done
@@ -36,8 +49,35 @@ if [ -n "$missing" ] || ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then
     as_root apt-get update -q
 fi
 if [ -n "$missing" ]; then
-    echo "host-deps: installing$missing" >&2
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing
+    install=""
+    for pkg in $missing; do
+        case "$pkg" in qemu-system-x86 | qemu-utils) ;; *) install="$install $pkg" ;; esac
+    done
+    case " $missing " in
+    *" qemu-system-x86 "* | *" qemu-utils "*)
+        qv=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+        if [ -z "$qv" ] || [ "$qv" = "(none)" ]; then
+            echo "host-deps: apt has no qemu-system-x86 candidate: check /etc/apt/sources.list" >&2
+            exit 1
+        fi
+        # Same release for both; apt picks the matching qemu-system-common.
+        install="$install qemu-system-x86=$qv qemu-utils=$qv"
+        ;;
+    esac
+    echo "host-deps: installing$install" >&2
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --allow-downgrades $install
+fi
+
+# Every tool must be there now (apt may have removed one to install another).
+gone=""
+for pair in $need; do
+    prog=${pair%%:*}
+    has "$prog" || gone="$gone $prog(${pair#*:})"
+done
+if [ -n "$gone" ]; then
+    echo "host-deps: still missing after the install:$gone" >&2
+    echo "host-deps: install those packages by hand, then run this again" >&2
+    exit 1
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -44,7 +44,7 @@ as_root() {
 }
 
 # The image build fetches pinned packages by name: apt needs an index.
-if [ -n "$missing" ] || ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then
+if [ -n "$missing" ] || ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then
     echo "host-deps: apt-get update" >&2
     as_root apt-get update -q
 fi

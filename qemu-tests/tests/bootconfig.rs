@@ -3,7 +3,7 @@
 //! down with the reason in `vzlist -a` (and over the management channel), and
 //! the others start anyway. Files with a BOM and Windows line endings,
 //! OpenVZ's own sample contents and keys of the administrator's own scripts
-//! are accepted.
+//! are accepted; a VE_PRIVATE that escapes /vz/private is refused.
 
 use proto::{Request, Response};
 use qemu_tests::{Appliance, Disk};
@@ -34,6 +34,8 @@ fn build_image(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
     )?;
     w("108.conf", "ONBOOT=\"yes\"\nVEID=\"101\"\n")?;
     w("109.conf", "ONBOOT=\"no\"\nONBOTO=\"yes\"\n")?;
+    // Destroy would empty /boot: regression test for an unnormalised path.
+    w("110.conf", "ONBOOT=\"yes\"\nVE_PRIVATE=\"/vz/../boot\"\n")?;
     let ws = image::workspace_dir();
     let mut opts = image::build::Options::new(ws.clone());
     opts.out = dir.join("bootconfig.img");
@@ -80,6 +82,7 @@ fn baked_boot_config() -> anyhow::Result<()> {
         ("105", "already the name of VE 101"),
         ("106", "BOOTORDER: \"abc\" is not a number"),
         ("108", "duplicate or mismatched VEID"),
+        ("110", "VE_PRIVATE: \"/vz/../boot\" is not allowed"),
     ] {
         let r = row(veid);
         assert!(

@@ -5,10 +5,13 @@
 //! has an error does not start (vzlist shows why). Every key is in one table,
 //! `KEYS`; keys OpenVZ has that we do not implement yet produce one warning
 //! each, and keys we do not know are ignored with a warning (with a "did you
-//! mean" for a near miss), as vzctl ignores them.
+//! mean" for a near miss), as vzctl ignores them. VE_PRIVATE and VE_ROOT are
+//! confined lexically to `/vz/private/<dir>` and `/vz/root/<dir>`.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::fmt;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// One `KEY=value` line.
@@ -421,6 +424,149 @@ fn unknown_key_message(name: &str, allowed: impl Fn(&KeyDef) -> bool) -> String 
     m
 }
 
+/// The two directories a VE's config names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VeDir {
+    /// `VE_PRIVATE`: the VE's own files (destroy removes it).
+    Private,
+    /// `VE_ROOT`: where the VE's root is mounted.
+    Root,
+}
+
+impl VeDir {
+    /// The config key naming it.
+    pub fn key(self) -> &'static str {
+        match self {
+            VeDir::Private => "VE_PRIVATE",
+            VeDir::Root => "VE_ROOT",
+        }
+    }
+
+    /// The directory every VE's one must be below.
+    pub fn base(self) -> &'static Path {
+        Path::new(match self {
+            VeDir::Private => "/vz/private",
+            VeDir::Root => "/vz/root",
+        })
+    }
+
+    /// The same directory on Debian's and Ubuntu's OpenVZ hosts; read as `base`.
+    fn foreign_base(self) -> &'static Path {
+        Path::new(match self {
+            VeDir::Private => "/var/lib/vz/private",
+            VeDir::Root => "/var/lib/vz/root",
+        })
+    }
+}
+
+/// Why a path is not allowed as a VE directory.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VePathError {
+    #[error("it is not an absolute path")]
+    NotAbsolute,
+    #[error("it contains a NUL byte")]
+    Nul,
+    #[error("it has a {0:?} component")]
+    DotComponent(&'static str),
+    #[error("it has an empty component (\"//\")")]
+    EmptyComponent,
+    #[error("it is not below {}", .0.display())]
+    NotBelow(&'static Path),
+}
+
+/// Checks a path lexically and normalises it: absolute, no NUL, no `.`, `..`
+/// or empty components; trailing slashes are dropped.
+fn normalise(p: &Path) -> Result<PathBuf, VePathError> {
+    let bytes = p.as_os_str().as_bytes();
+    if bytes.contains(&0) {
+        return Err(VePathError::Nul);
+    }
+    let Some(mut rest) = bytes.strip_prefix(b"/") else {
+        return Err(VePathError::NotAbsolute);
+    };
+    while let Some(r) = rest.strip_suffix(b"/") {
+        rest = r;
+    }
+    let mut out = PathBuf::from("/");
+    if rest.is_empty() {
+        return Ok(out);
+    }
+    for c in rest.split(|b| *b == b'/') {
+        match c {
+            b"" => return Err(VePathError::EmptyComponent),
+            b"." => return Err(VePathError::DotComponent(".")),
+            b".." => return Err(VePathError::DotComponent("..")),
+            c => out.push(OsStr::from_bytes(c)),
+        }
+    }
+    Ok(out)
+}
+
+/// Accepts `p` only if it is `dir.base()/<at least one component>` after the
+/// rules of `normalise`; returns it normalised.
+pub fn confine(p: &Path, dir: VeDir) -> Result<PathBuf, VePathError> {
+    let p = normalise(p)?;
+    match p.strip_prefix(dir.base()) {
+        Ok(rel) if !rel.as_os_str().is_empty() => Ok(p),
+        _ => Err(VePathError::NotBelow(dir.base())),
+    }
+}
+
+/// The check to make before removing a VE's private area: only a path
+/// `/vz/private/<dir>[/...]` without `.`, `..` or empty components passes.
+/// The check is lexical: remove without following symlinks.
+pub fn confine_private(p: &Path) -> Result<PathBuf, VePathError> {
+    confine(p, VeDir::Private)
+}
+
+/// `confine` for VE_ROOT: only `/vz/root/<dir>[/...]` passes.
+pub fn confine_root(p: &Path) -> Result<PathBuf, VePathError> {
+    confine(p, VeDir::Root)
+}
+
+/// A VE directory as the config gives it: confined, and the OpenVZ path it
+/// was mapped from if it was written as `/var/lib/vz/...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct VePath {
+    path: PathBuf,
+    mapped_from: Option<PathBuf>,
+}
+
+fn resolve_ve_dir(value: &Path, dir: VeDir) -> Result<VePath, VePathError> {
+    let p = normalise(value)?;
+    match p.strip_prefix(dir.foreign_base()) {
+        Ok(rel) if rel.as_os_str().is_empty() => Err(VePathError::NotBelow(dir.base())),
+        Ok(rel) => Ok(VePath {
+            path: confine(&dir.base().join(rel), dir)?,
+            mapped_from: Some(p),
+        }),
+        Err(_) => Ok(VePath {
+            path: confine(&p, dir)?,
+            mapped_from: None,
+        }),
+    }
+}
+
+/// What a VE directory key allows, for error messages.
+fn ve_dir_rule(dir: VeDir) -> String {
+    let base = dir.base().display();
+    format!(
+        "{} must be {base}/<dir> without \".\", \"..\" or \"//\" ({}/<dir> is read as \
+         {base}/<dir>)",
+        dir.key(),
+        dir.foreign_base().display()
+    )
+}
+
+/// The warning for a path written the Debian/Ubuntu OpenVZ way.
+fn mapped_message(from: &Path, to: &Path) -> String {
+    format!(
+        "{} is read as {}: this appliance keeps VE data under /vz",
+        from.display(),
+        to.display()
+    )
+}
+
 /// A validated VEID: OpenVZ reserves 0-100; at most 2147483644.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct VeId(u32);
@@ -519,6 +665,19 @@ impl Global {
                     unknown_key_message(&e.key, KeyDef::in_vz_conf),
                 )),
             }
+            // `$VEID` is a plain component to the path rules, so the default
+            // itself can be checked; an error is reported for each VE.
+            for dir in [VeDir::Private, VeDir::Root] {
+                if e.key == dir.key() {
+                    if let Ok(VePath {
+                        path,
+                        mapped_from: Some(from),
+                    }) = resolve_ve_dir(Path::new(&e.value), dir)
+                    {
+                        diags.push(warn(e.line, &e.key, mapped_message(&from, &path)));
+                    }
+                }
+            }
             global.lines.insert(e.key.clone(), e.line);
             global.values.insert(e.key, e.value);
         }
@@ -553,7 +712,9 @@ pub struct VeConfig {
     pub description: Option<String>,
     pub ostemplate: String,
     pub hostname: Option<String>,
+    /// Confined to `/vz/root/<dir>` (see `confine_root`).
     pub ve_root: PathBuf,
+    /// Confined to `/vz/private/<dir>` (see `confine_private`).
     pub ve_private: PathBuf,
     pub disabled: bool,
     pub stop_timeout: u32,
@@ -780,24 +941,32 @@ pub fn validate_ve(
             String::new()
         }
     };
-    let path = |k: &str, default: &str| -> PathBuf {
-        let v = get(k).map_or(default, |(v, _)| v);
-        PathBuf::from(
-            v.replace("$VEID", &veid.to_string())
-                .replace("${VEID}", &veid.to_string()),
-        )
-    };
-    let ve_root = path("VE_ROOT", "/vz/root/$VEID");
-    let ve_private = path("VE_PRIVATE", "/vz/private/$VEID");
-    for (k, p) in [("VE_ROOT", &ve_root), ("VE_PRIVATE", &ve_private)] {
-        if !p.starts_with("/vz/") {
-            errors.push(err(
-                get(k).map_or(Origin::Ve(0), |(_, origin)| origin),
-                k,
-                format!("{} must be under /vz (the VZDATA partition)", p.display()),
-            ));
+    let ve_dir = |dir: VeDir, diags: &mut Vec<Diag>, errors: &mut Vec<Diag>| -> PathBuf {
+        let k = dir.key();
+        let default = format!("{}/$VEID", dir.base().display());
+        let (value, origin) = get(k).unwrap_or((&default, Origin::Ve(0)));
+        let id = veid.to_string();
+        let substituted = value.replace("${VEID}", &id).replace("$VEID", &id);
+        match resolve_ve_dir(Path::new(&substituted), dir) {
+            Ok(VePath { path, mapped_from }) => {
+                // vz.conf's own warning covers a mapped default.
+                if let (Some(from), Origin::Ve(line)) = (mapped_from, origin) {
+                    diags.push(warn(line, k, mapped_message(&from, &path)));
+                }
+                path
+            }
+            Err(e) => {
+                errors.push(err(
+                    origin,
+                    k,
+                    format!("{value:?} is not allowed: {e}; {}", ve_dir_rule(dir)),
+                ));
+                PathBuf::from(substituted)
+            }
         }
-    }
+    };
+    let ve_root = ve_dir(VeDir::Root, &mut diags, &mut errors);
+    let ve_private = ve_dir(VeDir::Private, &mut diags, &mut errors);
     let failed = !errors.is_empty() || diags.iter().any(|d| d.severity == Severity::Error);
     diags.extend(errors);
     if failed {
@@ -1188,6 +1357,134 @@ mod tests {
         assert_eq!(key("onboot"), None);
     }
 
+    /// VE_PRIVATE as the VE's config gives it: the path, or the error's diagnostic.
+    fn private_of(value: &str) -> Result<(PathBuf, Vec<String>), String> {
+        let (cfg, d) = check(&format!("VE_PRIVATE=\"{value}\"\n"));
+        let all: Vec<String> = d.iter().map(|d| d.to_string()).collect();
+        match cfg {
+            Some(c) => Ok((c.ve_private, all)),
+            None => Err(all.join("\n")),
+        }
+    }
+
+    #[test]
+    fn ve_private_must_be_below_vz_private_after_normalising() {
+        for (value, want) in [
+            ("/vz/private/$VEID", "/vz/private/101"),
+            ("/vz/private/${VEID}", "/vz/private/101"),
+            ("/vz/private/101/", "/vz/private/101"),
+            ("/vz/private/101//", "/vz/private/101"),
+            ("/vz/private/web/$VEID", "/vz/private/web/101"),
+        ] {
+            let (p, d) = private_of(value).unwrap_or_else(|e| panic!("{value}: {e}"));
+            assert_eq!(p, PathBuf::from(want), "{value}");
+            assert!(d.is_empty(), "{value}: {d:?}");
+        }
+        for (value, why) in [
+            ("/vz/../boot", "it has a \"..\" component"),
+            ("/vz/private/../../boot", "it has a \"..\" component"),
+            ("/vz/private/101/..", "it has a \"..\" component"),
+            ("/vz/private/./101", "it has a \".\" component"),
+            ("/vz/private//101", "it has an empty component"),
+            ("//vz/private/101", "it has an empty component"),
+            ("vz/private/101", "it is not an absolute path"),
+            ("$VEID", "it is not an absolute path"),
+            ("/vz/private/1\u{0}01", "it contains a NUL byte"),
+            ("/vz/private", "it is not below /vz/private"),
+            ("/vz/private/", "it is not below /vz/private"),
+            ("/vz/root/101", "it is not below /vz/private"),
+            ("/vz/private101", "it is not below /vz/private"),
+            ("/boot", "it is not below /vz/private"),
+            ("/", "it is not below /vz/private"),
+            ("/var/lib/vz/private", "it is not below /vz/private"),
+            (
+                "/var/lib/vz/private/../../../boot",
+                "it has a \"..\" component",
+            ),
+            ("/var/lib/vz/root/101", "it is not below /vz/private"),
+        ] {
+            let e = private_of(value).map_or_else(|e| e, |ok| panic!("{value} accepted: {ok:?}"));
+            let head = format!(
+                "/etc/vz/conf/101.conf:1: error: VE_PRIVATE: {value:?} is not allowed: {why}"
+            );
+            assert!(e.starts_with(&head), "{value}: {e}");
+            assert!(
+                e.contains("VE_PRIVATE must be /vz/private/<dir> without"),
+                "{e}"
+            );
+            // vzlist and the management channel show 256 characters of the reason.
+            assert!(e.len() < 256, "{} characters: {e}", e.len());
+        }
+    }
+
+    #[test]
+    fn ve_root_must_be_below_vz_root() {
+        let (cfg, d) = check("VE_ROOT=\"/vz/root/$VEID/\"\n");
+        assert_eq!(
+            cfg.map(|c| c.ve_root),
+            Some(PathBuf::from("/vz/root/101")),
+            "{d:?}"
+        );
+        let (cfg, d) = check("VE_ROOT=\"/vz/private/101\"\n");
+        assert!(cfg.is_none());
+        assert!(
+            d[0].to_string().contains(
+                "VE_ROOT: \"/vz/private/101\" is not allowed: it is not below /vz/root; VE_ROOT must be /vz/root/<dir>"
+            ),
+            "{}",
+            d[0]
+        );
+    }
+
+    #[test]
+    fn debian_openvz_paths_map_to_vz_with_a_warning() {
+        let (p, d) = private_of("/var/lib/vz/private/$VEID").expect("mapped");
+        assert_eq!(p, PathBuf::from("/vz/private/101"));
+        assert_eq!(
+            d,
+            ["/etc/vz/conf/101.conf:1: warning: VE_PRIVATE: /var/lib/vz/private/101 is read as /vz/private/101: this appliance keeps VE data under /vz"]
+        );
+        let (cfg, d) = check("VE_ROOT=\"/var/lib/vz/root/$VEID\"\n");
+        assert_eq!(cfg.map(|c| c.ve_root), Some(PathBuf::from("/vz/root/101")));
+        assert!(
+            d[0].to_string().contains("is read as /vz/root/101"),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn bad_vz_conf_default_is_an_error_at_its_line_for_each_ve() {
+        let vz = Path::new("/etc/vz/vz.conf");
+        let (g, d) = Global::parse(
+            "DEF_OSTEMPLATE=\"busybox\"\nVE_PRIVATE=\"/vz/../boot/$VEID\"\n",
+            vz,
+        );
+        assert!(d.is_empty(), "{d:?}");
+        let (cfg, d) = validate_ve("101".parse().expect("veid"), &[], &g, &tpl(), &p());
+        assert!(cfg.is_none());
+        let msg = d[0].to_string();
+        assert!(
+            msg.starts_with("/etc/vz/vz.conf:2: error: VE_PRIVATE: \"/vz/../boot/$VEID\" is not allowed: it has a \"..\" component"),
+            "{msg}"
+        );
+        assert!(msg.ends_with("(the default for VE 101)"), "{msg}");
+        // A mapped default warns once, in vz.conf, not for each VE.
+        let (g, d) = Global::parse(
+            "DEF_OSTEMPLATE=\"busybox\"\nVE_PRIVATE=\"/var/lib/vz/private/$VEID\"\n",
+            vz,
+        );
+        assert_eq!(
+            d.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+            ["/etc/vz/vz.conf:2: warning: VE_PRIVATE: /var/lib/vz/private/$VEID is read as /vz/private/$VEID: this appliance keeps VE data under /vz"]
+        );
+        let (cfg, d) = validate_ve("102".parse().expect("veid"), &[], &g, &tpl(), &p());
+        assert_eq!(
+            cfg.map(|c| c.ve_private),
+            Some(PathBuf::from("/vz/private/102"))
+        );
+        assert!(d.is_empty(), "{d:?}");
+    }
+
     #[test]
     fn bad_vz_conf_flag_is_an_error_at_its_line_for_each_ve() {
         let (g, d) = Global::parse(
@@ -1206,6 +1503,53 @@ mod tests {
         let (entries, _) = parse("ONBOOT=\"yes\"\n", &p());
         let (cfg, d) = validate_ve("101".parse().expect("veid"), &entries, &g, &tpl(), &p());
         assert!(cfg.is_some_and(|c| c.onboot), "{d:?}");
+    }
+
+    #[test]
+    fn confine_private_accepts_only_dirs_below_vz_private() {
+        assert_eq!(
+            confine_private(Path::new("/vz/private/101")),
+            Ok(PathBuf::from("/vz/private/101"))
+        );
+        assert_eq!(
+            confine_private(Path::new("/vz/private/web/101/")),
+            Ok(PathBuf::from("/vz/private/web/101"))
+        );
+        for (p, e) in [
+            (
+                "/vz/private",
+                VePathError::NotBelow(Path::new("/vz/private")),
+            ),
+            (
+                "/vz/private/",
+                VePathError::NotBelow(Path::new("/vz/private")),
+            ),
+            (
+                "/vz/root/101",
+                VePathError::NotBelow(Path::new("/vz/private")),
+            ),
+            (
+                "/var/lib/vz/private/101",
+                VePathError::NotBelow(Path::new("/vz/private")),
+            ),
+            ("/vz/../boot", VePathError::DotComponent("..")),
+            ("/vz/private/101/../..", VePathError::DotComponent("..")),
+            ("/vz/private/./101", VePathError::DotComponent(".")),
+            ("/vz/private//101", VePathError::EmptyComponent),
+            ("vz/private/101", VePathError::NotAbsolute),
+            ("", VePathError::NotAbsolute),
+        ] {
+            assert_eq!(confine_private(Path::new(p)), Err(e), "{p}");
+        }
+        assert_eq!(
+            confine_private(Path::new(OsStr::from_bytes(b"/vz/private/1\x0001"))),
+            Err(VePathError::Nul)
+        );
+        assert_eq!(
+            confine_root(Path::new("/vz/root/101")),
+            Ok(PathBuf::from("/vz/root/101"))
+        );
+        assert!(confine_root(Path::new("/vz/private/101")).is_err());
     }
 
     #[test]

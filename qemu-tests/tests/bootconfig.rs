@@ -1,8 +1,9 @@
 //! A VE set baked into the image with `image build --config DIR`: the ONBOOT
 //! VEs start in BOOTORDER (higher first), every VE with an invalid config stays
 //! down with the reason in `vzlist -a` (and over the management channel), and
-//! the others start anyway. Files with a BOM and Windows line endings and
-//! OpenVZ's own sample contents are accepted.
+//! the others start anyway. Files with a BOM and Windows line endings,
+//! OpenVZ's own sample contents and keys of the administrator's own scripts
+//! are accepted; a VE_PRIVATE that escapes /vz/private is refused.
 
 use proto::{Request, Response};
 use qemu_tests::{Appliance, Disk};
@@ -23,13 +24,18 @@ fn build_image(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
         "102.conf",
         "\u{feff}# edited on Windows\r\nONBOOT=\"yes\"\r\nBOOTORDER=\"20\"\r\nNAME=\"beta\"\r\n",
     )?;
-    w("103.conf", "ONBOOT=\"yes\"\nFROBNICATE=\"1\"\n")?;
+    w("103.conf", "ONBOOT=\"yes\"\nHOSTNAME=\"-bad-\"\n")?;
     w("104.conf", "ONBOOT=\"yes\"\nOSTEMPLATE=\"centos-7\"\n")?;
     w("105.conf", "ONBOOT=\"yes\"\nNAME=\"alpha\"\n")?;
     w("106.conf", "ONBOOT=\"yes\"\nBOOTORDER=\"abc\"\n")?;
-    w("107.conf", &format!("{BASIC_SAMPLE}ONBOOT=\"yes\"\n"))?;
+    w(
+        "107.conf",
+        &format!("{BASIC_SAMPLE}ONBOOT=\"yes\"\nVZHOSTBR=\"vmbr0\"\n"),
+    )?;
     w("108.conf", "ONBOOT=\"yes\"\nVEID=\"101\"\n")?;
-    w("109.conf", "ONBOOT=\"no\"\n")?;
+    w("109.conf", "ONBOOT=\"no\"\nONBOTO=\"yes\"\n")?;
+    // Destroy would empty /boot: regression test for an unnormalised path.
+    w("110.conf", "ONBOOT=\"yes\"\nVE_PRIVATE=\"/vz/../boot\"\n")?;
     let ws = image::workspace_dir();
     let mut opts = image::build::Options::new(ws.clone());
     opts.out = dir.join("bootconfig.img");
@@ -71,11 +77,12 @@ fn baked_boot_config() -> anyhow::Result<()> {
     };
     assert!(row("109").contains("stopped"), "{all}");
     for (veid, why) in [
-        ("103", "FROBNICATE: unknown parameter"),
+        ("103", "HOSTNAME: \"-bad-\" is not a hostname"),
         ("104", "template \"centos-7\" not found"),
         ("105", "already the name of VE 101"),
         ("106", "BOOTORDER: \"abc\" is not a number"),
         ("108", "duplicate or mismatched VEID"),
+        ("110", "VE_PRIVATE: \"/vz/../boot\" is not allowed"),
     ] {
         let r = row(veid);
         assert!(
@@ -101,6 +108,18 @@ fn baked_boot_config() -> anyhow::Result<()> {
     assert_eq!(
         log.matches("107.conf:1: warning: KMEMSIZE").count(),
         1,
+        "{log}"
+    );
+    // Unknown keys are warnings, with a "did you mean" for a near miss.
+    assert!(
+        log.contains("107.conf:28: warning: VZHOSTBR: unknown parameter, ignored (kept by --save)"),
+        "{log}"
+    );
+    assert!(
+        log.contains(
+            "109.conf:2: warning: ONBOTO: unknown parameter, ignored (kept by --save); did you \
+             mean ONBOOT?"
+        ),
         "{log}"
     );
 
@@ -134,9 +153,6 @@ fn baked_boot_config() -> anyhow::Result<()> {
     // Starting an invalid VE says why, with OpenVZ's "unable to apply a config" code.
     a.enter_shell()?;
     let out = a.shell("vzctl start 103; echo RC=$?")?;
-    assert!(
-        out.contains("RC=109") && out.contains("FROBNICATE"),
-        "{out}"
-    );
+    assert!(out.contains("RC=109") && out.contains("HOSTNAME"), "{out}");
     Ok(())
 }

@@ -2,11 +2,16 @@
 //!
 //! Parsing never fails as a whole: every line yields an entry or a diagnostic
 //! that names file, line and key, and says what is allowed. A VE whose config
-//! has an error does not start (vzlist shows why); keys OpenVZ has that we do
-//! not implement yet produce one warning each.
+//! has an error does not start (vzlist shows why). Every key is in one table,
+//! `KEYS`; keys OpenVZ has that we do not implement yet produce one warning
+//! each, and keys we do not know are ignored with a warning (with a "did you
+//! mean" for a near miss), as vzctl ignores them. VE_PRIVATE and VE_ROOT are
+//! confined lexically to `/vz/private/<dir>` and `/vz/root/<dir>`.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::fmt;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// One `KEY=value` line.
@@ -144,153 +149,423 @@ pub fn render_update(original: &str, updates: &[(&str, Option<String>)]) -> Stri
     out
 }
 
-/// Keys we implement for a VE.
-pub const VE_KEYS: &[&str] = &[
-    "ONBOOT",
-    "BOOTORDER",
-    "NAME",
-    "DESCRIPTION",
-    "OSTEMPLATE",
-    "ORIGIN_SAMPLE",
-    "HOSTNAME",
-    "VE_ROOT",
-    "VE_PRIVATE",
-    "DISABLED",
-    "STOP_TIMEOUT",
-    "LOCAL_UID",
-    "LOCAL_GID",
+/// Where a key may appear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Only in a VE's `<VEID>.conf` (it identifies one VE: a default makes no sense).
+    Ve,
+    /// Only in `vz.conf`.
+    Global,
+    /// In a VE's config, and in `vz.conf` as the default for every VE.
+    Both,
+}
+
+/// Whether a key has an effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Implemented,
+    /// An OpenVZ key we accept (with a warning in a VE config) but do not act on yet.
+    NotYet,
+}
+
+/// One config key: where it may appear, whether it does anything, and whether
+/// `vzctl set` may change it while the VE runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyDef {
+    pub name: &'static str,
+    pub scope: Scope,
+    pub status: Status,
+    /// Changing it on a running VE is fine: it changes only the config, or
+    /// (HOSTNAME) is applied to the running VE.
+    pub live: bool,
+}
+
+impl KeyDef {
+    const fn per_ve(name: &'static str) -> KeyDef {
+        KeyDef {
+            name,
+            scope: Scope::Both,
+            status: Status::Implemented,
+            live: false,
+        }
+    }
+
+    const fn later(name: &'static str) -> KeyDef {
+        KeyDef {
+            status: Status::NotYet,
+            ..KeyDef::per_ve(name)
+        }
+    }
+
+    const fn global(name: &'static str) -> KeyDef {
+        KeyDef {
+            scope: Scope::Global,
+            ..KeyDef::later(name)
+        }
+    }
+
+    const fn ve_only(self) -> KeyDef {
+        KeyDef {
+            scope: Scope::Ve,
+            ..self
+        }
+    }
+
+    const fn live(self) -> KeyDef {
+        KeyDef { live: true, ..self }
+    }
+
+    const fn implemented(self) -> KeyDef {
+        KeyDef {
+            status: Status::Implemented,
+            ..self
+        }
+    }
+
+    /// May appear in a VE's `<VEID>.conf`.
+    pub fn in_ve_config(&self) -> bool {
+        self.scope != Scope::Global
+    }
+
+    /// May appear in `vz.conf`.
+    pub fn in_vz_conf(&self) -> bool {
+        self.scope != Scope::Ve
+    }
+}
+
+/// Every config key we know: OpenVZ's (those of vzctl 4.x and of VZ7) and ours.
+/// A key not in here is kept by `--save` and otherwise ignored with a warning,
+/// as vzctl does (administrators keep keys of their own scripts in these files).
+pub const KEYS: &[KeyDef] = &[
+    // Per-VE keys we implement; vz.conf may give their default.
+    KeyDef::per_ve("ONBOOT").live(),
+    KeyDef::per_ve("BOOTORDER").live(),
+    KeyDef::per_ve("NAME").ve_only().live(),
+    KeyDef::per_ve("DESCRIPTION").live(),
+    KeyDef::per_ve("OSTEMPLATE"),
+    KeyDef::per_ve("ORIGIN_SAMPLE").live(),
+    KeyDef::per_ve("HOSTNAME").live(),
+    KeyDef::per_ve("VE_ROOT"),
+    KeyDef::per_ve("VE_PRIVATE"),
+    KeyDef::per_ve("DISABLED").live(),
+    KeyDef::per_ve("STOP_TIMEOUT").live(),
+    KeyDef::per_ve("LOCAL_UID"),
+    KeyDef::per_ve("LOCAL_GID"),
+    // OpenVZ per-VE keys accepted with a warning: not implemented yet.
+    KeyDef::later("VE_LAYOUT"),
+    KeyDef::later("MOUNT_OPTS"),
+    KeyDef::later("KMEMSIZE"),
+    KeyDef::later("LOCKEDPAGES"),
+    KeyDef::later("PRIVVMPAGES"),
+    KeyDef::later("SHMPAGES"),
+    KeyDef::later("NUMPROC"),
+    KeyDef::later("PHYSPAGES"),
+    KeyDef::later("VMGUARPAGES"),
+    KeyDef::later("OOMGUARPAGES"),
+    KeyDef::later("NUMTCPSOCK"),
+    KeyDef::later("NUMFLOCK"),
+    KeyDef::later("NUMPTY"),
+    KeyDef::later("NUMSIGINFO"),
+    KeyDef::later("TCPSNDBUF"),
+    KeyDef::later("TCPRCVBUF"),
+    KeyDef::later("OTHERSOCKBUF"),
+    KeyDef::later("DGRAMRCVBUF"),
+    KeyDef::later("NUMOTHERSOCK"),
+    KeyDef::later("DCACHESIZE"),
+    KeyDef::later("DCACHE"),
+    KeyDef::later("NUMFILE"),
+    KeyDef::later("NUMIPTENT"),
+    KeyDef::later("IPTENTRIES"),
+    KeyDef::later("SWAPPAGES"),
+    KeyDef::later("AVNUMPROC"),
+    KeyDef::later("VM_OVERCOMMIT"),
+    KeyDef::later("CPUUNITS"),
+    KeyDef::later("CPULIMIT"),
+    KeyDef::later("CPUS"),
+    KeyDef::later("CPUMASK"),
+    KeyDef::later("NODEMASK"),
+    KeyDef::later("CPUWEIGHT"),
+    KeyDef::later("DISK_QUOTA"),
+    KeyDef::later("DISKSPACE"),
+    KeyDef::later("DISKINODES"),
+    KeyDef::later("QUOTATIME"),
+    KeyDef::later("QUOTAUGIDLIMIT"),
+    KeyDef::later("IOPRIO"),
+    KeyDef::later("IOLIMIT"),
+    KeyDef::later("IOPSLIMIT"),
+    KeyDef::later("CAPABILITY"),
+    KeyDef::later("FEATURES"),
+    KeyDef::later("DEVICES"),
+    KeyDef::later("DEVNODES"),
+    KeyDef::later("PCI"),
+    KeyDef::later("IP_ADDRESS"),
+    KeyDef::later("NAMESERVER"),
+    KeyDef::later("SEARCHDOMAIN"),
+    KeyDef::later("NETIF"),
+    KeyDef::later("NETDEV"),
+    KeyDef::later("NETFILTER"),
+    KeyDef::later("IPTABLES"),
+    KeyDef::later("MEMINFO"),
+    KeyDef::later("VERSION"),
+    KeyDef::later("UUID").ve_only(),
+    KeyDef::later("VEID").ve_only(),
+    KeyDef::later("VE_TYPE"),
+    KeyDef::later("DISTRIBUTION"),
+    KeyDef::later("TEMPLATES"),
+    KeyDef::later("TECHNOLOGIES"),
+    KeyDef::later("CONFIG_CUSTOMIZED"),
+    KeyDef::later("ALLOWREBOOT"),
+    KeyDef::later("OSRELEASE"),
+    KeyDef::later("VE_ENVIRONMENT"),
+    KeyDef::later("DISK"),
+    KeyDef::later("BINDMOUNT"),
+    KeyDef::later("NOATIME"),
+    KeyDef::later("HA_ENABLE"),
+    KeyDef::later("HA_PRIO"),
+    KeyDef::later("RATE"),
+    KeyDef::later("RATEBOUND"),
+    KeyDef::later("MEMGUARANTEE"),
+    KeyDef::later("MEMGUARANTEE_BYTES"),
+    KeyDef::later("PAGECACHE_ISOLATION"),
+    KeyDef::later("NUMMEMORYSUBGROUPS"),
+    KeyDef::later("NUMNETIF"),
+    KeyDef::later("CPULIMIT_MHZ"),
+    KeyDef::later("JOURNALED_QUOTA"),
+    KeyDef::later("AUTOCOMPACT"),
+    KeyDef::later("ROOT_DISK"),
+    KeyDef::later("USE_NET_RPS"),
+    KeyDef::later("APPLY_IPONLY"),
+    KeyDef::later("BURST_CPU_AVG_USAGE"),
+    KeyDef::later("BURST_CPULIMIT"),
+    KeyDef::later("PLATFORM"),
+    // Global keys of vz.conf.
+    KeyDef::global("VIRTUOZZO"),
+    KeyDef::global("LOCKDIR"),
+    KeyDef::global("DUMPDIR"),
+    KeyDef::global("VE0CPUUNITS"),
+    KeyDef::global("VE_STOP_MODE"),
+    KeyDef::global("VE_PARALLEL"),
+    KeyDef::global("LOGGING"),
+    KeyDef::global("LOGFILE"),
+    KeyDef::global("LOG_LEVEL"),
+    KeyDef::global("VERBOSE"),
+    KeyDef::global("VZFASTBOOT"),
+    KeyDef::global("MODULES_DISABLED"),
+    KeyDef::global("IPTABLES_MODULES"),
+    KeyDef::global("SKIP_SYSCTL_SETUP"),
+    KeyDef::global("VE_ROUTE_SRC_DEV"),
+    KeyDef::global("NEIGHBOUR_DEVS"),
+    KeyDef::global("ERROR_ON_ARPFAIL"),
+    KeyDef::global("SKIP_ARPDETECT"),
+    KeyDef::global("FORCE_ROUTE"),
+    KeyDef::global("TEMPLATE"),
+    KeyDef::global("CONFIGFILE").implemented(),
+    KeyDef::global("DEF_OSTEMPLATE").implemented(),
+    KeyDef::global("IPV6"),
+    KeyDef::global("VZWDOG"),
+    KeyDef::global("ACTIONLOGDIR"),
+    KeyDef::global("GOLDEN_IMAGE"),
+    KeyDef::global("TRAFFIC_SHAPING"),
+    KeyDef::global("BANDWIDTH"),
+    KeyDef::global("TOTALRATE"),
+    KeyDef::global("USE_NET_HWCSUM"),
+    KeyDef::global("USE_NET_TSO"),
+    KeyDef::global("USE_VENET_MASK"),
+    KeyDef::global("REMOVEMIGRATED"),
+    KeyDef::global("HTTP_PROXY"),
+    KeyDef::global("REPAIR_MODE"),
+    KeyDef::global("VEFSTYPE"),
+    KeyDef::global("VEIMAGEFORMAT"),
 ];
 
-/// OpenVZ keys accepted with a warning: not implemented yet.
-pub const LATER_KEYS: &[&str] = &[
-    "VE_LAYOUT",
-    "MOUNT_OPTS",
-    "KMEMSIZE",
-    "LOCKEDPAGES",
-    "PRIVVMPAGES",
-    "SHMPAGES",
-    "NUMPROC",
-    "PHYSPAGES",
-    "VMGUARPAGES",
-    "OOMGUARPAGES",
-    "NUMTCPSOCK",
-    "NUMFLOCK",
-    "NUMPTY",
-    "NUMSIGINFO",
-    "TCPSNDBUF",
-    "TCPRCVBUF",
-    "OTHERSOCKBUF",
-    "DGRAMRCVBUF",
-    "NUMOTHERSOCK",
-    "DCACHESIZE",
-    "DCACHE",
-    "NUMFILE",
-    "NUMIPTENT",
-    "IPTENTRIES",
-    "SWAPPAGES",
-    "AVNUMPROC",
-    "VM_OVERCOMMIT",
-    "CPUUNITS",
-    "CPULIMIT",
-    "CPUS",
-    "CPUMASK",
-    "NODEMASK",
-    "CPUWEIGHT",
-    "DISK_QUOTA",
-    "DISKSPACE",
-    "DISKINODES",
-    "QUOTATIME",
-    "QUOTAUGIDLIMIT",
-    "IOPRIO",
-    "IOLIMIT",
-    "IOPSLIMIT",
-    "CAPABILITY",
-    "FEATURES",
-    "DEVICES",
-    "DEVNODES",
-    "PCI",
-    "IP_ADDRESS",
-    "NAMESERVER",
-    "SEARCHDOMAIN",
-    "NETIF",
-    "NETDEV",
-    "NETFILTER",
-    "IPTABLES",
-    "MEMINFO",
-    "VERSION",
-    "UUID",
-    "VEID",
-    "VE_TYPE",
-    "DISTRIBUTION",
-    "TEMPLATES",
-    "TECHNOLOGIES",
-    "CONFIG_CUSTOMIZED",
-    "ALLOWREBOOT",
-    "OSRELEASE",
-    "VE_ENVIRONMENT",
-    "DISK",
-    "BINDMOUNT",
-    "NOATIME",
-    "HA_ENABLE",
-    "HA_PRIO",
-    "RATE",
-    "RATEBOUND",
-    "MEMGUARANTEE",
-    "MEMGUARANTEE_BYTES",
-    "PAGECACHE_ISOLATION",
-    "NUMMEMORYSUBGROUPS",
-    "NUMNETIF",
-    "CPULIMIT_MHZ",
-    "JOURNALED_QUOTA",
-    "AUTOCOMPACT",
-    "ROOT_DISK",
-    "USE_NET_RPS",
-    "APPLY_IPONLY",
-    "BURST_CPU_AVG_USAGE",
-    "BURST_CPULIMIT",
-    "PLATFORM",
-];
+/// The definition of a key (names are case-sensitive, as in OpenVZ).
+pub fn key(name: &str) -> Option<&'static KeyDef> {
+    KEYS.iter().find(|k| k.name == name)
+}
 
-/// Global keys of `vz.conf` (besides per-VE defaults).
-pub const GLOBAL_KEYS: &[&str] = &[
-    "VIRTUOZZO",
-    "LOCKDIR",
-    "DUMPDIR",
-    "VE0CPUUNITS",
-    "VE_STOP_MODE",
-    "VE_PARALLEL",
-    "LOGGING",
-    "LOGFILE",
-    "LOG_LEVEL",
-    "VERBOSE",
-    "VZFASTBOOT",
-    "MODULES_DISABLED",
-    "IPTABLES_MODULES",
-    "SKIP_SYSCTL_SETUP",
-    "VE_ROUTE_SRC_DEV",
-    "NEIGHBOUR_DEVS",
-    "ERROR_ON_ARPFAIL",
-    "SKIP_ARPDETECT",
-    "FORCE_ROUTE",
-    "TEMPLATE",
-    "CONFIGFILE",
-    "DEF_OSTEMPLATE",
-    "IPV6",
-    "VZWDOG",
-    "ACTIONLOGDIR",
-    "GOLDEN_IMAGE",
-    "TRAFFIC_SHAPING",
-    "BANDWIDTH",
-    "TOTALRATE",
-    "USE_NET_HWCSUM",
-    "USE_NET_TSO",
-    "USE_VENET_MASK",
-    "REMOVEMIGRATED",
-    "HTTP_PROXY",
-    "REPAIR_MODE",
-    "VEFSTYPE",
-    "VEIMAGEFORMAT",
-];
+/// The known key closest to `name` among those `allowed`: the same letters in
+/// another case, or at most two edits away. Ties go to the earlier key of `KEYS`.
+fn closest_key(name: &str, allowed: impl Fn(&KeyDef) -> bool) -> Option<&'static str> {
+    let upper = name.to_ascii_uppercase();
+    KEYS.iter()
+        .filter(|k| allowed(k) && k.name.len().abs_diff(upper.len()) <= 2)
+        .map(|k| (edit_distance(&upper, k.name), k.name))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, n)| n)
+}
+
+/// Levenshtein distance: the fewest insertions, deletions and substitutions of
+/// characters that turn `a` into `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    // prev[j]: distance between the part of `a` seen so far and b[..j].
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = Vec::with_capacity(b.len() + 1);
+        cur.push(i + 1);
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = prev[j] + usize::from(ca != *cb);
+            let delete = prev[j + 1] + 1;
+            let insert = cur[j] + 1;
+            cur.push(substitute.min(delete).min(insert));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The warning for a key we do not know, with a "did you mean" when one is close.
+fn unknown_key_message(name: &str, allowed: impl Fn(&KeyDef) -> bool) -> String {
+    let mut m = String::from("unknown parameter, ignored (kept by --save)");
+    if let Some(k) = closest_key(name, allowed) {
+        m.push_str(&format!("; did you mean {k}?"));
+    }
+    m
+}
+
+/// The two directories a VE's config names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VeDir {
+    /// `VE_PRIVATE`: the VE's own files (destroy removes it).
+    Private,
+    /// `VE_ROOT`: where the VE's root is mounted.
+    Root,
+}
+
+impl VeDir {
+    /// The config key naming it.
+    pub fn key(self) -> &'static str {
+        match self {
+            VeDir::Private => "VE_PRIVATE",
+            VeDir::Root => "VE_ROOT",
+        }
+    }
+
+    /// The directory every VE's one must be below.
+    pub fn base(self) -> &'static Path {
+        Path::new(match self {
+            VeDir::Private => "/vz/private",
+            VeDir::Root => "/vz/root",
+        })
+    }
+
+    /// The same directory on Debian's and Ubuntu's OpenVZ hosts; read as `base`.
+    fn foreign_base(self) -> &'static Path {
+        Path::new(match self {
+            VeDir::Private => "/var/lib/vz/private",
+            VeDir::Root => "/var/lib/vz/root",
+        })
+    }
+}
+
+/// Why a path is not allowed as a VE directory.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VePathError {
+    #[error("it is not an absolute path")]
+    NotAbsolute,
+    #[error("it contains a NUL byte")]
+    Nul,
+    #[error("it has a {0:?} component")]
+    DotComponent(&'static str),
+    #[error("it has an empty component (\"//\")")]
+    EmptyComponent,
+    #[error("it is not below {}", .0.display())]
+    NotBelow(&'static Path),
+}
+
+/// Checks a path lexically and normalises it: absolute, no NUL, no `.`, `..`
+/// or empty components; trailing slashes are dropped.
+fn normalise(p: &Path) -> Result<PathBuf, VePathError> {
+    let bytes = p.as_os_str().as_bytes();
+    if bytes.contains(&0) {
+        return Err(VePathError::Nul);
+    }
+    let Some(mut rest) = bytes.strip_prefix(b"/") else {
+        return Err(VePathError::NotAbsolute);
+    };
+    while let Some(r) = rest.strip_suffix(b"/") {
+        rest = r;
+    }
+    let mut out = PathBuf::from("/");
+    if rest.is_empty() {
+        return Ok(out);
+    }
+    for c in rest.split(|b| *b == b'/') {
+        match c {
+            b"" => return Err(VePathError::EmptyComponent),
+            b"." => return Err(VePathError::DotComponent(".")),
+            b".." => return Err(VePathError::DotComponent("..")),
+            c => out.push(OsStr::from_bytes(c)),
+        }
+    }
+    Ok(out)
+}
+
+/// Accepts `p` only if it is `dir.base()/<at least one component>` after the
+/// rules of `normalise`; returns it normalised.
+pub fn confine(p: &Path, dir: VeDir) -> Result<PathBuf, VePathError> {
+    let p = normalise(p)?;
+    match p.strip_prefix(dir.base()) {
+        Ok(rel) if !rel.as_os_str().is_empty() => Ok(p),
+        _ => Err(VePathError::NotBelow(dir.base())),
+    }
+}
+
+/// The check to make before removing a VE's private area: only a path
+/// `/vz/private/<dir>[/...]` without `.`, `..` or empty components passes.
+/// The check is lexical: remove without following symlinks.
+pub fn confine_private(p: &Path) -> Result<PathBuf, VePathError> {
+    confine(p, VeDir::Private)
+}
+
+/// `confine` for VE_ROOT: only `/vz/root/<dir>[/...]` passes.
+pub fn confine_root(p: &Path) -> Result<PathBuf, VePathError> {
+    confine(p, VeDir::Root)
+}
+
+/// A VE directory as the config gives it: confined, and the OpenVZ path it
+/// was mapped from if it was written as `/var/lib/vz/...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct VePath {
+    path: PathBuf,
+    mapped_from: Option<PathBuf>,
+}
+
+fn resolve_ve_dir(value: &Path, dir: VeDir) -> Result<VePath, VePathError> {
+    let p = normalise(value)?;
+    match p.strip_prefix(dir.foreign_base()) {
+        Ok(rel) if rel.as_os_str().is_empty() => Err(VePathError::NotBelow(dir.base())),
+        Ok(rel) => Ok(VePath {
+            path: confine(&dir.base().join(rel), dir)?,
+            mapped_from: Some(p),
+        }),
+        Err(_) => Ok(VePath {
+            path: confine(&p, dir)?,
+            mapped_from: None,
+        }),
+    }
+}
+
+/// What a VE directory key allows, for error messages.
+fn ve_dir_rule(dir: VeDir) -> String {
+    let base = dir.base().display();
+    format!(
+        "{} must be {base}/<dir> without \".\", \"..\" or \"//\" ({}/<dir> is read as \
+         {base}/<dir>)",
+        dir.key(),
+        dir.foreign_base().display()
+    )
+}
+
+/// The warning for a path written the Debian/Ubuntu OpenVZ way.
+fn mapped_message(from: &Path, to: &Path) -> String {
+    format!(
+        "{} is read as {}: this appliance keeps VE data under /vz",
+        from.display(),
+        to.display()
+    )
+}
 
 /// A validated VEID: OpenVZ reserves 0-100; at most 2147483644.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -345,38 +620,78 @@ pub fn valid_name(n: &str) -> bool {
         && !n.chars().all(|c| c.is_ascii_digit())
 }
 
-/// The global configuration.
+/// The global configuration (`vz.conf`).
 #[derive(Debug, Clone, Default)]
 pub struct Global {
     pub values: BTreeMap<String, String>,
+    /// Where it was read from, and the line of each key: diagnostics about a
+    /// default name the line that sets it.
+    file: PathBuf,
+    lines: BTreeMap<String, usize>,
 }
 
 impl Global {
-    /// Parses `vz.conf`; unknown keys are warnings here (it also carries
-    /// per-VE defaults, and OpenVZ tolerates more in it).
+    /// Parses `vz.conf`. Only a malformed line is an error: an unknown key, a
+    /// per-VE key that cannot have a default and an OpenVZ path are warnings
+    /// here; a bad default is an error of each VE that uses it.
     pub fn parse(text: &str, file: &Path) -> (Global, Vec<Diag>) {
         let (entries, mut diags) = parse(text, file);
-        let mut values = BTreeMap::new();
+        let mut global = Global {
+            file: file.to_owned(),
+            ..Global::default()
+        };
+        let warn = |line: usize, key: &str, message: String| Diag {
+            severity: Severity::Warning,
+            file: file.to_owned(),
+            line,
+            key: Some(key.to_owned()),
+            message,
+        };
         for e in entries {
-            let known = GLOBAL_KEYS.contains(&e.key.as_str())
-                || VE_KEYS.contains(&e.key.as_str())
-                || LATER_KEYS.contains(&e.key.as_str());
-            if !known {
-                diags.push(Diag {
-                    severity: Severity::Warning,
-                    file: file.to_owned(),
-                    line: e.line,
-                    key: Some(e.key.clone()),
-                    message: "unknown parameter, ignored".into(),
-                });
+            match key(&e.key) {
+                Some(def) if !def.in_vz_conf() => {
+                    diags.push(warn(
+                        e.line,
+                        &e.key,
+                        "a per-VE parameter: vz.conf cannot give every VE the same one; ignored"
+                            .into(),
+                    ));
+                    continue;
+                }
+                Some(_) => {}
+                None => diags.push(warn(
+                    e.line,
+                    &e.key,
+                    unknown_key_message(&e.key, KeyDef::in_vz_conf),
+                )),
             }
-            values.insert(e.key, e.value);
+            // `$VEID` is a plain component to the path rules, so the default
+            // itself can be checked; an error is reported for each VE.
+            for dir in [VeDir::Private, VeDir::Root] {
+                if e.key == dir.key() {
+                    if let Ok(VePath {
+                        path,
+                        mapped_from: Some(from),
+                    }) = resolve_ve_dir(Path::new(&e.value), dir)
+                    {
+                        diags.push(warn(e.line, &e.key, mapped_message(&from, &path)));
+                    }
+                }
+            }
+            global.lines.insert(e.key.clone(), e.line);
+            global.values.insert(e.key, e.value);
         }
-        (Global { values }, diags)
+        (global, diags)
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
         self.values.get(key).map(String::as_str)
+    }
+
+    /// A value and the line of vz.conf that sets it.
+    fn entry(&self, key: &str) -> Option<(&str, usize)> {
+        let line = self.lines.get(key).copied().unwrap_or(0);
+        self.get(key).map(|v| (v, line))
     }
 
     /// Default STOP_TIMEOUT (OpenVZ: 120 s).
@@ -397,7 +712,9 @@ pub struct VeConfig {
     pub description: Option<String>,
     pub ostemplate: String,
     pub hostname: Option<String>,
+    /// Confined to `/vz/root/<dir>` (see `confine_root`).
     pub ve_root: PathBuf,
+    /// Confined to `/vz/private/<dir>` (see `confine_private`).
     pub ve_private: PathBuf,
     pub disabled: bool,
     pub stop_timeout: u32,
@@ -418,8 +735,17 @@ fn yes_no(v: &str) -> Option<bool> {
     }
 }
 
+/// Where a value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// A line of the VE's config (0: set nowhere, a built-in default).
+    Ve(usize),
+    /// A line of vz.conf: the default for every VE.
+    Global(usize),
+}
+
 /// Validates a VE's entries against the global defaults. `templates` lists the
-/// available OS templates.
+/// available OS templates. Keys we do not know are warnings, as in vzctl.
 pub fn validate_ve(
     veid: VeId,
     entries: &[Entry],
@@ -429,47 +755,70 @@ pub fn validate_ve(
 ) -> (Option<VeConfig>, Vec<Diag>) {
     let mut diags = Vec::new();
     let mut vals: BTreeMap<&str, (&str, usize)> = BTreeMap::new();
-    let err = |line: usize, key: &str, message: String| Diag {
-        severity: Severity::Error,
+    let warn = |line: usize, key: &str, message: String| Diag {
+        severity: Severity::Warning,
         file: file.to_owned(),
         line,
         key: Some(key.to_owned()),
         message,
     };
+    // A bad value from vz.conf is reported where it is written.
+    let err = |origin: Origin, key: &str, message: String| match origin {
+        Origin::Ve(line) => Diag {
+            severity: Severity::Error,
+            file: file.to_owned(),
+            line,
+            key: Some(key.to_owned()),
+            message,
+        },
+        Origin::Global(line) => Diag {
+            severity: Severity::Error,
+            file: global.file.clone(),
+            line,
+            key: Some(key.to_owned()),
+            message: format!("{message} (the default for VE {veid})"),
+        },
+    };
     for e in entries {
         let k = e.key.as_str();
-        if VE_KEYS.contains(&k) {
-            vals.insert(k, (e.value.as_str(), e.line));
-        } else if LATER_KEYS.contains(&k) {
-            diags.push(Diag {
-                severity: Severity::Warning,
-                file: file.to_owned(),
-                line: e.line,
-                key: Some(k.to_owned()),
-                message: "accepted but not implemented yet: it has no effect".into(),
-            });
-        } else {
-            diags.push(err(
+        match key(k) {
+            Some(def) if !def.in_ve_config() => diags.push(warn(
                 e.line,
                 k,
-                format!(
-                    "unknown parameter; a VE config takes {} (and the OpenVZ resource keys)",
-                    VE_KEYS.join(", ")
-                ),
-            ));
+                "a vz.conf parameter: it has no effect in a VE config, ignored (kept by --save)"
+                    .into(),
+            )),
+            Some(def) if def.status == Status::NotYet => diags.push(warn(
+                e.line,
+                k,
+                "accepted but not implemented yet: it has no effect".into(),
+            )),
+            Some(_) => {
+                vals.insert(k, (e.value.as_str(), e.line));
+            }
+            None => diags.push(warn(
+                e.line,
+                k,
+                unknown_key_message(k, KeyDef::in_ve_config),
+            )),
         }
     }
-    let get = |k: &str| -> Option<(&str, usize)> {
+    let get = |k: &str| -> Option<(&str, Origin)> {
         vals.get(k)
-            .copied()
-            .or_else(|| global.get(k).map(|v| (v, 0)))
+            .map(|(v, line)| (*v, Origin::Ve(*line)))
+            .or_else(|| {
+                key(k)
+                    .filter(|def| def.in_vz_conf())
+                    .and_then(|_| global.entry(k))
+                    .map(|(v, line)| (v, Origin::Global(line)))
+            })
     };
     let mut errors = Vec::new();
     let flag = |k: &str, default: bool, errors: &mut Vec<Diag>| match get(k) {
         None => default,
-        Some((v, line)) => yes_no(v).unwrap_or_else(|| {
+        Some((v, origin)) => yes_no(v).unwrap_or_else(|| {
             errors.push(err(
-                line,
+                origin,
                 k,
                 format!("{v:?} is not allowed: use \"yes\" or \"no\""),
             ));
@@ -480,9 +829,9 @@ pub fn validate_ve(
     let disabled = flag("DISABLED", false, &mut errors);
     let number = |k: &str, default: u32, errors: &mut Vec<Diag>| match get(k) {
         None => default,
-        Some((v, line)) => v.parse::<u32>().unwrap_or_else(|_| {
+        Some((v, origin)) => v.parse::<u32>().unwrap_or_else(|_| {
             errors.push(err(
-                line,
+                origin,
                 k,
                 format!("{v:?} is not a number: use a whole number like 10"),
             ));
@@ -491,6 +840,7 @@ pub fn validate_ve(
     };
     let bootorder = number("BOOTORDER", 0, &mut errors);
     let stop_timeout = number("STOP_TIMEOUT", global.stop_timeout(), &mut errors);
+    // LOCAL_UID in vz.conf is the base of the ranges, not every VE's uid.
     let default_uid = {
         let base = global
             .get("LOCAL_UID")
@@ -504,7 +854,7 @@ pub fn validate_ve(
     let local_uid = match (vals.get("LOCAL_UID"), default_uid) {
         (Some((v, line)), _) => v.parse::<u32>().unwrap_or_else(|_| {
             errors.push(err(
-                *line,
+                Origin::Ve(*line),
                 "LOCAL_UID",
                 format!("{v:?} is not a uid number"),
             ));
@@ -513,7 +863,7 @@ pub fn validate_ve(
         (None, Some(u)) => u,
         (None, None) => {
             errors.push(err(
-                0,
+                Origin::Ve(0),
                 "LOCAL_UID",
                 format!(
                     "VEID {veid} is too large for an automatic uid range: set LOCAL_UID to the \
@@ -526,7 +876,7 @@ pub fn validate_ve(
     let local_gid = match vals.get("LOCAL_GID") {
         Some((v, line)) => v.parse::<u32>().unwrap_or_else(|_| {
             errors.push(err(
-                *line,
+                Origin::Ve(*line),
                 "LOCAL_GID",
                 format!("{v:?} is not a gid number"),
             ));
@@ -536,73 +886,87 @@ pub fn validate_ve(
     };
     if local_uid != 0 && local_uid < ID_RANGE {
         errors.push(err(
-            vals.get("LOCAL_UID").map_or(0, |v| v.1),
+            Origin::Ve(vals.get("LOCAL_UID").map_or(0, |v| v.1)),
             "LOCAL_UID",
             format!("{local_uid} overlaps the appliance's own ids: use {ID_RANGE} or more"),
         ));
     }
-    let name = get("NAME").map(|(v, line)| {
+    let name = get("NAME").map(|(v, origin)| {
         if !valid_name(v) {
             errors.push(err(
-                line,
+                origin,
                 "NAME",
                 format!("{v:?} is not allowed: letters, digits, '-', '_', '.', not only digits"),
             ));
         }
         v.to_owned()
     });
-    let hostname = get("HOSTNAME").map(|(v, line)| {
+    let hostname = get("HOSTNAME").map(|(v, origin)| {
         if !valid_hostname(v) {
             errors.push(err(
-                line,
+                origin,
                 "HOSTNAME",
                 format!("{v:?} is not a hostname: letters, digits and '-' in dot-separated labels"),
             ));
         }
         v.to_owned()
     });
-    let ostemplate =
-        match get("OSTEMPLATE").or_else(|| global.get("DEF_OSTEMPLATE").map(|v| (v, 0))) {
-            Some((v, line)) => {
-                if !templates.iter().any(|t| t == v) {
-                    errors.push(err(
-                        line,
-                        "OSTEMPLATE",
-                        format!(
-                            "template {v:?} not found; available: {}",
-                            templates.join(", ")
-                        ),
-                    ));
-                }
-                v.to_owned()
-            }
-            None => {
+    let template = get("OSTEMPLATE")
+        .map(|(v, origin)| (v, origin, "OSTEMPLATE"))
+        .or_else(|| {
+            global
+                .entry("DEF_OSTEMPLATE")
+                .map(|(v, line)| (v, Origin::Global(line), "DEF_OSTEMPLATE"))
+        });
+    let ostemplate = match template {
+        Some((v, origin, k)) => {
+            if !templates.iter().any(|t| t == v) {
                 errors.push(err(
-                    0,
-                    "OSTEMPLATE",
-                    "not set, and vz.conf has no DEF_OSTEMPLATE".into(),
+                    origin,
+                    k,
+                    format!(
+                        "template {v:?} not found; available: {}",
+                        templates.join(", ")
+                    ),
                 ));
-                String::new()
             }
-        };
-    let path = |k: &str, default: &str| -> PathBuf {
-        let v = get(k).map_or(default, |(v, _)| v);
-        PathBuf::from(
-            v.replace("$VEID", &veid.to_string())
-                .replace("${VEID}", &veid.to_string()),
-        )
-    };
-    let ve_root = path("VE_ROOT", "/vz/root/$VEID");
-    let ve_private = path("VE_PRIVATE", "/vz/private/$VEID");
-    for (k, p) in [("VE_ROOT", &ve_root), ("VE_PRIVATE", &ve_private)] {
-        if !p.starts_with("/vz/") {
-            errors.push(err(
-                vals.get(k).map_or(0, |v| v.1),
-                k,
-                format!("{} must be under /vz (the VZDATA partition)", p.display()),
-            ));
+            v.to_owned()
         }
-    }
+        None => {
+            errors.push(err(
+                Origin::Ve(0),
+                "OSTEMPLATE",
+                "not set, and vz.conf has no DEF_OSTEMPLATE".into(),
+            ));
+            String::new()
+        }
+    };
+    let ve_dir = |dir: VeDir, diags: &mut Vec<Diag>, errors: &mut Vec<Diag>| -> PathBuf {
+        let k = dir.key();
+        let default = format!("{}/$VEID", dir.base().display());
+        let (value, origin) = get(k).unwrap_or((&default, Origin::Ve(0)));
+        let id = veid.to_string();
+        let substituted = value.replace("${VEID}", &id).replace("$VEID", &id);
+        match resolve_ve_dir(Path::new(&substituted), dir) {
+            Ok(VePath { path, mapped_from }) => {
+                // vz.conf's own warning covers a mapped default.
+                if let (Some(from), Origin::Ve(line)) = (mapped_from, origin) {
+                    diags.push(warn(line, k, mapped_message(&from, &path)));
+                }
+                path
+            }
+            Err(e) => {
+                errors.push(err(
+                    origin,
+                    k,
+                    format!("{value:?} is not allowed: {e}; {}", ve_dir_rule(dir)),
+                ));
+                PathBuf::from(substituted)
+            }
+        }
+    };
+    let ve_root = ve_dir(VeDir::Root, &mut diags, &mut errors);
+    let ve_private = ve_dir(VeDir::Private, &mut diags, &mut errors);
     let failed = !errors.is_empty() || diags.iter().any(|d| d.severity == Severity::Error);
     diags.extend(errors);
     if failed {
@@ -845,14 +1209,384 @@ mod tests {
     }
 
     #[test]
-    fn unknown_key_is_an_error_naming_file_line_and_key() {
-        let (cfg, d) = check("ONBOOT=\"yes\"\nFROBNICATE=\"1\"\n");
+    fn unknown_keys_are_warnings_with_did_you_mean_and_the_ve_validates() {
+        let (cfg, d) = check(
+            "ONBOOT=\"yes\"\nCONFIG_CUSTOMIZED=\"yes\"\nVZHOSTBR=\"vmbr0\"\nONBOTO=\"yes\"\nhostname=\"x\"\n",
+        );
+        assert!(cfg.is_some(), "{d:?}");
+        assert!(d.iter().all(|d| d.severity == Severity::Warning), "{d:?}");
+        let all: Vec<String> = d.iter().map(|d| d.to_string()).collect();
+        assert_eq!(
+            all[1..],
+            [
+                "/etc/vz/conf/101.conf:3: warning: VZHOSTBR: unknown parameter, ignored (kept by --save)",
+                "/etc/vz/conf/101.conf:4: warning: ONBOTO: unknown parameter, ignored (kept by --save); did you mean ONBOOT?",
+                "/etc/vz/conf/101.conf:5: warning: hostname: unknown parameter, ignored (kept by --save); did you mean HOSTNAME?",
+            ]
+        );
+        // A key OpenVZ ignores has no effect here either.
+        assert_eq!(cfg.and_then(|c| c.hostname), None);
+    }
+
+    #[test]
+    fn unknown_keys_are_kept_by_save() {
+        let orig = "VZHOSTBR=\"vmbr0\"\nONBOOT=\"no\"\n";
+        let out = render_update(orig, &[("ONBOOT", Some("yes".into()))]);
+        assert_eq!(out, "VZHOSTBR=\"vmbr0\"\nONBOOT=\"yes\"\n");
+    }
+
+    #[test]
+    fn keys_out_of_their_scope_are_warnings() {
+        let (cfg, d) = check("DEF_OSTEMPLATE=\"busybox\"\n");
+        assert!(cfg.is_some(), "{d:?}");
+        assert!(
+            d[0].to_string()
+                .ends_with("DEF_OSTEMPLATE: a vz.conf parameter: it has no effect in a VE config, ignored (kept by --save)"),
+            "{}",
+            d[0]
+        );
+        let (g, d) = Global::parse("NAME=\"web\"\nVE_PARALLEL=\"2\"\n", Path::new("vz.conf"));
+        assert_eq!(g.get("NAME"), None);
+        assert_eq!(g.get("VE_PARALLEL"), Some("2"));
+        assert_eq!(d.len(), 1);
+        assert_eq!(
+            d[0].to_string(),
+            "vz.conf:1: warning: NAME: a per-VE parameter: vz.conf cannot give every VE the same one; ignored"
+        );
+    }
+
+    #[test]
+    fn vz_conf_unknown_keys_are_warnings_with_did_you_mean() {
+        let (g, d) = Global::parse(
+            "DEF_OSTEMPLAT=\"busybox\"\nMY_BACKUP_DIR=\"/srv\"\nLOCKDIR=\"/vz/lock\"\n",
+            Path::new("vz.conf"),
+        );
+        let all: Vec<String> = d.iter().map(|d| d.to_string()).collect();
+        assert_eq!(
+            all,
+            [
+                "vz.conf:1: warning: DEF_OSTEMPLAT: unknown parameter, ignored (kept by --save); did you mean DEF_OSTEMPLATE?",
+                "vz.conf:2: warning: MY_BACKUP_DIR: unknown parameter, ignored (kept by --save)",
+            ]
+        );
+        assert_eq!(g.get("MY_BACKUP_DIR"), Some("/srv"));
+    }
+
+    #[test]
+    fn edit_distance_counts_insertions_deletions_substitutions() {
+        assert_eq!(edit_distance("", ""), 0);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("abc", ""), 3);
+        assert_eq!(edit_distance("ONBOOT", "ONBOOT"), 0);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("flaw", "lawn"), 2);
+        assert_eq!(edit_distance("ONBOTO", "ONBOOT"), 2);
+        assert_eq!(edit_distance("HOSTNAM", "HOSTNAME"), 1);
+        assert_eq!(edit_distance("onboot", "ONBOOT"), 6);
+        assert_eq!(edit_distance("é", "e"), 1);
+    }
+
+    #[test]
+    fn closest_key_takes_case_and_near_misses_only() {
+        let any = |_: &KeyDef| true;
+        assert_eq!(closest_key("onboot", any), Some("ONBOOT"));
+        assert_eq!(closest_key("BOOTODRER", any), Some("BOOTORDER"));
+        assert_eq!(closest_key("CPUUNIT", any), Some("CPUUNITS"));
+        assert_eq!(closest_key("VZHOSTBR", any), None);
+        assert_eq!(
+            closest_key("CONFIG_CUSTOMISED", any),
+            Some("CONFIG_CUSTOMIZED")
+        );
+        // Only keys of the file's scope are offered.
+        assert_eq!(closest_key("LOCKDIRS", KeyDef::in_ve_config), None);
+        assert_eq!(closest_key("LOCKDIRS", KeyDef::in_vz_conf), Some("LOCKDIR"));
+    }
+
+    #[test]
+    fn keys_table_keeps_every_key_once_with_its_scope_status_and_liveness() {
+        let mut names: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), KEYS.len(), "a key is listed twice");
+        assert_eq!(KEYS.len(), 136);
+        assert!(KEYS.iter().all(|k| k
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')));
+        let count = |f: &dyn Fn(&KeyDef) -> bool| KEYS.iter().filter(|k| f(k)).count();
+        assert_eq!(count(&|k| k.scope == Scope::Global), 37);
+        assert_eq!(
+            count(&|k| k.scope != Scope::Global && k.status == Status::Implemented),
+            13
+        );
+        assert_eq!(
+            count(&|k| k.scope != Scope::Global && k.status == Status::NotYet),
+            86
+        );
+        let live: Vec<&str> = KEYS.iter().filter(|k| k.live).map(|k| k.name).collect();
+        assert_eq!(
+            live,
+            [
+                "ONBOOT",
+                "BOOTORDER",
+                "NAME",
+                "DESCRIPTION",
+                "ORIGIN_SAMPLE",
+                "HOSTNAME",
+                "DISABLED",
+                "STOP_TIMEOUT"
+            ]
+        );
+        for k in [
+            "OSTEMPLATE",
+            "VE_ROOT",
+            "VE_PRIVATE",
+            "LOCAL_UID",
+            "LOCAL_GID",
+        ] {
+            let def = key(k).expect("known key");
+            assert!(!def.live && def.status == Status::Implemented, "{k}");
+        }
+        assert_eq!(key("NAME").map(|k| k.scope), Some(Scope::Ve));
+        assert_eq!(key("VE_PRIVATE").map(|k| k.scope), Some(Scope::Both));
+        assert_eq!(key("KMEMSIZE").map(|k| k.status), Some(Status::NotYet));
+        assert_eq!(
+            key("DEF_OSTEMPLATE").map(|k| k.status),
+            Some(Status::Implemented)
+        );
+        assert_eq!(key("onboot"), None);
+    }
+
+    /// VE_PRIVATE as the VE's config gives it: the path, or the error's diagnostic.
+    fn private_of(value: &str) -> Result<(PathBuf, Vec<String>), String> {
+        let (cfg, d) = check(&format!("VE_PRIVATE=\"{value}\"\n"));
+        let all: Vec<String> = d.iter().map(|d| d.to_string()).collect();
+        match cfg {
+            Some(c) => Ok((c.ve_private, all)),
+            None => Err(all.join("\n")),
+        }
+    }
+
+    #[test]
+    fn ve_private_must_be_below_vz_private_after_normalising() {
+        for (value, want) in [
+            ("/vz/private/$VEID", "/vz/private/101"),
+            ("/vz/private/${VEID}", "/vz/private/101"),
+            ("/vz/private/101/", "/vz/private/101"),
+            ("/vz/private/101//", "/vz/private/101"),
+            ("/vz/private/web/$VEID", "/vz/private/web/101"),
+        ] {
+            let (p, d) = private_of(value).unwrap_or_else(|e| panic!("{value}: {e}"));
+            assert_eq!(p, PathBuf::from(want), "{value}");
+            assert!(d.is_empty(), "{value}: {d:?}");
+        }
+        for (value, why) in [
+            ("/vz/../boot", "it has a \"..\" component"),
+            ("/vz/private/../../boot", "it has a \"..\" component"),
+            ("/vz/private/101/..", "it has a \"..\" component"),
+            ("/vz/private/./101", "it has a \".\" component"),
+            ("/vz/private//101", "it has an empty component"),
+            ("//vz/private/101", "it has an empty component"),
+            ("vz/private/101", "it is not an absolute path"),
+            ("$VEID", "it is not an absolute path"),
+            ("/vz/private/1\u{0}01", "it contains a NUL byte"),
+            ("/vz/private", "it is not below /vz/private"),
+            ("/vz/private/", "it is not below /vz/private"),
+            ("/vz/root/101", "it is not below /vz/private"),
+            ("/vz/private101", "it is not below /vz/private"),
+            ("/boot", "it is not below /vz/private"),
+            ("/", "it is not below /vz/private"),
+            ("/var/lib/vz/private", "it is not below /vz/private"),
+            (
+                "/var/lib/vz/private/../../../boot",
+                "it has a \"..\" component",
+            ),
+            ("/var/lib/vz/root/101", "it is not below /vz/private"),
+        ] {
+            let e = private_of(value).map_or_else(|e| e, |ok| panic!("{value} accepted: {ok:?}"));
+            let head = format!(
+                "/etc/vz/conf/101.conf:1: error: VE_PRIVATE: {value:?} is not allowed: {why}"
+            );
+            assert!(e.starts_with(&head), "{value}: {e}");
+            assert!(
+                e.contains("VE_PRIVATE must be /vz/private/<dir> without"),
+                "{e}"
+            );
+            // vzlist and the management channel show 256 characters of the reason.
+            assert!(e.len() < 256, "{} characters: {e}", e.len());
+        }
+    }
+
+    #[test]
+    fn ve_root_must_be_below_vz_root() {
+        let (cfg, d) = check("VE_ROOT=\"/vz/root/$VEID/\"\n");
+        assert_eq!(
+            cfg.map(|c| c.ve_root),
+            Some(PathBuf::from("/vz/root/101")),
+            "{d:?}"
+        );
+        let (cfg, d) = check("VE_ROOT=\"/vz/private/101\"\n");
+        assert!(cfg.is_none());
+        assert!(
+            d[0].to_string().contains(
+                "VE_ROOT: \"/vz/private/101\" is not allowed: it is not below /vz/root; VE_ROOT must be /vz/root/<dir>"
+            ),
+            "{}",
+            d[0]
+        );
+    }
+
+    #[test]
+    fn debian_openvz_paths_map_to_vz_with_a_warning() {
+        let (p, d) = private_of("/var/lib/vz/private/$VEID").expect("mapped");
+        assert_eq!(p, PathBuf::from("/vz/private/101"));
+        assert_eq!(
+            d,
+            ["/etc/vz/conf/101.conf:1: warning: VE_PRIVATE: /var/lib/vz/private/101 is read as /vz/private/101: this appliance keeps VE data under /vz"]
+        );
+        let (cfg, d) = check("VE_ROOT=\"/var/lib/vz/root/$VEID\"\n");
+        assert_eq!(cfg.map(|c| c.ve_root), Some(PathBuf::from("/vz/root/101")));
+        assert!(
+            d[0].to_string().contains("is read as /vz/root/101"),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn bad_vz_conf_default_is_an_error_at_its_line_for_each_ve() {
+        let vz = Path::new("/etc/vz/vz.conf");
+        let (g, d) = Global::parse(
+            "DEF_OSTEMPLATE=\"busybox\"\nVE_PRIVATE=\"/vz/../boot/$VEID\"\n",
+            vz,
+        );
+        assert!(d.is_empty(), "{d:?}");
+        let (cfg, d) = validate_ve("101".parse().expect("veid"), &[], &g, &tpl(), &p());
         assert!(cfg.is_none());
         let msg = d[0].to_string();
         assert!(
-            msg.starts_with("/etc/vz/conf/101.conf:2: error: FROBNICATE: unknown parameter"),
+            msg.starts_with("/etc/vz/vz.conf:2: error: VE_PRIVATE: \"/vz/../boot/$VEID\" is not allowed: it has a \"..\" component"),
             "{msg}"
         );
+        assert!(msg.ends_with("(the default for VE 101)"), "{msg}");
+        // A mapped default warns once, in vz.conf, not for each VE.
+        let (g, d) = Global::parse(
+            "DEF_OSTEMPLATE=\"busybox\"\nVE_PRIVATE=\"/var/lib/vz/private/$VEID\"\n",
+            vz,
+        );
+        assert_eq!(
+            d.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+            ["/etc/vz/vz.conf:2: warning: VE_PRIVATE: /var/lib/vz/private/$VEID is read as /vz/private/$VEID: this appliance keeps VE data under /vz"]
+        );
+        let (cfg, d) = validate_ve("102".parse().expect("veid"), &[], &g, &tpl(), &p());
+        assert_eq!(
+            cfg.map(|c| c.ve_private),
+            Some(PathBuf::from("/vz/private/102"))
+        );
+        assert!(d.is_empty(), "{d:?}");
+    }
+
+    #[test]
+    fn bad_vz_conf_flag_is_an_error_at_its_line_for_each_ve() {
+        let (g, d) = Global::parse(
+            "DEF_OSTEMPLATE=\"busybox\"\nONBOOT=\"maybe\"\n",
+            Path::new("/etc/vz/vz.conf"),
+        );
+        assert!(d.is_empty(), "{d:?}");
+        let (cfg, d) = validate_ve("101".parse().expect("veid"), &[], &g, &tpl(), &p());
+        assert!(cfg.is_none());
+        assert_eq!(
+            d[0].to_string(),
+            "/etc/vz/vz.conf:2: error: ONBOOT: \"maybe\" is not allowed: use \"yes\" or \"no\" \
+             (the default for VE 101)"
+        );
+        // The VE's own value wins, and then vz.conf's is not used.
+        let (entries, _) = parse("ONBOOT=\"yes\"\n", &p());
+        let (cfg, d) = validate_ve("101".parse().expect("veid"), &entries, &g, &tpl(), &p());
+        assert!(cfg.is_some_and(|c| c.onboot), "{d:?}");
+    }
+
+    #[test]
+    fn confine_private_accepts_only_dirs_below_vz_private() {
+        assert_eq!(
+            confine_private(Path::new("/vz/private/101")),
+            Ok(PathBuf::from("/vz/private/101"))
+        );
+        assert_eq!(
+            confine_private(Path::new("/vz/private/web/101/")),
+            Ok(PathBuf::from("/vz/private/web/101"))
+        );
+        for (p, e) in [
+            (
+                "/vz/private",
+                VePathError::NotBelow(Path::new("/vz/private")),
+            ),
+            (
+                "/vz/private/",
+                VePathError::NotBelow(Path::new("/vz/private")),
+            ),
+            (
+                "/vz/root/101",
+                VePathError::NotBelow(Path::new("/vz/private")),
+            ),
+            (
+                "/var/lib/vz/private/101",
+                VePathError::NotBelow(Path::new("/vz/private")),
+            ),
+            ("/vz/../boot", VePathError::DotComponent("..")),
+            ("/vz/private/101/../..", VePathError::DotComponent("..")),
+            ("/vz/private/./101", VePathError::DotComponent(".")),
+            ("/vz/private//101", VePathError::EmptyComponent),
+            ("vz/private/101", VePathError::NotAbsolute),
+            ("", VePathError::NotAbsolute),
+        ] {
+            assert_eq!(confine_private(Path::new(p)), Err(e), "{p}");
+        }
+        assert_eq!(
+            confine_private(Path::new(OsStr::from_bytes(b"/vz/private/1\x0001"))),
+            Err(VePathError::Nul)
+        );
+        assert_eq!(
+            confine_root(Path::new("/vz/root/101")),
+            Ok(PathBuf::from("/vz/root/101"))
+        );
+        assert!(confine_root(Path::new("/vz/private/101")).is_err());
+    }
+
+    #[test]
+    fn shipped_vz_conf_and_samples_load_without_errors() {
+        let (g, d) = Global::parse(
+            include_str!("../../rootfs/boot/vz/vz.conf"),
+            Path::new("vz.conf"),
+        );
+        assert!(d.is_empty(), "{d:?}");
+        for (name, text) in [
+            (
+                "basic",
+                include_str!("../../rootfs/boot/vz/conf/ve-basic.conf-sample"),
+            ),
+            (
+                "light",
+                include_str!("../../rootfs/boot/vz/conf/ve-light.conf-sample"),
+            ),
+            (
+                "vswap-256m",
+                include_str!("../../rootfs/boot/vz/conf/ve-vswap-256m.conf-sample"),
+            ),
+            (
+                "vswap-4g",
+                include_str!("../../rootfs/boot/vz/conf/ve-vswap-4g.conf-sample"),
+            ),
+        ] {
+            let (entries, mut d) = parse(text, Path::new(name));
+            let (cfg, d2) = validate_ve("101".parse().expect("veid"), &entries, &g, &tpl(), &p());
+            d.extend(d2);
+            assert!(cfg.is_some(), "{name}: {d:?}");
+            assert!(
+                d.iter()
+                    .all(|d| d.message.starts_with("accepted but not implemented yet")),
+                "{name}: {d:?}"
+            );
+        }
     }
 
     #[test]

@@ -5,11 +5,17 @@ pub mod appliance;
 pub mod cli;
 pub mod config;
 pub mod console;
+pub mod fsutil;
 pub mod logger;
 pub mod notify;
+pub mod runstate;
 pub mod server;
 pub mod stream;
-mod sys;
+pub mod fdpass;
+pub mod mountfd;
+pub mod policy;
+pub mod setup;
+pub mod sys;
 pub mod ve;
 
 /// The control socket clients connect to.

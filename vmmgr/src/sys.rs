@@ -1,10 +1,15 @@
-//! The crate's only `unsafe`: taking ownership of inherited descriptors.
+//! The crate's `unsafe`: syscalls neither rustix nor nix wraps, fork, and
+//! taking ownership of inherited descriptors.
 
 use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
 
 /// Takes ownership of descriptor `fd` inherited from our parent, if it is open
-/// and not one of the standard streams. Call once per descriptor.
-pub fn take_inherited_fd(fd: i32) -> Option<OwnedFd> {
+/// and not one of the standard streams.
+///
+/// # Safety
+/// `fd` must have been passed by our parent for the caller's purpose, and be
+/// taken once: nothing else in this process may own or close it.
+pub unsafe fn take_inherited_fd(fd: i32) -> Option<OwnedFd> {
     if fd < 3 {
         return None;
     }
@@ -12,10 +17,34 @@ pub fn take_inherited_fd(fd: i32) -> Option<OwnedFd> {
     // harmless on any number (a closed one gives EBADF).
     let probe = unsafe { BorrowedFd::borrow_raw(fd) };
     rustix::io::fcntl_getfd(probe).ok()?;
-    // SAFETY: the descriptor is open (checked above), was passed to us by our
-    // parent for one purpose, and the caller takes it once, so nothing else in
-    // this process owns or closes it.
+    // SAFETY: the descriptor is open (checked above) and, as the caller
+    // guarantees, owned by nothing else in this process.
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Makes the child of `cmd` get `fd` as descriptor `target` (and nothing else
+/// of ours: every other descriptor of vmmgr is close-on-exec).
+pub fn pass_fd_as(cmd: &mut std::process::Command, fd: OwnedFd, target: i32) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let raw = fd.as_raw_fd();
+    // SAFETY: runs between fork and exec; dup2 and fcntl are
+    // async-signal-safe, and the closure only uses `fd`, which the closure
+    // owns (moved in) and keeps open until exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let _keep = &fd;
+            if raw == target {
+                let flags = libc::fcntl(raw, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(raw, target) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Makes the child of `cmd` start with SIGINT and SIGQUIT at their defaults
@@ -46,44 +75,57 @@ pub fn ignore_interrupts() {
 
 /// `struct mount_attr` of mount_setattr(2).
 #[repr(C)]
-struct MountAttr {
+struct MountAttrArg {
     attr_set: u64,
     attr_clr: u64,
     propagation: u64,
     userns_fd: u64,
 }
 
-const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
-const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
-const AT_EMPTY_PATH: libc::c_int = 0x1000;
+/// Attributes [`mount_setattr`] sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MountAttr(u64);
 
-/// Makes the detached mount `mnt` idmapped through user namespace `userns`
-/// (and read-only if asked): `mount_setattr(MOUNT_ATTR_IDMAP)`.
-#[doc(alias = "mount_setattr")]
-pub fn idmap_mount(
-    mnt: std::os::fd::BorrowedFd<'_>,
-    userns: std::os::fd::BorrowedFd<'_>,
-    readonly: bool,
+impl MountAttr {
+    pub const NONE: MountAttr = MountAttr(0);
+    pub const READONLY: MountAttr = MountAttr(0x1);
+    /// Read-only, no setuid, no device nodes, no executables.
+    pub const READONLY_NOSUID_NODEV_NOEXEC: MountAttr = MountAttr(0x1 | 0x2 | 0x4 | 0x8);
+}
+
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const AT_EMPTY_PATH: libc::c_uint = 0x1000;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+
+/// Sets `attr` on the mount (tree, if `recursive`) at `mnt`, and makes it
+/// idmapped through `userns` if given: `mount_setattr(2)`, which neither
+/// rustix nor nix wraps.
+pub fn mount_setattr(
+    mnt: BorrowedFd<'_>,
+    recursive: bool,
+    attr: MountAttr,
+    userns: Option<BorrowedFd<'_>>,
 ) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP | if readonly { MOUNT_ATTR_RDONLY } else { 0 },
+    let arg = MountAttrArg {
+        attr_set: attr.0 | if userns.is_some() { MOUNT_ATTR_IDMAP } else { 0 },
         attr_clr: 0,
         propagation: 0,
-        userns_fd: userns.as_raw_fd() as u64,
+        userns_fd: userns.map_or(0, |u| u.as_raw_fd() as u64),
     };
+    let flags = AT_EMPTY_PATH | if recursive { AT_RECURSIVE } else { 0 };
     let empty = c"";
-    // SAFETY: both descriptors are open for the call (borrowed), the path is a
-    // valid empty C string used with AT_EMPTY_PATH, and `attr` is a properly
+    // SAFETY: the descriptors are open for the call (borrowed), the path is a
+    // valid empty C string used with AT_EMPTY_PATH, and `arg` is a properly
     // sized and initialised struct mount_attr that outlives the call.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
             mnt.as_raw_fd(),
             empty.as_ptr(),
-            AT_EMPTY_PATH as libc::c_uint,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
+            flags,
+            &arg as *const MountAttrArg,
+            std::mem::size_of::<MountAttrArg>(),
         )
     };
     if rc == 0 {
@@ -107,29 +149,55 @@ pub fn drop_bounding_cap(cap: u32) -> std::io::Result<()> {
 
 /// Closes every descriptor from `first` up (`close_range`).
 pub fn close_fds_from(first: u32) -> std::io::Result<()> {
-    // SAFETY: close_range only closes descriptors; the caller makes sure none of
-    // them is owned by a live Rust object it still uses (called right before
-    // exec).
-    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0u32) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    close_range(first, u32::MAX)
 }
 
-/// `fork(2)` for a single-threaded process (the VE setup helper).
+/// `fork(2)`. Returns `None` in the child, `Some(pid)` in the parent.
 ///
-/// Returns `None` in the child, `Some(pid)` in the parent.
-pub fn fork_single_threaded() -> std::io::Result<Option<i32>> {
-    // SAFETY: only called from the `vesetup` helper, which never starts a
-    // thread, so the child inherits no lock held by another thread and may use
-    // the allocator and any library code.
+/// # Safety
+/// The calling process must be single-threaded (`vesetup`, `vzctl` and the
+/// children they fork never start a thread): the child then inherits no lock
+/// held by another thread and may use the allocator and any library code.
+pub unsafe fn fork_single_threaded() -> std::io::Result<Option<rustix::process::Pid>> {
+    // SAFETY: the caller guarantees a single-threaded process (see above).
     let pid = unsafe { libc::fork() };
     match pid {
         -1 => Err(std::io::Error::last_os_error()),
         0 => Ok(None),
-        p => Ok(Some(p)),
+        p => Ok(rustix::process::Pid::from_raw(p)),
+    }
+}
+
+/// Closes every descriptor above stdio except those in `keep`
+/// (`close_range` over the gaps). Called right before joining or entering a
+/// VE, where no Rust object may still use a closed descriptor.
+pub fn close_fds_except(keep: &[BorrowedFd<'_>]) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter_map(|f| u32::try_from(f.as_raw_fd()).ok())
+        .filter(|f| *f >= 3)
+        .collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut first = 3u32;
+    for k in keep.into_iter().chain(std::iter::once(u32::MAX)) {
+        if k > first {
+            close_range(first, k - 1)?;
+        }
+        first = k.saturating_add(1);
+    }
+    Ok(())
+}
+
+fn close_range(first: u32, last: u32) -> std::io::Result<()> {
+    // SAFETY: close_range only closes descriptors; callers run right before an
+    // exec or a namespace switch and keep no Rust object on the closed ones.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -164,18 +232,6 @@ pub fn interface_up(name: &str) -> std::io::Result<()> {
     req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
     // SAFETY: as above; SIOCSIFFLAGS only reads `req`.
     if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Makes the terminal on `fd` the controlling terminal of the calling session
-/// leader (`TIOCSCTTY`).
-#[doc(alias = "TIOCSCTTY")]
-pub fn set_controlling_tty(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: `fd` is open for the call and TIOCSCTTY takes an int argument.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0 as libc::c_int) } < 0 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 /// Bytes that open every frame.
 pub const MAGIC: [u8; 2] = *b"VZ";
 /// Protocol version; a peer speaking another one gets [`FrameError::Version`].
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Envelope size in bytes.
 pub const HEADER_LEN: usize = 12;
 /// Largest payload accepted.
@@ -34,6 +34,8 @@ pub const MAX_PAYLOAD: usize = 16384;
 pub enum Kind {
     Request = 1,
     Response = 2,
+    /// vmmgr's VE setup helper (`vesetup`) reporting back to vmmgr.
+    Setup = 3,
 }
 
 /// Short text fields (names, states).
@@ -103,6 +105,9 @@ pub struct VeInfo {
     pub numproc: Option<u32>,
     /// Init's pid on the appliance (running only).
     pub init_pid: u32,
+    /// Init's start time (clock ticks since boot, `/proc/<pid>/stat` field
+    /// 22), so a client joining the VE can tell the init from a reused pid.
+    pub init_start: u64,
     pub uptime_s: u64,
     /// Why the VE cannot start (config errors), empty otherwise.
     pub error: Text,
@@ -175,6 +180,46 @@ pub enum Response {
     List {
         ves: Vec<VeInfo, 8>,
         more: bool,
+    },
+}
+
+/// Messages longer than [`Text`] (setup errors name paths and options).
+pub type LongText = String<1024>;
+
+/// What vmmgr asks `vesetup` to build (one frame, kind [`Kind::Setup`], on
+/// the helper's fd 3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetupSpec {
+    pub veid: u32,
+    /// Template tree (read-only lower layer).
+    pub template: Text,
+    /// The VE's private area (`upper/`, `work/`).
+    pub private: Text,
+    /// Staging mount point (`/vz/root/<VEID>`).
+    pub root: Text,
+    /// The VE's cgroup directory.
+    pub cgroup: Text,
+    pub uid_base: u32,
+    pub gid_base: u32,
+    pub id_count: u32,
+    pub hostname: Name,
+    pub policy_dir: Text,
+    /// The template's init program.
+    pub init: Text,
+}
+
+/// What `vesetup` reports to vmmgr (one frame, kind [`Kind::Setup`]); with
+/// `Started`, a pidfd of the VE init travels beside it (SCM_RIGHTS).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SetupReply {
+    /// The VE init runs the template's init program.
+    Started { pid: u32, start_time: u64 },
+    /// The start failed at `step`; `broken_init` when the template's init
+    /// program itself could not be executed (OpenVZ exit code 47).
+    Failed {
+        step: LongText,
+        errno: i32,
+        broken_init: bool,
     },
 }
 
@@ -254,6 +299,7 @@ pub fn check_header(head: &[u8; HEADER_LEN]) -> Result<(Kind, usize, u32), Frame
     let kind = match head[3] {
         1 => Kind::Request,
         2 => Kind::Response,
+        3 => Kind::Setup,
         k => return Err(FrameError::BadKind(k)),
     };
     let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);

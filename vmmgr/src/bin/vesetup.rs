@@ -1,77 +1,63 @@
 //! `vesetup`: the single-threaded helper vmmgr runs to build one VE and start
-//! its init (see `vmmgr::ve::setup`). Prints the init's pid on success.
-//!
-//! usage: vesetup --veid N --template DIR --private DIR --root DIR --cgroup DIR
-//!                --uid-base N --gid-base N --id-count N --hostname H
-//!                [--policy DIR] [--init PATH]
+//! its init (see `vmmgr::setup`). vmmgr sends a `SetupSpec` frame on fd 3 and
+//! gets back one `SetupReply` frame there, with a pidfd of the VE init beside
+//! it on success. Diagnostics go to stderr (vmmgr logs them).
 
-use std::path::PathBuf;
-use vmmgr::ve::setup::{run, Spec};
+use std::os::fd::{AsFd, BorrowedFd};
+
+/// The descriptor vmmgr passes (a unix socket).
+const CHANNEL_FD: i32 = 3;
 
 fn main() {
-    // Nothing inherited beyond stdio may reach the VE.
-    let _ = vmmgr::ve::setup::close_inherited();
     let _ = rustix::thread::set_name(c"vesetup");
-    let spec = match parse(std::env::args().skip(1).collect()) {
+    // SAFETY: fd 3 is the channel vmmgr passed for this purpose, taken once.
+    let Some(chan) = (unsafe { vmmgr::sys::take_inherited_fd(CHANNEL_FD) }) else {
+        eprintln!("vesetup: run by vmmgr only (no channel on fd {CHANNEL_FD})");
+        std::process::exit(2);
+    };
+    // Nothing else inherited may reach the VE.
+    if let Err(e) = vmmgr::sys::close_fds_except(&[chan.as_fd()]) {
+        eprintln!("vesetup: closing inherited descriptors: {e}");
+        std::process::exit(2);
+    }
+    let spec = match read_spec(chan.as_fd()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("vesetup: {e}");
-            std::process::exit(20);
+            std::process::exit(2);
         }
     };
-    match run(&spec) {
-        Ok(pid) => println!("{pid}"),
+    let (reply, pidfd) = match vmmgr::setup::run(&spec) {
+        Ok(started) => (
+            proto::SetupReply::Started {
+                pid: started.pid.as_raw_nonzero().get() as u32,
+                start_time: vmmgr::runstate::start_time(started.pid.as_raw_nonzero().get())
+                    .unwrap_or(0),
+            },
+            Some(started.pidfd),
+        ),
         Err(e) => {
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(&format!(": {s}"));
-                src = s.source();
-            }
-            eprintln!("{msg}");
-            std::process::exit(1);
+            eprintln!("{}", vmmgr::setup::chain(&e));
+            (e.reply(), None)
         }
+    };
+    let mut buf = [0u8; proto::HEADER_LEN + 2048];
+    let sent = proto::encode(proto::Kind::Setup, &reply, &mut buf)
+        .map_err(|e| std::io::Error::other(format!("{e:?}")))
+        .and_then(|n| vmmgr::fdpass::send(chan.as_fd(), &buf[..n], pidfd.as_ref().map(|f| f.as_fd())));
+    if let Err(e) = sent {
+        eprintln!("vesetup: reporting to vmmgr: {e}");
+        std::process::exit(1);
     }
 }
 
-fn parse(args: Vec<String>) -> Result<Spec, String> {
-    let mut spec = Spec {
-        veid: 0,
-        template: PathBuf::new(),
-        private: PathBuf::new(),
-        root: PathBuf::new(),
-        cgroup: PathBuf::new(),
-        uid_base: 0,
-        gid_base: 0,
-        id_count: 65536,
-        hostname: String::new(),
-        policy_dir: "/etc/vzpolicy".into(),
-        init: "/sbin/init".into(),
-    };
-    let mut it = args.into_iter();
-    while let Some(flag) = it.next() {
-        let v = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let num = |v: &str| {
-            v.parse::<u32>()
-                .map_err(|_| format!("{flag} {v:?}: not a number"))
-        };
-        match flag.as_str() {
-            "--veid" => spec.veid = num(&v)?,
-            "--template" => spec.template = v.into(),
-            "--private" => spec.private = v.into(),
-            "--root" => spec.root = v.into(),
-            "--cgroup" => spec.cgroup = v.into(),
-            "--uid-base" => spec.uid_base = num(&v)?,
-            "--gid-base" => spec.gid_base = num(&v)?,
-            "--id-count" => spec.id_count = num(&v)?,
-            "--hostname" => spec.hostname = v,
-            "--policy" => spec.policy_dir = v.into(),
-            "--init" => spec.init = v,
-            _ => return Err(format!("unknown option {flag}")),
-        }
+fn read_spec(chan: BorrowedFd<'_>) -> Result<vmmgr::setup::Spec, String> {
+    let mut buf = [0u8; proto::HEADER_LEN + 4096];
+    let (n, _) = vmmgr::fdpass::recv(chan, &mut buf).map_err(|e| format!("reading the spec: {e}"))?;
+    let (kind, s): (proto::Kind, proto::SetupSpec) =
+        proto::decode(&buf[..n]).map_err(|e| format!("decoding the spec: {e:?}"))?;
+    if kind != proto::Kind::Setup {
+        return Err(format!("unexpected frame kind {kind:?}"));
     }
-    if spec.veid == 0 || spec.uid_base == 0 || spec.template.as_os_str().is_empty() {
-        return Err("--veid, --uid-base and --template are required".into());
-    }
-    Ok(spec)
+    Ok(vmmgr::setup::Spec::from(&s))
 }

@@ -12,6 +12,12 @@ fn main() {
     set.add(Signal::SIGINT);
     // Blocked before any thread starts, so only the wait below sees them.
     let _ = set.thread_block();
+    // The VE inits we start are orphaned when their setup helper exits: they
+    // come to us, so that we can reap them and read how they ended (a
+    // `reboot` inside a VE restarts it).
+    if let Err(e) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
+        log::error!("cannot become the VE inits' subreaper: {e}; a VE's reboot will stop it");
+    }
     let manager = vmmgr::ve::manager::Manager::new(vmmgr::ve::manager::Layout::default());
     manager.reload();
     manager.adopt();

@@ -1,5 +1,6 @@
 //! The OpenVZ command-line tools: `vzctl` and `vzlist`, clients of vmmgr.
 
+pub mod exec;
 pub mod vzctl;
 pub mod vzlist;
 

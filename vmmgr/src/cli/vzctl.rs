@@ -3,6 +3,7 @@
 
 use crate::ve::manager::code;
 use proto::{Name, Request, Response, Text, VeInfo, VeOp};
+use std::ffi::{OsStr, OsString};
 
 pub const USAGE: &str = "\
 Usage: vzctl [--quiet] [--verbose] <command> <VEID|name> [options]
@@ -23,14 +24,16 @@ Usage: vzctl [--quiet] [--verbose] <command> <VEID|name> [options]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cmd {
     Op(String, Box<VeOp>),
+    /// The command is bytes, passed to the VE unchanged (arguments need not
+    /// be UTF-8).
     Exec {
         target: String,
-        command: Vec<String>,
+        command: Vec<OsString>,
         exec2: bool,
     },
     Enter {
         target: String,
-        command: Vec<String>,
+        command: Vec<OsString>,
     },
     Set {
         target: String,
@@ -53,27 +56,50 @@ fn short<const N: usize>(flag: &str, v: &str) -> Result<heapless::String<N>, Usa
     })
 }
 
+/// An argument as text; arguments that are not UTF-8 are refused here (only
+/// the command of `exec`/`exec2`/`enter` is passed on as bytes).
+fn text_arg(a: &OsStr) -> Result<String, Usage> {
+    a.to_str().map(str::to_owned).ok_or_else(|| {
+        Usage(
+            format!(
+                "argument {:?} is not valid UTF-8: VEIDs, names, options and their values \
+                 must be text (only the command given to exec, exec2 and enter may be any bytes)",
+                a.to_string_lossy()
+            ),
+            code::BAD_PARAM,
+        )
+    })
+}
+
 /// Parses `vzctl` arguments (without the program name).
-pub fn parse(args: &[String]) -> Result<(Cmd, bool), Usage> {
+pub fn parse(args: &[OsString]) -> Result<(Cmd, bool), Usage> {
     let mut quiet = false;
     let mut it = args.iter().peekable();
     while let Some(a) = it.peek() {
-        match a.as_str() {
-            "--quiet" => quiet = true,
-            "--verbose" | "--skiplock" => {}
+        match a.to_str() {
+            Some("--quiet") => quiet = true,
+            Some("--verbose" | "--skiplock") => {}
             _ => break,
         }
         it.next();
     }
-    let cmd = it
-        .next()
-        .ok_or_else(|| Usage("no command given".into(), code::BAD_PARAM))?
-        .clone();
-    let target = it
-        .next()
-        .ok_or_else(|| Usage(format!("{cmd}: VEID or name missing"), code::BAD_PARAM))?
-        .clone();
-    let rest: Vec<String> = it.cloned().collect();
+    let cmd = text_arg(
+        it.next()
+            .ok_or_else(|| Usage("no command given".into(), code::BAD_PARAM))?,
+    )?;
+    let target = text_arg(
+        it.next()
+            .ok_or_else(|| Usage(format!("{cmd}: VEID or name missing"), code::BAD_PARAM))?,
+    )?;
+    let rest_os: Vec<OsString> = it.cloned().collect();
+    let rest: Vec<String> = if matches!(cmd.as_str(), "exec" | "exec2" | "enter") {
+        Vec::new()
+    } else {
+        rest_os
+            .iter()
+            .map(|a| text_arg(a))
+            .collect::<Result<_, _>>()?
+    };
     let flags_only = |allowed: &[&str]| -> Result<Vec<String>, Usage> {
         for r in &rest {
             if !allowed.contains(&r.as_str()) {
@@ -150,25 +176,25 @@ pub fn parse(args: &[String]) -> Result<(Cmd, bool), Usage> {
             op(VeOp::Umount)
         }
         "exec" | "exec2" => {
-            if rest.is_empty() {
+            if rest_os.is_empty() {
                 return Err(Usage(format!("{cmd}: no command given"), code::BAD_PARAM));
             }
             Ok((
                 Cmd::Exec {
                     target,
-                    command: rest,
+                    command: rest_os,
                     exec2: cmd == "exec2",
                 },
                 quiet,
             ))
         }
         "enter" => {
-            let command = match rest.split_first() {
+            let command = match rest_os.split_first() {
                 None => vec![],
                 Some((f, c)) if f == "--exec" && !c.is_empty() => c.to_vec(),
                 Some((f, _)) => {
                     return Err(Usage(
-                        format!("enter: unexpected argument {f:?}"),
+                        format!("enter: unexpected argument {:?}", f.to_string_lossy()),
                         code::BAD_PARAM,
                     ))
                 }
@@ -342,8 +368,8 @@ h=$(printf '%s' "$p" | mkpasswd -m sha512 -P 0) || exit 3
 [ -f /etc/shadow ] || : > /etc/shadow
 if grep -q "^$u:" /etc/shadow; then sed -i "s|^$u:[^:]*:|$u:$h:|" /etc/shadow
 else echo "$u:$h:19000:0:99999:7:::" >> /etc/shadow; fi"#;
-        let argv = ["/bin/sh".to_owned(), "-c".to_owned(), script.to_owned()];
-        let rc = crate::ve::exec_cli::exec_in(veid, &argv, Some(up.as_bytes()));
+        let argv = ["/bin/sh".into(), "-c".into(), script.into()];
+        let rc = crate::cli::exec::exec_in(veid, &argv, Some(up.as_bytes()));
         return match rc {
             Ok(0) => 0,
             Ok(c) => {
@@ -360,7 +386,7 @@ else echo "$u:$h:19000:0:99999:7:::" >> /etc/shadow; fi"#;
 }
 
 /// Entry point of the `vzctl` binary.
-pub fn main(args: &[String]) -> i32 {
+pub fn main(args: &[OsString]) -> i32 {
     if args.iter().any(|a| a == "--help") || args.is_empty() {
         println!("{USAGE}");
         return if args.is_empty() {
@@ -404,13 +430,11 @@ pub fn main(args: &[String]) -> i32 {
         Cmd::Exec { command, exec2, .. } => {
             let stdin_script = command.len() == 1 && command[0] == "-";
             let r = if stdin_script {
-                crate::ve::exec_cli::exec_in(veid, &["/bin/sh".into(), "-s".into()], None)
+                crate::cli::exec::exec_in(veid, &["/bin/sh".into(), "-s".into()], None)
             } else {
-                crate::ve::exec_cli::exec_in(
-                    veid,
-                    &["/bin/sh".into(), "-c".into(), command.join(" ")],
-                    None,
-                )
+                // OpenVZ joins the words with spaces for `sh -c`, as bytes.
+                let line = command.join(OsStr::new(" "));
+                crate::cli::exec::exec_in(veid, &["/bin/sh".into(), "-c".into(), line], None)
             };
             match r {
                 Ok(0) => 0,
@@ -422,7 +446,7 @@ pub fn main(args: &[String]) -> i32 {
                 }
             }
         }
-        Cmd::Enter { command, .. } => match crate::ve::exec_cli::enter(veid, &command) {
+        Cmd::Enter { command, .. } => match crate::cli::exec::enter(veid, &command) {
             Ok(()) => 0,
             Err((m, c)) => {
                 eprintln!("vzctl: {m}");
@@ -437,7 +461,24 @@ mod tests {
     use super::*;
 
     fn p(a: &[&str]) -> Result<(Cmd, bool), Usage> {
-        parse(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        parse(&a.iter().map(OsString::from).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn arguments_that_are_not_utf8_pass_through_exec_and_are_refused_elsewhere() {
+        use std::os::unix::ffi::OsStringExt;
+        let bad = OsString::from_vec(vec![b'e', 0xff, b'x']);
+        let args = vec!["exec2".into(), "101".into(), "echo".into(), bad.clone()];
+        match parse(&args).expect("exec takes bytes").0 {
+            Cmd::Exec { command, .. } => assert_eq!(command[1], bad),
+            other => panic!("{other:?}"),
+        }
+        let args = vec!["set".into(), "101".into(), "--hostname".into(), bad.clone()];
+        let e = parse(&args).expect_err("set needs text");
+        assert_eq!(e.1, 20);
+        assert!(e.0.contains("not valid UTF-8"), "{}", e.0);
+        let e = parse(&["start".into(), bad]).expect_err("a VEID is text");
+        assert_eq!(e.1, 20);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! vmmgr's VE state: configs, running VEs, the lifecycle operations, and
 //! adoption of running VEs after a vmmgr restart.
 
-use super::setup::Spec;
+use crate::setup::Spec;
 use crate::config::{self, Diag, Loaded, VeConfig, VeId};
 use proto::{Name, Text, VeInfo, VeOp};
 use std::collections::{BTreeMap, BTreeSet};
@@ -84,6 +84,8 @@ impl Outcome {
 #[derive(Debug)]
 struct Running {
     pid: i32,
+    /// Start time of the init (tells it from a later process with its pid).
+    start_time: u64,
     pidfd: Arc<OwnedFd>,
     started: Instant,
 }
@@ -95,6 +97,8 @@ struct State {
     logged: BTreeSet<String>,
     running: BTreeMap<VeId, Running>,
     busy: BTreeSet<VeId>,
+    /// VEs vmmgr is stopping: their init's exit is not a reboot request.
+    stopping: BTreeSet<VeId>,
     /// VEs mounted on the appliance with `vzctl mount`.
     mounted: BTreeSet<VeId>,
 }
@@ -129,13 +133,7 @@ fn halt_signal(layout: &Layout, template: &str) -> rustix::process::Signal {
     }
 }
 
-/// Start time of a process (clock ticks since boot), to tell a pid apart
-/// from a reused one.
-fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(") ")?.1;
-    rest.split(' ').nth(19)?.parse().ok()
-}
+use crate::runstate::{start_time, VeRecord};
 
 impl Manager {
     pub fn new(layout: Layout) -> Arc<Manager> {
@@ -228,38 +226,44 @@ impl Manager {
                 continue;
             };
             let text = std::fs::read_to_string(&path).unwrap_or_default();
-            let mut f = text.split_whitespace();
-            let (Some(pid), Some(st)) = (
-                f.next().and_then(|p| p.parse::<i32>().ok()),
-                f.next().and_then(|s| s.parse::<u64>().ok()),
-            ) else {
+            let Some(VeRecord {
+                pid,
+                start_time: st,
+            }) = VeRecord::parse(&text)
+            else {
+                log::warn!("VE {veid}: {} is not a runtime record; removing it", path.display());
                 let _ = std::fs::remove_file(&path);
                 continue;
+            };
+            let Some(p) = rustix::process::Pid::from_raw(pid) else {
+                continue;
+            };
+            // The pidfd first, then the start time: if it still matches, the fd
+            // refers to the init the record names.
+            let fd = match rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    log::info!("VE {veid}: init {pid} is gone ({e}); forgetting it");
+                    let _ = std::fs::remove_file(&path);
+                    continue;
+                }
             };
             if start_time(pid) != Some(st) {
                 log::info!("VE {veid}: init {pid} is gone; forgetting it");
                 let _ = std::fs::remove_file(&path);
                 continue;
             }
-            match rustix::process::pidfd_open(
-                rustix::process::Pid::from_raw(pid).expect("pid > 0 read from a state file"),
-                rustix::process::PidfdFlags::empty(),
-            ) {
-                Ok(fd) => {
-                    log::info!("VE {veid}: adopted running init, pid {pid}");
-                    self.track(veid, pid, fd);
-                }
-                Err(e) => log::warn!("VE {veid}: cannot adopt pid {pid}: {e}"),
-            }
+            log::info!("VE {veid}: adopted running init, pid {pid}");
+            self.track(veid, pid, st, fd);
         }
     }
-
-    fn track(self: &Arc<Self>, veid: VeId, pid: i32, fd: OwnedFd) {
+    fn track(self: &Arc<Self>, veid: VeId, pid: i32, start_time: u64, fd: OwnedFd) {
         let fd = Arc::new(fd);
         self.lock().running.insert(
             veid,
             Running {
                 pid,
+                start_time,
                 pidfd: Arc::clone(&fd),
                 started: Instant::now(),
             },
@@ -279,20 +283,47 @@ impl Manager {
                         Err(_) => break,
                     }
                 }
-                me.exited(veid, pid);
+                // vmmgr is the child subreaper of the VE inits it started:
+                // reap ours and learn how it ended (an adopted init belongs to
+                // the appliance's init, and its status is not ours to read).
+                let how = reap(&fd);
+                me.exited(veid, pid, how);
             });
     }
 
-    fn exited(&self, veid: VeId, pid: i32) {
+    fn exited(self: &Arc<Self>, veid: VeId, pid: i32, how: InitExit) {
         let mut st = self.lock();
+        let mut restart = false;
         if st.running.get(&veid).is_some_and(|r| r.pid == pid) {
             st.running.remove(&veid);
-            log::info!("VE {veid}: init (pid {pid}) exited; VE stopped");
-            let _ = std::fs::remove_file(self.layout.state_dir.join(format!("{veid}")));
+            let stopping = st.stopping.remove(&veid);
+            restart = how == InitExit::Reboot && !stopping;
+            log::info!("VE {veid}: init (pid {pid}) exited ({how:?}); VE stopped");
+            let record = self.layout.state_dir.join(format!("{veid}"));
+            if let Err(e) = std::fs::remove_file(&record) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    log::error!("VE {veid}: removing {}: {e}", record.display());
+                }
+            }
         }
         drop(st);
         self.cleanup_cgroup(veid);
         self.changed.notify_all();
+        if restart {
+            // `reboot` inside the VE: OpenVZ starts it again (`halt` stops it).
+            let me = Arc::clone(self);
+            let _ = std::thread::Builder::new()
+                .name(format!("ve-{veid}-reboot"))
+                .spawn(move || {
+                    let Some(busy) = me.begin(veid) else {
+                        log::warn!("VE {veid}: rebooted, but another operation holds it");
+                        return;
+                    };
+                    let o = me.start(veid, false);
+                    drop(busy);
+                    log::info!("VE {veid}: reboot: {}", o.message.replace('\n', "; "));
+                });
+        }
     }
 
     fn cleanup_cgroup(&self, veid: VeId) {
@@ -380,7 +411,7 @@ impl Manager {
         let running = st
             .running
             .get(&veid)
-            .map(|r| (r.pid, r.started.elapsed().as_secs()));
+            .map(|r| (r.pid, r.started.elapsed().as_secs(), r.start_time));
         let mounted = st.mounted.contains(&veid);
         drop(st);
         let numproc = running.map(|_| {
@@ -414,6 +445,7 @@ impl Manager {
             disabled: false,
             numproc,
             init_pid: running.map_or(0, |r| r.0 as u32),
+            init_start: running.map_or(0, |r| r.2),
             uptime_s: running.map_or(0, |r| r.1),
             error: Text::new(),
             private: Text::new(),
@@ -566,7 +598,7 @@ impl Manager {
         if let Err(o) = make_private(&private, true) {
             return o;
         }
-        if let Err(e) = write_atomic(&path, &text) {
+        if let Err(e) = crate::fsutil::write_atomic(&path, &text) {
             let _ = std::fs::remove_dir_all(&private);
             return Outcome::fail(
                 code::SAVE_FAILED,
@@ -680,54 +712,43 @@ impl Manager {
                 format!("delegating cgroup {} to the VE: {e}", spec.cgroup.display()),
             );
         }
-        let out = super::setup::command(&self.layout.helper, &spec)
-            .stdin(std::process::Stdio::null())
-            .output();
-        let out = match out {
-            Ok(o) => o,
-            Err(e) => {
+        let (pid, start, fd) = match crate::setup::spawn_helper(&self.layout.helper, &spec) {
+            crate::setup::Outcome::Started {
+                pid,
+                start_time,
+                pidfd,
+            } => (pid, start_time, pidfd),
+            crate::setup::Outcome::Failed {
+                message,
+                broken_init,
+            } => {
                 self.cleanup_cgroup(veid);
-                return Outcome::fail(
-                    code::SYSTEM,
-                    format!("running {}: {e}", self.layout.helper.display()),
-                );
+                log::error!("VE {veid}: start failed: {message}");
+                let c = if broken_init { code::BROKEN } else { code::SYSTEM };
+                return Outcome::fail(c, format!("Unable to start VE {veid}: {message}"));
             }
         };
-        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-        let pid = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse::<i32>()
-            .ok();
-        let Some(pid) = pid.filter(|_| out.status.success()) else {
+        // Without its record a restarted vmmgr could not adopt the VE, and a
+        // later start would put a second overlay on the same private area:
+        // a VE that cannot be recorded does not run.
+        let record = VeRecord {
+            pid,
+            start_time: start,
+        };
+        let path = self.layout.state_dir.join(veid.to_string());
+        if let Err(e) = record.write(&path) {
+            log::error!("VE {veid}: writing {}: {e}; stopping it", path.display());
+            let cg = self.layout.cgroup_root.join(veid.to_string());
+            let _ = std::fs::write(cg.join("cgroup.kill"), "1");
+            let _ = rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL);
+            let _ = reap(&fd);
             self.cleanup_cgroup(veid);
-            log::error!("VE {veid}: start failed: {stderr}");
-            let c = if stderr.contains("executing the template's init") {
-                code::BROKEN
-            } else {
-                code::SYSTEM
-            };
-            return Outcome::fail(c, format!("Unable to start VE {veid}: {stderr}"));
-        };
-        let fd = match rustix::process::pidfd_open(
-            rustix::process::Pid::from_raw(pid).expect("vesetup printed a positive pid"),
-            rustix::process::PidfdFlags::empty(),
-        ) {
-            Ok(fd) => fd,
-            Err(e) => {
-                return Outcome::fail(
-                    code::SYSTEM,
-                    format!("VE {veid}: init {pid} vanished at once: {e}"),
-                )
-            }
-        };
-        let _ = std::fs::create_dir_all(&self.layout.state_dir);
-        if let Some(st) = start_time(pid) {
-            let _ = write_atomic(
-                &self.layout.state_dir.join(veid.to_string()),
-                &format!("{pid} {st}\n"),
+            return Outcome::fail(
+                code::SYSTEM,
+                format!("Unable to start VE {veid}: recording it in {}: {e}", path.display()),
             );
         }
-        self.track(veid, pid, fd);
+        self.track(veid, pid, start, fd);
         log::info!(
             "VE {veid}: started, init pid {pid}, in {} ms",
             t0.elapsed().as_millis()
@@ -754,6 +775,7 @@ impl Manager {
             .as_ref()
             .map_or("busybox".to_owned(), |c| c.ostemplate.clone());
         let cg = self.layout.cgroup_root.join(veid.to_string());
+        self.lock().stopping.insert(veid);
         if !fast {
             let sig = halt_signal(&self.layout, &template);
             if let Err(e) = rustix::process::pidfd_send_signal(pidfd.as_fd(), sig) {
@@ -910,11 +932,12 @@ impl Manager {
             }
         }
         let mut applied = Vec::new();
-        if let Some(pid) = self.lock().running.get(&veid).map(|r| r.pid) {
+        let init = self.lock().running.get(&veid).map(|r| Arc::clone(&r.pidfd));
+        if let Some(init) = init {
             for (k, v) in &updates {
                 if *k == "HOSTNAME" {
                     if let Some(h) = v {
-                        match super::exec::set_hostname(pid, h) {
+                        match super::join::set_hostname(&init, h) {
                             Ok(()) => applied.push(format!("hostname {h}")),
                             Err(e) => {
                                 return Outcome::fail(
@@ -928,7 +951,7 @@ impl Manager {
             }
         }
         if save {
-            if let Err(e) = write_atomic(&path, &new_text) {
+            if let Err(e) = crate::fsutil::write_atomic(&path, &new_text) {
                 return Outcome::fail(
                     code::SAVE_FAILED,
                     format!("writing {}: {e}", path.display()),
@@ -1020,6 +1043,37 @@ impl Manager {
     }
 }
 
+/// How a VE init ended, as far as vmmgr can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitExit {
+    /// `reboot` inside the VE: the kernel ends a PID namespace's init with
+    /// SIGHUP for a restart (SIGINT for halt and power-off).
+    Reboot,
+    /// Any other end (halt, a stop, a crash).
+    Stopped,
+    /// Not our child (adopted after a vmmgr restart): status unknown.
+    Unknown,
+}
+
+/// Reaps the VE init behind `pidfd` (a child of vmmgr, which is the child
+/// subreaper of the VE inits it starts) and says how it ended.
+pub fn reap(pidfd: &OwnedFd) -> InitExit {
+    use rustix::process::{waitid, WaitId, WaitIdOptions};
+    loop {
+        match waitid(WaitId::PidFd(pidfd.as_fd()), WaitIdOptions::EXITED) {
+            Ok(Some(st)) => {
+                return if st.terminating_signal() == Some(libc::SIGHUP) {
+                    InitExit::Reboot
+                } else {
+                    InitExit::Stopped
+                }
+            }
+            Ok(None) | Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return InitExit::Unknown,
+        }
+    }
+}
+
 struct Busy<'a> {
     m: &'a Manager,
     veid: VeId,
@@ -1061,28 +1115,6 @@ fn make_private(private: &Path, fresh: bool) -> Result<(), Outcome> {
                 format!("creating {}: {e}", private.join(d).display()),
             ));
         }
-    }
-    Ok(())
-}
-
-/// Writes a file so that a power cut leaves either the old or the new one:
-/// temporary file, fsync, rename, fsync of the directory.
-pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|f| f.to_str()).unwrap_or("file")
-    ));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
     }
     Ok(())
 }

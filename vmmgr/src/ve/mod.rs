@@ -1,7 +1,4 @@
 //! Virtual environments: identity, paths, setup and lifecycle.
 
-pub mod caps;
-pub mod exec;
-pub mod exec_cli;
+pub mod join;
 pub mod manager;
-pub mod setup;

@@ -1,0 +1,143 @@
+//! /proc, a read-only /sys and the VE's cgroup2 tree, mounted in the staging
+//! namespace A by an appliance process that joined the VE's PID, network and
+//! cgroup namespaces (so each shows the VE's view), then the masks and
+//! read-only paths of the policy on top. All of it is owned by the
+//! appliance's user namespace: once the VE init copies A into its own mount
+//! namespace, the kernel locks every one of these mounts.
+
+use super::{Ctx, Policy, SetupError};
+use crate::mountfd;
+use rustix::mount::MountAttrFlags;
+use std::os::fd::{AsFd, BorrowedFd};
+
+/// Mounts proc, sysfs, cgroup2 and the masks into the VE root `root`, from
+/// the namespaces of the waiting VE init `init` (a pidfd).
+pub(super) fn mount_all(
+    cx: &Ctx,
+    init: BorrowedFd<'_>,
+    root: BorrowedFd<'_>,
+    null: BorrowedFd<'_>,
+    policy: &Policy,
+) -> Result<(), SetupError> {
+    let (ours, theirs) = cx.at("socketpair", crate::fdpass::pair())?;
+    // SAFETY: vesetup is single-threaded.
+    let forked = unsafe { crate::sys::fork_single_threaded() };
+    match cx.at("forking the /proc mounter", forked)? {
+        None => {
+            drop(ours);
+            let _ = rustix::thread::set_name(c"vesetup-proc");
+            let r = in_ve_namespaces(cx, init, root, null, policy);
+            let msg = match &r {
+                Ok(()) => String::new(),
+                Err(e) => super::chain(e),
+            };
+            let _ = crate::fdpass::send(theirs.as_fd(), msg.as_bytes(), None);
+            std::process::exit(i32::from(r.is_err()));
+        }
+        Some(pid) => {
+            drop(theirs);
+            let mut buf = [0u8; 2048];
+            let got = crate::fdpass::recv(ours.as_fd(), &mut buf);
+            let status = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
+            let clean = matches!(status, Ok(Some((_, s))) if s.exit_status() == Some(0));
+            match got {
+                Ok((0, _)) if clean => Ok(()),
+                Ok((n, _)) if n > 0 => Err(cx.fail(
+                    "mounting /proc and /sys",
+                    String::from_utf8_lossy(&buf[..n]).into_owned(),
+                )),
+                _ => Err(cx.fail("mounting /proc and /sys", "the mounter died")),
+            }
+        }
+    }
+}
+
+fn in_ve_namespaces(
+    cx: &Ctx,
+    init: BorrowedFd<'_>,
+    root: BorrowedFd<'_>,
+    null: BorrowedFd<'_>,
+    policy: &Policy,
+) -> Result<(), SetupError> {
+    use rustix::thread::ThreadNameSpaceType as T;
+    cx.at(
+        "joining the VE's PID, network and cgroup namespaces",
+        rustix::thread::move_into_thread_name_spaces(
+            init,
+            T::PROCESS_ID | T::NETWORK | T::CONTROL_GROUP,
+        ),
+    )?;
+    // A PID namespace applies to children: the mounts are made by one.
+    // SAFETY: single-threaded (a fork of vesetup).
+    let forked = unsafe { crate::sys::fork_single_threaded() };
+    match cx.at("forking into the VE's PID namespace", forked)? {
+        None => {
+            let code = match mount_kernfs(cx, root, null, policy) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("{}", super::chain(&e));
+                    1
+                }
+            };
+            std::process::exit(code);
+        }
+        Some(pid) => {
+            let st = cx.at(
+                "waiting for the mounter",
+                rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty()),
+            )?;
+            match st {
+                Some((_, s)) if s.exit_status() == Some(0) => Ok(()),
+                _ => Err(cx.fail("mounting /proc and /sys", "see vesetup's stderr in the log")),
+            }
+        }
+    }
+}
+
+fn mount_kernfs(
+    cx: &Ctx,
+    root: BorrowedFd<'_>,
+    null: BorrowedFd<'_>,
+    policy: &Policy,
+) -> Result<(), SetupError> {
+    let nosuid_nodev_noexec = MountAttrFlags::MOUNT_ATTR_NOSUID
+        | MountAttrFlags::MOUNT_ATTR_NODEV
+        | MountAttrFlags::MOUNT_ATTR_NOEXEC;
+    for (at, fstype, attrs) in [
+        ("proc", "proc", nosuid_nodev_noexec),
+        ("sys", "sysfs", nosuid_nodev_noexec | MountAttrFlags::MOUNT_ATTR_RDONLY),
+        ("sys/fs/cgroup", "cgroup2", nosuid_nodev_noexec),
+    ] {
+        let point = cx.at(format!("opening the VE's /{at}"), mountfd::open_in_root(root, at, true))?;
+        let fs = cx.at(format!("creating {fstype}"), mountfd::new_fs(fstype, &[], attrs))?;
+        cx.at(format!("attaching /{at}"), mountfd::attach(fs.as_fd(), point.as_fd()))?;
+    }
+    for p in &policy.masked {
+        match mountfd::open_in_root(root, &p.rel, false) {
+            Ok(fd) => cx.at(format!("masking /{}", p.rel), mountfd::mask(fd.as_fd(), null))?,
+            Err(rustix::io::Errno::NOENT) if p.optional => {}
+            Err(e) => {
+                return Err(cx.fail(
+                    format!("masking /{}", p.rel),
+                    format!("{e} (masked-paths: mark it `?` if this kernel may lack it)"),
+                ))
+            }
+        }
+    }
+    for p in &policy.readonly {
+        match mountfd::open_in_root(root, &p.rel, false) {
+            Ok(fd) => cx.at(
+                format!("making /{} read-only", p.rel),
+                mountfd::make_readonly(fd.as_fd()),
+            )?,
+            Err(rustix::io::Errno::NOENT) if p.optional => {}
+            Err(e) => {
+                return Err(cx.fail(
+                    format!("making /{} read-only", p.rel),
+                    format!("{e} (readonly-paths: mark it `?` if this kernel may lack it)"),
+                ))
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,337 @@
+//! Building a VE and starting its init: the single-threaded `vesetup` helper
+//! that vmmgr runs for each start. It reads top to bottom in the order the
+//! kernel needs (the recipe in DESIGN.md, "A VE"):
+//!
+//! 1. the policy files, while the appliance's files are in reach;
+//! 2. a private mount namespace A, owned by the appliance's user namespace;
+//! 3. the VE's user namespace, its id maps written from outside (`userns`);
+//! 4. idmapped template (read-only) and private-area layers, attached in A
+//!    on a staging tmpfs (`layers`);
+//! 5. the overlay root, mounted by a helper inside the VE's user namespace
+//!    (it must be, or its work dir fails with EOVERFLOW) and handed back as a
+//!    detached mount, attached in A (`layers`);
+//! 6. `/dev` in A (`dev`);
+//! 7. the VE's first process: into its cgroup and user namespace as VE root,
+//!    new PID, network, UTS, IPC and cgroup namespaces; it forks the VE init,
+//!    which waits (`init`);
+//! 8. /proc, read-only /sys and the cgroup2 tree mounted in A from the VE's
+//!    PID, network and cgroup namespaces, then the masks and read-only paths
+//!    on top, all by fd (`kernfs`);
+//! 9. `pivot_root` in A (`pivot`);
+//! 10. the VE init unshares its own mount namespace B: every mount inherited
+//!     from A is locked there, so VE root can neither remove a mask nor mount a
+//!     fresh proc or sysfs; it sets hostname, `lo`, session, capabilities and
+//!     the seccomp filter, and executes the template's init (`init`).
+//!
+//! vmmgr gets back one typed frame and a pidfd of the VE init on fd 3.
+
+mod dev;
+mod init;
+mod kernfs;
+mod layers;
+mod pivot;
+mod userns;
+
+use crate::policy;
+use proto::SetupReply;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+
+/// What `vesetup` is told to build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    pub veid: u32,
+    /// The template tree (read-only lower layer).
+    pub template: PathBuf,
+    /// The VE's private area: holds `upper/` and `work/`.
+    pub private: PathBuf,
+    /// Staging mount point (`/vz/root/<VEID>`).
+    pub root: PathBuf,
+    /// The VE's cgroup directory.
+    pub cgroup: PathBuf,
+    /// First host uid/gid of the VE's range; VE uid 0 maps to it.
+    pub uid_base: u32,
+    pub gid_base: u32,
+    /// Size of the range.
+    pub id_count: u32,
+    pub hostname: String,
+    /// The reviewed policy files.
+    pub policy_dir: PathBuf,
+    /// The program that becomes the VE's PID 1.
+    pub init: String,
+}
+
+/// The step that failed, with its cause.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("VE {veid}: {step}")]
+    Step {
+        veid: u32,
+        step: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("VE {veid}: {message}")]
+    Policy { veid: u32, message: String },
+    /// The template's init program could not be executed (OpenVZ: 47).
+    #[error("VE {veid}: executing the template's init {init}")]
+    BrokenInit {
+        veid: u32,
+        init: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl SetupError {
+    /// The typed reply vmmgr gets for this error.
+    pub fn reply(&self) -> SetupReply {
+        let mut msg = self.to_string();
+        let mut src = std::error::Error::source(self);
+        let mut errno = 0;
+        while let Some(s) = src {
+            msg.push_str(&format!(": {s}"));
+            if let Some(e) = s.downcast_ref::<std::io::Error>() {
+                errno = e.raw_os_error().unwrap_or(errno);
+            }
+            src = s.source();
+        }
+        SetupReply::Failed {
+            step: crate::appliance::truncated(&msg),
+            errno,
+            broken_init: matches!(self, SetupError::BrokenInit { .. }),
+        }
+    }
+}
+
+/// An error and its causes on one line.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    msg
+}
+
+/// Names the step of a fallible call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ctx {
+    pub veid: u32,
+}
+
+impl Ctx {
+    pub fn at<T, E: Into<std::io::Error>>(
+        &self,
+        step: impl Into<String>,
+        r: Result<T, E>,
+    ) -> Result<T, SetupError> {
+        r.map_err(|e| SetupError::Step {
+            veid: self.veid,
+            step: step.into(),
+            source: e.into(),
+        })
+    }
+
+    pub fn fail(&self, step: impl Into<String>, message: impl Into<String>) -> SetupError {
+        SetupError::Step {
+            veid: self.veid,
+            step: step.into(),
+            source: std::io::Error::other(message.into()),
+        }
+    }
+}
+
+/// Everything read from the policy files before the VE is built.
+#[derive(Debug)]
+pub(crate) struct Policy {
+    pub keep_caps: Vec<u32>,
+    pub masked: Vec<policy::paths::PolicyPath>,
+    pub readonly: Vec<policy::paths::PolicyPath>,
+    pub seccomp: policy::seccomp::Program,
+}
+
+fn read_policy(spec: &Spec) -> Result<Policy, SetupError> {
+    let veid = spec.veid;
+    let err = |message: String| SetupError::Policy { veid, message };
+    let caps_path = spec.policy_dir.join("capabilities");
+    let text = std::fs::read_to_string(&caps_path)
+        .map_err(|e| err(format!("reading {}: {e}", caps_path.display())))?;
+    let keep_caps = policy::caps::parse_keep_list(&text).map_err(|(line, name)| {
+        err(format!(
+            "{}:{line}: unknown capability {name:?}",
+            caps_path.display()
+        ))
+    })?;
+    Ok(Policy {
+        keep_caps,
+        masked: policy::paths::load(&spec.policy_dir, "masked-paths").map_err(err)?,
+        readonly: policy::paths::load(&spec.policy_dir, "readonly-paths").map_err(err)?,
+        seccomp: policy::seccomp::load(&spec.policy_dir, policy::seccomp::Nested::Allow)
+            .map_err(|e| err(e.to_string()))?,
+    })
+}
+
+/// A VE init that runs the template's init program.
+#[derive(Debug)]
+pub struct Started {
+    pub pid: rustix::process::Pid,
+    pub pidfd: OwnedFd,
+}
+
+/// Builds the VE and starts its init.
+pub fn run(spec: &Spec) -> Result<Started, SetupError> {
+    let cx = Ctx { veid: spec.veid };
+    // 1. Policy, while /etc/vzpolicy is in reach.
+    let policy = read_policy(spec)?;
+    let null = cx.at("opening /dev/null", crate::mountfd::open_dev_null())?;
+
+    // 2. Mount namespace A, ours alone.
+    cx.at(
+        "creating the staging mount namespace",
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS),
+    )?;
+    cx.at(
+        "making the staging mounts private",
+        rustix::mount::mount_change(
+            "/",
+            rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC,
+        ),
+    )?;
+
+    // 3. The VE's user namespace.
+    let userns = userns::create(spec, &cx)?;
+
+    // 4.-5. Layers and the overlay root, attached in A.
+    let root = layers::build_root(spec, &cx, userns.as_fd())?;
+
+    // 6. /dev.
+    dev::populate(&cx, root.as_fd(), null.as_fd())?;
+
+    // 7. The VE's first process and its init, waiting.
+    let waiting = init::spawn(spec, &cx, userns.as_fd(), &policy)?;
+
+    // 8. /proc, /sys, cgroup2 and the masks, from the VE's namespaces.
+    // 9. The overlay becomes the root of A (and of the waiting init).
+    let prepared = kernfs::mount_all(&cx, waiting.pidfd.as_fd(), root.as_fd(), null.as_fd(), &policy)
+        .and_then(|()| pivot::pivot_into(&cx, root));
+    if let Err(e) = prepared {
+        waiting.abort();
+        return Err(e);
+    }
+
+    // 10. Let the init lock its mounts and execute the template's init.
+    waiting.release(spec, &cx)
+}
+
+impl From<&proto::SetupSpec> for Spec {
+    fn from(s: &proto::SetupSpec) -> Spec {
+        Spec {
+            veid: s.veid,
+            template: s.template.as_str().into(),
+            private: s.private.as_str().into(),
+            root: s.root.as_str().into(),
+            cgroup: s.cgroup.as_str().into(),
+            uid_base: s.uid_base,
+            gid_base: s.gid_base,
+            id_count: s.id_count,
+            hostname: s.hostname.as_str().into(),
+            policy_dir: s.policy_dir.as_str().into(),
+            init: s.init.as_str().into(),
+        }
+    }
+}
+
+impl Spec {
+    /// The wire form; `None` if a path or the hostname is too long for it.
+    pub fn to_wire(&self) -> Option<proto::SetupSpec> {
+        let t = |p: &std::path::Path| proto::Text::try_from(p.to_str()?).ok();
+        Some(proto::SetupSpec {
+            veid: self.veid,
+            template: t(&self.template)?,
+            private: t(&self.private)?,
+            root: t(&self.root)?,
+            cgroup: t(&self.cgroup)?,
+            uid_base: self.uid_base,
+            gid_base: self.gid_base,
+            id_count: self.id_count,
+            hostname: proto::Name::try_from(self.hostname.as_str()).ok()?,
+            policy_dir: t(&self.policy_dir)?,
+            init: proto::Text::try_from(self.init.as_str()).ok()?,
+        })
+    }
+}
+
+/// What vmmgr learns from a `vesetup` run.
+#[derive(Debug)]
+pub enum Outcome {
+    Started {
+        pid: i32,
+        start_time: u64,
+        pidfd: OwnedFd,
+    },
+    Failed {
+        message: String,
+        broken_init: bool,
+    },
+}
+
+/// Runs `vesetup` (the daemon side): sends `spec` on the child's fd 3 and
+/// waits for its typed reply and the init's pidfd. `stderr` lines of the
+/// helper are returned with a failure.
+pub fn spawn_helper(helper: &std::path::Path, spec: &Spec) -> Outcome {
+    let failed = |message: String| Outcome::Failed {
+        message,
+        broken_init: false,
+    };
+    let Some(wire) = spec.to_wire() else {
+        return failed("a path or the hostname is too long for the setup helper".into());
+    };
+    let (ours, theirs) = match crate::fdpass::pair() {
+        Ok(p) => p,
+        Err(e) => return failed(format!("socketpair: {e}")),
+    };
+    let mut cmd = std::process::Command::new(helper);
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    crate::sys::pass_fd_as(&mut cmd, theirs, 3);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return failed(format!("running {}: {e}", helper.display())),
+    };
+    drop(cmd);
+    let mut buf = [0u8; proto::HEADER_LEN + 2048];
+    let frame = proto::encode(proto::Kind::Setup, &wire, &mut buf)
+        .map_err(|e| std::io::Error::other(format!("{e:?}")))
+        .and_then(|n| crate::fdpass::send(ours.as_fd(), &buf[..n], None));
+    let reply = frame.and_then(|()| crate::fdpass::recv(ours.as_fd(), &mut buf));
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut stderr);
+    }
+    let status = child.wait();
+    let stderr = stderr.trim().to_owned();
+    let (n, fd) = match reply {
+        Ok(r) => r,
+        Err(e) => return failed(format!("no reply from {} ({e}): {stderr}", helper.display())),
+    };
+    match (proto::decode::<proto::SetupReply>(&buf[..n]), fd) {
+        (Ok((proto::Kind::Setup, proto::SetupReply::Started { pid, start_time })), Some(pidfd)) => {
+            Outcome::Started {
+                pid: pid as i32,
+                start_time,
+                pidfd,
+            }
+        }
+        (Ok((_, proto::SetupReply::Failed { step, broken_init, .. })), _) => Outcome::Failed {
+            message: step.as_str().to_owned(),
+            broken_init,
+        },
+        _ => failed(format!(
+            "the setup helper gave no valid reply (exit {status:?}): {stderr}"
+        )),
+    }
+}

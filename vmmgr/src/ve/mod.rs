@@ -4,4 +4,5 @@ pub mod caps;
 pub mod exec;
 pub mod exec_cli;
 pub mod manager;
+pub mod seccomp;
 pub mod setup;

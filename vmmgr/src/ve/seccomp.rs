@@ -8,7 +8,13 @@
 
 mod syscalls;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
 
 #[cfg(not(target_arch = "x86_64"))]
 compile_error!("the system call table and the filter's architecture check are x86_64 only");
@@ -39,6 +45,13 @@ impl Section {
         ("always", Section::Always),
         ("nested-namespaces=deny", Section::NestedNamespacesDenied),
     ];
+
+    fn applies(self, nested: NestedNamespaces) -> bool {
+        match self {
+            Section::Always => true,
+            Section::NestedNamespacesDenied => nested == NestedNamespaces::Deny,
+        }
+    }
 }
 
 /// The errnos a rule may return.
@@ -69,6 +82,7 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// Every rule, whatever its section, in file order.
     pub fn rules(&self) -> &[Rule] {
         &self.rules
     }
@@ -201,6 +215,12 @@ pub enum PolicyError {
         line: usize,
         syscall: &'static str,
         first_line: usize,
+    },
+    #[error("building the filter of the {errno} rules")]
+    BuildFilter {
+        errno: &'static str,
+        #[source]
+        source: seccompiler::BackendError,
     },
 }
 
@@ -376,6 +396,146 @@ fn parse_value(text: &str) -> Option<u64> {
     CONSTANTS.iter().find(|(n, _)| *n == text).map(|(_, v)| *v)
 }
 
+/// A compiled filter, ready to [`install`]: several classic BPF programs
+/// that the kernel stacks, running each on every call and acting on the most
+/// severe verdict (kill, then errno, then allow).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Program {
+    filters: Vec<BpfProgram>,
+}
+
+/// Reads `<policy_dir>/seccomp` and compiles it for a VE whose nested
+/// namespaces are `nested`. Call before forking or joining the VE: inside it
+/// the appliance's files are out of reach.
+pub fn load(policy_dir: &Path, nested: NestedNamespaces) -> Result<Program, PolicyError> {
+    let path = policy_dir.join("seccomp");
+    let text = std::fs::read_to_string(&path).map_err(|source| PolicyError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    compile(&parse_policy(&text, &path)?, nested)
+}
+
+/// Compiles the rules of `policy` that apply to a VE whose nested namespaces
+/// are `nested`.
+///
+/// seccompiler gives one verdict per filter, so each errno gets a filter of
+/// its own (allow unless a rule matches); the rules of a call share one errno
+/// (checked when parsing), so the filters never disagree. Every filter kills
+/// the process on an architecture other than x86_64, and a first one also
+/// kills x32 calls (see `x32_guard`).
+pub fn compile(policy: &Policy, nested: NestedNamespaces) -> Result<Program, PolicyError> {
+    let mut by_errno: BTreeMap<i32, (&'static str, BTreeMap<i64, Vec<SeccompRule>>)> =
+        BTreeMap::new();
+    for rule in policy.rules.iter().filter(|r| r.section.applies(nested)) {
+        let (name, errno) = rule.errno;
+        let build = |source| PolicyError::BuildFilter {
+            errno: name,
+            source,
+        };
+        let (_, calls) = by_errno
+            .entry(errno)
+            .or_insert_with(|| (name, BTreeMap::new()));
+        // An empty chain matches the call whatever its arguments.
+        let chain = calls.entry(rule.nr).or_default();
+        if rule.is_conditional() {
+            let conditions = rule
+                .conditions
+                .iter()
+                .map(Condition::to_seccompiler)
+                .collect::<Result<_, _>>()
+                .map_err(build)?;
+            chain.push(SeccompRule::new(conditions).map_err(build)?);
+        }
+    }
+    let mut filters = vec![x32_guard()];
+    for (errno, (name, calls)) in by_errno {
+        let build = |source| PolicyError::BuildFilter {
+            errno: name,
+            source,
+        };
+        let filter = SeccompFilter::new(
+            calls,
+            SeccompAction::Allow,
+            SeccompAction::Errno(errno.unsigned_abs()),
+            TargetArch::x86_64,
+        )
+        .map_err(build)?;
+        filters.push(filter.try_into().map_err(build)?);
+    }
+    Ok(Program { filters })
+}
+
+/// Installs `program` on the calling thread, for it and every process it
+/// forks or executes from now on. The filter cannot be removed.
+///
+/// Does not set `no_new_privs`, so setuid programs inside the VE (`su`,
+/// `ping`) keep working; the kernel then requires CAP_SYS_ADMIN in the
+/// caller's user namespace (VE root or appliance root have it). Filters only
+/// the calling thread: call from a single-threaded process. Neither allocates
+/// nor locks, so a forked child of a multi-threaded process may call it. If it
+/// fails, part of the program may be installed: do not go on to run the VE.
+pub fn install(program: &Program) -> std::io::Result<()> {
+    for filter in &program.filters {
+        crate::sys::seccomp_install_filter(filter)?;
+    }
+    Ok(())
+}
+
+impl Condition {
+    fn to_seccompiler(&self) -> Result<SeccompCondition, seccompiler::BackendError> {
+        let width = match self.width {
+            Width::Low32 => SeccompCmpArgLen::Dword,
+            Width::Full64 => SeccompCmpArgLen::Qword,
+        };
+        let op = match self.op {
+            Op::Eq => SeccompCmpOp::Eq,
+            Op::Ne => SeccompCmpOp::Ne,
+            Op::Lt => SeccompCmpOp::Lt,
+            Op::Le => SeccompCmpOp::Le,
+            Op::Gt => SeccompCmpOp::Gt,
+            Op::Ge => SeccompCmpOp::Ge,
+            Op::MaskedEq(mask) => SeccompCmpOp::MaskedEq(mask),
+        };
+        SeccompCondition::new(self.arg, width, op, self.value)
+    }
+}
+
+/// `AUDIT_ARCH_X86_64` (linux/audit.h): EM_X86_64 | 64-bit | little endian.
+const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
+/// Set in the number of every x32-ABI system call (asm/unistd.h).
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+/// A filter that kills the process on any x32-ABI system call.
+///
+/// x32 calls arrive with `AUDIT_ARCH_X86_64` and the number `0x40000000 |
+/// n`, so a denylist keyed by x86_64 numbers would not see, say, an x32
+/// `keyctl`, on a kernel built with x32 support. seccompiler matches exact
+/// numbers only and cannot express "every number from this bit up", hence
+/// these eight instructions (libseccomp adds the same check). Number -1 is
+/// let through: it is how a tracer skips a call, and the kernel answers it
+/// with ENOSYS. No VE template ships x32 programs.
+fn x32_guard() -> BpfProgram {
+    use seccompiler::sock_filter;
+    const LD_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    const JEQ: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    const JGE: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
+    const RET: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    const ARCH: u32 = std::mem::offset_of!(libc::seccomp_data, arch) as u32;
+    const NR: u32 = std::mem::offset_of!(libc::seccomp_data, nr) as u32;
+    let op = |code, jt, jf, k| sock_filter { code, jt, jf, k };
+    vec![
+        op(LD_ABS, 0, 0, ARCH),
+        op(JEQ, 1, 0, AUDIT_ARCH_X86_64), // x86_64: on to the number
+        op(RET, 0, 0, libc::SECCOMP_RET_KILL_PROCESS),
+        op(LD_ABS, 0, 0, NR),
+        op(JGE, 0, 2, X32_SYSCALL_BIT), // below the x32 bit: allow
+        op(JEQ, 1, 0, u32::MAX),        // -1: allow
+        op(RET, 0, 0, libc::SECCOMP_RET_KILL_PROCESS),
+        op(RET, 0, 0, libc::SECCOMP_RET_ALLOW),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -542,6 +702,28 @@ mod tests {
             matches!(err, PolicyError::Overlap { line: 2, .. }),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn compile_makes_one_filter_per_errno_after_the_x32_guard() {
+        let policy = parse(
+            "bpf\nkeyctl ENOSYS\nioctl arg1 == TIOCSTI\n\
+             [nested-namespaces=deny]\nclone3 ENOSYS\nunshare arg0 & CLONE_NEWUSER == CLONE_NEWUSER\n",
+        )
+        .expect("parses");
+        let allow = compile(&policy, NestedNamespaces::Allow).expect("compiles");
+        let deny = compile(&policy, NestedNamespaces::Deny).expect("compiles");
+        assert_eq!(allow.filters.len(), 3);
+        assert_eq!(allow.filters[0], x32_guard());
+        assert_eq!(deny.filters.len(), 3);
+        for (a, d) in allow.filters.iter().zip(&deny.filters).skip(1) {
+            assert!(a.len() < d.len(), "the nested rules add instructions");
+        }
+        let only_guard = compile(
+            &parse("# nothing\n").expect("parses"),
+            NestedNamespaces::Deny,
+        );
+        assert_eq!(only_guard.expect("compiles").filters, [x32_guard()]);
     }
 
     #[test]

@@ -704,6 +704,103 @@ mod tests {
         );
     }
 
+    const SHIPPED: &str = include_str!("../../../rootfs/etc/vzpolicy/seccomp");
+
+    fn shipped() -> Policy {
+        parse_policy(SHIPPED, Path::new("rootfs/etc/vzpolicy/seccomp"))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn denied(policy: &Policy, section: Section) -> Vec<(&'static str, &'static str, bool)> {
+        policy
+            .rules()
+            .iter()
+            .filter(|r| r.section() == section)
+            .map(|r| (r.syscall(), r.errno(), r.is_conditional()))
+            .collect()
+    }
+
+    #[test]
+    fn shipped_policy_denies_what_it_must_and_allows_a_system_container() {
+        let policy = shipped();
+        let always = denied(&policy, Section::Always);
+        for (call, errno) in [
+            ("kexec_load", "EPERM"),
+            ("kexec_file_load", "EPERM"),
+            ("init_module", "EPERM"),
+            ("finit_module", "EPERM"),
+            ("delete_module", "EPERM"),
+            ("open_by_handle_at", "EPERM"),
+            ("name_to_handle_at", "EPERM"),
+            ("bpf", "EPERM"),
+            ("userfaultfd", "EPERM"),
+            ("perf_event_open", "EPERM"),
+            ("io_uring_setup", "ENOSYS"),
+            ("io_uring_enter", "ENOSYS"),
+            ("io_uring_register", "ENOSYS"),
+            ("keyctl", "ENOSYS"),
+            ("add_key", "ENOSYS"),
+            ("request_key", "ENOSYS"),
+            ("swapon", "EPERM"),
+            ("swapoff", "EPERM"),
+            ("acct", "EPERM"),
+            ("quotactl", "EPERM"),
+            ("quotactl_fd", "EPERM"),
+            ("lookup_dcookie", "EPERM"),
+            ("iopl", "EPERM"),
+            ("ioperm", "EPERM"),
+            ("settimeofday", "EPERM"),
+            ("clock_settime", "EPERM"),
+            ("clock_adjtime", "EPERM"),
+            ("adjtimex", "EPERM"),
+            ("syslog", "EPERM"),
+            ("nfsservctl", "EPERM"),
+            ("uselib", "EPERM"),
+        ] {
+            assert!(always.contains(&(call, errno, false)), "{call} {errno}");
+        }
+        for call in ["ioctl", "umount2", "personality"] {
+            assert!(
+                always.contains(&(call, "EPERM", true)),
+                "{call} by argument"
+            );
+        }
+        for call in [
+            "reboot",
+            "mount",
+            "pivot_root",
+            "fsopen",
+            "fsconfig",
+            "fsmount",
+            "fspick",
+            "move_mount",
+            "open_tree",
+            "mount_setattr",
+            "ptrace",
+            "chroot",
+            "sethostname",
+            "seccomp",
+            "clone",
+            "clone3",
+            "unshare",
+            "setns",
+        ] {
+            assert!(
+                !always.iter().any(|(c, _, _)| *c == call),
+                "{call} must stay allowed"
+            );
+        }
+        assert_eq!(
+            denied(&policy, Section::NestedNamespacesDenied),
+            [
+                ("clone", "EPERM", true),
+                ("unshare", "EPERM", true),
+                ("setns", "EPERM", true),
+                ("clone3", "ENOSYS", false),
+            ]
+        );
+    }
+
     #[test]
     fn compile_makes_one_filter_per_errno_after_the_x32_guard() {
         let policy = parse(
@@ -724,6 +821,205 @@ mod tests {
             NestedNamespaces::Deny,
         );
         assert_eq!(only_guard.expect("compiles").filters, [x32_guard()]);
+    }
+
+    #[test]
+    fn shipped_policy_compiles_for_both_nested_modes() {
+        let policy = shipped();
+        for nested in [NestedNamespaces::Allow, NestedNamespaces::Deny] {
+            let program = compile(&policy, nested).expect("compiles");
+            // The x32 guard, then the EPERM and the ENOSYS filter.
+            assert_eq!(program.filters.len(), 3, "{nested:?}");
+            for filter in &program.filters {
+                assert!(filter.len() < 4096, "fits the kernel's BPF_MAXINSNS");
+            }
+        }
+    }
+
+    #[test]
+    fn load_reads_the_policy_dir() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = load(dir.path(), NestedNamespaces::Allow).expect_err("no file");
+        assert!(matches!(&err, PolicyError::Read { path, .. } if path.ends_with("seccomp")));
+        std::fs::write(dir.path().join("seccomp"), "bpf\nfly\n").expect("write");
+        let err = load(dir.path(), NestedNamespaces::Allow).expect_err("bad name");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}:2: unknown x86_64 system call \"fly\"",
+                dir.path().join("seccomp").display()
+            )
+        );
+        std::fs::write(dir.path().join("seccomp"), SHIPPED).expect("write");
+        let program = load(dir.path(), NestedNamespaces::Deny).expect("loads");
+        assert_eq!(
+            program,
+            compile(&shipped(), NestedNamespaces::Deny).expect("compiles")
+        );
+    }
+
+    /// The errno of the last failed call.
+    fn errno() -> i32 {
+        std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+    }
+
+    /// `syscall(nr, a, b, c)`: Ok(return value) or Err(errno).
+    ///
+    /// # Safety
+    /// The arguments must be valid for system call `nr`: here they are
+    /// numbers, invalid descriptors, NULL or pointers to live C strings, and
+    /// the calls used never write through a pointer.
+    unsafe fn raw(nr: libc::c_long, a: u64, b: u64, c: u64) -> Result<libc::c_long, i32> {
+        // SAFETY: forwarded to the caller (see above).
+        let rc = unsafe { libc::syscall(nr, a, b, c) };
+        if rc == -1 {
+            Err(errno())
+        } else {
+            Ok(rc)
+        }
+    }
+
+    /// Forks; the child installs `program`, runs `probe` and exits with its
+    /// result (100 if installing failed). Returns how the child ended.
+    ///
+    /// The test binary is multi-threaded, so the child only makes system
+    /// calls: `install` and the probes neither allocate nor lock.
+    fn in_filtered_child(program: &Program, probe: fn() -> i32) -> nix::sys::wait::WaitStatus {
+        // SAFETY: the child runs only async-signal-safe code (system calls
+        // through `install` and `probe`, then `_exit`), so no lock held by
+        // another thread of the test binary at the fork can block it.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+        if pid == 0 {
+            let code = match install(program) {
+                Ok(()) => probe(),
+                Err(_) => 100,
+            };
+            // SAFETY: _exit ends the child without running the parent's
+            // atexit handlers or destructors.
+            unsafe { libc::_exit(code) };
+        }
+        nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).expect("waitpid")
+    }
+
+    /// Checks in order; returns 0 if all hold, else the number of the first
+    /// that failed.
+    fn first_failure<'a>(mut checks: impl Iterator<Item = &'a bool>) -> i32 {
+        checks.position(|ok| !ok).map_or(0, |i| i as i32 + 1)
+    }
+
+    const NO_PATH: &std::ffi::CStr = c"/nonexistent-seccomp-test";
+    /// `clone` and `unshare` flags the kernel rejects with EINVAL whatever
+    /// the filter, so a probe never creates a process or namespace.
+    const NEWUSER_AND_FS: u64 = (libc::CLONE_NEWUSER | libc::CLONE_FS) as u64;
+    const NEWUSER_AND_VFORK: u64 = (libc::CLONE_NEWUSER | libc::CLONE_VFORK) as u64;
+
+    fn probe_common() -> [bool; 13] {
+        let fd = u64::MAX; // -1: no descriptor
+        let path = NO_PATH.as_ptr() as u64;
+        // SAFETY: every call below passes numbers, fd -1, NULL or a live C
+        // string (`path`), and none of them writes through a pointer: the
+        // ioctls fail on fd -1 before reading their argument.
+        unsafe {
+            [
+                raw(libc::SYS_keyctl, 0, (-3i64) as u64, 0) == Err(libc::ENOSYS),
+                raw(libc::SYS_add_key, 0, 0, 0) == Err(libc::ENOSYS),
+                raw(libc::SYS_io_uring_setup, 0, 0, 0) == Err(libc::ENOSYS),
+                raw(libc::SYS_bpf, 0, 0, 0) == Err(libc::EPERM),
+                raw(libc::SYS_ioctl, fd, libc::TIOCSTI, 0) == Err(libc::EPERM),
+                // High bits the kernel ignores do not dodge the rule.
+                raw(
+                    libc::SYS_ioctl,
+                    fd,
+                    0xffff_0000_0000_0000 | libc::TIOCSTI,
+                    0,
+                ) == Err(libc::EPERM),
+                raw(libc::SYS_ioctl, fd, libc::TIOCLINUX, 0) == Err(libc::EPERM),
+                raw(libc::SYS_ioctl, fd, libc::TIOCGWINSZ, 0) == Err(libc::EBADF),
+                raw(libc::SYS_umount2, path, libc::MNT_FORCE as u64, 0) == Err(libc::EPERM),
+                raw(libc::SYS_umount2, path, libc::MNT_DETACH as u64, 0) == Err(libc::ENOENT),
+                raw(libc::SYS_personality, 0x0040_0000, 0, 0) == Err(libc::EPERM),
+                raw(libc::SYS_personality, 0xffff_ffff, 0, 0).is_ok(),
+                raw(libc::SYS_getpid, 0, 0, 0).is_ok(),
+            ]
+        }
+    }
+
+    fn probe_nested_allowed() -> i32 {
+        let common = probe_common();
+        // SAFETY: numbers, fd -1 and a NULL struct pointer with size 0, which
+        // clone3 rejects before reading.
+        let nested = unsafe {
+            [
+                raw(libc::SYS_clone, NEWUSER_AND_FS, 0, 0) == Err(libc::EINVAL),
+                raw(libc::SYS_unshare, NEWUSER_AND_VFORK, 0, 0) == Err(libc::EINVAL),
+                raw(libc::SYS_setns, u64::MAX, libc::CLONE_NEWUSER as u64, 0) == Err(libc::EBADF),
+                raw(libc::SYS_clone3, 0, 0, 0) == Err(libc::EINVAL),
+            ]
+        };
+        first_failure(common.iter().chain(&nested))
+    }
+
+    fn probe_nested_denied() -> i32 {
+        let common = probe_common();
+        // SAFETY: as in `probe_nested_allowed`.
+        let nested = unsafe {
+            [
+                raw(libc::SYS_clone, NEWUSER_AND_FS, 0, 0) == Err(libc::EPERM),
+                raw(libc::SYS_unshare, NEWUSER_AND_VFORK, 0, 0) == Err(libc::EPERM),
+                raw(libc::SYS_setns, u64::MAX, libc::CLONE_NEWUSER as u64, 0) == Err(libc::EPERM),
+                raw(libc::SYS_setns, u64::MAX, libc::CLONE_NEWNET as u64, 0) == Err(libc::EBADF),
+                raw(libc::SYS_clone3, 0, 0, 0) == Err(libc::ENOSYS),
+            ]
+        };
+        first_failure(common.iter().chain(&nested))
+    }
+
+    fn probe_x32() -> i32 {
+        // SAFETY: getpid takes no arguments; -1 is no system call.
+        unsafe {
+            if raw(-1, 0, 0, 0) != Err(libc::ENOSYS) {
+                return 1;
+            }
+            let _ = raw(0x4000_0000 | libc::SYS_getpid, 0, 0, 0);
+        }
+        2 // still alive
+    }
+
+    fn assert_exited_zero(status: nix::sys::wait::WaitStatus, what: &str) {
+        use nix::sys::wait::WaitStatus;
+        match status {
+            WaitStatus::Exited(_, 0) => {}
+            WaitStatus::Exited(_, 100) => {
+                panic!("{what}: installing the filter failed (needs CAP_SYS_ADMIN: run as root)")
+            }
+            WaitStatus::Exited(_, n) => panic!("{what}: check {n} failed"),
+            other => panic!("{what}: child ended with {other:?}"),
+        }
+    }
+
+    #[test]
+    fn installed_filter_denies_by_errno_and_argument() {
+        let policy = shipped();
+        let allow = compile(&policy, NestedNamespaces::Allow).expect("compiles");
+        let deny = compile(&policy, NestedNamespaces::Deny).expect("compiles");
+        assert_exited_zero(
+            in_filtered_child(&allow, probe_nested_allowed),
+            "nested allowed",
+        );
+        assert_exited_zero(
+            in_filtered_child(&deny, probe_nested_denied),
+            "nested denied",
+        );
+    }
+
+    #[test]
+    fn installed_filter_kills_x32_calls() {
+        let program = compile(&shipped(), NestedNamespaces::Allow).expect("compiles");
+        match in_filtered_child(&program, probe_x32) {
+            nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGSYS, _) => {}
+            other => panic!("x32 getpid: child ended with {other:?}"),
+        }
     }
 
     #[test]

@@ -236,3 +236,47 @@ pub fn interface_up(name: &str) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// `struct sock_fprog`: a classic BPF program as `seccomp(2)` takes it.
+#[repr(C)]
+struct SockFprog {
+    len: libc::c_ushort,
+    filter: *const seccompiler::sock_filter,
+}
+
+/// Installs `filter` on the calling thread:
+/// `seccomp(SECCOMP_SET_MODE_FILTER, 0, prog)`.
+///
+/// Sets no `no_new_privs` (setuid programs keep working under the filter), so
+/// the caller needs CAP_SYS_ADMIN in its user namespace; no TSYNC, so other
+/// threads are not filtered. Neither allocates nor locks: safe to call in a
+/// forked child of a multi-threaded process.
+#[doc(alias = "seccomp")]
+pub fn seccomp_install_filter(filter: &[seccompiler::sock_filter]) -> std::io::Result<()> {
+    let len = u16::try_from(filter.len())
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let prog = SockFprog {
+        len,
+        filter: filter.as_ptr(),
+    };
+    // SAFETY: `prog` describes `len` instructions at `filter`, a live slice of
+    // seccompiler's `sock_filter`, which is `#[repr(C)]` {u16 code, u8 jt,
+    // u8 jf, u32 k} like the kernel's; `prog` and the slice outlive the call and
+    // the kernel only copies the program in (it checks the program itself).
+    // Flags 0: no listener fd is returned, nothing else is written.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0 as libc::c_uint,
+            &prog as *const SockFprog,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}

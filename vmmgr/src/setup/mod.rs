@@ -168,7 +168,7 @@ fn read_policy(spec: &Spec) -> Result<Policy, SetupError> {
         keep_caps,
         masked: policy::paths::load(&spec.policy_dir, "masked-paths").map_err(err)?,
         readonly: policy::paths::load(&spec.policy_dir, "readonly-paths").map_err(err)?,
-        seccomp: policy::seccomp::load(&spec.policy_dir, policy::seccomp::Nested::Allow)
+        seccomp: policy::seccomp::load(&spec.policy_dir, policy::seccomp::NestedNamespaces::Allow)
             .map_err(|e| err(e.to_string()))?,
     })
 }

@@ -34,7 +34,7 @@ impl JoinPolicy {
     pub fn load(policy_dir: &Path) -> std::io::Result<JoinPolicy> {
         Ok(JoinPolicy {
             keep_caps: policy_caps(policy_dir)?,
-            seccomp: crate::policy::seccomp::load(policy_dir, crate::policy::seccomp::Nested::Allow)
+            seccomp: crate::policy::seccomp::load(policy_dir, crate::policy::seccomp::NestedNamespaces::Allow)
                 .map_err(|e| std::io::Error::other(e.to_string()))?,
         })
     }

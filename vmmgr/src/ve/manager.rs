@@ -327,14 +327,10 @@ impl Manager {
     }
 
     fn cleanup_cgroup(&self, veid: VeId) {
-        let cg = self.layout.cgroup_root.join(veid.to_string());
+        let cg = super::cgroup::dir(&self.layout.cgroup_root, veid);
         // The kernel empties it as the last processes are reaped.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while cg.exists() {
-            if std::fs::remove_dir(&cg).is_ok() || Instant::now() > deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Err(e) = super::cgroup::remove(&cg, Duration::from_secs(10)) {
+            log::warn!("VE {veid}: {e}");
         }
     }
 
@@ -625,10 +621,43 @@ impl Manager {
             );
         }
         let path = self.conf_path(veid);
-        let private = match self.config_of(veid) {
+        let configured = match self.config_of(veid) {
             Some(Ok(c)) => c.ve_private,
             _ => PathBuf::from(format!("/vz/private/{veid}")),
         };
+        // Only ever a VE private area under /vz/private, and never through a
+        // symlink (remove_dir_all does not follow links inside either).
+        let private = match config::confine_private(&configured) {
+            Ok(p) => p,
+            Err(e) => {
+                return Outcome::fail(
+                    code::DELETE_FAILED,
+                    format!(
+                        "VE {veid}: refusing to remove {}: {e}; only a private area under \
+                         /vz/private is ever removed",
+                        configured.display()
+                    ),
+                )
+            }
+        };
+        let is_dir = std::fs::symlink_metadata(&private).map(|m| m.file_type());
+        if is_dir.as_ref().is_ok_and(|t| !t.is_dir()) {
+            return Outcome::fail(
+                code::DELETE_FAILED,
+                format!(
+                    "VE {veid}: {} is not a directory (a symlink?): refusing to remove it",
+                    private.display()
+                ),
+            );
+        }
+        if super::cgroup::populated(&super::cgroup::dir(&self.layout.cgroup_root, veid))
+            .unwrap_or(true)
+        {
+            return Outcome::fail(
+                code::RUNNING,
+                format!("VE {veid}: processes still run in its cgroup: not removing its files"),
+            );
+        }
         if !path.exists() && !private.exists() {
             return Outcome::fail(code::CONF_NOT_FOUND, format!("VE {veid} does not exist"));
         }
@@ -699,18 +728,28 @@ impl Manager {
                 format!("creating {}: {e}", spec.root.display()),
             );
         }
-        if let Err(e) = std::fs::create_dir_all(&spec.cgroup) {
-            return Outcome::fail(
-                code::SYSTEM,
-                format!("creating cgroup {}: {e}", spec.cgroup.display()),
-            );
+        // Processes in the VE's cgroup that vmmgr does not track (it could not
+        // adopt them): a second start would mount a second overlay on the same
+        // private area. Refuse.
+        match super::cgroup::populated(&spec.cgroup) {
+            Ok(false) => {}
+            Ok(true) => {
+                return Outcome::fail(
+                    code::RUNNING,
+                    format!(
+                        "VE {veid}: processes still run in {} though vmmgr has no record of \
+                         them; not starting a second copy. Kill them with \
+                         `echo 1 > {}/cgroup.kill` from the appliance shell, then start it",
+                        spec.cgroup.display(),
+                        spec.cgroup.display()
+                    ),
+                )
+            }
+            Err(e) => return Outcome::fail(code::SYSTEM, format!("VE {veid}: {e}")),
         }
-        if let Err(e) = delegate_cgroup(&spec.cgroup, spec.uid_base, spec.gid_base) {
+        if let Err(e) = super::cgroup::create(&spec.cgroup, spec.uid_base, spec.gid_base) {
             self.cleanup_cgroup(veid);
-            return Outcome::fail(
-                code::SYSTEM,
-                format!("delegating cgroup {} to the VE: {e}", spec.cgroup.display()),
-            );
+            return Outcome::fail(code::SYSTEM, format!("VE {veid}: its cgroup: {e}"));
         }
         let (pid, start, fd) = match crate::setup::spawn_helper(&self.layout.helper, &spec) {
             crate::setup::Outcome::Started {
@@ -739,7 +778,7 @@ impl Manager {
         if let Err(e) = record.write(&path) {
             log::error!("VE {veid}: writing {}: {e}; stopping it", path.display());
             let cg = self.layout.cgroup_root.join(veid.to_string());
-            let _ = std::fs::write(cg.join("cgroup.kill"), "1");
+            let _ = super::cgroup::kill(&cg);
             let _ = rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL);
             let _ = reap(&fd);
             self.cleanup_cgroup(veid);
@@ -789,8 +828,8 @@ impl Manager {
                 timeout.as_secs()
             );
         }
-        if let Err(e) = std::fs::write(cg.join("cgroup.kill"), "1") {
-            log::warn!("VE {veid}: cgroup.kill: {e}");
+        if let Err(e) = super::cgroup::kill(&cg) {
+            log::warn!("VE {veid}: {e}");
             let _ =
                 rustix::process::pidfd_send_signal(pidfd.as_fd(), rustix::process::Signal::KILL);
         }
@@ -836,7 +875,8 @@ impl Manager {
         }
         let _ = std::fs::create_dir_all(&cfg.ve_root);
         // On the appliance side files are seen unshifted: VE root's files as
-        // root, as OpenVZ administrators see /vz/root/<VEID>.
+        // root, as OpenVZ administrators see /vz/root/<VEID>. So a setuid file
+        // made in the VE would be setuid root here: nosuid, and nodev.
         let opts = format!(
             "lowerdir={},upperdir={},workdir={}",
             self.layout.template_dir.join(&cfg.ostemplate).display(),
@@ -848,7 +888,7 @@ impl Manager {
             "overlay",
             &cfg.ve_root,
             "overlay",
-            rustix::mount::MountFlags::empty(),
+            rustix::mount::MountFlags::NOSUID | rustix::mount::MountFlags::NODEV,
             Some(c.as_c_str()),
         ) {
             Ok(()) => {
@@ -1083,20 +1123,6 @@ impl Drop for Busy<'_> {
     fn drop(&mut self) {
         self.m.lock().busy.remove(&self.veid);
     }
-}
-
-/// Hands the VE its cgroup (cgroup v2 delegation): the directory and the files
-/// a delegatee writes belong to VE root; the limits in it stay ours.
-fn delegate_cgroup(cg: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    let (u, g) = (
-        Some(rustix::fs::Uid::from_raw(uid)),
-        Some(rustix::fs::Gid::from_raw(gid)),
-    );
-    rustix::fs::chown(cg, u, g)?;
-    for f in ["cgroup.procs", "cgroup.threads", "cgroup.subtree_control"] {
-        rustix::fs::chown(cg.join(f), u, g)?;
-    }
-    Ok(())
 }
 
 /// Creates a VE's private area (`upper/`, `work/`); `fresh` refuses an

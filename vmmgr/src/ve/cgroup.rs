@@ -1,0 +1,189 @@
+//! A VE's cgroup: `/sys/fs/cgroup/vz/<VEID>`, made before the VE starts,
+//! delegated to VE root (cgroup v2 delegation: the directory and the files a
+//! delegatee writes), and removed once the kernel reports it empty through
+//! `cgroup.events` (no sleeping and guessing).
+//!
+//! The cgroupfs root is a parameter, so the tests run on a temp directory.
+
+use std::io::{Read, Seek};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Files a delegatee writes (cgroup-v2.rst, "Delegation Containment").
+const DELEGATED_FILES: &[&str] = &["cgroup.procs", "cgroup.threads", "cgroup.subtree_control"];
+
+/// The cgroup directory of VE `veid` under `root`.
+pub fn dir(root: &Path, veid: impl std::fmt::Display) -> PathBuf {
+    root.join(veid.to_string())
+}
+
+fn named(what: &str, p: &Path, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{what} {}: {e}", p.display()))
+}
+
+/// Creates the VE's cgroup (if missing) and hands it to VE root (host ids
+/// `uid`/`gid`); the limit files in it stay the appliance's.
+pub fn create(cg: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    match std::fs::create_dir(cg) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(named("creating", cg, e)),
+    }
+    let (u, g) = (
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+    );
+    rustix::fs::chown(cg, u, g).map_err(|e| named("delegating", cg, e.into()))?;
+    for f in DELEGATED_FILES {
+        let p = cg.join(f);
+        rustix::fs::chown(&p, u, g).map_err(|e| named("delegating", &p, e.into()))?;
+    }
+    Ok(())
+}
+
+/// Whether processes remain in the cgroup or below (`populated 1` in
+/// `cgroup.events`). A missing cgroup is not populated.
+pub fn populated(cg: &Path) -> std::io::Result<bool> {
+    match std::fs::read_to_string(cg.join("cgroup.events")) {
+        Ok(t) => Ok(parse_populated(&t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(named("reading", &cg.join("cgroup.events"), e)),
+    }
+}
+
+fn parse_populated(events: &str) -> bool {
+    events
+        .lines()
+        .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["populated", "1"])
+}
+
+/// Kills every process of the cgroup (`cgroup.kill`).
+pub fn kill(cg: &Path) -> std::io::Result<()> {
+    let p = cg.join("cgroup.kill");
+    std::fs::write(&p, "1").map_err(|e| named("writing 1 to", &p, e))
+}
+
+/// Waits until the cgroup is empty: the kernel signals every change of
+/// `cgroup.events` as POLLPRI. Returns whether it emptied within `timeout`.
+pub fn wait_empty(cg: &Path, timeout: Duration) -> std::io::Result<bool> {
+    let path = cg.join("cgroup.events");
+    let mut f = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+        Err(e) => return Err(named("opening", &path, e)),
+    };
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut text = String::new();
+        f.rewind()
+            .and_then(|_| f.read_to_string(&mut text))
+            .map_err(|e| named("reading", &path, e))?;
+        if !parse_populated(&text) {
+            return Ok(true);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(false);
+        }
+        let ts = rustix::time::Timespec {
+            tv_sec: left.as_secs() as i64,
+            tv_nsec: i64::from(left.subsec_nanos()),
+        };
+        let mut fds = [rustix::event::PollFd::from_borrowed_fd(
+            f.as_fd(),
+            rustix::event::PollFlags::PRI,
+        )];
+        match rustix::event::poll(&mut fds, Some(&ts)) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(named("waiting on", &path, e.into())),
+        }
+    }
+}
+
+/// Removes the VE's cgroup and the groups VE root or `vzctl exec` made in it,
+/// deepest first, once it is empty (waiting up to `timeout`). Nothing is
+/// removed while a process remains.
+pub fn remove(cg: &Path, timeout: Duration) -> std::io::Result<()> {
+    if !cg.exists() {
+        return Ok(());
+    }
+    if !wait_empty(cg, timeout)? {
+        return Err(std::io::Error::other(format!(
+            "{} still has processes after {} s",
+            cg.display(),
+            timeout.as_secs()
+        )));
+    }
+    remove_tree(cg)
+}
+
+fn remove_tree(dir: &Path) -> std::io::Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| named("listing", dir, e))?;
+    for e in entries.flatten() {
+        // cgroupfs has no symlinks; a sub-directory is a child group.
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_tree(&e.path())?;
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(named("removing", dir, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn populated_is_read_from_cgroup_events() {
+        assert!(parse_populated("populated 1\nfrozen 0\n"));
+        assert!(!parse_populated("populated 0\nfrozen 0\n"));
+        assert!(!parse_populated(""));
+        let d = tempfile::tempdir().expect("tempdir");
+        assert!(!populated(&d.path().join("nope")).expect("missing"));
+        std::fs::write(d.path().join("cgroup.events"), "populated 1\n").expect("write");
+        assert!(populated(d.path()).expect("read"));
+        assert!(!wait_empty(d.path(), Duration::from_millis(50)).expect("wait"));
+        std::fs::write(d.path().join("cgroup.events"), "populated 0\n").expect("write");
+        assert!(wait_empty(d.path(), Duration::from_secs(5)).expect("wait"));
+    }
+
+    #[test]
+    fn removal_waits_for_empty_and_takes_child_groups_first() {
+        // A stand-in cgroupfs: plain directories; the files stand for the
+        // kernel's (real cgroup directories can be removed with them inside).
+        let d = tempfile::tempdir().expect("tempdir");
+        let cg = d.path().join("101");
+        std::fs::create_dir_all(cg.join("inner/deeper")).expect("mkdir");
+        std::fs::create_dir_all(cg.join("vzctl-exec.7.0")).expect("mkdir");
+        std::fs::write(cg.join("cgroup.events"), "populated 1\n").expect("write");
+        assert!(remove(&cg, Duration::from_millis(20)).is_err());
+        assert!(cg.join("inner/deeper").exists(), "nothing removed while populated");
+        std::fs::write(cg.join("cgroup.events"), "populated 0\n").expect("write");
+        // Plain files block rmdir here, as they cannot in cgroupfs.
+        std::fs::remove_file(cg.join("cgroup.events")).expect("rm");
+        remove(&cg, Duration::from_secs(1)).expect("removed");
+        assert!(!cg.exists());
+    }
+
+    #[test]
+    fn create_delegates_the_three_files() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let cg = d.path().join("101");
+        std::fs::create_dir(&cg).expect("mkdir");
+        for f in DELEGATED_FILES {
+            std::fs::write(cg.join(f), "").expect("file");
+        }
+        std::fs::write(cg.join("pids.max"), "max\n").expect("file");
+        create(&cg, 165536, 165537).expect("create");
+        use std::os::unix::fs::MetadataExt;
+        for f in DELEGATED_FILES {
+            let m = std::fs::metadata(cg.join(f)).expect("meta");
+            assert_eq!((m.uid(), m.gid()), (165536, 165537), "{f}");
+        }
+        assert_eq!(std::fs::metadata(cg.join("pids.max")).expect("meta").uid(), 0);
+    }
+}

@@ -32,7 +32,12 @@ pub fn send(sock: BorrowedFd<'_>, data: &[u8], fd: Option<BorrowedFd<'_>>) -> st
             return Err(std::io::Error::other("control buffer too small for one fd"));
         }
     }
-    let n = rustix::net::sendmsg(sock, &[IoSlice::new(data)], &mut control, SendFlags::empty())?;
+    let n = rustix::net::sendmsg(
+        sock,
+        &[IoSlice::new(data)],
+        &mut control,
+        SendFlags::empty(),
+    )?;
     if n != data.len() {
         return Err(std::io::Error::other("message sent in part"));
     }

@@ -6,9 +6,7 @@
 //! error, not a redirection.
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
-use rustix::mount::{
-    FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, OpenTreeFlags,
-};
+use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, OpenTreeFlags};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 /// `openat2` flags that keep a lookup inside `root` and follow no link.
@@ -28,7 +26,11 @@ pub fn open_in_root(root: BorrowedFd<'_>, rel: &str, dir: bool) -> rustix::io::R
 
 /// A new, detached filesystem instance: `fsopen` + options + `fsmount`.
 /// Options are `key=value` or a bare flag.
-pub fn new_fs(fstype: &str, options: &[&str], attrs: MountAttrFlags) -> rustix::io::Result<OwnedFd> {
+pub fn new_fs(
+    fstype: &str,
+    options: &[&str],
+    attrs: MountAttrFlags,
+) -> rustix::io::Result<OwnedFd> {
     let fs = rustix::mount::fsopen(fstype, FsOpenFlags::FSOPEN_CLOEXEC)?;
     for o in options {
         match o.split_once('=') {
@@ -42,8 +44,9 @@ pub fn new_fs(fstype: &str, options: &[&str], attrs: MountAttrFlags) -> rustix::
 
 /// A detached copy of the mount at `fd` (a bind mount in waiting).
 pub fn clone_tree(fd: BorrowedFd<'_>, recursive: bool) -> rustix::io::Result<OwnedFd> {
-    let mut flags =
-        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC | OpenTreeFlags::AT_EMPTY_PATH;
+    let mut flags = OpenTreeFlags::OPEN_TREE_CLONE
+        | OpenTreeFlags::OPEN_TREE_CLOEXEC
+        | OpenTreeFlags::AT_EMPTY_PATH;
     if recursive {
         flags |= OpenTreeFlags::AT_RECURSIVE;
     }
@@ -117,9 +120,12 @@ pub fn open_dev_null() -> std::io::Result<OwnedFd> {
         Mode::empty(),
     )?;
     let st = rustix::fs::fstat(&fd)?;
-    let chr = rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::CharacterDevice;
+    let chr =
+        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::CharacterDevice;
     if !chr || rustix::fs::major(st.st_rdev) != 1 || rustix::fs::minor(st.st_rdev) != 3 {
-        return Err(std::io::Error::other("/dev/null is not the null device (1:3)"));
+        return Err(std::io::Error::other(
+            "/dev/null is not the null device (1:3)",
+        ));
     }
     Ok(fd)
 }

@@ -95,7 +95,9 @@ pub fn serve_stream<T: std::io::Read + std::io::Write>(
     loop {
         let reply = match proto::read_frame::<_, Request>(&mut s, &mut buf) {
             Ok((Kind::Request, req)) => handle(&req, ctx),
-            Ok((k @ (Kind::Response | Kind::Setup), _)) => error_reply(FrameError::BadKind(k as u8)),
+            Ok((k @ (Kind::Response | Kind::Setup), _)) => {
+                error_reply(FrameError::BadKind(k as u8))
+            }
             Err(FrameError::Eof) => return Ok(()),
             Err(FrameError::Io) => return Err(FrameError::Io),
             Err(e) => {

@@ -108,7 +108,12 @@ pub fn mount_setattr(
 ) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let arg = MountAttrArg {
-        attr_set: attr.0 | if userns.is_some() { MOUNT_ATTR_IDMAP } else { 0 },
+        attr_set: attr.0
+            | if userns.is_some() {
+                MOUNT_ATTR_IDMAP
+            } else {
+                0
+            },
         attr_clr: 0,
         propagation: 0,
         userns_fd: userns.map_or(0, |u| u.as_raw_fd() as u64),

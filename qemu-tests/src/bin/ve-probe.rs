@@ -1,6 +1,8 @@
 //! `ve-probe`: a test helper run inside a VE by the end-to-end tests, for
-//! the few checks busybox cannot make (SysV shared memory, module loading).
-//! Prints one line per check: `<check>: <result>`.
+//! the checks busybox cannot make (SysV shared memory, module loading, the
+//! attacks of the escape tests: terminal injection, denied syscalls, the
+//! process's session and descriptors). Prints one line per check:
+//! `<check>: <result>`.
 
 use std::ffi::CString;
 
@@ -57,8 +59,94 @@ fn main() {
                 println!("mknod: denied ({})", errno())
             }
         }
+        Some("tiocsti") => {
+            // Push a command into whatever terminal we were given: before the
+            // fix, the appliance console ran it as appliance root.
+            let cmd = b"echo INJECTED-$((6*7))\n";
+            for (name, fd) in [("stdin", 0), ("stdout", 1), ("stderr", 2)] {
+                let mut ok = 0;
+                let mut last = String::new();
+                for b in cmd {
+                    // SAFETY: TIOCSTI reads one byte from a valid pointer.
+                    let rc = unsafe { libc::ioctl(fd, libc::TIOCSTI, b as *const u8) };
+                    if rc == 0 {
+                        ok += 1
+                    } else {
+                        last = errno()
+                    }
+                }
+                if ok == cmd.len() {
+                    println!("tiocsti {name}: injected");
+                } else {
+                    println!("tiocsti {name}: denied ({last})");
+                }
+            }
+        }
+        Some("session") => {
+            // Our session and the terminal's: a command of `vzctl exec` must
+            // lead its own session, on a terminal of the VE (or none).
+            let pid = std::process::id() as i32;
+            // SAFETY: plain integer syscalls.
+            let (sid, tsid) = unsafe { (libc::getsid(0), libc::tcgetsid(0)) };
+            let tty = std::fs::read_link("/proc/self/fd/0")
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|e| format!("? ({e})"));
+            println!("session: pid {pid} sid {sid} tty-sid {tsid} stdin {tty}");
+        }
+        Some("fds") => {
+            let mut open = Vec::new();
+            if let Ok(d) = std::fs::read_dir("/proc/self/fd") {
+                for e in d.flatten() {
+                    if let Some(n) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) {
+                        open.push(n);
+                    }
+                }
+            }
+            open.sort_unstable();
+            // One of them is the directory being read.
+            println!("fds: {open:?}");
+        }
+        Some("syscalls") => {
+            // Each must be refused by the VE's syscall filter (or the kernel).
+            let report = |name: &str, rc: libc::c_long| {
+                // errno is read at once, before any other call.
+                if rc < 0 {
+                    println!("{name}: denied ({})", errno());
+                } else {
+                    println!("{name}: allowed");
+                }
+            };
+            // SAFETY (each call below): integers and null pointers only, which
+            // the kernel checks; none can succeed in a way that touches our
+            // memory.
+            report("keyctl", unsafe {
+                libc::syscall(libc::SYS_keyctl, 0, 0, 0, 0, 0)
+            });
+            report("add_key", unsafe {
+                libc::syscall(libc::SYS_add_key, 0, 0, 0, 0, 0)
+            });
+            report("bpf", unsafe { libc::syscall(libc::SYS_bpf, 0, 0, 0) });
+            report("userfaultfd", unsafe {
+                libc::syscall(libc::SYS_userfaultfd, 0)
+            });
+            report("perf_event_open", unsafe {
+                libc::syscall(libc::SYS_perf_event_open, 0, 0, -1, -1, 0)
+            });
+            report("io_uring_setup", unsafe {
+                libc::syscall(libc::SYS_io_uring_setup, 1, 0)
+            });
+            report("open_by_handle_at", unsafe {
+                libc::syscall(libc::SYS_open_by_handle_at, -1, 0, 0)
+            });
+            report("kexec_load", unsafe {
+                libc::syscall(libc::SYS_kexec_load, 0, 0, 0, 0)
+            });
+        }
         _ => {
-            eprintln!("usage: ve-probe shm-create|shm-find [KEY] | module | mknod");
+            eprintln!(
+                "usage: ve-probe shm-create|shm-find [KEY] | module | mknod | tiocsti | \
+                 session | fds | syscalls"
+            );
             std::process::exit(2);
         }
     }

@@ -31,8 +31,7 @@ fn main() {
         Ok(started) => (
             proto::SetupReply::Started {
                 pid: started.pid.as_raw_nonzero().get() as u32,
-                start_time: vmmgr::runstate::start_time(started.pid.as_raw_nonzero().get())
-                    .unwrap_or(0),
+                start_time: started.start_time,
             },
             Some(started.pidfd),
         ),
@@ -44,7 +43,9 @@ fn main() {
     let mut buf = [0u8; proto::HEADER_LEN + 2048];
     let sent = proto::encode(proto::Kind::Setup, &reply, &mut buf)
         .map_err(|e| std::io::Error::other(format!("{e:?}")))
-        .and_then(|n| vmmgr::fdpass::send(chan.as_fd(), &buf[..n], pidfd.as_ref().map(|f| f.as_fd())));
+        .and_then(|n| {
+            vmmgr::fdpass::send(chan.as_fd(), &buf[..n], pidfd.as_ref().map(|f| f.as_fd()))
+        });
     if let Err(e) = sent {
         eprintln!("vesetup: reporting to vmmgr: {e}");
         std::process::exit(1);
@@ -53,7 +54,8 @@ fn main() {
 
 fn read_spec(chan: BorrowedFd<'_>) -> Result<vmmgr::setup::Spec, String> {
     let mut buf = [0u8; proto::HEADER_LEN + 4096];
-    let (n, _) = vmmgr::fdpass::recv(chan, &mut buf).map_err(|e| format!("reading the spec: {e}"))?;
+    let (n, _) =
+        vmmgr::fdpass::recv(chan, &mut buf).map_err(|e| format!("reading the spec: {e}"))?;
     let (kind, s): (proto::Kind, proto::SetupSpec) =
         proto::decode(&buf[..n]).map_err(|e| format!("decoding the spec: {e:?}"))?;
     if kind != proto::Kind::Setup {

@@ -141,13 +141,10 @@ pub fn enter(veid: u32, command: &[OsString]) -> Result<(), Failure> {
 
 fn run(init: &Init, argv: &[OsString], stdio: Stdio, input: Option<&[u8]>) -> Result<i32, Failure> {
     // Everything the joiner needs from the appliance is read now.
-    let policy = JoinPolicy::load(Path::new(POLICY_DIR)).map_err(sys_err("reading the VE policy"))?;
-    let init_fd = join::init_pidfd(init.pid, init.start_time).map_err(|e| {
-        (
-            format!("VE {}: {e}", init.veid),
-            code::NOT_RUNNING,
-        )
-    })?;
+    let policy =
+        JoinPolicy::load(Path::new(POLICY_DIR)).map_err(sys_err("reading the VE policy"))?;
+    let init_fd = join::init_pidfd(init.pid, init.start_time)
+        .map_err(|e| (format!("VE {}: {e}", init.veid), code::NOT_RUNNING))?;
     let ve_cgroup = Path::new(CGROUP_ROOT).join(init.veid.to_string());
     if let Stdio::Pty(p) = &stdio {
         if let Ok(ws) = rustix::termios::tcgetwinsize(std::io::stdin()) {
@@ -210,7 +207,11 @@ fn run(init: &Init, argv: &[OsString], stdio: Stdio, input: Option<&[u8]>) -> Re
             for attempt in 0..8 {
                 join::remove_exec_leaf(
                     &ve_cgroup,
-                    &format!("{}{}.{attempt}", join::EXEC_LEAF_PREFIX, child.as_raw_nonzero()),
+                    &format!(
+                        "{}{}.{attempt}",
+                        join::EXEC_LEAF_PREFIX,
+                        child.as_raw_nonzero()
+                    ),
                 );
             }
             Ok(rc)
@@ -235,9 +236,9 @@ fn joiner(
     let pty = matches!(stdio, Stdio::Pty(_));
     // 1. Nothing of the appliance stays: not dumpable (no ptrace, no
     // /proc/<pid>/fd for the VE), stdio replaced, every other fd closed.
-    if let Err(e) = rustix::process::set_dumpable_behavior(
-        rustix::process::DumpableBehavior::NotDumpable,
-    ) {
+    if let Err(e) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
         return fail("making the joiner undumpable", e.into());
     }
     let r = match stdio {
@@ -271,15 +272,13 @@ fn joiner(
     match forked {
         Ok(None) => {
             // PID 1's namespace: the command's own session, its terminal the pty.
-            let r = rustix::process::setsid()
-                .map(|_| ())
-                .and_then(|()| {
-                    if pty {
-                        rustix::process::ioctl_tiocsctty(std::io::stdin())
-                    } else {
-                        Ok(())
-                    }
-                });
+            let r = rustix::process::setsid().map(|_| ()).and_then(|()| {
+                if pty {
+                    rustix::process::ioctl_tiocsctty(std::io::stdin())
+                } else {
+                    Ok(())
+                }
+            });
             if let Err(e) = r {
                 std::process::exit(fail("new session", e.into()));
             }

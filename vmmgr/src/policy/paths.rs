@@ -92,7 +92,13 @@ mod tests {
         ] {
             assert!(has(&masked, p), "masked-paths lacks /{p}");
         }
-        for p in ["proc/bus", "proc/fs", "proc/irq", "proc/sys", "proc/sysrq-trigger"] {
+        for p in [
+            "proc/bus",
+            "proc/fs",
+            "proc/irq",
+            "proc/sys",
+            "proc/sysrq-trigger",
+        ] {
             assert!(has(&ro, p), "readonly-paths lacks /{p}");
         }
     }

@@ -13,17 +13,32 @@ pub const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "t
 
 /// Mounts and fills `/dev` in the VE root `root`; `null` is the checked
 /// appliance `/dev/null` (the VE's console reads EOF and discards).
-pub(super) fn populate(cx: &Ctx, root: BorrowedFd<'_>, null: BorrowedFd<'_>) -> Result<(), SetupError> {
-    let mount_point = cx.at("opening the VE's /dev", mountfd::open_in_root(root, "dev", true))?;
+/// `/dev` and `/dev/shm` belong to VE root (host ids `uid`, `gid`): its
+/// services make sockets there (`/dev/log`).
+pub(super) fn populate(
+    cx: &Ctx,
+    root: BorrowedFd<'_>,
+    null: BorrowedFd<'_>,
+    uid: u32,
+    gid: u32,
+) -> Result<(), SetupError> {
+    let mount_point = cx.at(
+        "opening the VE's /dev",
+        mountfd::open_in_root(root, "dev", true),
+    )?;
+    let owner = [format!("uid={uid}"), format!("gid={gid}")];
     let tmp = cx.at(
         "creating /dev",
         mountfd::new_fs(
             "tmpfs",
-            &["mode=0755", "size=64k"],
+            &["mode=0755", "size=64k", &owner[0], &owner[1]],
             MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NOEXEC,
         ),
     )?;
-    cx.at("attaching /dev", mountfd::attach(tmp.as_fd(), mount_point.as_fd()))?;
+    cx.at(
+        "attaching /dev",
+        mountfd::attach(tmp.as_fd(), mount_point.as_fd()),
+    )?;
     // From here on everything is in our fresh tmpfs.
     let dev = cx.at("opening /dev", mountfd::open_in_root(root, "dev", true))?;
     let file = |name: &str| {
@@ -44,23 +59,42 @@ pub(super) fn populate(cx: &Ctx, root: BorrowedFd<'_>, null: BorrowedFd<'_>) -> 
                 OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
             ),
         )?;
-        cx.at(format!("binding /dev/{node}"), mountfd::attach(src.as_fd(), target.as_fd()))?;
+        cx.at(
+            format!("binding /dev/{node}"),
+            mountfd::attach(src.as_fd(), target.as_fd()),
+        )?;
     }
     let console = cx.at("creating /dev/console", file("console"))?;
     let null_copy = cx.at("cloning /dev/null", mountfd::clone_tree(null, false))?;
-    cx.at("binding /dev/console", mountfd::attach(null_copy.as_fd(), console.as_fd()))?;
+    cx.at(
+        "binding /dev/console",
+        mountfd::attach(null_copy.as_fd(), console.as_fd()),
+    )?;
     let nosuid_noexec = MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NOEXEC;
     for (dir, fstype, opts) in [
-        ("pts", "devpts", &["newinstance", "ptmxmode=0666", "mode=0620"][..]),
-        ("shm", "tmpfs", &["mode=1777"][..]),
+        (
+            "pts",
+            "devpts",
+            &["newinstance", "ptmxmode=0666", "mode=0620"][..],
+        ),
+        ("shm", "tmpfs", &["mode=1777", &owner[0], &owner[1]][..]),
     ] {
         cx.at(
             format!("creating /dev/{dir}"),
             rustix::fs::mkdirat(&dev, dir, Mode::from_raw_mode(0o755)),
         )?;
-        let at = cx.at(format!("opening /dev/{dir}"), mountfd::open_in_root(dev.as_fd(), dir, true))?;
-        let fs = cx.at(format!("creating /dev/{dir}"), mountfd::new_fs(fstype, opts, nosuid_noexec))?;
-        cx.at(format!("attaching /dev/{dir}"), mountfd::attach(fs.as_fd(), at.as_fd()))?;
+        let at = cx.at(
+            format!("opening /dev/{dir}"),
+            mountfd::open_in_root(dev.as_fd(), dir, true),
+        )?;
+        let fs = cx.at(
+            format!("creating /dev/{dir}"),
+            mountfd::new_fs(fstype, opts, nosuid_noexec),
+        )?;
+        cx.at(
+            format!("attaching /dev/{dir}"),
+            mountfd::attach(fs.as_fd(), at.as_fd()),
+        )?;
     }
     for (link, target) in [
         ("ptmx", "pts/ptmx"),
@@ -69,7 +103,10 @@ pub(super) fn populate(cx: &Ctx, root: BorrowedFd<'_>, null: BorrowedFd<'_>) -> 
         ("stdout", "/proc/self/fd/1"),
         ("stderr", "/proc/self/fd/2"),
     ] {
-        cx.at(format!("linking /dev/{link}"), rustix::fs::symlinkat(target, &dev, link))?;
+        cx.at(
+            format!("linking /dev/{link}"),
+            rustix::fs::symlinkat(target, &dev, link),
+        )?;
     }
     Ok(())
 }

@@ -17,6 +17,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 pub(super) struct Waiting {
     pub pidfd: OwnedFd,
     pid: rustix::process::Pid,
+    /// Read while the appliance's /proc is still our /proc (before the pivot).
+    start_time: u64,
     go: OwnedFd,
     errors: OwnedFd,
 }
@@ -61,8 +63,17 @@ pub(super) fn spawn(
             let _ = rustix::process::waitpid(Some(first), rustix::process::WaitOptions::empty());
             let (n, fd) = got.map_err(|e| cx.fail("starting the VE init", e.to_string()))?;
             let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-            match (fd, text.parse::<i32>().ok().and_then(rustix::process::Pid::from_raw)) {
+            match (
+                fd,
+                text.parse::<i32>()
+                    .ok()
+                    .and_then(rustix::process::Pid::from_raw),
+            ) {
                 (Some(pidfd), Some(pid)) => Ok(Waiting {
+                    // Orphaned to us (a subreaper) and not reaped: the pid is
+                    // still the init's.
+                    start_time: crate::runstate::start_time(pid.as_raw_nonzero().get())
+                        .ok_or_else(|| cx.fail("starting the VE init", "it died at once"))?,
                     pidfd,
                     pid,
                     go: go_tx,
@@ -93,7 +104,11 @@ fn first_process(
     cx.at(
         "creating the VE namespaces",
         nix::sched::unshare(
-            F::CLONE_NEWPID | F::CLONE_NEWNET | F::CLONE_NEWUTS | F::CLONE_NEWIPC | F::CLONE_NEWCGROUP,
+            F::CLONE_NEWPID
+                | F::CLONE_NEWNET
+                | F::CLONE_NEWUTS
+                | F::CLONE_NEWIPC
+                | F::CLONE_NEWCGROUP,
         ),
     )?;
     // SAFETY: single-threaded (a fork of vesetup).
@@ -136,6 +151,7 @@ impl Waiting {
         let Waiting {
             pidfd,
             pid,
+            start_time,
             go,
             errors,
         } = self;
@@ -144,7 +160,11 @@ impl Waiting {
         let mut msg = Vec::new();
         let _ = File::from(errors).read_to_end(&mut msg);
         if msg.is_empty() {
-            return Ok(Started { pid, pidfd });
+            return Ok(Started {
+                pid,
+                start_time,
+                pidfd,
+            });
         }
         let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
         let text = String::from_utf8_lossy(&msg[1..]).into_owned();
@@ -187,7 +207,12 @@ fn become_init(spec: &Spec, policy: &Policy, errors: BorrowedFd<'_>) -> SetupErr
     }
 }
 
-fn finish(cx: &Ctx, spec: &Spec, policy: &Policy, errors: BorrowedFd<'_>) -> Result<(), SetupError> {
+fn finish(
+    cx: &Ctx,
+    spec: &Spec,
+    policy: &Policy,
+    errors: BorrowedFd<'_>,
+) -> Result<(), SetupError> {
     // The copy of A is owned by the VE's user namespace: what it inherits is
     // locked (no unmounting a mask, no fresh proc or sysfs).
     cx.at(
@@ -203,14 +228,20 @@ fn finish(cx: &Ctx, spec: &Spec, policy: &Policy, errors: BorrowedFd<'_>) -> Res
     cx.at("new session", rustix::process::setsid())?;
     let null = cx.at(
         "opening /dev/null",
-        std::fs::OpenOptions::new().read(true).write(true).open("/dev/null"),
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null"),
     )?;
     cx.at("connecting stdin", rustix::stdio::dup2_stdin(&null))?;
     cx.at("connecting stdout", rustix::stdio::dup2_stdout(&null))?;
     cx.at("connecting stderr", rustix::stdio::dup2_stderr(&null))?;
     drop(null);
     // Nothing of vesetup's is left open but the error pipe (close-on-exec).
-    cx.at("closing descriptors", crate::sys::close_fds_except(&[errors]))?;
+    cx.at(
+        "closing descriptors",
+        crate::sys::close_fds_except(&[errors]),
+    )?;
     for cap in crate::policy::caps::to_drop(&policy.keep_caps) {
         // A capability newer than this kernel is simply not there to drop.
         match crate::sys::drop_bounding_cap(cap) {

@@ -26,7 +26,7 @@ pub(super) fn mount_all(
         None => {
             drop(ours);
             let _ = rustix::thread::set_name(c"vesetup-proc");
-            let r = in_ve_namespaces(cx, init, root, null, policy);
+            let r = in_ve_namespaces(cx, init, root, null, policy, theirs.as_fd());
             let msg = match &r {
                 Ok(()) => String::new(),
                 Err(e) => super::chain(e),
@@ -58,6 +58,7 @@ fn in_ve_namespaces(
     root: BorrowedFd<'_>,
     null: BorrowedFd<'_>,
     policy: &Policy,
+    report: BorrowedFd<'_>,
 ) -> Result<(), SetupError> {
     use rustix::thread::ThreadNameSpaceType as T;
     cx.at(
@@ -72,14 +73,13 @@ fn in_ve_namespaces(
     let forked = unsafe { crate::sys::fork_single_threaded() };
     match cx.at("forking into the VE's PID namespace", forked)? {
         None => {
-            let code = match mount_kernfs(cx, root, null, policy) {
-                Ok(()) => 0,
-                Err(e) => {
-                    eprintln!("{}", super::chain(&e));
-                    1
-                }
+            // Errors go straight to vesetup; an empty message means success.
+            let msg = match mount_kernfs(cx, root, null, policy) {
+                Ok(()) => String::new(),
+                Err(e) => super::chain(&e),
             };
-            std::process::exit(code);
+            let _ = crate::fdpass::send(report, msg.as_bytes(), None);
+            std::process::exit(i32::from(!msg.is_empty()));
         }
         Some(pid) => {
             let st = cx.at(
@@ -88,7 +88,10 @@ fn in_ve_namespaces(
             )?;
             match st {
                 Some((_, s)) if s.exit_status() == Some(0) => Ok(()),
-                _ => Err(cx.fail("mounting /proc and /sys", "see vesetup's stderr in the log")),
+                _ => Err(cx.fail(
+                    "mounting /proc and /sys",
+                    "the mounter in the VE's PID namespace failed",
+                )),
             }
         }
     }
@@ -105,16 +108,32 @@ fn mount_kernfs(
         | MountAttrFlags::MOUNT_ATTR_NOEXEC;
     for (at, fstype, attrs) in [
         ("proc", "proc", nosuid_nodev_noexec),
-        ("sys", "sysfs", nosuid_nodev_noexec | MountAttrFlags::MOUNT_ATTR_RDONLY),
+        (
+            "sys",
+            "sysfs",
+            nosuid_nodev_noexec | MountAttrFlags::MOUNT_ATTR_RDONLY,
+        ),
         ("sys/fs/cgroup", "cgroup2", nosuid_nodev_noexec),
     ] {
-        let point = cx.at(format!("opening the VE's /{at}"), mountfd::open_in_root(root, at, true))?;
-        let fs = cx.at(format!("creating {fstype}"), mountfd::new_fs(fstype, &[], attrs))?;
-        cx.at(format!("attaching /{at}"), mountfd::attach(fs.as_fd(), point.as_fd()))?;
+        let point = cx.at(
+            format!("opening the VE's /{at}"),
+            mountfd::open_in_root(root, at, true),
+        )?;
+        let fs = cx.at(
+            format!("creating {fstype}"),
+            mountfd::new_fs(fstype, &[], attrs),
+        )?;
+        cx.at(
+            format!("attaching /{at}"),
+            mountfd::attach(fs.as_fd(), point.as_fd()),
+        )?;
     }
     for p in &policy.masked {
         match mountfd::open_in_root(root, &p.rel, false) {
-            Ok(fd) => cx.at(format!("masking /{}", p.rel), mountfd::mask(fd.as_fd(), null))?,
+            Ok(fd) => cx.at(
+                format!("masking /{}", p.rel),
+                mountfd::mask(fd.as_fd(), null),
+            )?,
             Err(rustix::io::Errno::NOENT) if p.optional => {}
             Err(e) => {
                 return Err(cx.fail(

@@ -45,7 +45,10 @@ pub(super) fn build_root(
     )?;
     // Neutral names: they show in the overlay's options in the VE's mountinfo.
     for d in ["lower", "data", "root"] {
-        cx.at(format!("creating {d} in the stage"), std::fs::create_dir(stage.join(d)))?;
+        cx.at(
+            format!("creating {d} in the stage"),
+            std::fs::create_dir(stage.join(d)),
+        )?;
     }
     cx.at(
         "attaching the template layer",
@@ -148,7 +151,13 @@ fn overlay_helper(spec: &Spec, cx: &Ctx, userns: BorrowedFd<'_>) -> Result<Owned
     let opts = c"lowerdir=lower,upperdir=data/upper,workdir=data/work,userxattr";
     cx.at(
         "mounting the overlay (lowerdir=lower,upperdir=data/upper,workdir=data/work,userxattr)",
-        rustix::mount::mount("overlay", "root", "overlay", rustix::mount::MountFlags::empty(), Some(opts)),
+        rustix::mount::mount(
+            "overlay",
+            "root",
+            "overlay",
+            rustix::mount::MountFlags::empty(),
+            Some(opts),
+        ),
     )?;
     let root = cx.at(
         "opening the overlay root",

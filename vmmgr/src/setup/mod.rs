@@ -177,6 +177,8 @@ fn read_policy(spec: &Spec) -> Result<Policy, SetupError> {
 #[derive(Debug)]
 pub struct Started {
     pub pid: rustix::process::Pid,
+    /// Its start time (`/proc/<pid>/stat` field 22), read before the pivot.
+    pub start_time: u64,
     pub pidfd: OwnedFd,
 }
 
@@ -185,7 +187,6 @@ pub fn run(spec: &Spec) -> Result<Started, SetupError> {
     let cx = Ctx { veid: spec.veid };
     // 1. Policy, while /etc/vzpolicy is in reach.
     let policy = read_policy(spec)?;
-    let null = cx.at("opening /dev/null", crate::mountfd::open_dev_null())?;
 
     // 2. Mount namespace A, ours alone.
     cx.at(
@@ -196,9 +197,14 @@ pub fn run(spec: &Spec) -> Result<Started, SetupError> {
         "making the staging mounts private",
         rustix::mount::mount_change(
             "/",
-            rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC,
+            rustix::mount::MountPropagationFlags::PRIVATE
+                | rustix::mount::MountPropagationFlags::REC,
         ),
     )?;
+
+    // The null device to bind over masked files, checked, from A's own tree
+    // (a mount of another namespace cannot be cloned into this one).
+    let null = cx.at("opening /dev/null", crate::mountfd::open_dev_null())?;
 
     // 3. The VE's user namespace.
     let userns = userns::create(spec, &cx)?;
@@ -207,15 +213,27 @@ pub fn run(spec: &Spec) -> Result<Started, SetupError> {
     let root = layers::build_root(spec, &cx, userns.as_fd())?;
 
     // 6. /dev.
-    dev::populate(&cx, root.as_fd(), null.as_fd())?;
+    dev::populate(
+        &cx,
+        root.as_fd(),
+        null.as_fd(),
+        spec.uid_base,
+        spec.gid_base,
+    )?;
 
     // 7. The VE's first process and its init, waiting.
     let waiting = init::spawn(spec, &cx, userns.as_fd(), &policy)?;
 
     // 8. /proc, /sys, cgroup2 and the masks, from the VE's namespaces.
     // 9. The overlay becomes the root of A (and of the waiting init).
-    let prepared = kernfs::mount_all(&cx, waiting.pidfd.as_fd(), root.as_fd(), null.as_fd(), &policy)
-        .and_then(|()| pivot::pivot_into(&cx, root));
+    let prepared = kernfs::mount_all(
+        &cx,
+        waiting.pidfd.as_fd(),
+        root.as_fd(),
+        null.as_fd(),
+        &policy,
+    )
+    .and_then(|()| pivot::pivot_into(&cx, root));
     if let Err(e) = prepared {
         waiting.abort();
         return Err(e);
@@ -314,9 +332,17 @@ pub fn spawn_helper(helper: &std::path::Path, spec: &Spec) -> Outcome {
     }
     let status = child.wait();
     let stderr = stderr.trim().to_owned();
+    if !stderr.is_empty() {
+        log::warn!("VE {}: {}: {stderr}", spec.veid, helper.display());
+    }
     let (n, fd) = match reply {
         Ok(r) => r,
-        Err(e) => return failed(format!("no reply from {} ({e}): {stderr}", helper.display())),
+        Err(e) => {
+            return failed(format!(
+                "no reply from {} ({e}): {stderr}",
+                helper.display()
+            ))
+        }
     };
     match (proto::decode::<proto::SetupReply>(&buf[..n]), fd) {
         (Ok((proto::Kind::Setup, proto::SetupReply::Started { pid, start_time })), Some(pidfd)) => {
@@ -326,7 +352,15 @@ pub fn spawn_helper(helper: &std::path::Path, spec: &Spec) -> Outcome {
                 pidfd,
             }
         }
-        (Ok((_, proto::SetupReply::Failed { step, broken_init, .. })), _) => Outcome::Failed {
+        (
+            Ok((
+                _,
+                proto::SetupReply::Failed {
+                    step, broken_init, ..
+                },
+            )),
+            _,
+        ) => Outcome::Failed {
             message: step.as_str().to_owned(),
             broken_init,
         },

@@ -35,7 +35,10 @@ pub(super) fn create(spec: &Spec, cx: &Ctx) -> Result<OwnedFd, SetupError> {
             let n = File::from(ready_rx).read(&mut b).unwrap_or(0);
             let result = holder.and_then(|holder| {
                 if n != 1 || b[0] != b'1' {
-                    return Err(cx.fail("creating the user namespace", "unshare(CLONE_NEWUSER) failed"));
+                    return Err(cx.fail(
+                        "creating the user namespace",
+                        "unshare(CLONE_NEWUSER) failed",
+                    ));
                 }
                 let _pinned = holder;
                 write_maps(spec, cx, pid.as_raw_nonzero().get())?;
@@ -53,8 +56,14 @@ fn write_maps(spec: &Spec, cx: &Ctx, pid: i32) -> Result<(), SetupError> {
     let proc = std::path::PathBuf::from(format!("/proc/{pid}"));
     let uid_map = format!("0 {} {}\n", spec.uid_base, spec.id_count);
     let gid_map = format!("0 {} {}\n", spec.gid_base, spec.id_count);
-    cx.at("writing uid_map", std::fs::write(proc.join("uid_map"), uid_map))?;
-    cx.at("writing gid_map", std::fs::write(proc.join("gid_map"), gid_map))?;
+    cx.at(
+        "writing uid_map",
+        std::fs::write(proc.join("uid_map"), uid_map),
+    )?;
+    cx.at(
+        "writing gid_map",
+        std::fs::write(proc.join("gid_map"), gid_map),
+    )?;
     Ok(())
 }
 
@@ -71,12 +80,24 @@ fn open_userns(cx: &Ctx, pid: i32) -> Result<OwnedFd, SetupError> {
 pub(super) fn become_ve_root(cx: &Ctx, userns: BorrowedFd<'_>) -> Result<(), SetupError> {
     cx.at(
         "joining the VE user namespace",
-        rustix::thread::move_into_link_name_space(userns, Some(rustix::thread::LinkNameSpaceType::User)),
+        rustix::thread::move_into_link_name_space(
+            userns,
+            Some(rustix::thread::LinkNameSpaceType::User),
+        ),
     )?;
-    cx.at("setgroups in the VE", rustix::thread::set_thread_groups(&[]))?;
+    cx.at(
+        "setgroups in the VE",
+        rustix::thread::set_thread_groups(&[]),
+    )?;
     let g = rustix::process::Gid::from_raw(0);
     let u = rustix::process::Uid::from_raw(0);
-    cx.at("becoming VE root (gid)", rustix::thread::set_thread_res_gid(g, g, g))?;
-    cx.at("becoming VE root (uid)", rustix::thread::set_thread_res_uid(u, u, u))?;
+    cx.at(
+        "becoming VE root (gid)",
+        rustix::thread::set_thread_res_gid(g, g, g),
+    )?;
+    cx.at(
+        "becoming VE root (uid)",
+        rustix::thread::set_thread_res_uid(u, u, u),
+    )?;
     Ok(())
 }

@@ -161,7 +161,10 @@ mod tests {
         std::fs::create_dir_all(cg.join("vzctl-exec.7.0")).expect("mkdir");
         std::fs::write(cg.join("cgroup.events"), "populated 1\n").expect("write");
         assert!(remove(&cg, Duration::from_millis(20)).is_err());
-        assert!(cg.join("inner/deeper").exists(), "nothing removed while populated");
+        assert!(
+            cg.join("inner/deeper").exists(),
+            "nothing removed while populated"
+        );
         std::fs::write(cg.join("cgroup.events"), "populated 0\n").expect("write");
         // Plain files block rmdir here, as they cannot in cgroupfs.
         std::fs::remove_file(cg.join("cgroup.events")).expect("rm");
@@ -184,6 +187,9 @@ mod tests {
             let m = std::fs::metadata(cg.join(f)).expect("meta");
             assert_eq!((m.uid(), m.gid()), (165536, 165537), "{f}");
         }
-        assert_eq!(std::fs::metadata(cg.join("pids.max")).expect("meta").uid(), 0);
+        assert_eq!(
+            std::fs::metadata(cg.join("pids.max")).expect("meta").uid(),
+            0
+        );
     }
 }

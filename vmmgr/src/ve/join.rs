@@ -34,8 +34,11 @@ impl JoinPolicy {
     pub fn load(policy_dir: &Path) -> std::io::Result<JoinPolicy> {
         Ok(JoinPolicy {
             keep_caps: policy_caps(policy_dir)?,
-            seccomp: crate::policy::seccomp::load(policy_dir, crate::policy::seccomp::NestedNamespaces::Allow)
-                .map_err(|e| std::io::Error::other(e.to_string()))?,
+            seccomp: crate::policy::seccomp::load(
+                policy_dir,
+                crate::policy::seccomp::NestedNamespaces::Allow,
+            )
+            .map_err(|e| std::io::Error::other(e.to_string()))?,
         })
     }
 }
@@ -243,7 +246,8 @@ pub fn open_ptmx_in(root: &OwnedFd) -> std::io::Result<OwnedFd> {
     .map_err(|e| std::io::Error::other(format!("opening the VE's /dev/pts/ptmx: {e}")))?;
     let st = rustix::fs::fstat(&master)?;
     let fs = rustix::fs::fstatfs(&master)?;
-    let is_chr = rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::CharacterDevice;
+    let is_chr =
+        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::CharacterDevice;
     if !is_chr
         || rustix::fs::major(st.st_rdev) != 5
         || rustix::fs::minor(st.st_rdev) != 2
@@ -272,7 +276,10 @@ mod tests {
 
     #[test]
     fn mapped_root_reads_the_zero_line() {
-        assert_eq!(mapped_root("         0     165536      65536\n"), Some(165536));
+        assert_eq!(
+            mapped_root("         0     165536      65536\n"),
+            Some(165536)
+        );
         assert_eq!(mapped_root("1 2 3\n"), None);
     }
 

@@ -1,8 +1,8 @@
 //! vmmgr's VE state: configs, running VEs, the lifecycle operations, and
 //! adoption of running VEs after a vmmgr restart.
 
-use crate::setup::Spec;
 use crate::config::{self, Diag, Loaded, VeConfig, VeId};
+use crate::setup::Spec;
 use proto::{Name, Text, VeInfo, VeOp};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsFd, OwnedFd};
@@ -231,7 +231,10 @@ impl Manager {
                 start_time: st,
             }) = VeRecord::parse(&text)
             else {
-                log::warn!("VE {veid}: {} is not a runtime record; removing it", path.display());
+                log::warn!(
+                    "VE {veid}: {} is not a runtime record; removing it",
+                    path.display()
+                );
                 let _ = std::fs::remove_file(&path);
                 continue;
             };
@@ -763,7 +766,11 @@ impl Manager {
             } => {
                 self.cleanup_cgroup(veid);
                 log::error!("VE {veid}: start failed: {message}");
-                let c = if broken_init { code::BROKEN } else { code::SYSTEM };
+                let c = if broken_init {
+                    code::BROKEN
+                } else {
+                    code::SYSTEM
+                };
                 return Outcome::fail(c, format!("Unable to start VE {veid}: {message}"));
             }
         };
@@ -784,7 +791,10 @@ impl Manager {
             self.cleanup_cgroup(veid);
             return Outcome::fail(
                 code::SYSTEM,
-                format!("Unable to start VE {veid}: recording it in {}: {e}", path.display()),
+                format!(
+                    "Unable to start VE {veid}: recording it in {}: {e}",
+                    path.display()
+                ),
             );
         }
         self.track(veid, pid, start, fd);

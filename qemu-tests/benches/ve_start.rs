@@ -54,7 +54,7 @@ fn main() -> anyhow::Result<()> {
         base.join("cg").display()
     ))?;
 
-    let spec = vmmgr::ve::setup::Spec {
+    let spec = vmmgr::setup::Spec {
         veid: 101,
         template: template.clone(),
         private: base.join("private"),
@@ -71,14 +71,12 @@ fn main() -> anyhow::Result<()> {
     for _ in 0..n {
         std::fs::create_dir(&spec.cgroup)?;
         let t = Instant::now();
-        let out = vmmgr::ve::setup::command(&helper, &spec).output()?;
+        let out = vmmgr::setup::spawn_helper(&helper, &spec);
         let d = t.elapsed();
-        anyhow::ensure!(
-            out.status.success(),
-            "vesetup: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse()?;
+        let pid = match out {
+            vmmgr::setup::Outcome::Started { pid, .. } => pid,
+            vmmgr::setup::Outcome::Failed { message, .. } => anyhow::bail!("vesetup: {message}"),
+        };
         ours.push(d);
         std::fs::write(spec.cgroup.join("cgroup.kill"), "1")?;
         wait_gone(pid);

@@ -65,14 +65,50 @@ fn escapes_are_closed() -> anyhow::Result<()> {
         )?;
     }
 
-    exec_gets_its_own_session(&mut a)?;
-    syscall_filter(&mut a)?;
-    masks_are_locked(&mut a)?;
-    exec_cannot_be_locked_out_of_the_cgroup(&mut a)?;
-    enter_follows_no_ve_symlink(&mut a)?;
-    small_ones(&mut a)?;
-    reboot_restarts_and_halt_stops(&mut a)?;
-    unadoptable_ve_is_not_started_twice(&mut a)?;
+    // Every check runs, whatever the others did, and all failures are listed
+    // (run against an image without the fixes, each one fails).
+    type Check = fn(&mut Appliance) -> anyhow::Result<()>;
+    let checks: [(&str, Check); 8] = [
+        ("exec_gets_its_own_session", exec_gets_its_own_session),
+        ("syscall_filter", syscall_filter),
+        ("masks_are_locked", masks_are_locked),
+        (
+            "exec_cannot_be_locked_out_of_the_cgroup",
+            exec_cannot_be_locked_out_of_the_cgroup,
+        ),
+        ("enter_follows_no_ve_symlink", enter_follows_no_ve_symlink),
+        ("small_ones", small_ones),
+        (
+            "reboot_restarts_and_halt_stops",
+            reboot_restarts_and_halt_stops,
+        ),
+        (
+            "unadoptable_ve_is_not_started_twice",
+            unadoptable_ve_is_not_started_twice,
+        ),
+    ];
+    let mut failed = Vec::new();
+    for (name, check) in checks {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&mut a)));
+        match r {
+            Ok(Ok(())) => eprintln!("escapes: {name}: ok"),
+            Ok(Err(e)) => failed.push(format!("{name}: {e:#}")),
+            Err(p) => {
+                let msg = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                failed.push(format!("{name}: {msg}"));
+            }
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} check(s) failed:\n{}",
+        failed.len(),
+        failed.join("\n\n")
+    );
     Ok(())
 }
 

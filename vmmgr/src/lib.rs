@@ -5,6 +5,8 @@ pub mod appliance;
 pub mod cli;
 pub mod config;
 pub mod console;
+pub mod daemon;
+pub mod exitcode;
 pub mod fdpass;
 pub mod fsutil;
 pub mod logger;
@@ -16,7 +18,6 @@ pub mod server;
 pub mod setup;
 pub mod stream;
 pub mod sys;
-pub mod ve;
 
 /// The control socket clients connect to.
 pub const SOCKET_PATH: &str = "/run/vmmgr.sock";

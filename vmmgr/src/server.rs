@@ -2,8 +2,9 @@
 
 use crate::appliance::{self, Paths};
 use crate::config::VeId;
+use crate::daemon::Manager;
+use crate::exitcode::ExitCode;
 use crate::stream::Stream;
-use crate::ve::manager::{code, Manager};
 use proto::{ErrorCode, FrameError, Kind, Request, Response};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -38,7 +39,7 @@ pub fn handle(req: &Request, ctx: &Ctx) -> Response {
                 Ok(v) => v,
                 Err(msg) => {
                     return Response::VeDone {
-                        code: code::BAD_VALUE,
+                        code: ExitCode::BadValue.get(),
                         message: appliance::text(&msg),
                         info: None,
                     }
@@ -46,7 +47,7 @@ pub fn handle(req: &Request, ctx: &Ctx) -> Response {
             };
             let (out, info) = m.op(veid, op);
             Response::VeDone {
-                code: out.code,
+                code: out.code.get(),
                 message: appliance::text(&out.message),
                 info,
             }

@@ -116,31 +116,29 @@ fn main() {
                     println!("{name}: allowed");
                 }
             };
-            // SAFETY (each call below): integers and null pointers only, which
-            // the kernel checks; none can succeed in a way that touches our
-            // memory.
-            report("keyctl", unsafe {
-                libc::syscall(libc::SYS_keyctl, 0, 0, 0, 0, 0)
-            });
-            report("add_key", unsafe {
-                libc::syscall(libc::SYS_add_key, 0, 0, 0, 0, 0)
-            });
-            report("bpf", unsafe { libc::syscall(libc::SYS_bpf, 0, 0, 0) });
-            report("userfaultfd", unsafe {
-                libc::syscall(libc::SYS_userfaultfd, 0)
-            });
-            report("perf_event_open", unsafe {
-                libc::syscall(libc::SYS_perf_event_open, 0, 0, -1, -1, 0)
-            });
-            report("io_uring_setup", unsafe {
-                libc::syscall(libc::SYS_io_uring_setup, 1, 0)
-            });
-            report("open_by_handle_at", unsafe {
-                libc::syscall(libc::SYS_open_by_handle_at, -1, 0, 0)
-            });
-            report("kexec_load", unsafe {
-                libc::syscall(libc::SYS_kexec_load, 0, 0, 0, 0)
-            });
+            let call = |nr: libc::c_long, a: [libc::c_long; 5]| {
+                // SAFETY: every call below passes only integers (null for
+                // pointers), which the kernel checks; none can succeed in a
+                // way that touches our memory.
+                unsafe { libc::syscall(nr, a[0], a[1], a[2], a[3], a[4]) }
+            };
+            report("keyctl", call(libc::SYS_keyctl, [0; 5]));
+            report("add_key", call(libc::SYS_add_key, [0; 5]));
+            report("bpf", call(libc::SYS_bpf, [0; 5]));
+            report("userfaultfd", call(libc::SYS_userfaultfd, [0; 5]));
+            report(
+                "perf_event_open",
+                call(libc::SYS_perf_event_open, [0, 0, -1, -1, 0]),
+            );
+            report(
+                "io_uring_setup",
+                call(libc::SYS_io_uring_setup, [1, 0, 0, 0, 0]),
+            );
+            report(
+                "open_by_handle_at",
+                call(libc::SYS_open_by_handle_at, [-1, 0, 0, 0, 0]),
+            );
+            report("kexec_load", call(libc::SYS_kexec_load, [0; 5]));
         }
         _ => {
             eprintln!(

@@ -210,6 +210,7 @@ pub struct SetupSpec {
 
 /// What `vesetup` reports to vmmgr (one frame, kind [`Kind::Setup`]); with
 /// `Started`, a pidfd of the VE init travels beside it (SCM_RIGHTS).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SetupReply {
     /// The VE init runs the template's init program.

@@ -18,7 +18,7 @@ fn main() {
     if let Err(e) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
         log::error!("cannot become the VE inits' subreaper: {e}; a VE's reboot will stop it");
     }
-    let manager = vmmgr::ve::manager::Manager::new(vmmgr::ve::manager::Layout::default());
+    let manager = vmmgr::daemon::Manager::new(vmmgr::daemon::Layout::default());
     manager.reload();
     manager.adopt();
     let ctx = vmmgr::server::Ctx {

@@ -7,19 +7,19 @@
 //! on plain pipes otherwise; this process relays between the two sides.
 //!
 //! Processes: `vzctl` (relay, appliance) forks the joiner, which drops every
-//! appliance descriptor, joins the VE (`crate::ve::join`) and forks the
+//! appliance descriptor, joins the VE (`crate::cli::join`) and forks the
 //! command's process inside the VE's PID namespace; the joiner waits for it
 //! and exits with its status.
 
-use crate::ve::join::{self, JoinPolicy};
-use crate::ve::manager::code;
+use crate::cli::join::{self, JoinPolicy};
+use crate::exitcode::ExitCode;
 use proto::{Request, Response, VeOp};
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
-type Failure = (String, u8);
+type Failure = (String, ExitCode);
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup/vz";
 const POLICY_DIR: &str = "/etc/vzpolicy";
@@ -47,10 +47,10 @@ fn running_init(veid: u32) -> Result<Init, Failure> {
             })
         }
         Ok(Response::VeDone { info: Some(i), .. }) if !i.exists => {
-            Err((format!("VE {veid} does not exist"), code::CONF_NOT_FOUND))
+            Err((format!("VE {veid} does not exist"), ExitCode::ConfNotFound))
         }
-        Ok(_) => Err((format!("VE {veid} is not running"), code::NOT_RUNNING)),
-        Err(e) => Err((e, code::SYSTEM)),
+        Ok(_) => Err((format!("VE {veid} is not running"), ExitCode::NotRunning)),
+        Err(e) => Err((e, ExitCode::System)),
     }
 }
 
@@ -68,12 +68,12 @@ enum Stdio {
 }
 
 fn sys_err(what: &str) -> impl Fn(std::io::Error) -> Failure + '_ {
-    move |e| (format!("{what}: {e}"), code::SYSTEM)
+    move |e| (format!("{what}: {e}"), ExitCode::System)
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), Failure> {
     rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-        .map_err(|e| (format!("pipe: {e}"), code::SYSTEM))
+        .map_err(|e| (format!("pipe: {e}"), ExitCode::System))
 }
 
 fn stdin_is_tty() -> bool {
@@ -89,13 +89,13 @@ fn open_pty(init: &Init) -> Result<join::VePty, Failure> {
     let (Some(uid), Some(gid)) = (map("uid_map"), map("gid_map")) else {
         return Err((
             format!("VE {}: cannot read its id maps", init.veid),
-            code::SYSTEM,
+            ExitCode::System,
         ));
     };
     join::ve_pty(init.pid, init.start_time, uid, gid).map_err(|e| {
         (
             format!("allocating a pty in VE {}: {e}", init.veid),
-            code::SYSTEM,
+            ExitCode::System,
         )
     })
 }
@@ -134,7 +134,7 @@ pub fn enter(veid: u32, command: &[OsString]) -> Result<(), Failure> {
     } else {
         Err((
             format!("the shell in VE {veid} ended with status {rc}"),
-            code::SYSTEM,
+            ExitCode::System,
         ))
     }
 }
@@ -144,7 +144,7 @@ fn run(init: &Init, argv: &[OsString], stdio: Stdio, input: Option<&[u8]>) -> Re
     let policy =
         JoinPolicy::load(Path::new(POLICY_DIR)).map_err(sys_err("reading the VE policy"))?;
     let init_fd = join::init_pidfd(init.pid, init.start_time)
-        .map_err(|e| (format!("VE {}: {e}", init.veid), code::NOT_RUNNING))?;
+        .map_err(|e| (format!("VE {}: {e}", init.veid), ExitCode::NotRunning))?;
     let ve_cgroup = Path::new(CGROUP_ROOT).join(init.veid.to_string());
     if let Stdio::Pty(p) = &stdio {
         if let Ok(ws) = rustix::termios::tcgetwinsize(std::io::stdin()) {
@@ -160,7 +160,7 @@ fn run(init: &Init, argv: &[OsString], stdio: Stdio, input: Option<&[u8]>) -> Re
         }
         Some(child) => {
             let child_fd = rustix::process::pidfd_open(child, rustix::process::PidfdFlags::empty())
-                .map_err(|e| (format!("pidfd of our child: {e}"), code::SYSTEM))?;
+                .map_err(|e| (format!("pidfd of our child: {e}"), ExitCode::System))?;
             drop(init_fd);
             match stdio {
                 Stdio::Pty(p) => {
@@ -231,7 +231,7 @@ fn joiner(
     let fail = |what: &str, e: std::io::Error| {
         // stderr is still ours until the stdio switch below.
         let _ = writeln!(std::io::stderr(), "vzctl: VE {}: {what}: {e}", init.veid);
-        i32::from(code::SYSTEM)
+        i32::from(ExitCode::System)
     };
     let pty = matches!(stdio, Stdio::Pty(_));
     // 1. Nothing of the appliance stays: not dumpable (no ptrace, no

@@ -1,6 +1,7 @@
 //! The OpenVZ command-line tools: `vzctl` and `vzlist`, clients of vmmgr.
 
 pub mod exec;
+pub mod join;
 pub mod vzctl;
 pub mod vzlist;
 

@@ -1,7 +1,7 @@
 //! `vzctl`: OpenVZ's container control tool, as a client of vmmgr. Grammar and
 //! exit codes as OpenVZ's (`vzctl [flags] command VEID|name [options]`).
 
-use crate::ve::manager::code;
+use crate::exitcode::ExitCode;
 use proto::{Name, Request, Response, Text, VeInfo, VeOp};
 use std::ffi::{OsStr, OsString};
 
@@ -45,13 +45,13 @@ pub enum Cmd {
 
 /// A command-line error: the message and OpenVZ's exit code (20 or 21).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Usage(pub String, pub u8);
+pub struct Usage(pub String, pub ExitCode);
 
 fn short<const N: usize>(flag: &str, v: &str) -> Result<heapless::String<N>, Usage> {
     heapless::String::try_from(v).map_err(|_| {
         Usage(
             format!("{flag}: value longer than {N} characters"),
-            code::BAD_VALUE,
+            ExitCode::BadValue,
         )
     })
 }
@@ -66,7 +66,7 @@ fn text_arg(a: &OsStr) -> Result<String, Usage> {
                  must be text (only the command given to exec, exec2 and enter may be any bytes)",
                 a.to_string_lossy()
             ),
-            code::BAD_PARAM,
+            ExitCode::BadParam,
         )
     })
 }
@@ -85,11 +85,11 @@ pub fn parse(args: &[OsString]) -> Result<(Cmd, bool), Usage> {
     }
     let cmd = text_arg(
         it.next()
-            .ok_or_else(|| Usage("no command given".into(), code::BAD_PARAM))?,
+            .ok_or_else(|| Usage("no command given".into(), ExitCode::BadParam))?,
     )?;
     let target = text_arg(
         it.next()
-            .ok_or_else(|| Usage(format!("{cmd}: VEID or name missing"), code::BAD_PARAM))?,
+            .ok_or_else(|| Usage(format!("{cmd}: VEID or name missing"), ExitCode::BadParam))?,
     )?;
     let rest_os: Vec<OsString> = it.cloned().collect();
     let rest: Vec<String> = if matches!(cmd.as_str(), "exec" | "exec2" | "enter") {
@@ -105,7 +105,7 @@ pub fn parse(args: &[OsString]) -> Result<(Cmd, bool), Usage> {
             if !allowed.contains(&r.as_str()) {
                 return Err(Usage(
                     format!("{cmd}: unexpected argument {r:?}"),
-                    code::BAD_PARAM,
+                    ExitCode::BadParam,
                 ));
             }
         }
@@ -122,7 +122,7 @@ pub fn parse(args: &[OsString]) -> Result<(Cmd, bool), Usage> {
             while let Some(f) = i.next() {
                 let v = i
                     .next()
-                    .ok_or_else(|| Usage(format!("{f} needs a value"), code::BAD_PARAM))?;
+                    .ok_or_else(|| Usage(format!("{f} needs a value"), ExitCode::BadParam))?;
                 match f.as_str() {
                     "--ostemplate" => ostemplate = Some(short::<64>(f, v)?),
                     "--config" => config = Some(short::<64>(f, v)?),
@@ -131,7 +131,7 @@ pub fn parse(args: &[OsString]) -> Result<(Cmd, bool), Usage> {
                     _ => {
                         return Err(Usage(
                             format!("create: unknown option {f}"),
-                            code::BAD_PARAM,
+                            ExitCode::BadParam,
                         ))
                     }
                 }
@@ -177,7 +177,10 @@ pub fn parse(args: &[OsString]) -> Result<(Cmd, bool), Usage> {
         }
         "exec" | "exec2" => {
             if rest_os.is_empty() {
-                return Err(Usage(format!("{cmd}: no command given"), code::BAD_PARAM));
+                return Err(Usage(
+                    format!("{cmd}: no command given"),
+                    ExitCode::BadParam,
+                ));
             }
             Ok((
                 Cmd::Exec {
@@ -195,7 +198,7 @@ pub fn parse(args: &[OsString]) -> Result<(Cmd, bool), Usage> {
                 Some((f, _)) => {
                     return Err(Usage(
                         format!("enter: unexpected argument {:?}", f.to_string_lossy()),
-                        code::BAD_PARAM,
+                        ExitCode::BadParam,
                     ))
                 }
             };
@@ -216,7 +219,7 @@ pub fn parse(args: &[OsString]) -> Result<(Cmd, bool), Usage> {
                 }
                 let v = i
                     .next()
-                    .ok_or_else(|| Usage(format!("{f} needs a value"), code::BAD_PARAM))?;
+                    .ok_or_else(|| Usage(format!("{f} needs a value"), ExitCode::BadParam))?;
                 let key = match f.as_str() {
                     "--hostname" => "HOSTNAME",
                     "--name" => "NAME",
@@ -228,7 +231,7 @@ pub fn parse(args: &[OsString]) -> Result<(Cmd, bool), Usage> {
                         if !v.contains(':') {
                             return Err(Usage(
                                 "--userpasswd: use user:password".into(),
-                                code::BAD_VALUE,
+                                ExitCode::BadValue,
                             ));
                         }
                         userpasswd = Some(v.clone());
@@ -237,23 +240,29 @@ pub fn parse(args: &[OsString]) -> Result<(Cmd, bool), Usage> {
                     _ => {
                         return Err(Usage(
                             format!("set: unknown or unsupported option {f}"),
-                            code::BAD_PARAM,
+                            ExitCode::BadParam,
                         ))
                     }
                 };
                 if matches!(key, "ONBOOT" | "DISABLED") && v != "yes" && v != "no" {
-                    return Err(Usage(format!("{f} {v:?}: use yes or no"), code::BAD_VALUE));
+                    return Err(Usage(
+                        format!("{f} {v:?}: use yes or no"),
+                        ExitCode::BadValue,
+                    ));
                 }
                 if key == "BOOTORDER" && v.parse::<u32>().is_err() {
-                    return Err(Usage(format!("{f} {v:?}: not a number"), code::BAD_VALUE));
+                    return Err(Usage(
+                        format!("{f} {v:?}: not a number"),
+                        ExitCode::BadValue,
+                    ));
                 }
                 params.push((key.to_owned(), v.clone()));
             }
             if params.is_empty() && userpasswd.is_none() {
-                return Err(Usage("set: nothing to set".into(), code::BAD_PARAM));
+                return Err(Usage("set: nothing to set".into(), ExitCode::BadParam));
             }
             if params.iter().any(|(k, _)| k == "NAME") && !save {
-                return Err(Usage("--name requires --save".into(), code::BAD_PARAM));
+                return Err(Usage("--name requires --save".into(), ExitCode::BadParam));
             }
             Ok((
                 Cmd::Set {
@@ -265,7 +274,10 @@ pub fn parse(args: &[OsString]) -> Result<(Cmd, bool), Usage> {
                 quiet,
             ))
         }
-        other => Err(Usage(format!("unknown command {other:?}"), code::BAD_PARAM)),
+        other => Err(Usage(
+            format!("unknown command {other:?}"),
+            ExitCode::BadParam,
+        )),
     }
 }
 
@@ -284,21 +296,21 @@ pub fn status_line(veid: u32, info: &VeInfo) -> String {
 }
 
 /// Resolves a VEID or a name.
-pub fn resolve(target: &str) -> Result<u32, (String, u8)> {
+pub fn resolve(target: &str) -> Result<u32, (String, ExitCode)> {
     if let Ok(v) = target.parse::<crate::config::VeId>() {
         return Ok(v.get());
     }
     if target.bytes().all(|b| b.is_ascii_digit()) {
         return Err((
             format!("{target:?} is not a valid VEID (101 to 2147483644)"),
-            code::BAD_VALUE,
+            ExitCode::BadValue,
         ));
     }
-    let all = super::list_all().map_err(|e| (e, code::SYSTEM))?;
+    let all = super::list_all().map_err(|e| (e, ExitCode::System))?;
     all.iter()
         .find(|v| v.name.as_str() == target)
         .map(|v| v.veid)
-        .ok_or_else(|| (format!("no VE is named {target:?}"), code::CONF_NOT_FOUND))
+        .ok_or_else(|| (format!("no VE is named {target:?}"), ExitCode::ConfNotFound))
 }
 
 /// Sends an operation; prints the outcome; returns the exit code.
@@ -347,11 +359,11 @@ pub fn run_set(
         for (k, v) in params {
             let (Ok(k), Ok(v)) = (Name::try_from(k.as_str()), Text::try_from(v.as_str())) else {
                 eprintln!("set: {k} value too long");
-                return i32::from(code::BAD_VALUE);
+                return i32::from(ExitCode::BadValue);
             };
             if p.push((k, v)).is_err() {
                 eprintln!("set: too many parameters in one call (8 at most)");
-                return i32::from(code::BAD_PARAM);
+                return i32::from(ExitCode::BadParam);
             }
         }
         let rc = run_op(veid, VeOp::Set { params: p, save }, quiet);
@@ -390,7 +402,7 @@ pub fn main(args: &[OsString]) -> i32 {
     if args.iter().any(|a| a == "--help") || args.is_empty() {
         println!("{USAGE}");
         return if args.is_empty() {
-            i32::from(code::BAD_PARAM)
+            i32::from(ExitCode::BadParam)
         } else {
             0
         };

@@ -251,7 +251,7 @@ pub fn open_ptmx_in(root: &OwnedFd) -> std::io::Result<OwnedFd> {
     if !is_chr
         || rustix::fs::major(st.st_rdev) != 5
         || rustix::fs::minor(st.st_rdev) != 2
-        || i64::from(fs.f_type) != DEVPTS_MAGIC
+        || fs.f_type != DEVPTS_MAGIC
     {
         return Err(std::io::Error::other(
             "the VE's /dev/pts/ptmx is not a devpts ptmx: refusing it",

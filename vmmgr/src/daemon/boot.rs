@@ -1,0 +1,85 @@
+//! ONBOOT starts at appliance boot and the ordered stop at shutdown.
+
+use super::Manager;
+use crate::config::VeId;
+use crate::exitcode::ExitCode;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+impl Manager {
+    /// Stops every running VE, in reverse boot order (lower BOOTORDER first),
+    /// equal ones in parallel. Called when the appliance shuts down.
+    pub fn shutdown(self: &Arc<Self>) {
+        let mut groups: BTreeMap<u32, Vec<VeId>> = BTreeMap::new();
+        for veid in self.lock().running.keys().copied().collect::<Vec<_>>() {
+            let order = self
+                .config_of(veid)
+                .and_then(|c| c.ok())
+                .map_or(0, |c| c.bootorder);
+            groups.entry(order).or_default().push(veid);
+        }
+        self.in_groups(groups.into_values(), |me, veid| {
+            let o = me.stop(veid, false);
+            log::info!("VE {veid}: {}", o.message.replace('\n', "; "));
+        });
+    }
+
+    /// Runs `f` on every VE, group after group, the VEs of a group in parallel.
+    /// Returns how many VEs it ran on.
+    pub(super) fn in_groups(
+        self: &Arc<Self>,
+        groups: impl IntoIterator<Item = Vec<VeId>>,
+        f: fn(&Arc<Self>, VeId),
+    ) -> usize {
+        let mut count = 0;
+        for group in groups {
+            let handles: Vec<_> = group
+                .into_iter()
+                .map(|veid| {
+                    let me = Arc::clone(self);
+                    std::thread::spawn(move || f(&me, veid))
+                })
+                .collect();
+            count += handles.len();
+            for h in handles {
+                let _ = h.join();
+            }
+        }
+        count
+    }
+
+    /// Starts the ONBOOT VEs: higher BOOTORDER first, equal ones in parallel.
+    pub fn boot(self: &Arc<Self>) {
+        let mut groups: BTreeMap<std::cmp::Reverse<u32>, Vec<VeId>> = BTreeMap::new();
+        {
+            let st = self.lock();
+            let Some(l) = &st.loaded else { return };
+            for (veid, cfg) in &l.ves {
+                if let Ok(c) = cfg {
+                    if c.onboot && !c.disabled && !st.running.contains_key(veid) {
+                        groups
+                            .entry(std::cmp::Reverse(c.bootorder))
+                            .or_default()
+                            .push(*veid);
+                    }
+                }
+            }
+        }
+        let t0 = Instant::now();
+        let count = self.in_groups(groups.into_values(), |me, veid| {
+            let Some(busy) = me.begin(veid) else { return };
+            let o = me.start(veid, false);
+            drop(busy);
+            if o.code != ExitCode::Ok {
+                log::error!("VE {veid}: ONBOOT start failed: {}", o.message);
+            }
+        });
+        if count > 0 {
+            log::info!(
+                "boot: {count} ONBOOT VEs handled in {} ms",
+                t0.elapsed().as_millis()
+            );
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! The vmmgr daemon: it owns all VE state. The registry (configs as loaded,
+//! running VEs, busy marks), the dispatch of `vzctl` operations and the
+//! OpenVZ exit codes they answer with live here; each verb has its own file.
+//!
+//! - `create`, `destroy`, `start`, `stop`, `mount` (and umount), `set`: verbs;
+//! - `info`: what vzlist shows; `boot`: ONBOOT and shutdown order;
+//! - `watch`: VE inits (pidfds, reaping, adoption after a restart, reboot);
+//! - `cgroup`: a VE's cgroup, made, delegated and removed.
+//!
+//! Runs in the multi-threaded daemon only: the single-threaded VE setup
+//! helper is `crate::setup`, the CLIs are `crate::cli`.
+
+mod boot;
+pub mod cgroup;
+mod create;
+mod destroy;
+mod info;
+mod mount;
+mod set;
+mod start;
+mod stop;
+#[cfg(test)]
+mod tests;
+mod watch;
+
+pub use watch::{reap, InitExit};
+
+use crate::config::{self, Diag, Loaded, VeConfig, VeId};
+use crate::exitcode::ExitCode;
+use proto::{VeInfo, VeOp};
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+
+/// Where things live; a struct so tests can point it at a tempdir.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub config_dir: PathBuf,
+    pub template_dir: PathBuf,
+    pub cgroup_root: PathBuf,
+    pub state_dir: PathBuf,
+    pub policy_dir: PathBuf,
+    pub helper: PathBuf,
+    /// Where VZDATA is mounted: configs name `/vz/...` (OpenVZ's paths, and
+    /// confined to them); this is where those paths are on disk.
+    pub vz_dir: PathBuf,
+}
+
+impl Layout {
+    /// Where the configured path `p` (under `/vz`) is on disk.
+    pub fn on_disk(&self, p: &Path) -> PathBuf {
+        match p.strip_prefix("/vz") {
+            Ok(rest) => self.vz_dir.join(rest),
+            Err(_) => p.to_owned(),
+        }
+    }
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Layout {
+            config_dir: "/etc/vz".into(),
+            template_dir: "/usr/share/vz/template".into(),
+            cgroup_root: "/sys/fs/cgroup/vz".into(),
+            state_dir: "/run/vz/ve".into(),
+            policy_dir: "/etc/vzpolicy".into(),
+            helper: "/sbin/vesetup".into(),
+            vz_dir: "/vz".into(),
+        }
+    }
+}
+
+/// The outcome of an operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub code: ExitCode,
+    pub message: String,
+}
+
+impl Outcome {
+    pub(crate) fn ok(message: impl Into<String>) -> Self {
+        Outcome {
+            code: ExitCode::Ok,
+            message: message.into(),
+        }
+    }
+    pub(crate) fn fail(code: ExitCode, message: impl Into<String>) -> Self {
+        Outcome {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Running {
+    pid: i32,
+    /// Start time of the init (tells it from a later process with its pid).
+    start_time: u64,
+    pidfd: Arc<OwnedFd>,
+    started: Instant,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    loaded: Option<Loaded>,
+    /// Diagnostics already logged (each is logged once, not at every reload).
+    logged: BTreeSet<String>,
+    running: BTreeMap<VeId, Running>,
+    busy: BTreeSet<VeId>,
+    /// VEs vmmgr is stopping: their init's exit is not a reboot request.
+    stopping: BTreeSet<VeId>,
+    /// VEs mounted on the appliance with `vzctl mount`.
+    mounted: BTreeSet<VeId>,
+}
+
+/// The manager, shared by the server threads.
+#[derive(Debug)]
+pub struct Manager {
+    layout: Layout,
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+impl Manager {
+    pub fn new(layout: Layout) -> Arc<Manager> {
+        Arc::new(Manager {
+            layout,
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Names of the installed templates.
+    pub fn templates(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.layout.template_dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// (Re)reads the boot config; logs every diagnostic once.
+    pub fn reload(&self) -> Vec<Diag> {
+        let loaded = config::load_dir(&self.layout.config_dir, &self.templates());
+        let diags = loaded.diags.clone();
+        let mut st = self.lock();
+        for d in &diags {
+            let line = d.to_string();
+            if st.logged.insert(line.clone()) {
+                match d.severity {
+                    config::Severity::Warning => log::warn!("{line}"),
+                    config::Severity::Error => log::error!("{line}"),
+                }
+            }
+        }
+        st.loaded = Some(loaded);
+        diags
+    }
+
+    /// The global configuration as last loaded.
+    fn global(&self) -> config::Global {
+        self.lock()
+            .loaded
+            .as_ref()
+            .map(|l| l.global.clone())
+            .unwrap_or_default()
+    }
+
+    /// The VE (other than `except`) already named `name`.
+    fn name_owner(&self, name: &str, except: Option<VeId>) -> Option<VeId> {
+        self.veids()
+            .into_iter()
+            .filter(|v| Some(*v) != except)
+            .find(|v| self.info(*v).name.as_str() == name)
+    }
+
+    fn config_of(&self, veid: VeId) -> Option<Result<VeConfig, Vec<Diag>>> {
+        self.lock()
+            .loaded
+            .as_ref()
+            .and_then(|l| l.ves.get(&veid).cloned())
+    }
+
+    fn conf_path(&self, veid: VeId) -> PathBuf {
+        self.layout
+            .config_dir
+            .join("conf")
+            .join(format!("{veid}.conf"))
+    }
+
+    /// Marks `veid` busy for one operation; `None` if another holds it.
+    fn begin(&self, veid: VeId) -> Option<Busy<'_>> {
+        let mut st = self.lock();
+        if !st.busy.insert(veid) {
+            return None;
+        }
+        Some(Busy { m: self, veid })
+    }
+
+    /// Runs one `vzctl` operation.
+    pub fn op(self: &Arc<Self>, veid: VeId, op: &VeOp) -> (Outcome, Option<VeInfo>) {
+        if matches!(op, VeOp::Status) {
+            return (Outcome::ok(""), Some(self.info(veid)));
+        }
+        let Some(busy) = self.begin(veid) else {
+            return (
+                Outcome::fail(
+                    ExitCode::Locked,
+                    format!(
+                        "VE {veid} is locked: another operation on it is in progress; try again"
+                    ),
+                ),
+                Some(self.info(veid)),
+            );
+        };
+        let out = match op {
+            VeOp::Create {
+                ostemplate,
+                config,
+                hostname,
+                name,
+            } => self.create(
+                veid,
+                ostemplate.as_deref(),
+                config.as_deref(),
+                hostname.as_deref(),
+                name.as_deref(),
+            ),
+            VeOp::Destroy => self.destroy(veid),
+            VeOp::Start { force } => self.start(veid, *force),
+            VeOp::Stop { fast } => self.stop(veid, *fast),
+            VeOp::Restart => {
+                let s = if self.is_running(veid) {
+                    self.stop(veid, false)
+                } else {
+                    Outcome::ok("")
+                };
+                if s.code == ExitCode::Ok {
+                    self.start(veid, false)
+                } else {
+                    s
+                }
+            }
+            VeOp::Mount => self.mount(veid),
+            VeOp::Umount => self.umount(veid),
+            VeOp::Set { params, save } => self.set(veid, params, *save),
+            VeOp::Status => Outcome::ok(""),
+        };
+        drop(busy);
+        (out, Some(self.info(veid)))
+    }
+
+    pub fn is_running(&self, veid: VeId) -> bool {
+        self.lock().running.contains_key(&veid)
+    }
+
+    /// VEIDs known (configured or running), ascending.
+    pub fn veids(&self) -> Vec<VeId> {
+        let st = self.lock();
+        let mut v: BTreeSet<VeId> = st.running.keys().copied().collect();
+        if let Some(l) = &st.loaded {
+            v.extend(l.ves.keys().copied());
+        }
+        v.into_iter().collect()
+    }
+
+    fn valid_config(&self, veid: VeId) -> Result<VeConfig, Outcome> {
+        // Configs are read again so edits on VZBOOT apply at the next start.
+        self.reload();
+        match self.config_of(veid) {
+            None => Err(Outcome::fail(
+                ExitCode::ConfNotFound,
+                format!(
+                    "VE {veid} has no config {}: create it with `vzctl create {veid}`",
+                    self.conf_path(veid).display()
+                ),
+            )),
+            Some(Err(d)) => {
+                let msg: Vec<String> = d.iter().map(|d| d.to_string()).collect();
+                Err(Outcome::fail(
+                    ExitCode::ConfigInvalid,
+                    format!("VE {veid} has an invalid config:\n  {}", msg.join("\n  ")),
+                ))
+            }
+            Some(Ok(c)) => Ok(c),
+        }
+    }
+}
+
+struct Busy<'a> {
+    m: &'a Manager,
+    veid: VeId,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.m.lock().busy.remove(&self.veid);
+    }
+}

@@ -1,0 +1,83 @@
+//! `vzctl set`: validates the changed config before anything changes,
+//! applies what can change on the running VE, saves atomically.
+
+use super::{Manager, Outcome};
+use crate::config::{self, VeId};
+use crate::exitcode::ExitCode;
+use proto::{Name, Text};
+use std::sync::Arc;
+
+impl Manager {
+    pub(super) fn set(&self, veid: VeId, params: &[(Name, Text)], save: bool) -> Outcome {
+        let path = self.conf_path(veid);
+        let Ok(original) = std::fs::read_to_string(&path) else {
+            return Outcome::fail(
+                ExitCode::ConfNotFound,
+                format!("VE {veid} has no config {}", path.display()),
+            );
+        };
+        let updates: Vec<(&str, Option<String>)> = params
+            .iter()
+            .map(|(k, v)| (k.as_str(), (!v.is_empty()).then(|| v.to_string())))
+            .collect();
+        let new_text = config::render_update(&original, &updates);
+        // Validate the result before anything changes.
+        let (entries, mut diags) = config::parse(&new_text, &path);
+        let global = self.global();
+        let (cfg, d) = config::validate_ve(veid, &entries, &global, &self.templates(), &path);
+        diags.extend(d);
+        let errors: Vec<String> = diags
+            .iter()
+            .filter(|d| d.severity == config::Severity::Error)
+            .map(|d| d.to_string())
+            .collect();
+        let Some(cfg) = cfg.filter(|_| errors.is_empty()) else {
+            return Outcome::fail(
+                ExitCode::BadValue,
+                format!("nothing changed: {}", errors.join("; ")),
+            );
+        };
+        if let Some(n) = &cfg.name {
+            if let Some(other) = self.name_owner(n, Some(veid)) {
+                return Outcome::fail(
+                    ExitCode::BadValue,
+                    format!("--name {n:?} is already used by VE {other}"),
+                );
+            }
+        }
+        let mut applied = Vec::new();
+        let init = self.lock().running.get(&veid).map(|r| Arc::clone(&r.pidfd));
+        if let Some(init) = init {
+            for (k, v) in &updates {
+                if *k == "HOSTNAME" {
+                    if let Some(h) = v {
+                        match crate::cli::join::set_hostname(&init, h) {
+                            Ok(()) => applied.push(format!("hostname {h}")),
+                            Err(e) => {
+                                return Outcome::fail(
+                                    ExitCode::System,
+                                    format!("setting the hostname of running VE {veid}: {e}"),
+                                )
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if save {
+            if let Err(e) = crate::fsutil::write_atomic(&path, &new_text) {
+                return Outcome::fail(
+                    ExitCode::SaveFailed,
+                    format!("writing {}: {e}", path.display()),
+                );
+            }
+            self.reload();
+            return Outcome::ok("Saved parameters for VE ".to_owned() + &veid.to_string());
+        }
+        if applied.is_empty() {
+            Outcome::ok("nothing to apply to the running VE; use --save to keep the values")
+        } else {
+            Outcome::ok(format!("applied: {}", applied.join(", ")))
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! `vzctl start`: checks, the VE's cgroup, then the `vesetup` helper
+//! (`crate::setup`), and the runtime record.
+
+use super::create::make_private;
+use super::watch::reap;
+use super::{Manager, Outcome};
+use crate::config::{self, VeConfig, VeId};
+use crate::exitcode::ExitCode;
+use crate::runstate::VeRecord;
+use crate::setup::Spec;
+use std::sync::Arc;
+use std::time::Instant;
+
+impl Manager {
+    pub(super) fn spec(&self, cfg: &VeConfig) -> Spec {
+        let veid = cfg.veid;
+        Spec {
+            veid: veid.get(),
+            template: self.layout.template_dir.join(&cfg.ostemplate),
+            private: self.layout.on_disk(&cfg.ve_private),
+            root: self.layout.on_disk(&cfg.ve_root),
+            cgroup: self.layout.cgroup_root.join(veid.to_string()),
+            uid_base: cfg.local_uid,
+            gid_base: cfg.local_gid,
+            id_count: config::ID_RANGE,
+            hostname: cfg.hostname.clone().unwrap_or_else(|| format!("ve{veid}")),
+            policy_dir: self.layout.policy_dir.clone(),
+            init: "/sbin/init".into(),
+        }
+    }
+
+    /// Starts a VE.
+    pub fn start(self: &Arc<Self>, veid: VeId, force: bool) -> Outcome {
+        if self.is_running(veid) {
+            return Outcome::fail(ExitCode::Running, format!("VE {veid} is already running"));
+        }
+        if self.lock().mounted.contains(&veid) {
+            // OpenVZ mounts before start; ours mounts inside the VE: unmount the
+            // appliance-side view first.
+            let _ = self.umount(veid);
+        }
+        let cfg = match self.valid_config(veid) {
+            Ok(c) => c,
+            Err(o) => return o,
+        };
+        if cfg.disabled && !force {
+            return Outcome::fail(ExitCode::StartDisabled, format!("VE {veid} is disabled (DISABLED=\"yes\"): use --force, or vzctl set {veid} --disabled no --save"));
+        }
+        let t0 = Instant::now();
+        if let Err(o) = make_private(&self.layout.on_disk(&cfg.ve_private), false) {
+            return o;
+        }
+        let spec = self.spec(&cfg);
+        if let Err(e) = std::fs::create_dir_all(&spec.root) {
+            return Outcome::fail(
+                ExitCode::System,
+                format!("creating {}: {e}", spec.root.display()),
+            );
+        }
+        // Processes in the VE's cgroup that vmmgr does not track (it could not
+        // adopt them): a second start would mount a second overlay on the same
+        // private area. Refuse.
+        match crate::daemon::cgroup::populated(&spec.cgroup) {
+            Ok(false) => {}
+            Ok(true) => {
+                return Outcome::fail(
+                    ExitCode::Running,
+                    format!(
+                        "VE {veid}: processes still run in {} though vmmgr has no record of \
+                         them; not starting a second copy. Kill them with \
+                         `echo 1 > {}/cgroup.kill` from the appliance shell, then start it",
+                        spec.cgroup.display(),
+                        spec.cgroup.display()
+                    ),
+                )
+            }
+            Err(e) => return Outcome::fail(ExitCode::System, format!("VE {veid}: {e}")),
+        }
+        if let Err(e) = crate::daemon::cgroup::create(&spec.cgroup, spec.uid_base, spec.gid_base) {
+            self.cleanup_cgroup(veid);
+            return Outcome::fail(ExitCode::System, format!("VE {veid}: its cgroup: {e}"));
+        }
+        let (pid, start, fd) = match crate::setup::spawn_helper(&self.layout.helper, &spec) {
+            crate::setup::Outcome::Started {
+                pid,
+                start_time,
+                pidfd,
+            } => (pid, start_time, pidfd),
+            crate::setup::Outcome::Failed {
+                message,
+                broken_init,
+            } => {
+                self.cleanup_cgroup(veid);
+                log::error!("VE {veid}: start failed: {message}");
+                let c = if broken_init {
+                    ExitCode::Broken
+                } else {
+                    ExitCode::System
+                };
+                return Outcome::fail(c, format!("Unable to start VE {veid}: {message}"));
+            }
+        };
+        // Without its record a restarted vmmgr could not adopt the VE, and a
+        // later start would put a second overlay on the same private area:
+        // a VE that cannot be recorded does not run.
+        let record = VeRecord {
+            pid,
+            start_time: start,
+        };
+        let path = self.layout.state_dir.join(veid.to_string());
+        if let Err(e) = record.write(&path) {
+            log::error!("VE {veid}: writing {}: {e}; stopping it", path.display());
+            let cg = self.layout.cgroup_root.join(veid.to_string());
+            let _ = crate::daemon::cgroup::kill(&cg);
+            let _ = rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL);
+            let _ = reap(&fd);
+            self.cleanup_cgroup(veid);
+            return Outcome::fail(
+                ExitCode::System,
+                format!(
+                    "Unable to start VE {veid}: recording it in {}: {e}",
+                    path.display()
+                ),
+            );
+        }
+        self.track(veid, pid, start, fd);
+        log::info!(
+            "VE {veid}: started, init pid {pid}, in {} ms",
+            t0.elapsed().as_millis()
+        );
+        Outcome::ok(format!(
+            "Starting VE {veid} ...\nVE start in progress...\nVE {veid} started (init pid {pid})"
+        ))
+    }
+}

@@ -1,0 +1,170 @@
+//! Watching VE inits: adoption after a vmmgr restart, a thread per running
+//! VE waiting on its init's pidfd, reaping it (vmmgr is the VE inits'
+//! subreaper) and what happens when it ends (a `reboot` inside the VE
+//! starts it again).
+
+use super::{Manager, Running};
+use crate::config::VeId;
+use crate::runstate::{start_time, VeRecord};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+impl Manager {
+    /// Adopts VEs left running by a previous vmmgr (their state files in /run).
+    pub fn adopt(self: &Arc<Self>) {
+        let Ok(dir) = std::fs::read_dir(&self.layout.state_dir) else {
+            return;
+        };
+        for e in dir.flatten() {
+            let path = e.path();
+            let Some(veid) = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.parse::<VeId>().ok())
+            else {
+                continue;
+            };
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let Some(VeRecord {
+                pid,
+                start_time: st,
+            }) = VeRecord::parse(&text)
+            else {
+                log::warn!(
+                    "VE {veid}: {} is not a runtime record; removing it",
+                    path.display()
+                );
+                let _ = std::fs::remove_file(&path);
+                continue;
+            };
+            let Some(p) = rustix::process::Pid::from_raw(pid) else {
+                continue;
+            };
+            // The pidfd first, then the start time: if it still matches, the fd
+            // refers to the init the record names.
+            let fd = match rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    log::info!("VE {veid}: init {pid} is gone ({e}); forgetting it");
+                    let _ = std::fs::remove_file(&path);
+                    continue;
+                }
+            };
+            if start_time(pid) != Some(st) {
+                log::info!("VE {veid}: init {pid} is gone; forgetting it");
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            log::info!("VE {veid}: adopted running init, pid {pid}");
+            self.track(veid, pid, st, fd);
+        }
+    }
+    pub(super) fn track(self: &Arc<Self>, veid: VeId, pid: i32, start_time: u64, fd: OwnedFd) {
+        let fd = Arc::new(fd);
+        self.lock().running.insert(
+            veid,
+            Running {
+                pid,
+                start_time,
+                pidfd: Arc::clone(&fd),
+                started: Instant::now(),
+            },
+        );
+        let me = Arc::clone(self);
+        let _ = std::thread::Builder::new()
+            .name(format!("ve-{veid}"))
+            .spawn(move || {
+                let mut fds = [rustix::event::PollFd::new(
+                    &*fd,
+                    rustix::event::PollFlags::IN,
+                )];
+                loop {
+                    match rustix::event::poll(&mut fds, None) {
+                        Ok(_) => break,
+                        Err(rustix::io::Errno::INTR) => continue,
+                        Err(_) => break,
+                    }
+                }
+                // vmmgr is the child subreaper of the VE inits it started:
+                // reap ours and learn how it ended (an adopted init belongs to
+                // the appliance's init, and its status is not ours to read).
+                let how = reap(&fd);
+                me.exited(veid, pid, how);
+            });
+    }
+
+    pub(super) fn exited(self: &Arc<Self>, veid: VeId, pid: i32, how: InitExit) {
+        let mut st = self.lock();
+        let mut restart = false;
+        if st.running.get(&veid).is_some_and(|r| r.pid == pid) {
+            st.running.remove(&veid);
+            let stopping = st.stopping.remove(&veid);
+            restart = how == InitExit::Reboot && !stopping;
+            log::info!("VE {veid}: init (pid {pid}) exited ({how:?}); VE stopped");
+            let record = self.layout.state_dir.join(format!("{veid}"));
+            if let Err(e) = std::fs::remove_file(&record) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    log::error!("VE {veid}: removing {}: {e}", record.display());
+                }
+            }
+        }
+        drop(st);
+        self.cleanup_cgroup(veid);
+        self.changed.notify_all();
+        if restart {
+            // `reboot` inside the VE: OpenVZ starts it again (`halt` stops it).
+            let me = Arc::clone(self);
+            let _ = std::thread::Builder::new()
+                .name(format!("ve-{veid}-reboot"))
+                .spawn(move || {
+                    let Some(busy) = me.begin(veid) else {
+                        log::warn!("VE {veid}: rebooted, but another operation holds it");
+                        return;
+                    };
+                    let o = me.start(veid, false);
+                    drop(busy);
+                    log::info!("VE {veid}: reboot: {}", o.message.replace('\n', "; "));
+                });
+        }
+    }
+
+    pub(super) fn cleanup_cgroup(&self, veid: VeId) {
+        let cg = crate::daemon::cgroup::dir(&self.layout.cgroup_root, veid);
+        // The kernel empties it as the last processes are reaped.
+        if let Err(e) = crate::daemon::cgroup::remove(&cg, Duration::from_secs(10)) {
+            log::warn!("VE {veid}: {e}");
+        }
+    }
+}
+
+/// How a VE init ended, as far as vmmgr can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitExit {
+    /// `reboot` inside the VE: the kernel ends a PID namespace's init with
+    /// SIGHUP for a restart (SIGINT for halt and power-off).
+    Reboot,
+    /// Any other end (halt, a stop, a crash).
+    Stopped,
+    /// Not our child (adopted after a vmmgr restart): status unknown.
+    Unknown,
+}
+
+/// Reaps the VE init behind `pidfd` (a child of vmmgr, which is the child
+/// subreaper of the VE inits it starts) and says how it ended.
+pub fn reap(pidfd: &OwnedFd) -> InitExit {
+    use rustix::process::{waitid, WaitId, WaitIdOptions};
+    loop {
+        match waitid(WaitId::PidFd(pidfd.as_fd()), WaitIdOptions::EXITED) {
+            Ok(Some(st)) => {
+                return if st.terminating_signal() == Some(libc::SIGHUP) {
+                    InitExit::Reboot
+                } else {
+                    InitExit::Stopped
+                }
+            }
+            Ok(None) | Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return InitExit::Unknown,
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! OpenVZ's exit codes (`../shared/reference/openvz.md` §1.4), made in one
+//! place: the daemon puts them in its replies, the CLIs exit with them.
+
+/// An exit code of `vzctl` and friends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ExitCode {
+    Ok = 0,
+    /// A system error (a syscall, a helper, vmmgr unreachable).
+    System = 3,
+    /// Another operation on the VE is in progress.
+    Locked = 9,
+    ConfNotFound = 14,
+    BadParam = 20,
+    BadValue = 21,
+    NotRunning = 31,
+    Running = 32,
+    StopFailed = 33,
+    NotMounted = 40,
+    Mounted = 41,
+    PrivateExists = 44,
+    /// The template's init could not be executed.
+    Broken = 47,
+    CreatePrivate = 48,
+    MountFailed = 50,
+    UmountFailed = 51,
+    DeleteFailed = 52,
+    TemplateNotFound = 91,
+    StartDisabled = 105,
+    ConfigInvalid = 109,
+    SaveFailed = 139,
+}
+
+impl ExitCode {
+    /// Every code, for decoding.
+    pub const ALL: [ExitCode; 21] = [
+        ExitCode::Ok,
+        ExitCode::System,
+        ExitCode::Locked,
+        ExitCode::ConfNotFound,
+        ExitCode::BadParam,
+        ExitCode::BadValue,
+        ExitCode::NotRunning,
+        ExitCode::Running,
+        ExitCode::StopFailed,
+        ExitCode::NotMounted,
+        ExitCode::Mounted,
+        ExitCode::PrivateExists,
+        ExitCode::Broken,
+        ExitCode::CreatePrivate,
+        ExitCode::MountFailed,
+        ExitCode::UmountFailed,
+        ExitCode::DeleteFailed,
+        ExitCode::TemplateNotFound,
+        ExitCode::StartDisabled,
+        ExitCode::ConfigInvalid,
+        ExitCode::SaveFailed,
+    ];
+
+    /// The number on the wire and in `$?`.
+    pub const fn get(self) -> u8 {
+        self as u8
+    }
+}
+
+impl From<ExitCode> for u8 {
+    fn from(c: ExitCode) -> u8 {
+        c.get()
+    }
+}
+
+impl From<ExitCode> for i32 {
+    fn from(c: ExitCode) -> i32 {
+        i32::from(c.get())
+    }
+}
+
+impl PartialEq<u8> for ExitCode {
+    fn eq(&self, other: &u8) -> bool {
+        self.get() == *other
+    }
+}
+
+impl TryFrom<u8> for ExitCode {
+    type Error = u8;
+    fn try_from(n: u8) -> Result<ExitCode, u8> {
+        ExitCode::ALL.into_iter().find(|c| c.get() == n).ok_or(n)
+    }
+}
+
+/// A failed operation: OpenVZ's exit code and a message that says what was
+/// wrong, where, and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct VzError {
+    pub code: ExitCode,
+    pub message: String,
+}
+
+impl VzError {
+    pub fn new(code: ExitCode, message: impl Into<String>) -> VzError {
+        VzError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_and_match_openvz() {
+        for c in ExitCode::ALL {
+            assert_eq!(ExitCode::try_from(c.get()), Ok(c));
+        }
+        assert_eq!(ExitCode::try_from(200), Err(200));
+        assert_eq!(ExitCode::Locked, 9);
+        assert_eq!(i32::from(ExitCode::Broken), 47);
+        assert_eq!(ExitCode::SaveFailed.get(), 139);
+    }
+}

@@ -1,5 +1,0 @@
-//! Virtual environments: identity, paths, setup and lifecycle.
-
-pub mod cgroup;
-pub mod join;
-pub mod manager;

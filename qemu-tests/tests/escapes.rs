@@ -76,7 +76,6 @@ fn escapes_are_closed() -> anyhow::Result<()> {
             "exec_cannot_be_locked_out_of_the_cgroup",
             exec_cannot_be_locked_out_of_the_cgroup,
         ),
-        ("enter_follows_no_ve_symlink", enter_follows_no_ve_symlink),
         ("small_ones", small_ones),
         (
             "reboot_restarts_and_halt_stops",

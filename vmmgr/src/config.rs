@@ -168,8 +168,25 @@ pub enum Status {
     NotYet,
 }
 
-/// One config key: where it may appear, whether it does anything, and whether
-/// `vzctl set` may change it while the VE runs.
+/// What a key's value must look like: one parser per kind, used by the
+/// config loader and by `vzctl set` alike ([`check_value`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    /// Anything (checked elsewhere, or not at all yet).
+    Any,
+    /// `yes` or `no`.
+    YesNo,
+    /// A whole number (u32).
+    Number,
+    /// RFC 1123 hostname.
+    Hostname,
+    /// A VE name: letters, digits, `-_.`, not only digits.
+    VeName,
+}
+
+/// One config key: where it may appear, whether it does anything, what its
+/// value must be, the `vzctl set` option that changes it, and whether that
+/// may happen while the VE runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeyDef {
     pub name: &'static str,
@@ -178,6 +195,9 @@ pub struct KeyDef {
     /// Changing it on a running VE is fine: it changes only the config, or
     /// (HOSTNAME) is applied to the running VE.
     pub live: bool,
+    pub kind: ValueKind,
+    /// `vzctl set` option (`--onboot`), if it has one.
+    pub option: Option<&'static str>,
 }
 
 impl KeyDef {
@@ -187,6 +207,8 @@ impl KeyDef {
             scope: Scope::Both,
             status: Status::Implemented,
             live: false,
+            kind: ValueKind::Any,
+            option: None,
         }
     }
 
@@ -215,6 +237,17 @@ impl KeyDef {
         KeyDef { live: true, ..self }
     }
 
+    const fn kind(self, kind: ValueKind) -> KeyDef {
+        KeyDef { kind, ..self }
+    }
+
+    const fn option(self, option: &'static str) -> KeyDef {
+        KeyDef {
+            option: Some(option),
+            ..self
+        }
+    }
+
     const fn implemented(self) -> KeyDef {
         KeyDef {
             status: Status::Implemented,
@@ -238,17 +271,36 @@ impl KeyDef {
 /// as vzctl does (administrators keep keys of their own scripts in these files).
 pub const KEYS: &[KeyDef] = &[
     // Per-VE keys we implement; vz.conf may give their default.
-    KeyDef::per_ve("ONBOOT").live(),
-    KeyDef::per_ve("BOOTORDER").live(),
-    KeyDef::per_ve("NAME").ve_only().live(),
-    KeyDef::per_ve("DESCRIPTION").live(),
+    KeyDef::per_ve("ONBOOT")
+        .live()
+        .kind(ValueKind::YesNo)
+        .option("--onboot"),
+    KeyDef::per_ve("BOOTORDER")
+        .live()
+        .kind(ValueKind::Number)
+        .option("--bootorder"),
+    KeyDef::per_ve("NAME")
+        .ve_only()
+        .live()
+        .kind(ValueKind::VeName)
+        .option("--name"),
+    KeyDef::per_ve("DESCRIPTION").live().option("--description"),
     KeyDef::per_ve("OSTEMPLATE"),
     KeyDef::per_ve("ORIGIN_SAMPLE").live(),
-    KeyDef::per_ve("HOSTNAME").live(),
+    KeyDef::per_ve("HOSTNAME")
+        .live()
+        .kind(ValueKind::Hostname)
+        .option("--hostname"),
     KeyDef::per_ve("VE_ROOT"),
     KeyDef::per_ve("VE_PRIVATE"),
-    KeyDef::per_ve("DISABLED").live(),
-    KeyDef::per_ve("STOP_TIMEOUT").live(),
+    KeyDef::per_ve("DISABLED")
+        .live()
+        .kind(ValueKind::YesNo)
+        .option("--disabled"),
+    KeyDef::per_ve("STOP_TIMEOUT")
+        .live()
+        .kind(ValueKind::Number)
+        .option("--stop-timeout"),
     KeyDef::per_ve("LOCAL_UID"),
     KeyDef::per_ve("LOCAL_GID"),
     // OpenVZ per-VE keys accepted with a warning: not implemented yet.
@@ -727,7 +779,80 @@ pub struct VeConfig {
 pub const DEFAULT_LOCAL_UID: u32 = 100_000;
 pub const ID_RANGE: u32 = 65_536;
 
-fn yes_no(v: &str) -> Option<bool> {
+/// Checks `v` against the kind of key `def`; the error says what is allowed.
+pub fn check_value(def: &KeyDef, v: &str) -> Result<(), String> {
+    let ok = match def.kind {
+        ValueKind::Any => true,
+        ValueKind::YesNo => yes_no(v).is_some(),
+        ValueKind::Number => v.parse::<u32>().is_ok(),
+        ValueKind::Hostname => valid_hostname(v),
+        ValueKind::VeName => valid_name(v),
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(match def.kind {
+        ValueKind::YesNo => format!("{v:?} is not allowed: use \"yes\" or \"no\""),
+        ValueKind::Number => format!("{v:?} is not a number: use a whole number like 10"),
+        ValueKind::Hostname => {
+            format!("{v:?} is not a hostname: letters, digits and '-' in dot-separated labels")
+        }
+        ValueKind::VeName => {
+            format!("{v:?} is not allowed: letters, digits, '-', '_', '.', not only digits")
+        }
+        ValueKind::Any => String::new(),
+    })
+}
+
+/// The key `vzctl set` changes with `option` (`--onboot` -> ONBOOT).
+pub fn key_for_option(option: &str) -> Option<&'static KeyDef> {
+    KEYS.iter().find(|k| k.option == Some(option))
+}
+
+/// The typed `vzctl set` parameter for key `def` with value `v`, checked.
+pub fn set_param(def: &KeyDef, v: &str) -> Result<proto::SetParam, String> {
+    use proto::SetParam as P;
+    check_value(def, v)?;
+    let name = || proto::Name::try_from(v).map_err(|_| format!("{v:?}: 64 characters at most"));
+    let text = || proto::Text::try_from(v).map_err(|_| format!("{v:?}: 256 characters at most"));
+    let num = || {
+        v.parse::<u32>()
+            .map_err(|_| format!("{v:?} is not a number"))
+    };
+    let flag = || yes_no(v).ok_or_else(|| format!("{v:?}: use yes or no"));
+    Ok(match def.name {
+        "HOSTNAME" => P::Hostname(name()?),
+        "NAME" => P::Name(name()?),
+        "DESCRIPTION" => P::Description(text()?),
+        "ONBOOT" => P::OnBoot(flag()?),
+        "BOOTORDER" => P::BootOrder(num()?),
+        "DISABLED" => P::Disabled(flag()?),
+        "STOP_TIMEOUT" => P::StopTimeout(num()?),
+        other => return Err(format!("{other} cannot be set with vzctl set")),
+    })
+}
+
+/// The config key and value text of a typed `vzctl set` parameter.
+pub fn set_param_entry(p: &proto::SetParam) -> (&'static str, String) {
+    use proto::SetParam as P;
+    let yes = |b: bool| if b { "yes" } else { "no" }.to_owned();
+    match p {
+        P::Hostname(v) => ("HOSTNAME", v.to_string()),
+        P::Name(v) => ("NAME", v.to_string()),
+        P::Description(v) => ("DESCRIPTION", v.to_string()),
+        P::OnBoot(b) => ("ONBOOT", yes(*b)),
+        P::BootOrder(n) => ("BOOTORDER", n.to_string()),
+        P::Disabled(b) => ("DISABLED", yes(*b)),
+        P::StopTimeout(n) => ("STOP_TIMEOUT", n.to_string()),
+    }
+}
+
+/// Checks `v` for the known key `name` (no check for a key we do not know).
+pub fn check_key_value(name: &str, v: &str) -> Result<(), String> {
+    key(name).map_or(Ok(()), |def| check_value(def, v))
+}
+
+pub(crate) fn yes_no(v: &str) -> Option<bool> {
     match v {
         "yes" => Some(true),
         "no" => Some(false),
@@ -816,27 +941,25 @@ pub fn validate_ve(
     let mut errors = Vec::new();
     let flag = |k: &str, default: bool, errors: &mut Vec<Diag>| match get(k) {
         None => default,
-        Some((v, origin)) => yes_no(v).unwrap_or_else(|| {
-            errors.push(err(
-                origin,
-                k,
-                format!("{v:?} is not allowed: use \"yes\" or \"no\""),
-            ));
-            default
-        }),
+        Some((v, origin)) => match check_key_value(k, v) {
+            Ok(()) => yes_no(v).unwrap_or(default),
+            Err(m) => {
+                errors.push(err(origin, k, m));
+                default
+            }
+        },
     };
     let onboot = flag("ONBOOT", false, &mut errors);
     let disabled = flag("DISABLED", false, &mut errors);
     let number = |k: &str, default: u32, errors: &mut Vec<Diag>| match get(k) {
         None => default,
-        Some((v, origin)) => v.parse::<u32>().unwrap_or_else(|_| {
-            errors.push(err(
-                origin,
-                k,
-                format!("{v:?} is not a number: use a whole number like 10"),
-            ));
-            default
-        }),
+        Some((v, origin)) => match check_key_value(k, v) {
+            Ok(()) => v.parse::<u32>().unwrap_or(default),
+            Err(m) => {
+                errors.push(err(origin, k, m));
+                default
+            }
+        },
     };
     let bootorder = number("BOOTORDER", 0, &mut errors);
     let stop_timeout = number("STOP_TIMEOUT", global.stop_timeout(), &mut errors);
@@ -891,26 +1014,16 @@ pub fn validate_ve(
             format!("{local_uid} overlaps the appliance's own ids: use {ID_RANGE} or more"),
         ));
     }
-    let name = get("NAME").map(|(v, origin)| {
-        if !valid_name(v) {
-            errors.push(err(
-                origin,
-                "NAME",
-                format!("{v:?} is not allowed: letters, digits, '-', '_', '.', not only digits"),
-            ));
-        }
-        v.to_owned()
-    });
-    let hostname = get("HOSTNAME").map(|(v, origin)| {
-        if !valid_hostname(v) {
-            errors.push(err(
-                origin,
-                "HOSTNAME",
-                format!("{v:?} is not a hostname: letters, digits and '-' in dot-separated labels"),
-            ));
-        }
-        v.to_owned()
-    });
+    let mut checked = |k: &str| {
+        get(k).map(|(v, origin)| {
+            if let Err(m) = check_key_value(k, v) {
+                errors.push(err(origin, k, m));
+            }
+            v.to_owned()
+        })
+    };
+    let name = checked("NAME");
+    let hostname = checked("HOSTNAME");
     let template = get("OSTEMPLATE")
         .map(|(v, origin)| (v, origin, "OSTEMPLATE"))
         .or_else(|| {
@@ -1692,5 +1805,33 @@ mod tests {
             ],
         );
         assert_eq!(out, "# my VE\nONBOOT=\"yes\"\nHOSTNAME=\"h\"\n");
+    }
+
+    #[test]
+    fn every_set_option_maps_to_a_typed_parameter_and_back() {
+        let sample = |k: &KeyDef| match k.kind {
+            ValueKind::YesNo => "yes",
+            ValueKind::Number => "42",
+            ValueKind::Hostname => "ve.example.com",
+            ValueKind::VeName => "web",
+            ValueKind::Any => "some text",
+        };
+        let with_option: Vec<&KeyDef> = KEYS.iter().filter(|k| k.option.is_some()).collect();
+        assert!(with_option.len() >= 7);
+        for def in with_option {
+            let opt = def.option.expect("filtered");
+            assert_eq!(key_for_option(opt).map(|k| k.name), Some(def.name));
+            let p = set_param(def, sample(def)).unwrap_or_else(|e| panic!("{opt}: {e}"));
+            assert_eq!(
+                set_param_entry(&p),
+                (def.name, sample(def).to_owned()),
+                "{opt}"
+            );
+            assert!(def.live, "{opt}: vzctl set changes only live keys today");
+        }
+        let onboot = key("ONBOOT").expect("known");
+        assert!(set_param(onboot, "maybe").expect_err("bad").contains("yes"));
+        let host = key("HOSTNAME").expect("known");
+        assert!(set_param(host, "-bad-").is_err());
     }
 }

@@ -79,10 +79,25 @@ pub enum VeOp {
     Mount,
     Umount,
     /// `set`: `(KEY, value)` in config-file terms; an empty value removes.
+    /// `vzctl set`: typed parameters, each already checked by the client
+    /// (vmmgr checks the whole config again before anything changes).
     Set {
-        params: Vec<(Name, Text), 8>,
+        params: Vec<SetParam, 8>,
         save: bool,
     },
+}
+
+/// One `vzctl set` parameter. (Mapped to its config key by vmmgr's key
+/// table; a test there checks both agree.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SetParam {
+    Hostname(Name),
+    Name(Name),
+    Description(Text),
+    OnBoot(bool),
+    BootOrder(u32),
+    Disabled(bool),
+    StopTimeout(u32),
 }
 
 /// One VE as `vzlist` and `vzctl status` show it.
@@ -401,10 +416,8 @@ mod tests {
     fn round_trip_every_message() {
         let mut buf = [0u8; 1024];
         let mut params = Vec::new();
-        let _ = params.push((
-            Name::try_from("HOSTNAME").expect("fits"),
-            Text::try_from("h").expect("fits"),
-        ));
+        let _ = params.push(SetParam::Hostname(Name::try_from("h").expect("fits")));
+        let _ = params.push(SetParam::OnBoot(true));
         for req in [
             Request::Ping,
             Request::ApplianceStatus,

@@ -2,7 +2,7 @@
 //! exit codes as OpenVZ's (`vzctl [flags] command VEID|name [options]`).
 
 use crate::exitcode::ExitCode;
-use proto::{Name, Request, Response, Text, VeInfo, VeOp};
+use proto::{Request, Response, SetParam, VeInfo, VeOp};
 use std::ffi::{OsStr, OsString};
 
 pub const USAGE: &str = "\
@@ -18,7 +18,8 @@ Usage: vzctl [--quiet] [--verbose] <command> <VEID|name> [options]
   exec2 <VEID> <command...>    (exit code is the command's)
   enter <VEID> [--exec command...]
   set <VEID> [--hostname H] [--name N] [--description D] [--onboot yes|no]
-             [--bootorder N] [--disabled yes|no] [--userpasswd user:password] [--save]";
+             [--bootorder N] [--disabled yes|no] [--stop-timeout SECONDS]
+             [--userpasswd user:password] [--save]";
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +38,7 @@ pub enum Cmd {
     },
     Set {
         target: String,
-        params: Vec<(String, String)>,
+        params: Vec<SetParam>,
         userpasswd: Option<String>,
         save: bool,
     },
@@ -220,48 +221,32 @@ pub fn parse(args: &[OsString]) -> Result<(Cmd, bool), Usage> {
                 let v = i
                     .next()
                     .ok_or_else(|| Usage(format!("{f} needs a value"), ExitCode::BadParam))?;
-                let key = match f.as_str() {
-                    "--hostname" => "HOSTNAME",
-                    "--name" => "NAME",
-                    "--description" => "DESCRIPTION",
-                    "--onboot" => "ONBOOT",
-                    "--bootorder" => "BOOTORDER",
-                    "--disabled" => "DISABLED",
-                    "--userpasswd" => {
-                        if !v.contains(':') {
-                            return Err(Usage(
-                                "--userpasswd: use user:password".into(),
-                                ExitCode::BadValue,
-                            ));
-                        }
-                        userpasswd = Some(v.clone());
-                        continue;
-                    }
-                    _ => {
+                if f == "--userpasswd" {
+                    if !v.contains(':') {
                         return Err(Usage(
-                            format!("set: unknown or unsupported option {f}"),
-                            ExitCode::BadParam,
-                        ))
+                            "--userpasswd: use user:password".into(),
+                            ExitCode::BadValue,
+                        ));
                     }
+                    userpasswd = Some(v.clone());
+                    continue;
+                }
+                // The config's key table says which key an option sets and
+                // how its value is checked.
+                let Some(def) = crate::config::key_for_option(f) else {
+                    return Err(Usage(
+                        format!("set: unknown or unsupported option {f}"),
+                        ExitCode::BadParam,
+                    ));
                 };
-                if matches!(key, "ONBOOT" | "DISABLED") && v != "yes" && v != "no" {
-                    return Err(Usage(
-                        format!("{f} {v:?}: use yes or no"),
-                        ExitCode::BadValue,
-                    ));
-                }
-                if key == "BOOTORDER" && v.parse::<u32>().is_err() {
-                    return Err(Usage(
-                        format!("{f} {v:?}: not a number"),
-                        ExitCode::BadValue,
-                    ));
-                }
-                params.push((key.to_owned(), v.clone()));
+                let param = crate::config::set_param(def, v)
+                    .map_err(|m| Usage(format!("{f}: {m}"), ExitCode::BadValue))?;
+                params.push(param);
             }
             if params.is_empty() && userpasswd.is_none() {
                 return Err(Usage("set: nothing to set".into(), ExitCode::BadParam));
             }
-            if params.iter().any(|(k, _)| k == "NAME") && !save {
+            if params.iter().any(|p| matches!(p, SetParam::Name(_))) && !save {
                 return Err(Usage("--name requires --save".into(), ExitCode::BadParam));
             }
             Ok((
@@ -349,19 +334,15 @@ pub fn run_op(veid: u32, op: VeOp, quiet: bool) -> i32 {
 /// `set`: parameters go to vmmgr; `--userpasswd` changes the password in the VE.
 pub fn run_set(
     veid: u32,
-    params: &[(String, String)],
+    params: &[SetParam],
     userpasswd: Option<&str>,
     save: bool,
     quiet: bool,
 ) -> i32 {
     if !params.is_empty() {
         let mut p = heapless::Vec::new();
-        for (k, v) in params {
-            let (Ok(k), Ok(v)) = (Name::try_from(k.as_str()), Text::try_from(v.as_str())) else {
-                eprintln!("set: {k} value too long");
-                return i32::from(ExitCode::BadValue);
-            };
-            if p.push((k, v)).is_err() {
+        for param in params {
+            if p.push(param.clone()).is_err() {
                 eprintln!("set: too many parameters in one call (8 at most)");
                 return i32::from(ExitCode::BadParam);
             }
@@ -525,8 +506,8 @@ mod tests {
             Cmd::Set {
                 target: "101".into(),
                 params: vec![
-                    ("HOSTNAME".into(), "h.example".into()),
-                    ("ONBOOT".into(), "yes".into())
+                    SetParam::Hostname(proto::Name::try_from("h.example").expect("fits")),
+                    SetParam::OnBoot(true)
                 ],
                 userpasswd: None,
                 save: true

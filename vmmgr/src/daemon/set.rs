@@ -4,11 +4,10 @@
 use super::{Manager, Outcome};
 use crate::config::{self, VeId};
 use crate::exitcode::ExitCode;
-use proto::{Name, Text};
 use std::sync::Arc;
 
 impl Manager {
-    pub(super) fn set(&self, veid: VeId, params: &[(Name, Text)], save: bool) -> Outcome {
+    pub(super) fn set(&self, veid: VeId, params: &[proto::SetParam], save: bool) -> Outcome {
         let path = self.conf_path(veid);
         let Ok(original) = std::fs::read_to_string(&path) else {
             return Outcome::fail(
@@ -18,7 +17,8 @@ impl Manager {
         };
         let updates: Vec<(&str, Option<String>)> = params
             .iter()
-            .map(|(k, v)| (k.as_str(), (!v.is_empty()).then(|| v.to_string())))
+            .map(config::set_param_entry)
+            .map(|(k, v)| (k, (!v.is_empty()).then_some(v)))
             .collect();
         let new_text = config::render_update(&original, &updates);
         // Validate the result before anything changes.

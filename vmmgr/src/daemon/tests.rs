@@ -5,7 +5,7 @@
 use super::{Layout, Manager};
 use crate::config::VeId;
 use crate::exitcode::ExitCode;
-use proto::{Name, Text, VeOp};
+use proto::{Name, VeOp};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -68,12 +68,15 @@ fn create(f: &Fixture, n: u32, name: Option<&str>) -> super::Outcome {
 fn set(f: &Fixture, n: u32, kv: &[(&str, &str)], save: bool) -> super::Outcome {
     let mut params = heapless::Vec::new();
     for (k, v) in kv {
-        params
-            .push((
-                Name::try_from(*k).expect("k"),
-                Text::try_from(*v).expect("v"),
-            ))
-            .expect("room");
+        let def = crate::config::key(k).expect("known key");
+        // What the client would check; the daemon checks again (below).
+        let p = match crate::config::set_param(def, v) {
+            Ok(p) => p,
+            // A hostname is a string on the wire: a client may send anything.
+            Err(_) if *k == "HOSTNAME" => proto::SetParam::Hostname(Name::try_from(*v).expect("n")),
+            Err(e) => panic!("{k}={v}: {e}"),
+        };
+        params.push(p).expect("room");
     }
     f.m.op(veid(n), &VeOp::Set { params, save }).0
 }
@@ -129,9 +132,9 @@ fn set_validates_before_anything_changes_and_saves_atomically() {
     create(&f, 101, None);
     let path = f.dir.path().join("etc/vz/conf/101.conf");
     let before = std::fs::read_to_string(&path).expect("conf");
-    let o = set(&f, 101, &[("ONBOOT", "maybe")], true);
+    let o = set(&f, 101, &[("ONBOOT", "yes"), ("HOSTNAME", "-bad-")], true);
     assert_eq!(o.code, ExitCode::BadValue, "{}", o.message);
-    assert!(o.message.contains("ONBOOT"), "{}", o.message);
+    assert!(o.message.contains("HOSTNAME"), "{}", o.message);
     assert_eq!(
         std::fs::read_to_string(&path).expect("conf"),
         before,

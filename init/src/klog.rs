@@ -14,7 +14,7 @@ use std::sync::Mutex;
 /// Where the console shell finds the appliance log (a symlink to the real file).
 pub const LOG_LINK: &str = "/run/vz/log";
 /// Where the boot timeline is kept for `status`.
-pub const TIMELINE_FILE: &str = "/run/vz/timeline";
+pub use vzcommon::run::TIMELINE_FILE;
 /// The log file rotates to `<name>.1` when it grows past this.
 pub const LOG_MAX_BYTES: u64 = 1 << 20;
 
@@ -99,7 +99,11 @@ pub fn step(what: &str) {
     s.timeline.push((ms, what.to_owned()));
     let mut text = String::new();
     for (ms, what) in &s.timeline {
-        let _ = writeln!(text, "{ms:>7} {what}");
+        let r = vzcommon::run::TimelineRecord {
+            ms: *ms,
+            step: what.clone(),
+        };
+        let _ = writeln!(text, "{}", r.render());
     }
     drop(s);
     let _ = std::fs::write(TIMELINE_FILE, text);
@@ -116,14 +120,11 @@ pub fn reload_timeline() {
     s.timeline = parse_timeline(&text);
 }
 
-/// Parses the `<ms> <step>` lines of a timeline file.
+/// Parses the lines of a timeline file (format: `vzcommon::run::TimelineRecord`).
 pub fn parse_timeline(text: &str) -> Vec<(u64, String)> {
-    text.lines()
-        .filter_map(|l| {
-            let l = l.trim_start();
-            let (ms, what) = l.split_once(' ')?;
-            Some((ms.parse().ok()?, what.trim().to_owned()))
-        })
+    vzcommon::run::parse_lines(text, vzcommon::run::TimelineRecord::parse)
+        .into_iter()
+        .map(|r| (r.ms, r.step))
         .collect()
 }
 

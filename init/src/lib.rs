@@ -30,9 +30,9 @@ use supervisor::{Io, Service, Spec};
 /// Runtime state directory shared with the console and vmmgr.
 pub const RUN_DIR: &str = "/run/vz";
 /// Problems found during boot, one per line (empty when healthy).
-pub const DEGRADED_FILE: &str = "/run/vz/degraded";
+pub use vzcommon::run::DEGRADED_FILE;
 /// `LABEL DEVICE MOUNTPOINT STATE-AT-BOOT` per partition.
-pub const PARTITIONS_FILE: &str = "/run/vz/partitions";
+pub use vzcommon::run::PARTITIONS_FILE;
 /// The console's terminal.
 pub const CONSOLE_TTY: &str = "/dev/ttyS0";
 
@@ -169,16 +169,7 @@ fn kernel_release() -> String {
         .into_owned()
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+use vzcommon::error_chain;
 
 /// Waits (polling sysfs, bounded) for the partition labelled `label`.
 fn wait_for_partition(label: &str) -> Option<PathBuf> {
@@ -330,7 +321,13 @@ fn mount_partition(
         data,
     ) {
         Ok(()) => {
-            let line = format!("{label} {} {target} {state}\n", dev.display());
+            let record = vzcommon::run::PartitionRecord {
+                label: label.to_owned(),
+                device: dev.display().to_string(),
+                mount_point: target.to_owned(),
+                state: state.to_string(),
+            };
+            let line = record.render() + "\n";
             let mut text = std::fs::read_to_string(PARTITIONS_FILE).unwrap_or_default();
             text.push_str(&line);
             let _ = std::fs::write(PARTITIONS_FILE, text);
@@ -432,7 +429,7 @@ fn stage_root() -> Degraded {
         Ok(()) => klog::step(&format!("hostname {hostname}")),
         Err(e) => degraded.add(format!("setting hostname {hostname:?}: {e}")),
     }
-    match sys::interface_up("lo") {
+    match vzcommon::interface_up("lo") {
         Ok(()) => klog::step("lo up"),
         Err(e) => degraded.add(format!("bringing up lo: {e}; local services will not work")),
     }
@@ -669,12 +666,9 @@ fn unmount_all() {
     }
     let _ = rustix::mount::mount_remount("/", MountFlags::RDONLY, "");
     let parts = std::fs::read_to_string(PARTITIONS_FILE).unwrap_or_default();
-    for line in parts.lines() {
-        let mut f = line.split(' ');
-        if let (Some(label), Some(_), Some(target)) = (f.next(), f.next(), f.next()) {
-            if target != "/" && !mounts::is_mountpoint(Path::new(target)) {
-                klog::console_line(&format!("init: unmounted {label} ({target})"));
-            }
+    for p in vzcommon::run::parse_lines(&parts, vzcommon::run::PartitionRecord::parse) {
+        if p.mount_point != "/" && !mounts::is_mountpoint(Path::new(&p.mount_point)) {
+            klog::console_line(&format!("init: unmounted {} ({})", p.label, p.mount_point));
         }
     }
 }

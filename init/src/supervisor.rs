@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Where the console reads the state of the services.
-pub const STATE_FILE: &str = "/run/vz/services";
+pub use vzcommon::run::SERVICES_FILE as STATE_FILE;
 
 /// First restart delay; doubled on every quick failure up to [`MAX_BACKOFF`].
 pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -244,14 +244,14 @@ impl Service {
             (None, _) if self.next_start.is_some() => "restarting",
             (None, _) => "stopped",
         };
-        format!(
-            "{} {} {} {} {}",
-            self.spec.name,
-            self.pid.map_or("-".to_owned(), |p| p.to_string()),
-            state,
-            self.restarts,
-            self.last_exit.as_deref().unwrap_or("-").replace(' ', "_")
-        )
+        vzcommon::run::ServiceRecord {
+            name: self.spec.name.to_owned(),
+            pid: self.pid.and_then(|p| u32::try_from(p).ok()),
+            state: state.to_owned(),
+            restarts: self.restarts,
+            last_exit: self.last_exit.clone(),
+        }
+        .render()
     }
 }
 

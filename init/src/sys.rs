@@ -27,41 +27,6 @@ pub fn load_module(file: &File, params: &std::ffi::CStr) -> io::Result<()> {
     }
 }
 
-/// Sets `IFF_UP` on a network interface (`SIOCSIFFLAGS`).
-#[doc(alias = "SIOCSIFFLAGS")]
-pub fn interface_up(name: &str) -> io::Result<()> {
-    let bytes = name.as_bytes();
-    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "interface name length",
-        ));
-    }
-    let sock = rustix::net::socket(
-        rustix::net::AddressFamily::INET,
-        rustix::net::SocketType::DGRAM,
-        None,
-    )?;
-    // SAFETY: `ifreq` is plain old data; all-zero is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
-        *dst = *src as libc::c_char;
-    }
-    // SAFETY: `sock` is an open socket, `req` is a valid, NUL-terminated ifreq that
-    // outlives the call; SIOCGIFFLAGS writes only into `req.ifr_ifru`.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: SIOCGIFFLAGS above initialised the `ifru_flags` member of the union.
-    let flags = unsafe { req.ifr_ifru.ifru_flags };
-    req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
-    // SAFETY: as above; SIOCSIFFLAGS only reads `req`.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// Prepares `cmd` to start a supervised service: an empty signal mask (init
 /// blocks the signals it reads from its signalfd, and masks survive exec), a
 /// new session, the terminal on

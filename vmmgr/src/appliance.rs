@@ -23,14 +23,7 @@ impl Default for Paths {
 }
 
 /// One supervised service as init reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceState {
-    pub name: String,
-    pub pid: Option<u32>,
-    pub state: String,
-    pub restarts: u32,
-    pub last_exit: String,
-}
+pub use vzcommon::run::ServiceRecord as ServiceState;
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
@@ -47,23 +40,9 @@ pub fn truncated<const N: usize>(s: &str) -> heapless::String<N> {
     out
 }
 
-/// Parses init's service state file (`name pid state restarts last-exit`).
+/// Parses init's service state file.
 pub fn parse_services(text: &str) -> Vec<ServiceState> {
-    text.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            if f.len() < 5 {
-                return None;
-            }
-            Some(ServiceState {
-                name: f[0].to_owned(),
-                pid: f[1].parse().ok(),
-                state: f[2].to_owned(),
-                restarts: f[3].parse().unwrap_or(0),
-                last_exit: f[4].replace('_', " "),
-            })
-        })
-        .collect()
+    vzcommon::run::parse_lines(text, ServiceState::parse)
 }
 
 /// The services init supervises.
@@ -73,13 +52,13 @@ pub fn services(paths: &Paths) -> Vec<ServiceState> {
 
 /// The boot timeline: `(ms since kernel start, step)`.
 pub fn timeline(paths: &Paths) -> Vec<(u64, String)> {
-    read(&paths.run.join("timeline"))
-        .lines()
-        .filter_map(|l| {
-            let (ms, what) = l.trim_start().split_once(' ')?;
-            Some((ms.parse().ok()?, what.trim().to_owned()))
-        })
-        .collect()
+    vzcommon::run::parse_lines(
+        &read(&paths.run.join("timeline")),
+        vzcommon::run::TimelineRecord::parse,
+    )
+    .into_iter()
+    .map(|r| (r.ms, r.step))
+    .collect()
 }
 
 /// Options of the mount at `target` from mountinfo text: the per-mount options
@@ -152,17 +131,17 @@ pub fn status(paths: &Paths) -> ApplianceStatus {
     }
     let mountinfo = read(&paths.proc.join("self/mountinfo"));
     let mut partitions = heapless::Vec::new();
-    for line in read(&paths.run.join("partitions")).lines() {
-        let f: Vec<&str> = line.split(' ').collect();
-        if f.len() < 4 {
-            continue;
-        }
-        let options = mount_options(&mountinfo, f[2]).unwrap_or_default();
+    let records = vzcommon::run::parse_lines(
+        &read(&paths.run.join("partitions")),
+        vzcommon::run::PartitionRecord::parse,
+    );
+    for r in records {
+        let options = mount_options(&mountinfo, &r.mount_point).unwrap_or_default();
         let p = Partition {
-            label: truncated(f[0]),
-            device: truncated(f[1]),
-            mount_point: truncated(f[2]),
-            state_at_boot: truncated(f[3]),
+            label: truncated(&r.label),
+            device: truncated(&r.device),
+            mount_point: truncated(&r.mount_point),
+            state_at_boot: truncated(&r.state),
             options: truncated(&options),
         };
         if partitions.push(p).is_err() {
@@ -226,7 +205,7 @@ mod tests {
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].pid, Some(120));
         assert_eq!(s[0].restarts, 2);
-        assert_eq!(s[0].last_exit, "killed by SIGKILL");
+        assert_eq!(s[0].last_exit.as_deref(), Some("killed by SIGKILL"));
         assert_eq!(s[1].pid, None);
         assert_eq!(s[1].state, "restarting");
     }

@@ -179,7 +179,7 @@ pub fn format_status(
             sv.pid.map_or("-".to_owned(), |p| p.to_string()),
             sv.state,
             sv.restarts,
-            sv.last_exit
+            sv.last_exit.as_deref().unwrap_or("-")
         );
     }
     let _ = writeln!(s, "Boot timeline (ms since kernel start)");

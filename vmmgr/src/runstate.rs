@@ -1,41 +1,14 @@
 //! vmmgr's runtime records in `/run/vz/ve`: one file per running VE, so a
-//! restarted vmmgr adopts the VEs it left running. One writer and one reader
-//! of the format live here.
-//!
-//! Format: `<init pid> <init start time>\n`, the start time being field 22 of
-//! `/proc/<pid>/stat` (clock ticks since boot), which tells the init apart
-//! from a later process that reused its pid.
+//! restarted vmmgr adopts the VEs it left running (the format is
+//! `vzcommon::run::VeRecord`), and process start times.
 
 use std::path::Path;
 
-/// What is recorded of a running VE.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct VeRecord {
-    pub pid: i32,
-    pub start_time: u64,
-}
+pub use vzcommon::run::VeRecord;
 
-impl VeRecord {
-    /// The record's text.
-    pub fn render(&self) -> String {
-        format!("{} {}\n", self.pid, self.start_time)
-    }
-
-    /// Parses a record; `None` if it is not one.
-    pub fn parse(text: &str) -> Option<VeRecord> {
-        let mut f = text.split_whitespace();
-        let pid = f.next()?.parse::<i32>().ok().filter(|p| *p > 0)?;
-        let start_time = f.next()?.parse::<u64>().ok()?;
-        if f.next().is_some() {
-            return None;
-        }
-        Some(VeRecord { pid, start_time })
-    }
-
-    /// Writes the record atomically (a power cut leaves the old or the new one).
-    pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        crate::fsutil::write_atomic(path, &self.render())
-    }
+/// Writes a VE's record atomically (a power cut leaves the old or the new one).
+pub fn write(record: &VeRecord, path: &Path) -> std::io::Result<()> {
+    crate::fsutil::write_atomic(path, &record.render())
 }
 
 /// Start time of a process (clock ticks since boot), to tell a pid apart
@@ -54,18 +27,6 @@ fn parse_start_time(stat: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn records_round_trip_and_junk_is_refused() {
-        let r = VeRecord {
-            pid: 4242,
-            start_time: 123456,
-        };
-        assert_eq!(VeRecord::parse(&r.render()), Some(r));
-        for bad in ["", "12", "x 1", "0 5", "-3 5", "1 2 3", "1 -2"] {
-            assert_eq!(VeRecord::parse(bad), None, "{bad:?}");
-        }
-    }
 
     #[test]
     fn start_time_survives_odd_command_names() {

@@ -206,42 +206,6 @@ fn close_range(first: u32, last: u32) -> std::io::Result<()> {
     }
 }
 
-/// Sets `IFF_UP` on a network interface of the current network namespace.
-#[doc(alias = "SIOCSIFFLAGS")]
-pub fn interface_up(name: &str) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let bytes = name.as_bytes();
-    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "interface name length",
-        ));
-    }
-    let sock = rustix::net::socket(
-        rustix::net::AddressFamily::INET,
-        rustix::net::SocketType::DGRAM,
-        None,
-    )?;
-    // SAFETY: `ifreq` is plain old data; all-zero is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
-        *dst = *src as libc::c_char;
-    }
-    // SAFETY: `sock` is open and `req` is a valid NUL-terminated ifreq that
-    // outlives the call; SIOCGIFFLAGS writes only into it.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: SIOCGIFFLAGS initialised the `ifru_flags` member of the union.
-    let flags = unsafe { req.ifr_ifru.ifru_flags };
-    req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
-    // SAFETY: as above; SIOCSIFFLAGS only reads `req`.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// `struct sock_fprog`: a classic BPF program as `seccomp(2)` takes it.
 #[repr(C)]
 struct SockFprog {

@@ -108,7 +108,7 @@ impl Manager {
             start_time: start,
         };
         let path = self.layout.state_dir.join(veid.to_string());
-        if let Err(e) = record.write(&path) {
+        if let Err(e) = crate::runstate::write(&record, &path) {
             log::error!("VE {veid}: writing {}: {e}; stopping it", path.display());
             let cg = self.layout.cgroup_root.join(veid.to_string());
             let _ = crate::daemon::cgroup::kill(&cg);

@@ -265,7 +265,7 @@ fn adoption_reads_records_and_drops_stale_ones() {
         pid: me,
         start_time: crate::runstate::start_time(me).expect("own start time"),
     };
-    rec.write(&run.join("101")).expect("record");
+    crate::runstate::write(&rec, &run.join("101")).expect("record");
     std::fs::write(run.join("102"), "1 12345\n").expect("stale");
     std::fs::write(run.join("103"), "garbage").expect("junk");
     f.m.adopt();

@@ -224,7 +224,7 @@ fn finish(
         format!("setting hostname {:?}", spec.hostname),
         rustix::system::sethostname(spec.hostname.as_bytes()),
     )?;
-    cx.at("bringing up lo", crate::sys::interface_up("lo"))?;
+    cx.at("bringing up lo", vzcommon::interface_up("lo"))?;
     cx.at("new session", rustix::process::setsid())?;
     let null = cx.at(
         "opening /dev/null",

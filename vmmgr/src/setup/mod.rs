@@ -105,15 +105,7 @@ impl SetupError {
 }
 
 /// An error and its causes on one line.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(&format!(": {s}"));
-        src = s.source();
-    }
-    msg
-}
+pub use vzcommon::error_chain as chain;
 
 /// Names the step of a fallible call.
 #[derive(Debug, Clone, Copy)]

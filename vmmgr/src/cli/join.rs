@@ -16,7 +16,7 @@
 //! RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)`, checked, and used as a fd.
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::Path;
 
 /// What a joining process needs, read before it joins (inside the VE the
@@ -168,25 +168,6 @@ pub fn join(init: BorrowedFd<'_>, keep: &[u32]) -> std::io::Result<()> {
     rustix::thread::clear_ambient_capability_set()?;
     rustix::process::chdir("/")?;
     Ok(())
-}
-
-/// Sets the hostname of the running VE whose init is `init` (from a
-/// short-lived thread: UTS membership is per thread).
-pub fn set_hostname(init: &OwnedFd, hostname: &str) -> std::io::Result<()> {
-    let fd = init.try_clone()?;
-    let name = hostname.to_owned();
-    std::thread::Builder::new()
-        .name("ve-hostname".into())
-        .spawn(move || -> std::io::Result<()> {
-            rustix::thread::move_into_thread_name_spaces(
-                fd.as_fd(),
-                rustix::thread::ThreadNameSpaceType::HOST_NAME_AND_NIS_DOMAIN_NAME,
-            )?;
-            rustix::system::sethostname(name.as_bytes())?;
-            Ok(())
-        })?
-        .join()
-        .map_err(|_| std::io::Error::other("hostname thread panicked"))?
 }
 
 /// `DEVPTS_SUPER_MAGIC`.

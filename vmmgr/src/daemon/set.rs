@@ -4,6 +4,7 @@
 use super::{Manager, Outcome};
 use crate::config::{self, VeId};
 use crate::exitcode::ExitCode;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 impl Manager {
@@ -51,7 +52,7 @@ impl Manager {
             for (k, v) in &updates {
                 if *k == "HOSTNAME" {
                     if let Some(h) = v {
-                        match crate::cli::join::set_hostname(&init, h) {
+                        match set_hostname(&init, h) {
                             Ok(()) => applied.push(format!("hostname {h}")),
                             Err(e) => {
                                 return Outcome::fail(
@@ -80,4 +81,23 @@ impl Manager {
             Outcome::ok(format!("applied: {}", applied.join(", ")))
         }
     }
+}
+
+/// Sets the hostname of the running VE whose init is `init` (from a
+/// short-lived thread: UTS membership is per thread).
+fn set_hostname(init: &OwnedFd, hostname: &str) -> std::io::Result<()> {
+    let fd = init.try_clone()?;
+    let name = hostname.to_owned();
+    std::thread::Builder::new()
+        .name("ve-hostname".into())
+        .spawn(move || -> std::io::Result<()> {
+            rustix::thread::move_into_thread_name_spaces(
+                fd.as_fd(),
+                rustix::thread::ThreadNameSpaceType::HOST_NAME_AND_NIS_DOMAIN_NAME,
+            )?;
+            rustix::system::sethostname(name.as_bytes())?;
+            Ok(())
+        })?
+        .join()
+        .map_err(|_| std::io::Error::other("hostname thread panicked"))?
 }

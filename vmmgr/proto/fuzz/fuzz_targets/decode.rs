@@ -30,6 +30,10 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(proto::decode::<Request>(&buf[..n]).map(|(_, r)| r), Ok(req));
         }
         let _ = proto::decode::<Response>(&frame);
+        // vmmgr <-> vesetup messages.
+        frame[3] = Kind::Setup as u8;
+        let _ = proto::decode::<proto::SetupSpec>(&frame);
+        let _ = proto::decode::<proto::SetupReply>(&frame);
     }
     let mut stream = data;
     let mut buf = [0u8; proto::HEADER_LEN + proto::MAX_PAYLOAD];

@@ -227,6 +227,10 @@ fn exec_cannot_be_locked_out_of_the_cgroup(a: &mut Appliance) -> anyhow::Result<
 fn enter_follows_no_ve_symlink(a: &mut Appliance) -> anyhow::Result<()> {
     ok(
         a,
+        "vzctl status 102 | grep -q running || vzctl --quiet start 102",
+    )?;
+    ok(
+        a,
         "vzctl exec2 102 'mount -t tmpfs t /dev && ln -s /dev/pts /dev/pts'",
     )?;
     let out = fails(

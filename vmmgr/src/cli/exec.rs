@@ -440,8 +440,13 @@ fn relay(
             match n {
                 Ok(0) | Err(_) => {
                     stdin_open = false;
-                    // End of input: the command sees EOF on its pipe.
+                    // End of input: the command sees EOF on its pipe, or, on
+                    // the pty, an end-of-file character (^D) at the start of
+                    // a line, as a terminal would send.
                     to_child = None;
+                    if let Some(m) = to_pty {
+                        let _ = write_all_fd(m, b"\n\x04");
+                    }
                 }
                 Ok(n) => {
                     let target = to_child.as_ref().or(to_pty);

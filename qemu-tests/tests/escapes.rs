@@ -216,7 +216,16 @@ fn exec_cannot_be_locked_out_of_the_cgroup(a: &mut Appliance) -> anyhow::Result<
          for p in $(cat /sys/fs/cgroup/cgroup.procs); do echo $p > /sys/fs/cgroup/sys/cgroup.procs; done; \
          echo +pids > /sys/fs/cgroup/cgroup.subtree_control && cat /sys/fs/cgroup/cgroup.subtree_control'",
     )?;
-    assert!(ok(a, "cat /sys/fs/cgroup/vz/101/cgroup.subtree_control")?.contains("pids"));
+    assert!(ok(a, "cat /sys/fs/cgroup/vz/101/ve/cgroup.subtree_control")?.contains("pids"));
+    assert_eq!(ok(a, "vzctl exec2 101 'echo still-in'")?.trim(), "still-in");
+    // Its root made a threaded domain (only the kernel's root may mix domain
+    // and threaded children): leaves made inside it could take no process.
+    let _ = run(
+        a,
+        "vzctl exec2 101 'echo -pids > /sys/fs/cgroup/cgroup.subtree_control; \
+         mkdir -p /sys/fs/cgroup/t && echo threaded > /sys/fs/cgroup/t/cgroup.type; \
+         cat /sys/fs/cgroup/t/cgroup.type'",
+    )?;
     assert_eq!(ok(a, "vzctl exec2 101 'echo still-in'")?.trim(), "still-in");
     Ok(())
 }

@@ -193,7 +193,7 @@ fn virtual_environments() -> anyhow::Result<()> {
     // VE root is an unprivileged uid on the appliance.
     let uid = ok(
         &mut a,
-        "awk '/^Uid:/ {print $2}' /proc/$(head -1 /sys/fs/cgroup/vz/101/cgroup.procs)/status",
+        "awk '/^Uid:/ {print $2}' /proc/$(head -1 /sys/fs/cgroup/vz/101/ve/cgroup.procs)/status",
     )?;
     let uid: u64 = uid.trim().parse()?;
     assert!(uid >= 100_000, "VE root runs as host uid {uid}");
@@ -322,7 +322,7 @@ fn virtual_environments() -> anyhow::Result<()> {
     assert!(ok(&mut a, "vzctl exec2 102 'cat /root/secret102'")?.contains("secret"));
 
     // vmmgr killed with SIGKILL: the VEs keep running and are adopted again.
-    let before = ok(&mut a, "cat /sys/fs/cgroup/vz/101/cgroup.procs | sort")?;
+    let before = ok(&mut a, "cat /sys/fs/cgroup/vz/101/ve/cgroup.procs | sort")?;
     let init_before = ok(&mut a, "vzlist -H -o ctid,status 101")?;
     ok(&mut a, "kill -9 $(pidof vmmgr)")?;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -336,7 +336,7 @@ fn virtual_environments() -> anyhow::Result<()> {
     }
     assert_eq!(ok(&mut a, "vzlist -H -o ctid,status 101")?, init_before);
     assert_eq!(
-        ok(&mut a, "cat /sys/fs/cgroup/vz/101/cgroup.procs | sort")?,
+        ok(&mut a, "cat /sys/fs/cgroup/vz/101/ve/cgroup.procs | sort")?,
         before,
         "VE processes changed"
     );

@@ -385,9 +385,16 @@ fn write_out(to: Out, data: &[u8]) {
     }
 }
 
-/// Relays until the joiner exits (then drains what is left): our stdin to
-/// `to_child` (a pipe) or `to_pty` (the master), and each output source to
-/// our stdout or stderr.
+/// How long output left behind by the command is still relayed once the
+/// joiner has exited (a background process that writes without end must not
+/// keep vzctl running).
+const DRAIN_AFTER_EXIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Relays until the joiner exits (then drains what is left, for at most
+/// [`DRAIN_AFTER_EXIT`]): our stdin to `to_child` (a pipe) or `to_pty` (the
+/// master), and each output source to our stdout or stderr. Input is written
+/// without blocking (a command that does not read its stdin cannot stall the
+/// output), and our stdin is not read while input is still pending.
 fn relay(
     child: &OwnedFd,
     stdin: Option<BorrowedFd<'_>>,
@@ -396,35 +403,53 @@ fn relay(
     outputs: &[(BorrowedFd<'_>, Out)],
 ) {
     use rustix::event::{poll, PollFd, PollFlags};
+    use std::time::Instant;
+    for fd in to_child.iter().chain(to_pty) {
+        let _ = set_nonblocking(fd);
+    }
     let mut buf = [0u8; 4096];
     let mut open: Vec<bool> = vec![true; outputs.len()];
     let mut stdin_open = stdin.is_some();
-    let mut exited = false;
-    while !exited || open.iter().any(|o| *o) {
-        let mut fds: Vec<PollFd<'_>> = Vec::new();
-        fds.push(PollFd::new(child, PollFlags::IN));
+    let mut pending: Vec<u8> = Vec::new();
+    let mut input_done = false;
+    let mut drain_until: Option<Instant> = None;
+    loop {
+        if let Some(t) = drain_until {
+            if Instant::now() >= t || !open.iter().any(|o| *o) {
+                return;
+            }
+        }
+        let target = to_child.as_ref().or(to_pty);
+        let mut fds: Vec<PollFd<'_>> = vec![PollFd::new(child, PollFlags::IN)];
         for (fd, _) in outputs {
             fds.push(PollFd::from_borrowed_fd(*fd, PollFlags::IN));
         }
         let stdin_slot = fds.len();
-        if let (true, Some(s)) = (stdin_open, stdin) {
+        let read_stdin = stdin_open && pending.is_empty();
+        if let (true, Some(s)) = (read_stdin, stdin) {
             fds.push(PollFd::from_borrowed_fd(s, PollFlags::IN));
         }
-        // Once the joiner is gone, only drain what is already there.
-        let timeout = exited.then_some(&rustix::time::Timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
+        let target_slot = fds.len();
+        let write_target = !pending.is_empty() && target.is_some();
+        if let (true, Some(t)) = (write_target, target) {
+            fds.push(PollFd::new(t, PollFlags::OUT));
+        }
+        let left = drain_until.map(|t| {
+            let d = t.saturating_duration_since(Instant::now());
+            rustix::time::Timespec {
+                tv_sec: d.as_secs() as i64,
+                tv_nsec: i64::from(d.subsec_nanos()),
+            }
         });
-        match poll(&mut fds, timeout) {
-            Ok(0) if exited => return,
+        match poll(&mut fds, left.as_ref()) {
             Ok(_) => {}
             Err(rustix::io::Errno::INTR) => continue,
             Err(_) => return,
         }
         let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
         drop(fds);
-        if ready[0] {
-            exited = true;
+        if ready[0] && drain_until.is_none() {
+            drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
         }
         for (i, (fd, to)) in outputs.iter().enumerate() {
             if !open[i] || !ready[i + 1] {
@@ -435,38 +460,40 @@ fn relay(
                 Ok(n) => write_out(*to, &buf[..n]),
             }
         }
-        if stdin_open && ready.get(stdin_slot) == Some(&true) {
-            let n = stdin.map_or(Ok(0), |s| rustix::io::read(s, &mut buf));
-            match n {
+        if read_stdin && ready.get(stdin_slot) == Some(&true) {
+            match stdin.map_or(Ok(0), |s| rustix::io::read(s, &mut buf)) {
                 Ok(0) | Err(_) => {
                     stdin_open = false;
-                    // End of input: the command sees EOF on its pipe, or, on
-                    // the pty, an end-of-file character (^D) at the start of
-                    // a line, as a terminal would send.
-                    to_child = None;
-                    if let Some(m) = to_pty {
-                        let _ = write_all_fd(m, b"\n\x04");
+                    input_done = true;
+                    // On the pty, end of input is an end-of-file character
+                    // (^D) at the start of a line, as a terminal sends it.
+                    if to_pty.is_some() && to_child.is_none() {
+                        pending.extend_from_slice(b"\n\x04");
                     }
                 }
-                Ok(n) => {
-                    let target = to_child.as_ref().or(to_pty);
-                    if let Some(t) = target {
-                        let _ = write_all_fd(t, &buf[..n]);
+                Ok(n) => pending.extend_from_slice(&buf[..n]),
+            }
+        }
+        if write_target && ready.get(target_slot) == Some(&true) {
+            if let Some(t) = target {
+                match rustix::io::write(t, &pending) {
+                    Ok(n) => {
+                        pending.drain(..n);
                     }
+                    Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
+                    // The command closed its end: drop what it will not read.
+                    Err(_) => pending.clear(),
                 }
             }
         }
-    }
-    drop(to_child);
-}
-
-fn write_all_fd(fd: &OwnedFd, mut data: &[u8]) -> rustix::io::Result<()> {
-    while !data.is_empty() {
-        match rustix::io::write(fd, data) {
-            Ok(n) => data = &data[n..],
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e),
+        if input_done && pending.is_empty() {
+            // The command sees EOF on its pipe.
+            to_child = None;
         }
     }
-    Ok(())
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> rustix::io::Result<()> {
+    let flags = rustix::fs::fcntl_getfl(fd)?;
+    rustix::fs::fcntl_setfl(fd, flags | rustix::fs::OFlags::NONBLOCK)
 }

@@ -1,6 +1,12 @@
-//! A VE's cgroup: `/sys/fs/cgroup/vz/<VEID>`, made before the VE starts,
-//! delegated to VE root (cgroup v2 delegation: the directory and the files a
-//! delegatee writes), and removed once the kernel reports it empty through
+//! A VE's cgroup: `/sys/fs/cgroup/vz/<VEID>`, made before the VE starts and
+//! owned by the appliance (the VE's limits will live there), with every
+//! controller it has enabled for its children; and `<VEID>/ve`, delegated to
+//! VE root (cgroup v2 delegation: the directory and the files a delegatee
+//! writes), the root of the VE's cgroup namespace, where its init runs.
+//! Commands of `vzctl exec` run in leaves the appliance makes beside `ve/`
+//! (`vzctl-exec.<pid>.<n>`): whatever VE root does in its own tree (enable
+//! controllers, make it a threaded root), it cannot make joining fail, nor
+//! pre-create their names. Removed once the kernel reports it empty through
 //! `cgroup.events` (no sleeping and guessing).
 //!
 //! The cgroupfs root is a parameter, so the tests run on a temp directory.
@@ -13,33 +19,59 @@ use std::time::{Duration, Instant};
 /// Files a delegatee writes (cgroup-v2.rst, "Delegation Containment").
 const DELEGATED_FILES: &[&str] = &["cgroup.procs", "cgroup.threads", "cgroup.subtree_control"];
 
-/// The cgroup directory of VE `veid` under `root`.
+/// The cgroup directory of VE `veid` under `root` (appliance-owned).
 pub fn dir(root: &Path, veid: impl std::fmt::Display) -> PathBuf {
     root.join(veid.to_string())
+}
+
+/// Name of the delegated child, the VE's cgroup-namespace root.
+pub const VE_CHILD: &str = "ve";
+
+/// The delegated cgroup of the VE whose cgroup is `cg`.
+pub fn delegated(cg: &Path) -> PathBuf {
+    cg.join(VE_CHILD)
 }
 
 fn named(what: &str, p: &Path, e: std::io::Error) -> std::io::Error {
     std::io::Error::new(e.kind(), format!("{what} {}: {e}", p.display()))
 }
 
-/// Creates the VE's cgroup (if missing) and hands it to VE root (host ids
-/// `uid`/`gid`); the limit files in it stay the appliance's.
-pub fn create(cg: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    match std::fs::create_dir(cg) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(named("creating", cg, e)),
+fn mkdir(p: &Path) -> std::io::Result<()> {
+    match std::fs::create_dir(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(named("creating", p, e)),
     }
+}
+
+/// Creates the VE's cgroup `cg` (if missing) with every available controller
+/// enabled for its children, and its `ve/` child handed to VE root (host ids
+/// `uid`/`gid`); the limit files stay the appliance's. Returns the delegated
+/// directory.
+pub fn create(cg: &Path, uid: u32, gid: u32) -> std::io::Result<PathBuf> {
+    mkdir(cg)?;
+    let available = std::fs::read_to_string(cg.join("cgroup.controllers")).unwrap_or_default();
+    let enable: Vec<String> = available
+        .split_whitespace()
+        .map(|c| format!("+{c}"))
+        .collect();
+    if !enable.is_empty() {
+        let p = cg.join("cgroup.subtree_control");
+        let what = enable.join(" ");
+        std::fs::write(&p, &what).map_err(|e| named(&format!("writing {what:?} to"), &p, e))?;
+    }
+    let ve = delegated(cg);
+    mkdir(&ve)?;
     let (u, g) = (
         Some(rustix::fs::Uid::from_raw(uid)),
         Some(rustix::fs::Gid::from_raw(gid)),
     );
-    rustix::fs::chown(cg, u, g).map_err(|e| named("delegating", cg, e.into()))?;
+    rustix::fs::chown(&ve, u, g).map_err(|e| named("delegating", &ve, e.into()))?;
     for f in DELEGATED_FILES {
-        let p = cg.join(f);
+        let p = ve.join(f);
         rustix::fs::chown(&p, u, g).map_err(|e| named("delegating", &p, e.into()))?;
     }
-    Ok(())
+    Ok(ve)
 }
 
 /// Whether processes remain in the cgroup or below (`populated 1` in
@@ -173,23 +205,34 @@ mod tests {
     }
 
     #[test]
-    fn create_delegates_the_three_files() {
+    fn create_enables_controllers_and_delegates_only_the_ve_child() {
+        // A stand-in cgroupfs: the kernel would make these files itself.
         let d = tempfile::tempdir().expect("tempdir");
         let cg = d.path().join("101");
-        std::fs::create_dir(&cg).expect("mkdir");
+        let ve = delegated(&cg);
+        std::fs::create_dir_all(&ve).expect("mkdir");
+        std::fs::write(cg.join("cgroup.controllers"), "cpu memory pids\n").expect("file");
         for f in DELEGATED_FILES {
-            std::fs::write(cg.join(f), "").expect("file");
+            std::fs::write(ve.join(f), "").expect("file");
         }
-        std::fs::write(cg.join("pids.max"), "max\n").expect("file");
-        create(&cg, 165536, 165537).expect("create");
+        std::fs::write(ve.join("pids.max"), "max\n").expect("file");
+        assert_eq!(create(&cg, 165536, 165537).expect("create"), ve);
+        let on = std::fs::read_to_string(cg.join("cgroup.subtree_control")).expect("read");
+        assert_eq!(on, "+cpu +memory +pids");
         use std::os::unix::fs::MetadataExt;
         for f in DELEGATED_FILES {
-            let m = std::fs::metadata(cg.join(f)).expect("meta");
+            let m = std::fs::metadata(ve.join(f)).expect("meta");
             assert_eq!((m.uid(), m.gid()), (165536, 165537), "{f}");
         }
+        let me = rustix::process::geteuid().as_raw();
         assert_eq!(
-            std::fs::metadata(cg.join("pids.max")).expect("meta").uid(),
-            0
+            std::fs::metadata(&cg).expect("meta").uid(),
+            me,
+            "the VE's cgroup stays ours"
+        );
+        assert_eq!(
+            std::fs::metadata(ve.join("pids.max")).expect("meta").uid(),
+            me
         );
     }
 }

@@ -112,6 +112,9 @@ struct State {
     busy: BTreeSet<VeId>,
     /// VEs vmmgr is stopping: their init's exit is not a reboot request.
     stopping: BTreeSet<VeId>,
+    /// When each VE last rebooted itself (a VE rebooting in a loop is not
+    /// started again without end).
+    reboots: BTreeMap<VeId, Vec<Instant>>,
     /// VEs mounted on the appliance with `vzctl mount`.
     mounted: BTreeSet<VeId>,
 }

@@ -16,6 +16,18 @@ impl Manager {
             Ok(c) => c,
             Err(o) => return o,
         };
+        // Processes of the VE that vmmgr does not track still use its private
+        // area: a second overlay on it would corrupt it.
+        let cg = crate::daemon::cgroup::dir(&self.layout.cgroup_root, veid);
+        if crate::daemon::cgroup::populated(&cg).unwrap_or(true) {
+            return Outcome::fail(
+                ExitCode::Running,
+                format!(
+                    "VE {veid}: processes still run in {}: not mounting it",
+                    cg.display()
+                ),
+            );
+        }
         let private = self.layout.on_disk(&cfg.ve_private);
         let root = self.layout.on_disk(&cfg.ve_root);
         if let Err(o) = make_private(&private, false) {
@@ -24,9 +36,11 @@ impl Manager {
         let _ = std::fs::create_dir_all(&root);
         // On the appliance side files are seen unshifted: VE root's files as
         // root, as OpenVZ administrators see /vz/root/<VEID>. So a setuid file
-        // made in the VE would be setuid root here: nosuid, and nodev.
+        // made in the VE would be setuid root here: nosuid, and nodev. The
+        // VE's overlay keeps its markers in user.overlay.* (userxattr): so
+        // must this one, or it would show what the VE deleted.
         let opts = format!(
-            "lowerdir={},upperdir={},workdir={}",
+            "lowerdir={},upperdir={},workdir={},userxattr",
             self.layout.template_dir.join(&cfg.ostemplate).display(),
             private.join("upper").display(),
             private.join("work").display()

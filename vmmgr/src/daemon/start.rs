@@ -19,7 +19,10 @@ impl Manager {
             template: self.layout.template_dir.join(&cfg.ostemplate),
             private: self.layout.on_disk(&cfg.ve_private),
             root: self.layout.on_disk(&cfg.ve_root),
-            cgroup: self.layout.cgroup_root.join(veid.to_string()),
+            cgroup: crate::daemon::cgroup::delegated(&crate::daemon::cgroup::dir(
+                &self.layout.cgroup_root,
+                veid,
+            )),
             uid_base: cfg.local_uid,
             gid_base: cfg.local_gid,
             id_count: config::ID_RANGE,
@@ -36,8 +39,18 @@ impl Manager {
         }
         if self.lock().mounted.contains(&veid) {
             // OpenVZ mounts before start; ours mounts inside the VE: unmount the
-            // appliance-side view first.
-            let _ = self.umount(veid);
+            // appliance-side view first, and never start on top of it (two
+            // overlays on one private area corrupt it).
+            let o = self.umount(veid);
+            if o.code != ExitCode::Ok {
+                return Outcome::fail(
+                    ExitCode::Mounted,
+                    format!(
+                        "VE {veid} is mounted and could not be unmounted: {}",
+                        o.message
+                    ),
+                );
+            }
         }
         let cfg = match self.valid_config(veid) {
             Ok(c) => c,
@@ -60,7 +73,8 @@ impl Manager {
         // Processes in the VE's cgroup that vmmgr does not track (it could not
         // adopt them): a second start would mount a second overlay on the same
         // private area. Refuse.
-        match crate::daemon::cgroup::populated(&spec.cgroup) {
+        let cg = crate::daemon::cgroup::dir(&self.layout.cgroup_root, veid);
+        match crate::daemon::cgroup::populated(&cg) {
             Ok(false) => {}
             Ok(true) => {
                 return Outcome::fail(
@@ -69,14 +83,14 @@ impl Manager {
                         "VE {veid}: processes still run in {} though vmmgr has no record of \
                          them; not starting a second copy. Kill them with \
                          `echo 1 > {}/cgroup.kill` from the appliance shell, then start it",
-                        spec.cgroup.display(),
-                        spec.cgroup.display()
+                        cg.display(),
+                        cg.display()
                     ),
                 )
             }
             Err(e) => return Outcome::fail(ExitCode::System, format!("VE {veid}: {e}")),
         }
-        if let Err(e) = crate::daemon::cgroup::create(&spec.cgroup, spec.uid_base, spec.gid_base) {
+        if let Err(e) = crate::daemon::cgroup::create(&cg, spec.uid_base, spec.gid_base) {
             self.cleanup_cgroup(veid);
             return Outcome::fail(ExitCode::System, format!("VE {veid}: its cgroup: {e}"));
         }
@@ -90,6 +104,9 @@ impl Manager {
                 message,
                 broken_init,
             } => {
+                // Whatever the helper left running (its reply may be lost
+                // after the init started) must not outlive the failure.
+                let _ = crate::daemon::cgroup::kill(&cg);
                 self.cleanup_cgroup(veid);
                 log::error!("VE {veid}: start failed: {message}");
                 let c = if broken_init {
@@ -110,7 +127,6 @@ impl Manager {
         let path = self.layout.state_dir.join(veid.to_string());
         if let Err(e) = crate::runstate::write(&record, &path) {
             log::error!("VE {veid}: writing {}: {e}; stopping it", path.display());
-            let cg = self.layout.cgroup_root.join(veid.to_string());
             let _ = crate::daemon::cgroup::kill(&cg);
             let _ = rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL);
             let _ = reap(&fd);

@@ -10,6 +10,22 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// A VE that reboots more than this often within [`REBOOT_WINDOW`] stays
+/// stopped.
+const MAX_REBOOTS: usize = 5;
+const REBOOT_WINDOW: Duration = Duration::from_secs(60);
+
+/// Records a reboot at `now` in `recent`; whether the VE may start again.
+fn reboot_allowed(recent: &mut Vec<Instant>, now: Instant) -> bool {
+    recent.retain(|t| now.duration_since(*t) < REBOOT_WINDOW);
+    recent.push(now);
+    if recent.len() > MAX_REBOOTS {
+        recent.clear();
+        return false;
+    }
+    true
+}
+
 impl Manager {
     /// Adopts VEs left running by a previous vmmgr (their state files in /run).
     pub fn adopt(self: &Arc<Self>) {
@@ -101,6 +117,15 @@ impl Manager {
             st.running.remove(&veid);
             let stopping = st.stopping.remove(&veid);
             restart = how == InitExit::Reboot && !stopping;
+            if restart && !reboot_allowed(st.reboots.entry(veid).or_default(), Instant::now()) {
+                restart = false;
+                log::error!(
+                    "VE {veid}: rebooted {} times within {} s; not starting it again \
+                     (look at its init; `vzctl start {veid}` starts it)",
+                    MAX_REBOOTS + 1,
+                    REBOOT_WINDOW.as_secs()
+                );
+            }
             log::info!("VE {veid}: init (pid {pid}) exited ({how:?}); VE stopped");
             let record = self.layout.state_dir.join(format!("{veid}"));
             if let Err(e) = std::fs::remove_file(&record) {
@@ -165,6 +190,28 @@ pub fn reap(pidfd: &OwnedFd) -> InitExit {
             }
             Ok(None) | Err(rustix::io::Errno::INTR) => continue,
             Err(_) => return InitExit::Unknown,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reboot_loop_is_stopped_and_slow_reboots_are_not() {
+        let t0 = Instant::now();
+        let mut recent = Vec::new();
+        for i in 0..MAX_REBOOTS {
+            assert!(reboot_allowed(
+                &mut recent,
+                t0 + Duration::from_secs(i as u64)
+            ));
+        }
+        assert!(!reboot_allowed(&mut recent, t0 + Duration::from_secs(6)));
+        let mut slow = Vec::new();
+        for i in 0..20u64 {
+            assert!(reboot_allowed(&mut slow, t0 + REBOOT_WINDOW * (i as u32)));
         }
     }
 }

@@ -8,6 +8,9 @@ use rustix::fs::{Mode, OFlags};
 use rustix::mount::{MountAttrFlags, OpenTreeFlags};
 use std::os::fd::{AsFd, BorrowedFd};
 
+/// The most ptys a VE's devpts hands out (NUMPTY will set it per VE).
+const PTY_MAX: &str = "max=256";
+
 /// Device nodes a VE gets.
 pub const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
@@ -72,10 +75,12 @@ pub(super) fn populate(
     )?;
     let nosuid_noexec = MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NOEXEC;
     for (dir, fstype, opts) in [
+        // Its own pool of ptys, bounded: the kernel's pty.max is shared by
+        // every devpts instance outside the initial namespace.
         (
             "pts",
             "devpts",
-            &["newinstance", "ptmxmode=0666", "mode=0620"][..],
+            &["newinstance", "ptmxmode=0666", "mode=0620", PTY_MAX][..],
         ),
         ("shm", "tmpfs", &["mode=1777", &owner[0], &owner[1]][..]),
     ] {
@@ -87,9 +92,14 @@ pub(super) fn populate(
             format!("opening /dev/{dir}"),
             mountfd::open_in_root(dev.as_fd(), dir, true),
         )?;
+        let attrs = if dir == "shm" {
+            nosuid_noexec | MountAttrFlags::MOUNT_ATTR_NODEV
+        } else {
+            nosuid_noexec
+        };
         let fs = cx.at(
             format!("creating /dev/{dir}"),
-            mountfd::new_fs(fstype, opts, nosuid_noexec),
+            mountfd::new_fs(fstype, opts, attrs),
         )?;
         cx.at(
             format!("attaching /dev/{dir}"),

@@ -63,23 +63,28 @@ pub(super) fn spawn(
             let _ = rustix::process::waitpid(Some(first), rustix::process::WaitOptions::empty());
             let (n, fd) = got.map_err(|e| cx.fail("starting the VE init", e.to_string()))?;
             let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-            match (
-                fd,
-                text.parse::<i32>()
-                    .ok()
-                    .and_then(rustix::process::Pid::from_raw),
-            ) {
-                (Some(pidfd), Some(pid)) => Ok(Waiting {
-                    // Orphaned to us (a subreaper) and not reaped: the pid is
-                    // still the init's.
-                    start_time: crate::runstate::start_time(pid.as_raw_nonzero().get())
-                        .ok_or_else(|| cx.fail("starting the VE init", "it died at once"))?,
+            let pid = text
+                .parse::<i32>()
+                .ok()
+                .and_then(rustix::process::Pid::from_raw);
+            // Orphaned to us (a subreaper) and not reaped: the pid is still
+            // the init's while we hold it.
+            let start = pid.and_then(|p| crate::runstate::start_time(p.as_raw_nonzero().get()));
+            match (fd, pid, start) {
+                (Some(pidfd), Some(pid), Some(start_time)) => Ok(Waiting {
+                    start_time,
                     pidfd,
                     pid,
                     go: go_tx,
                     errors: err_rx,
                 }),
-                _ => Err(cx.fail("starting the VE init", text)),
+                (fd, _, _) => {
+                    // Never leave a waiting init behind (nor its zombie).
+                    if let Some(fd) = fd {
+                        kill_and_reap(&fd);
+                    }
+                    Err(cx.fail("starting the VE init", text))
+                }
             }
         }
     }
@@ -155,7 +160,10 @@ impl Waiting {
             go,
             errors,
         } = self;
-        cx.at("releasing the VE init", rustix::io::write(&go, b"g"))?;
+        if let Err(e) = rustix::io::write(&go, b"g") {
+            kill_and_reap(&pidfd);
+            return Err(cx.fail("releasing the VE init", e.to_string()));
+        }
         drop(go);
         let mut msg = Vec::new();
         let _ = File::from(errors).read_to_end(&mut msg);
@@ -181,9 +189,18 @@ impl Waiting {
 
     /// Kills the waiting init (the start failed before it ran).
     pub(super) fn abort(self) {
-        let _ = rustix::process::pidfd_send_signal(&self.pidfd, rustix::process::Signal::KILL);
-        let _ = rustix::process::waitpid(Some(self.pid), rustix::process::WaitOptions::empty());
+        kill_and_reap(&self.pidfd);
     }
+}
+
+/// Kills the process behind `pidfd` and reaps it (it is our child: the VE
+/// init is orphaned to vesetup, a subreaper, until vesetup exits).
+fn kill_and_reap(pidfd: &OwnedFd) {
+    let _ = rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL);
+    let _ = rustix::process::waitid(
+        rustix::process::WaitId::PidFd(pidfd.as_fd()),
+        rustix::process::WaitIdOptions::EXITED,
+    );
 }
 
 /// In the VE init: the last steps, then exec. Returns only on failure.

@@ -18,7 +18,16 @@ pub(super) fn create(spec: &Spec, cx: &Ctx) -> Result<OwnedFd, SetupError> {
         None => {
             drop(ready_rx);
             drop(done_tx);
-            let ok = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER).is_ok();
+            // The namespace is owned by the VE's own host uid, not by uid 0:
+            // the kernel charges per-user limits (inotify instances, user
+            // namespaces, ...) to the owner, so each VE gets its own count
+            // instead of sharing appliance root's with every other VE.
+            let g = rustix::process::Gid::from_raw(spec.gid_base);
+            let u = rustix::process::Uid::from_raw(spec.uid_base);
+            let ok = rustix::thread::set_thread_groups(&[]).is_ok()
+                && rustix::thread::set_thread_res_gid(g, g, g).is_ok()
+                && rustix::thread::set_thread_res_uid(u, u, u).is_ok()
+                && nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER).is_ok();
             let _ = File::from(ready_tx).write_all(if ok { b"1" } else { b"0" });
             let mut b = [0u8; 1];
             let _ = File::from(done_rx).read(&mut b);

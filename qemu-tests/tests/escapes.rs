@@ -219,13 +219,14 @@ fn exec_cannot_be_locked_out_of_the_cgroup(a: &mut Appliance) -> anyhow::Result<
     assert!(ok(a, "cat /sys/fs/cgroup/vz/101/ve/cgroup.subtree_control")?.contains("pids"));
     assert_eq!(ok(a, "vzctl exec2 101 'echo still-in'")?.trim(), "still-in");
     // Its root made a threaded domain (only the kernel's root may mix domain
-    // and threaded children): leaves made inside it could take no process.
-    let _ = run(
+    // and threaded children): a leaf made inside it could take no process.
+    let t = ok(
         a,
-        "vzctl exec2 101 'echo -pids > /sys/fs/cgroup/cgroup.subtree_control; \
-         mkdir -p /sys/fs/cgroup/t && echo threaded > /sys/fs/cgroup/t/cgroup.type; \
-         cat /sys/fs/cgroup/t/cgroup.type'",
+        "vzctl exec2 101 'cd /sys/fs/cgroup && echo -pids > cgroup.subtree_control && \
+         for p in $(cat sys/cgroup.procs); do echo $p > cgroup.procs; done; rmdir sys; \
+         mkdir t && echo threaded > t/cgroup.type; cat t/cgroup.type'",
     )?;
+    assert!(t.contains("threaded"), "the attack must take hold: {t}");
     assert_eq!(ok(a, "vzctl exec2 101 'echo still-in'")?.trim(), "still-in");
     Ok(())
 }

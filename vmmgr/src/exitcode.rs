@@ -88,24 +88,6 @@ impl TryFrom<u8> for ExitCode {
     }
 }
 
-/// A failed operation: OpenVZ's exit code and a message that says what was
-/// wrong, where, and what to do.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct VzError {
-    pub code: ExitCode,
-    pub message: String,
-}
-
-impl VzError {
-    pub fn new(code: ExitCode, message: impl Into<String>) -> VzError {
-        VzError {
-            code,
-            message: message.into(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

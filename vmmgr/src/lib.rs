@@ -3,7 +3,8 @@
 
 pub mod appliance;
 pub mod cli;
-pub mod config;
+/// The boot config model and its key table (the `vzconfig` crate).
+pub use vzconfig as config;
 pub mod console;
 pub mod daemon;
 pub mod exitcode;

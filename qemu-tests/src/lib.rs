@@ -234,6 +234,14 @@ impl Appliance {
         Ok(())
     }
 
+    /// Types raw bytes on the console (they need not be UTF-8).
+    pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        let stdin = self.stdin.as_mut().context("QEMU's stdin is closed")?;
+        stdin.write_all(bytes)?;
+        stdin.flush()?;
+        Ok(())
+    }
+
     /// Runs a console command and returns its output (up to the next prompt).
     pub fn console(&mut self, line: &str) -> Result<String> {
         self.send(&format!("{line}\r"))?;

@@ -293,6 +293,19 @@ fn small_ones(a: &mut Appliance) -> anyhow::Result<()> {
         out.contains("not valid UTF-8") && !out.contains("panicked"),
         "{out}"
     );
+    // The console itself, typed at: refused, and it keeps answering.
+    a.exit_shell()?;
+    a.send_bytes(b"vzlist -o \xff\r")?;
+    a.expect("not valid UTF-8", Duration::from_secs(20))?;
+    a.expect(qemu_tests::PROMPT, Duration::from_secs(20))?;
+    assert!(a.console("help")?.contains("vzctl"));
+    a.enter_shell()?;
+    let (out, rc) = run(a, "vzlist -o \"$(printf '\\377')\"")?;
+    assert_eq!(rc, 20, "{out}");
+    assert!(
+        out.contains("not valid UTF-8") && !out.contains("panicked"),
+        "{out}"
+    );
     Ok(())
 }
 

@@ -296,13 +296,25 @@ pub fn run(paths: &Paths, machine: &mut dyn Machine) -> std::io::Result<()> {
     write!(out, "{PROMPT}")?;
     out.flush()?;
     crate::notify::ready();
-    let mut line = String::new();
+    let mut raw = Vec::new();
     loop {
-        line.clear();
-        if stdin.lock().read_line(&mut line)? == 0 {
+        raw.clear();
+        if stdin.lock().read_until(b'\n', &mut raw)? == 0 {
             return Ok(());
         }
-        if dispatch(&line, &mut out, paths, machine)? == Next::Exit {
+        // Bytes that are not UTF-8 (a wrong terminal encoding, line noise)
+        // are refused with a message, never a console that exits.
+        let Ok(line) = std::str::from_utf8(&raw) else {
+            writeln!(
+                out,
+                "console: the line is not valid UTF-8 (check the terminal's encoding); \
+                 nothing was run. For arbitrary bytes use `shell`"
+            )?;
+            write!(out, "{PROMPT}")?;
+            out.flush()?;
+            continue;
+        };
+        if dispatch(line, &mut out, paths, machine)? == Next::Exit {
             return Ok(());
         }
         write!(out, "{PROMPT}")?;

@@ -3,7 +3,21 @@
 use vmmgr::cli::vzlist;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    // Arguments are bytes: `env::args()` would panic on one that is not UTF-8.
+    let mut args = Vec::new();
+    for a in std::env::args_os().skip(1) {
+        match a.into_string() {
+            Ok(s) => args.push(s),
+            Err(bad) => {
+                eprintln!(
+                    "vzlist: argument {:?} is not valid UTF-8: options, fields and names are text\n{}",
+                    bad.to_string_lossy(),
+                    vzlist::USAGE
+                );
+                std::process::exit(20);
+            }
+        }
+    }
     let opts = match vzlist::parse(&args) {
         Ok(o) => o,
         Err(e) => {

@@ -10,6 +10,14 @@ const CHANNEL_FD: i32 = 3;
 
 fn main() {
     let _ = rustix::thread::set_name(c"vesetup");
+    // Appliance root that works next to a VE's processes-to-be: nobody may
+    // ptrace it or read its memory or fds through /proc.
+    if let Err(e) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
+        eprintln!("vesetup: PR_SET_DUMPABLE: {e}");
+        std::process::exit(2);
+    }
     // SAFETY: fd 3 is the channel vmmgr passed for this purpose, taken once.
     let Some(chan) = (unsafe { vmmgr::sys::take_inherited_fd(CHANNEL_FD) }) else {
         eprintln!("vesetup: run by vmmgr only (no channel on fd {CHANNEL_FD})");

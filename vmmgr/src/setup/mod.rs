@@ -361,3 +361,72 @@ pub fn spawn_helper(helper: &std::path::Path, spec: &Spec) -> Outcome {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> Spec {
+        Spec {
+            veid: 101,
+            template: "/usr/share/vz/template/busybox".into(),
+            private: "/vz/private/101".into(),
+            root: "/vz/root/101".into(),
+            cgroup: "/sys/fs/cgroup/vz/101/ve".into(),
+            uid_base: 6_719_936,
+            gid_base: 6_719_936,
+            id_count: 65_536,
+            hostname: "ve101.example.com".into(),
+            policy_dir: "/etc/vzpolicy".into(),
+            init: "/sbin/init".into(),
+        }
+    }
+
+    #[test]
+    fn the_spec_crosses_to_the_helper_unchanged() {
+        let wire = spec().to_wire().expect("fits");
+        let mut buf = [0u8; proto::HEADER_LEN + 2048];
+        let n = proto::encode(proto::Kind::Setup, &wire, &mut buf).expect("encode");
+        let (kind, back): (proto::Kind, proto::SetupSpec) =
+            proto::decode(&buf[..n]).expect("decode");
+        assert_eq!(kind, proto::Kind::Setup);
+        assert_eq!(Spec::from(&back), spec());
+        let mut long = spec();
+        long.private = format!("/vz/private/{}", "x".repeat(300)).into();
+        assert!(
+            long.to_wire().is_none(),
+            "too long for the wire: refused, not cut"
+        );
+    }
+
+    #[test]
+    fn setup_errors_become_typed_replies() {
+        let e = SetupError::BrokenInit {
+            veid: 101,
+            init: "/sbin/init".into(),
+            source: std::io::Error::from_raw_os_error(libc::ENOEXEC),
+        };
+        match e.reply() {
+            proto::SetupReply::Failed {
+                step,
+                errno,
+                broken_init,
+            } => {
+                assert!(broken_init);
+                assert_eq!(errno, libc::ENOEXEC);
+                assert!(step.contains("/sbin/init"), "{step}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let cx = Ctx { veid: 102 };
+        match cx.fail("masking /proc/kcore", "gone").reply() {
+            proto::SetupReply::Failed {
+                broken_init, step, ..
+            } => {
+                assert!(!broken_init);
+                assert!(step.contains("VE 102: masking /proc/kcore: gone"), "{step}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -36,6 +36,12 @@ fn build_image(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
     w("109.conf", "ONBOOT=\"no\"\nONBOTO=\"yes\"\n")?;
     // Destroy would empty /boot: regression test for an unnormalised path.
     w("110.conf", "ONBOOT=\"yes\"\nVE_PRIVATE=\"/vz/../boot\"\n")?;
+    // As a Debian or Ubuntu OpenVZ host writes it: loads, mapped onto /vz.
+    w(
+        "111.conf",
+        "ONBOOT=\"yes\"\nVE_PRIVATE=\"/var/lib/vz/private/$VEID\"\n\
+         VE_ROOT=\"/var/lib/vz/root/$VEID\"\n",
+    )?;
     let ws = image::workspace_dir();
     let mut opts = image::build::Options::new(ws.clone());
     opts.out = dir.join("bootconfig.img");
@@ -57,7 +63,7 @@ fn baked_boot_config() -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     let all = loop {
         let list = a.console("vzlist -a")?;
-        if ["101", "102", "107"].iter().all(|v| {
+        if ["101", "102", "107", "111"].iter().all(|v| {
             list.lines()
                 .any(|l| l.trim_start().starts_with(v) && l.contains("running"))
         }) {
@@ -123,6 +129,14 @@ fn baked_boot_config() -> anyhow::Result<()> {
         "{log}"
     );
 
+    assert!(
+        log.contains(
+            "111.conf:2: warning: VE_PRIVATE: /var/lib/vz/private/111 is read as \
+             /vz/private/111"
+        ),
+        "{log}"
+    );
+
     // The same over the management channel, structured.
     let mut ves = Vec::new();
     let mut after = 0;
@@ -146,6 +160,7 @@ fn baked_boot_config() -> anyhow::Result<()> {
     };
     assert_eq!(status(102), "running");
     assert_eq!(status(103), "invalid");
+    assert_eq!(status(111), "running", "a Debian host's paths load");
     assert!(ves
         .iter()
         .find(|v| v.veid == 104)
@@ -154,5 +169,7 @@ fn baked_boot_config() -> anyhow::Result<()> {
     a.enter_shell()?;
     let out = a.shell("vzctl start 103; echo RC=$?")?;
     assert!(out.contains("RC=109") && out.contains("HOSTNAME"), "{out}");
+    let out = a.shell("test -d /vz/private/111/upper && vzctl exec2 111 hostname")?;
+    assert!(out.contains("ve111"), "VE 111's files are under /vz: {out}");
     Ok(())
 }

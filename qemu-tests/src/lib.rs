@@ -276,6 +276,23 @@ impl Appliance {
         Ok(out.trim_start_matches('\n').to_owned())
     }
 
+    /// Runs a command in the appliance shell; returns its output (stderr
+    /// included) and its exit code.
+    pub fn run_rc(&mut self, cmd: &str) -> Result<(String, i32)> {
+        let out = self.shell(&format!("{cmd} 2>&1; echo \"RC=$?\""))?;
+        let (body, rc) = out.rsplit_once("RC=").unwrap_or((&out, "-1"));
+        Ok((body.to_owned(), rc.trim().parse().unwrap_or(-1)))
+    }
+
+    /// Runs a command in the appliance shell that must succeed; its output.
+    pub fn run_ok(&mut self, cmd: &str) -> Result<String> {
+        let (out, rc) = self.run_rc(cmd)?;
+        if rc != 0 {
+            bail!("`{cmd}` failed with {rc}:\n{out}");
+        }
+        Ok(out)
+    }
+
     /// Leaves the appliance shell.
     pub fn exit_shell(&mut self) -> Result<()> {
         self.send("exit\r")?;

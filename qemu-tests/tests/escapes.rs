@@ -6,21 +6,8 @@
 use qemu_tests::Appliance;
 use std::time::{Duration, Instant};
 
-/// Runs a command in the appliance shell; returns its output and exit code.
-fn run(a: &mut Appliance, cmd: &str) -> anyhow::Result<(String, i32)> {
-    let out = a.shell(&format!("{cmd} 2>&1; echo \"RC=$?\""))?;
-    let (body, rc) = out.rsplit_once("RC=").unwrap_or((&out, "-1"));
-    Ok((body.to_owned(), rc.trim().parse().unwrap_or(-1)))
-}
-
-fn ok(a: &mut Appliance, cmd: &str) -> anyhow::Result<String> {
-    let (out, rc) = run(a, cmd)?;
-    assert_eq!(rc, 0, "`{cmd}` failed with {rc}:\n{out}");
-    Ok(out)
-}
-
 fn fails(a: &mut Appliance, cmd: &str, why: &str) -> anyhow::Result<String> {
-    let (out, rc) = run(a, cmd)?;
+    let (out, rc) = a.run_rc(cmd)?;
     assert_ne!(rc, 0, "{why}: `{cmd}` succeeded:\n{out}");
     Ok(out)
 }
@@ -28,7 +15,7 @@ fn fails(a: &mut Appliance, cmd: &str, why: &str) -> anyhow::Result<String> {
 fn wait_for(a: &mut Appliance, cmd: &str, want: &str, what: &str) -> anyhow::Result<String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (out, _) = run(a, cmd)?;
+        let (out, _) = a.run_rc(cmd)?;
         if out.contains(want) {
             return Ok(out);
         }
@@ -47,22 +34,13 @@ fn escapes_are_closed() -> anyhow::Result<()> {
     let mut a = Appliance::start_with("escapes", disk, 1, vec![probe])?;
     a.wait_ready()?;
     a.enter_shell()?;
-    ok(
-        &mut a,
-        "vzctl --quiet create 101 && vzctl --quiet start 101",
-    )?;
-    ok(
-        &mut a,
-        "vzctl --quiet create 102 && vzctl --quiet start 102",
-    )?;
+    a.run_ok("vzctl --quiet create 101 && vzctl --quiet start 101")?;
+    a.run_ok("vzctl --quiet create 102 && vzctl --quiet start 102")?;
     for v in [101, 102] {
-        ok(
-            &mut a,
-            &format!(
-                "head -c {probe_size} /dev/vdb | vzctl exec2 {v} \
+        a.run_ok(&format!(
+            "head -c {probe_size} /dev/vdb | vzctl exec2 {v} \
                  'cat > /bin/ve-probe && chmod 755 /bin/ve-probe'"
-            ),
-        )?;
+        ))?;
     }
 
     // Every check runs, whatever the others did, and all failures are listed
@@ -116,25 +94,25 @@ fn escapes_are_closed() -> anyhow::Result<()> {
 /// 1. `vzctl exec` gives the command its own session on a VE pty (or pipes),
 ///    never the console: TIOCSTI cannot type into the appliance's shell.
 fn exec_gets_its_own_session(a: &mut Appliance) -> anyhow::Result<()> {
-    let s = ok(a, "vzctl exec2 101 've-probe session'")?;
+    let s = a.run_ok("vzctl exec2 101 've-probe session'")?;
     let f: Vec<&str> = s.split_whitespace().collect();
     // session: pid P sid S tty-sid T stdin PATH
     assert!(f.len() >= 9, "{s}");
     assert_eq!(f[2], f[4], "the command must lead its own session: {s}");
     assert_eq!(f[4], f[6], "its terminal must be its own session's: {s}");
     assert!(f[8].starts_with("/dev/pts/"), "stdin must be a VE pty: {s}");
-    let s = ok(a, "echo | vzctl exec2 101 've-probe session'")?;
+    let s = a.run_ok("echo | vzctl exec2 101 've-probe session'")?;
     assert!(
         s.contains("tty-sid -1") && s.contains("stdin pipe:"),
         "pipes without a tty: {s}"
     );
 
-    let t = ok(a, "vzctl exec2 101 've-probe tiocsti'")?;
+    let t = a.run_ok("vzctl exec2 101 've-probe tiocsti'")?;
     assert!(!t.contains("injected"), "{t}");
-    let t = ok(a, "echo | vzctl exec2 101 've-probe tiocsti'")?;
+    let t = a.run_ok("echo | vzctl exec2 101 've-probe tiocsti'")?;
     assert!(!t.contains("injected"), "{t}");
     // Whatever got through would have run by the next prompt.
-    ok(a, "true")?;
+    a.run_ok("true")?;
     assert!(
         !a.transcript().contains("INJECTED-42"),
         "a VE process typed into the appliance console"
@@ -145,8 +123,7 @@ fn exec_gets_its_own_session(a: &mut Appliance) -> anyhow::Result<()> {
 /// 4. The seccomp filter is on the VE init and on what exec starts; setuid
 ///    programs still work (no no_new_privs).
 fn syscall_filter(a: &mut Appliance) -> anyhow::Result<()> {
-    let st = ok(
-        a,
+    let st = a.run_ok(
         "vzctl exec2 101 'grep -E \"^(Seccomp|NoNewPrivs):\" /proc/1/status /proc/self/status'",
     )?;
     assert_eq!(
@@ -155,7 +132,7 @@ fn syscall_filter(a: &mut Appliance) -> anyhow::Result<()> {
         "filter on init and exec: {st}"
     );
     assert_eq!(st.matches("NoNewPrivs:\t0").count(), 2, "{st}");
-    let s = ok(a, "vzctl exec2 101 've-probe syscalls'")?;
+    let s = a.run_ok("vzctl exec2 101 've-probe syscalls'")?;
     for (call, errno) in [
         ("keyctl", "Function not implemented"),
         ("add_key", "Function not implemented"),
@@ -171,7 +148,7 @@ fn syscall_filter(a: &mut Appliance) -> anyhow::Result<()> {
             "{call} must be denied with {errno}:\n{s}"
         );
     }
-    let fds = ok(a, "vzctl exec2 101 've-probe fds'")?;
+    let fds = a.run_ok("vzctl exec2 101 've-probe fds'")?;
     assert_eq!(
         fds.trim(),
         "fds: [0, 1, 2, 3]",
@@ -183,7 +160,7 @@ fn syscall_filter(a: &mut Appliance) -> anyhow::Result<()> {
 /// 3. Masks and read-only paths are locked: VE root cannot remove them, nor
 ///    mount a proc or sysfs that shows what they hide.
 fn masks_are_locked(a: &mut Appliance) -> anyhow::Result<()> {
-    ok(a, "vzctl exec2 101 'mkdir -p /mnt/p'")?;
+    a.run_ok("vzctl exec2 101 'mkdir -p /mnt/p'")?;
     for (cmd, why) in [
         ("umount /proc/kcore", "unmounting a mask"),
         ("umount -l /proc/kcore", "lazily unmounting a mask"),
@@ -197,37 +174,46 @@ fn masks_are_locked(a: &mut Appliance) -> anyhow::Result<()> {
     ] {
         fails(a, &format!("vzctl exec2 101 '{cmd}'"), why)?;
     }
-    assert_eq!(ok(a, "vzctl exec2 101 'wc -c < /proc/kcore'")?.trim(), "0");
-    assert!(ok(a, "vzctl exec2 101 'cat /proc/interrupts | wc -c'")?.trim() == "0");
+    assert_eq!(
+        a.run_ok("vzctl exec2 101 'wc -c < /proc/kcore'")?.trim(),
+        "0"
+    );
+    assert!(
+        a.run_ok("vzctl exec2 101 'cat /proc/interrupts | wc -c'")?
+            .trim()
+            == "0"
+    );
     // What a VE's init needs still works: its own tmpfs mounts.
-    ok(
-        a,
-        "vzctl exec2 101 'mount -t tmpfs t /mnt/p && umount /mnt/p'",
-    )?;
+    a.run_ok("vzctl exec2 101 'mount -t tmpfs t /mnt/p && umount /mnt/p'")?;
     Ok(())
 }
 
 /// 5. VE root enabling controllers in its own cgroup root does not lock the
 ///    administrator out: exec joins a leaf the appliance owns.
 fn exec_cannot_be_locked_out_of_the_cgroup(a: &mut Appliance) -> anyhow::Result<()> {
-    ok(
-        a,
-        "vzctl exec2 101 'mkdir -p /sys/fs/cgroup/sys && \
+    a.run_ok("vzctl exec2 101 'mkdir -p /sys/fs/cgroup/sys && \
          for p in $(cat /sys/fs/cgroup/cgroup.procs); do echo $p > /sys/fs/cgroup/sys/cgroup.procs; done; \
          echo +pids > /sys/fs/cgroup/cgroup.subtree_control && cat /sys/fs/cgroup/cgroup.subtree_control'",
     )?;
-    assert!(ok(a, "cat /sys/fs/cgroup/vz/101/ve/cgroup.subtree_control")?.contains("pids"));
-    assert_eq!(ok(a, "vzctl exec2 101 'echo still-in'")?.trim(), "still-in");
+    assert!(a
+        .run_ok("cat /sys/fs/cgroup/vz/101/ve/cgroup.subtree_control")?
+        .contains("pids"));
+    assert_eq!(
+        a.run_ok("vzctl exec2 101 'echo still-in'")?.trim(),
+        "still-in"
+    );
     // Its root made a threaded domain (only the kernel's root may mix domain
     // and threaded children): a leaf made inside it could take no process.
-    let t = ok(
-        a,
+    let t = a.run_ok(
         "vzctl exec2 101 'cd /sys/fs/cgroup && echo -pids > cgroup.subtree_control && \
          for p in $(cat sys/cgroup.procs); do echo $p > cgroup.procs; done; rmdir sys; \
          mkdir t && echo threaded > t/cgroup.type; cat t/cgroup.type'",
     )?;
     assert!(t.contains("threaded"), "the attack must take hold: {t}");
-    assert_eq!(ok(a, "vzctl exec2 101 'echo still-in'")?.trim(), "still-in");
+    assert_eq!(
+        a.run_ok("vzctl exec2 101 'echo still-in'")?.trim(),
+        "still-in"
+    );
     Ok(())
 }
 
@@ -235,21 +221,15 @@ fn exec_cannot_be_locked_out_of_the_cgroup(a: &mut Appliance) -> anyhow::Result<
 ///    symlinks: a VE that points /dev/pts at the appliance's devpts gets a
 ///    refusal, and no appliance pty is chowned to it.
 fn enter_follows_no_ve_symlink(a: &mut Appliance) -> anyhow::Result<()> {
-    ok(
-        a,
-        "vzctl status 102 | grep -q running || vzctl --quiet start 102",
-    )?;
-    ok(
-        a,
-        "vzctl exec2 102 'mount -t tmpfs t /dev && ln -s /dev/pts /dev/pts'",
-    )?;
+    a.run_ok("vzctl status 102 | grep -q running || vzctl --quiet start 102")?;
+    a.run_ok("vzctl exec2 102 'mount -t tmpfs t /dev && ln -s /dev/pts /dev/pts'")?;
     let out = fails(
         a,
         "vzctl enter 102 < /dev/null",
         "enter through a symlinked /dev/pts",
     )?;
     assert!(out.contains("ptmx"), "{out}");
-    let owners = ok(a, "stat -c %u /dev/pts/* | sort -u")?;
+    let owners = a.run_ok("stat -c %u /dev/pts/* | sort -u")?;
     for uid in owners.split_whitespace() {
         assert!(
             uid.parse::<u64>()? < 100_000,
@@ -257,37 +237,33 @@ fn enter_follows_no_ve_symlink(a: &mut Appliance) -> anyhow::Result<()> {
         );
     }
     // Undone from a pipe-mode exec (the VE's pty is what was broken).
-    ok(a, "echo | vzctl exec2 102 'umount /dev'")?;
+    a.run_ok("echo | vzctl exec2 102 'umount /dev'")?;
     Ok(())
 }
 
 /// 5., 6. vzctl mount is nosuid,nodev; destroy touches only private areas;
 /// arguments that are not UTF-8.
 fn small_ones(a: &mut Appliance) -> anyhow::Result<()> {
-    ok(a, "vzctl --quiet stop 102 && vzctl --quiet mount 102")?;
-    let m = ok(a, "grep ' /vz/root/102 ' /proc/mounts")?;
+    a.run_ok("vzctl --quiet stop 102 && vzctl --quiet mount 102")?;
+    let m = a.run_ok("grep ' /vz/root/102 ' /proc/mounts")?;
     assert!(m.contains("nosuid") && m.contains("nodev"), "{m}");
-    ok(a, "vzctl --quiet umount 102")?;
+    a.run_ok("vzctl --quiet umount 102")?;
 
-    ok(
-        a,
+    a.run_ok(
         "printf 'OSTEMPLATE=\"busybox\"\\nVE_PRIVATE=\"/vz/../boot\"\\n' > /etc/vz/conf/110.conf",
     )?;
-    let (out, rc) = run(a, "vzctl start 110")?;
+    let (out, rc) = a.run_rc("vzctl start 110")?;
     assert_ne!(rc, 0, "{out}");
     assert!(out.contains("VE_PRIVATE"), "{out}");
-    let _ = run(a, "vzctl destroy 110")?;
-    ok(a, "test -f /boot/vz/vz.conf && test -d /boot/syslinux")?;
+    let _ = a.run_rc("vzctl destroy 110")?;
+    a.run_ok("test -f /boot/vz/vz.conf && test -d /boot/syslinux")?;
 
-    let hex = ok(
-        a,
-        "vzctl exec2 101 echo \"$(printf 'a\\377b')\" | od -An -tx1",
-    )?;
+    let hex = a.run_ok("vzctl exec2 101 echo \"$(printf 'a\\377b')\" | od -An -tx1")?;
     assert!(
         hex.contains("61 ff 62"),
         "bytes must pass through unchanged: {hex}"
     );
-    let (out, rc) = run(a, "vzctl set 101 --hostname \"$(printf '\\377')\" --save")?;
+    let (out, rc) = a.run_rc("vzctl set 101 --hostname \"$(printf '\\377')\" --save")?;
     assert_eq!(rc, 20, "{out}");
     assert!(
         out.contains("not valid UTF-8") && !out.contains("panicked"),
@@ -300,7 +276,7 @@ fn small_ones(a: &mut Appliance) -> anyhow::Result<()> {
     a.expect(qemu_tests::PROMPT, Duration::from_secs(20))?;
     assert!(a.console("help")?.contains("poweroff"));
     a.enter_shell()?;
-    let (out, rc) = run(a, "vzlist -o \"$(printf '\\377')\"")?;
+    let (out, rc) = a.run_rc("vzlist -o \"$(printf '\\377')\"")?;
     assert_eq!(rc, 20, "{out}");
     assert!(
         out.contains("not valid UTF-8") && !out.contains("panicked"),
@@ -310,16 +286,18 @@ fn small_ones(a: &mut Appliance) -> anyhow::Result<()> {
 }
 
 fn record(a: &mut Appliance, veid: u32) -> anyhow::Result<String> {
-    Ok(ok(a, &format!("cat /run/vz/ve/{veid}"))?.trim().to_owned())
+    Ok(a.run_ok(&format!("cat /run/vz/ve/{veid}"))?
+        .trim()
+        .to_owned())
 }
 
 /// 6. `reboot` inside a VE restarts it; `halt` stops it for good.
 fn reboot_restarts_and_halt_stops(a: &mut Appliance) -> anyhow::Result<()> {
     let before = record(a, 101)?;
-    let _ = run(a, "echo | vzctl exec2 101 reboot")?;
+    let _ = a.run_rc("echo | vzctl exec2 101 reboot")?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (now, rc) = run(a, "cat /run/vz/ve/101")?;
+        let (now, rc) = a.run_rc("cat /run/vz/ve/101")?;
         if rc == 0 && now.trim() != before && !now.trim().is_empty() {
             break;
         }
@@ -330,9 +308,9 @@ fn reboot_restarts_and_halt_stops(a: &mut Appliance) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(300));
     }
     wait_for(a, "vzctl status 101", "running", "after reboot")?;
-    assert_eq!(ok(a, "vzctl exec2 101 'echo back'")?.trim(), "back");
+    assert_eq!(a.run_ok("vzctl exec2 101 'echo back'")?.trim(), "back");
 
-    let _ = run(a, "echo | vzctl exec2 101 halt")?;
+    let _ = a.run_rc("echo | vzctl exec2 101 halt")?;
     wait_for(a, "vzctl status 101", "down", "after halt")?;
     wait_for(
         a,
@@ -341,31 +319,31 @@ fn reboot_restarts_and_halt_stops(a: &mut Appliance) -> anyhow::Result<()> {
         "halt logged",
     )?;
     assert!(
-        !ok(a, "grep -c 'VE 101: reboot:' /run/vz/log || true")?
+        !a.run_ok("grep -c 'VE 101: reboot:' /run/vz/log || true")?
             .trim()
             .starts_with('2'),
         "halt must not restart the VE"
     );
-    assert!(ok(a, "vzctl status 101")?.contains("down"));
+    assert!(a.run_ok("vzctl status 101")?.contains("down"));
     Ok(())
 }
 
 /// 5. A VE vmmgr cannot adopt (no runtime record) is never started a second
 ///    time on the same private area.
 fn unadoptable_ve_is_not_started_twice(a: &mut Appliance) -> anyhow::Result<()> {
-    ok(a, "vzctl --quiet start 102")?;
-    ok(a, "rm /run/vz/ve/102 && kill -9 $(pidof vmmgr)")?;
+    a.run_ok("vzctl --quiet start 102")?;
+    a.run_ok("rm /run/vz/ve/102 && kill -9 $(pidof vmmgr)")?;
     wait_for(a, "vzlist -a -H -o ctid,status", "102", "vmmgr back")?;
-    let (out, rc) = run(a, "vzctl start 102")?;
+    let (out, rc) = a.run_rc("vzctl start 102")?;
     assert_eq!(rc, 32, "a second start of an unadopted VE: {out}");
     assert!(out.contains("cgroup.kill"), "{out}");
-    ok(a, "echo 1 > /sys/fs/cgroup/vz/102/cgroup.kill")?;
+    a.run_ok("echo 1 > /sys/fs/cgroup/vz/102/cgroup.kill")?;
     wait_for(
         a,
         "cat /sys/fs/cgroup/vz/102/cgroup.events 2>/dev/null || echo populated 0",
         "populated 0",
         "VE 102 killed",
     )?;
-    ok(a, "vzctl --quiet start 102 && vzctl --quiet stop 102")?;
+    a.run_ok("vzctl --quiet start 102 && vzctl --quiet stop 102")?;
     Ok(())
 }

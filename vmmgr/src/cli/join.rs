@@ -288,23 +288,33 @@ mod tests {
     }
 
     #[test]
-    fn exec_leaf_is_made_and_joined_under_a_cgroup_dir() {
-        // A plain directory stands in for the VE's cgroup: the leaf is created
-        // with a cgroup.procs that receives "0" (here a regular file we make
-        // in advance would be refused by mkdir, so check only the mkdir part).
+    fn exec_leaf_names_taken_first_are_never_joined() {
+        // A plain directory stands in for the VE's cgroup. Without the
+        // kernel's cgroup.procs files no leaf can be joined, so every attempt
+        // is made and the error names the cgroup; a name that was taken in
+        // advance is skipped, never joined.
         let d = tempfile::tempdir().expect("tempdir");
+        let me = rustix::process::getpid().as_raw_nonzero().get();
+        let taken = d.path().join(format!("{EXEC_LEAF_PREFIX}{me}.0"));
+        std::fs::create_dir(&taken).expect("mkdir");
+        std::fs::write(taken.join("cgroup.procs"), "").expect("file");
         let e = enter_exec_leaf(d.path()).expect_err("no cgroup.procs in a plain dir");
         assert!(e.to_string().contains(EXEC_LEAF_PREFIX), "{e}");
-        let made: Vec<_> = std::fs::read_dir(d.path())
-            .expect("read")
-            .flatten()
-            .map(|e| e.file_name().into_string().expect("utf8"))
-            .collect();
-        assert!(made.iter().all(|n| n.starts_with(EXEC_LEAF_PREFIX)));
-        for n in &made {
-            remove_exec_leaf(d.path(), n);
+        assert_eq!(
+            std::fs::read_to_string(taken.join("cgroup.procs")).expect("read"),
+            "",
+            "a leaf made by someone else must not be joined"
+        );
+        for n in 1..8 {
+            assert!(d
+                .path()
+                .join(format!("{EXEC_LEAF_PREFIX}{me}.{n}"))
+                .is_dir());
+            remove_exec_leaf(d.path(), &format!("{EXEC_LEAF_PREFIX}{me}.{n}"));
         }
         remove_exec_leaf(d.path(), "../etc");
+        std::fs::remove_file(taken.join("cgroup.procs")).expect("rm");
+        remove_exec_leaf(d.path(), &format!("{EXEC_LEAF_PREFIX}{me}.0"));
         assert_eq!(std::fs::read_dir(d.path()).expect("read").count(), 0);
     }
 }

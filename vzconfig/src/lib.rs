@@ -8,6 +8,9 @@
 //! mean" for a near miss), as vzctl ignores them. VE_PRIVATE and VE_ROOT are
 //! confined lexically to `/vz/private/<dir>` and `/vz/root/<dir>`.
 
+pub mod resources;
+
+use resources::Unit;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fmt;
@@ -182,6 +185,14 @@ pub enum ValueKind {
     Hostname,
     /// A VE name: letters, digits, `-_.`, not only digits.
     VeName,
+    /// A beancounter value, `N` or `barrier:limit`, counting `Unit`.
+    Ubc(Unit),
+    /// CPUUNITS, 8..500000.
+    CpuUnits,
+    /// CPULIMIT, percent of one CPU.
+    CpuLimit,
+    /// CPUS, a number of CPUs.
+    Cpus,
 }
 
 /// One config key: where it may appear, whether it does anything, what its
@@ -310,8 +321,14 @@ pub const KEYS: &[KeyDef] = &[
     KeyDef::later("LOCKEDPAGES"),
     KeyDef::later("PRIVVMPAGES"),
     KeyDef::later("SHMPAGES"),
-    KeyDef::later("NUMPROC"),
-    KeyDef::later("PHYSPAGES"),
+    KeyDef::per_ve("NUMPROC")
+        .live()
+        .kind(ValueKind::Ubc(Unit::Items))
+        .option("--numproc"),
+    KeyDef::per_ve("PHYSPAGES")
+        .live()
+        .kind(ValueKind::Ubc(Unit::Pages))
+        .option("--physpages"),
     KeyDef::later("VMGUARPAGES"),
     KeyDef::later("OOMGUARPAGES"),
     KeyDef::later("NUMTCPSOCK"),
@@ -328,12 +345,24 @@ pub const KEYS: &[KeyDef] = &[
     KeyDef::later("NUMFILE"),
     KeyDef::later("NUMIPTENT"),
     KeyDef::later("IPTENTRIES"),
-    KeyDef::later("SWAPPAGES"),
+    KeyDef::per_ve("SWAPPAGES")
+        .live()
+        .kind(ValueKind::Ubc(Unit::Pages))
+        .option("--swappages"),
     KeyDef::later("AVNUMPROC"),
     KeyDef::later("VM_OVERCOMMIT"),
-    KeyDef::later("CPUUNITS"),
-    KeyDef::later("CPULIMIT"),
-    KeyDef::later("CPUS"),
+    KeyDef::per_ve("CPUUNITS")
+        .live()
+        .kind(ValueKind::CpuUnits)
+        .option("--cpuunits"),
+    KeyDef::per_ve("CPULIMIT")
+        .live()
+        .kind(ValueKind::CpuLimit)
+        .option("--cpulimit"),
+    KeyDef::per_ve("CPUS")
+        .live()
+        .kind(ValueKind::Cpus)
+        .option("--cpus"),
     KeyDef::later("CPUMASK"),
     KeyDef::later("NODEMASK"),
     KeyDef::later("CPUWEIGHT"),
@@ -773,6 +802,8 @@ pub struct VeConfig {
     pub local_uid: u32,
     pub local_gid: u32,
     pub origin_sample: Option<String>,
+    /// CPU, memory and process limits (see `resources`).
+    pub limits: resources::Limits,
 }
 
 /// First uid of the ranges given to VEs (LOCAL_UID in vz.conf), and range size.
@@ -787,6 +818,10 @@ pub fn check_value(def: &KeyDef, v: &str) -> Result<(), String> {
         ValueKind::Number => v.parse::<u32>().is_ok(),
         ValueKind::Hostname => valid_hostname(v),
         ValueKind::VeName => valid_name(v),
+        ValueKind::Ubc(unit) => return resources::parse(v, unit).map(|_| ()),
+        ValueKind::CpuUnits => return resources::parse_cpuunits(v).map(|_| ()),
+        ValueKind::CpuLimit => return resources::parse_cpulimit(v).map(|_| ()),
+        ValueKind::Cpus => return resources::parse_cpus(v).map(|_| ()),
     };
     if ok {
         return Ok(());
@@ -800,7 +835,7 @@ pub fn check_value(def: &KeyDef, v: &str) -> Result<(), String> {
         ValueKind::VeName => {
             format!("{v:?} is not allowed: letters, digits, '-', '_', '.', not only digits")
         }
-        ValueKind::Any => String::new(),
+        _ => String::new(),
     })
 }
 
@@ -828,7 +863,35 @@ pub fn set_param(def: &KeyDef, v: &str) -> Result<proto::SetParam, String> {
         "BOOTORDER" => P::BootOrder(num()?),
         "DISABLED" => P::Disabled(flag()?),
         "STOP_TIMEOUT" => P::StopTimeout(num()?),
+        "CPUUNITS" => P::CpuUnits(resources::parse_cpuunits(v)?),
+        "CPULIMIT" => P::CpuLimit(resources::parse_cpulimit(v)?),
+        "CPUS" => P::Cpus(resources::parse_cpus(v)?),
+        "NUMPROC" => P::NumProc(ubc(resources::parse(v, Unit::Items)?)),
+        "PHYSPAGES" => P::PhysPages(ubc(resources::parse(v, Unit::Pages)?)),
+        "SWAPPAGES" => P::SwapPages(ubc(resources::parse(v, Unit::Pages)?)),
         other => return Err(format!("{other} cannot be set with vzctl set")),
+    })
+}
+
+fn ubc(b: resources::BarrierLimit) -> proto::Ubc {
+    let n = |l: resources::Limit| l.get().unwrap_or(proto::Ubc::UNLIMITED);
+    proto::Ubc {
+        barrier: n(b.barrier),
+        limit: n(b.limit),
+    }
+}
+
+fn ubc_text(u: &proto::Ubc) -> String {
+    let one = |v: u64| {
+        if v >= proto::Ubc::UNLIMITED {
+            resources::Limit::Unlimited
+        } else {
+            resources::Limit::Value(v)
+        }
+    };
+    resources::render(&resources::BarrierLimit {
+        barrier: one(u.barrier),
+        limit: one(u.limit),
     })
 }
 
@@ -844,6 +907,12 @@ pub fn set_param_entry(p: &proto::SetParam) -> (&'static str, String) {
         P::BootOrder(n) => ("BOOTORDER", n.to_string()),
         P::Disabled(b) => ("DISABLED", yes(*b)),
         P::StopTimeout(n) => ("STOP_TIMEOUT", n.to_string()),
+        P::CpuUnits(n) => ("CPUUNITS", n.to_string()),
+        P::CpuLimit(n) => ("CPULIMIT", n.to_string()),
+        P::Cpus(n) => ("CPUS", n.to_string()),
+        P::NumProc(u) => ("NUMPROC", ubc_text(u)),
+        P::PhysPages(u) => ("PHYSPAGES", ubc_text(u)),
+        P::SwapPages(u) => ("SWAPPAGES", ubc_text(u)),
     }
 }
 
@@ -1024,6 +1093,17 @@ pub fn validate_ve(
     };
     let name = checked("NAME");
     let hostname = checked("HOSTNAME");
+    // Resource limits: `checked` reported a bad value with its line; the
+    // parse below only turns a good one into numbers.
+    let ubc = |v: Option<String>, unit| v.and_then(|v| resources::parse(&v, unit).ok());
+    let limits = resources::Limits {
+        cpuunits: checked("CPUUNITS").and_then(|v| resources::parse_cpuunits(&v).ok()),
+        cpulimit: checked("CPULIMIT").and_then(|v| resources::parse_cpulimit(&v).ok()),
+        cpus: checked("CPUS").and_then(|v| resources::parse_cpus(&v).ok()),
+        numproc: ubc(checked("NUMPROC"), Unit::Items),
+        physpages: ubc(checked("PHYSPAGES"), Unit::Pages),
+        swappages: ubc(checked("SWAPPAGES"), Unit::Pages),
+    };
     let template = get("OSTEMPLATE")
         .map(|(v, origin)| (v, origin, "OSTEMPLATE"))
         .or_else(|| {
@@ -1100,6 +1180,7 @@ pub fn validate_ve(
         local_uid,
         local_gid,
         origin_sample: get("ORIGIN_SAMPLE").map(|(v, _)| v.to_owned()),
+        limits,
     };
     (Some(cfg), diags)
 }
@@ -1313,12 +1394,41 @@ mod tests {
         let basic = "KMEMSIZE=\"14372700:14790164\"\nLOCKEDPAGES=\"2048:2048\"\nPRIVVMPAGES=\"65536:69632\"\nSHMPAGES=\"21504:21504\"\nNUMPROC=\"240:240\"\nPHYSPAGES=\"0:unlimited\"\nVMGUARPAGES=\"33792:unlimited\"\nOOMGUARPAGES=\"26112:unlimited\"\nNUMTCPSOCK=\"360:360\"\nNUMFLOCK=\"188:206\"\nNUMPTY=\"16:16\"\nNUMSIGINFO=\"256:256\"\nTCPSNDBUF=\"1720320:2703360\"\nTCPRCVBUF=\"1720320:2703360\"\nOTHERSOCKBUF=\"1126080:2097152\"\nDGRAMRCVBUF=\"262144:262144\"\nNUMOTHERSOCK=\"360:360\"\nDCACHESIZE=\"3409920:3624960\"\nNUMFILE=\"9312:9312\"\nAVNUMPROC=\"180:180\"\nNUMIPTENT=\"128:128\"\nDISKSPACE=\"2G:2.2G\"\nDISKINODES=\"131072:144179\"\nQUOTATIME=\"0\"\nCPUUNITS=\"1000\"\nNETFILTER=\"stateless\"\n";
         let (cfg, d) = check(basic);
         assert!(cfg.is_some(), "{d:?}");
-        assert_eq!(d.len(), 26);
+        // NUMPROC, PHYSPAGES and CPUUNITS are implemented.
+        assert_eq!(d.len(), 23);
+        let limits = cfg.expect("valid").limits;
+        assert_eq!(limits.cpuunits, Some(1000));
+        assert_eq!(
+            limits.numproc.map(|n| n.limit),
+            Some(resources::Limit::Value(240))
+        );
+        assert_eq!(
+            limits.physpages.map(|n| n.limit),
+            Some(resources::Limit::Unlimited)
+        );
         assert!(d.iter().all(|d| d.severity == Severity::Warning));
         let vswap = "PHYSPAGES=\"0:256M\"\nSWAPPAGES=\"0:512M\"\nDISKSPACE=\"2G:2.2G\"\nDISKINODES=\"131072:144179\"\nQUOTATIME=\"0\"\nCPUUNITS=\"1000\"\nNETFILTER=\"stateless\"\n";
         let (cfg, d) = check(vswap);
-        assert!(cfg.is_some());
-        assert_eq!(d.len(), 7);
+        assert_eq!(d.len(), 4, "{d:?}");
+        let limits = cfg.expect("valid").limits;
+        assert_eq!(
+            limits.physpages.map(|n| n.limit),
+            Some(resources::Limit::Value(65_536))
+        );
+        assert_eq!(
+            limits.swappages.map(|n| n.limit),
+            Some(resources::Limit::Value(131_072))
+        );
+        let (cfg, d) = check("NUMPROC=\"10:5\"\nCPUUNITS=\"5\"\n");
+        assert!(cfg.is_none());
+        assert!(
+            d.iter()
+                .any(|d| d.key.as_deref() == Some("NUMPROC")
+                    && d.message.contains("barrier is above"))
+        );
+        assert!(d
+            .iter()
+            .any(|d| d.key.as_deref() == Some("CPUUNITS") && d.message.contains("8 to 500000")));
     }
 
     #[test]
@@ -1430,11 +1540,11 @@ mod tests {
         assert_eq!(count(&|k| k.scope == Scope::Global), 37);
         assert_eq!(
             count(&|k| k.scope != Scope::Global && k.status == Status::Implemented),
-            13
+            19
         );
         assert_eq!(
             count(&|k| k.scope != Scope::Global && k.status == Status::NotYet),
-            86
+            80
         );
         let live: Vec<&str> = KEYS.iter().filter(|k| k.live).map(|k| k.name).collect();
         assert_eq!(
@@ -1447,7 +1557,13 @@ mod tests {
                 "ORIGIN_SAMPLE",
                 "HOSTNAME",
                 "DISABLED",
-                "STOP_TIMEOUT"
+                "STOP_TIMEOUT",
+                "NUMPROC",
+                "PHYSPAGES",
+                "SWAPPAGES",
+                "CPUUNITS",
+                "CPULIMIT",
+                "CPUS"
             ]
         );
         for k in [
@@ -1815,6 +1931,10 @@ mod tests {
             ValueKind::Hostname => "ve.example.com",
             ValueKind::VeName => "web",
             ValueKind::Any => "some text",
+            ValueKind::Ubc(_) => "10:20",
+            ValueKind::CpuUnits => "1000",
+            ValueKind::CpuLimit => "25",
+            ValueKind::Cpus => "2",
         };
         let with_option: Vec<&KeyDef> = KEYS.iter().filter(|k| k.option.is_some()).collect();
         assert!(with_option.len() >= 7);

@@ -98,6 +98,26 @@ pub enum SetParam {
     BootOrder(u32),
     Disabled(bool),
     StopTimeout(u32),
+    CpuUnits(u32),
+    /// Percent of one CPU; 0 = no limit.
+    CpuLimit(u32),
+    /// CPUs' worth; 0 = all.
+    Cpus(u32),
+    NumProc(Ubc),
+    PhysPages(Ubc),
+    SwapPages(Ubc),
+}
+
+/// A `barrier:limit` pair; [`Ubc::UNLIMITED`] for `unlimited`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ubc {
+    pub barrier: u64,
+    pub limit: u64,
+}
+
+impl Ubc {
+    /// OpenVZ's `unlimited` (LONG_MAX).
+    pub const UNLIMITED: u64 = i64::MAX as u64;
 }
 
 /// One VE as `vzlist` and `vzctl status` show it.

@@ -19,6 +19,8 @@ Usage: vzctl [--quiet] [--verbose] <command> <VEID|name> [options]
   enter <VEID> [--exec command...]
   set <VEID> [--hostname H] [--name N] [--description D] [--onboot yes|no]
              [--bootorder N] [--disabled yes|no] [--stop-timeout SECONDS]
+             [--cpuunits N] [--cpulimit N[%]] [--cpus N] [--numproc N[:N]]
+             [--ram SIZE] [--swap SIZE] [--physpages P[:P]] [--swappages P[:P]]
              [--userpasswd user:password] [--save]";
 
 /// What the command line asks for.
@@ -231,6 +233,13 @@ pub fn parse(args: &[OsString]) -> Result<(Cmd, bool), Usage> {
                     userpasswd = Some(v.clone());
                     continue;
                 }
+                // --ram and --swap are OpenVZ's shortcuts for a physpages and
+                // swappages limit with barrier 0.
+                let (f, v) = match f.as_str() {
+                    "--ram" | "--memory" => ("--physpages", format!("0:{v}")),
+                    "--swap" => ("--swappages", format!("0:{v}")),
+                    _ => (f.as_str(), v.clone()),
+                };
                 // The config's key table says which key an option sets and
                 // how its value is checked.
                 let Some(def) = crate::config::key_for_option(f) else {
@@ -239,7 +248,7 @@ pub fn parse(args: &[OsString]) -> Result<(Cmd, bool), Usage> {
                         ExitCode::BadParam,
                     ));
                 };
-                let param = crate::config::set_param(def, v)
+                let param = crate::config::set_param(def, &v)
                     .map_err(|m| Usage(format!("{f}: {m}"), ExitCode::BadValue))?;
                 params.push(param);
             }
@@ -512,6 +521,53 @@ mod tests {
                 userpasswd: None,
                 save: true
             }
+        );
+    }
+
+    #[test]
+    fn resource_options_are_typed_and_checked() {
+        let (c, _) = p(&[
+            "set",
+            "101",
+            "--ram",
+            "256M",
+            "--cpulimit",
+            "25%",
+            "--numproc",
+            "64",
+            "--save",
+        ])
+        .expect("ok");
+        match c {
+            Cmd::Set { params, .. } => assert_eq!(
+                params,
+                vec![
+                    SetParam::PhysPages(proto::Ubc {
+                        barrier: 0,
+                        limit: 65_536
+                    }),
+                    SetParam::CpuLimit(25),
+                    SetParam::NumProc(proto::Ubc {
+                        barrier: 64,
+                        limit: 64
+                    }),
+                ]
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            p(&["set", "101", "--cpuunits", "5"]).expect_err("range").1,
+            21
+        );
+        assert_eq!(
+            p(&["set", "101", "--numproc", "10K"])
+                .expect_err("suffix")
+                .1,
+            21
+        );
+        assert_eq!(
+            p(&["set", "101", "--numproc", "9:8"]).expect_err("b>l").1,
+            21
         );
     }
 

@@ -5,7 +5,8 @@
 //! - `create`, `destroy`, `start`, `stop`, `mount` (and umount), `set`: verbs;
 //! - `info`: what vzlist shows; `boot`: ONBOOT and shutdown order;
 //! - `watch`: VE inits (pidfds, reaping, adoption after a restart, reboot);
-//! - `cgroup`: a VE's cgroup, made, delegated and removed.
+//! - `cgroup`: a VE's cgroup, made, delegated and removed;
+//! - `limits`: CPU, memory and process limits written into it.
 //!
 //! Runs in the multi-threaded daemon only: the single-threaded VE setup
 //! helper is `crate::setup`, the CLIs are `crate::cli`.
@@ -15,6 +16,7 @@ pub mod cgroup;
 mod create;
 mod destroy;
 mod info;
+pub mod limits;
 mod mount;
 mod set;
 mod start;

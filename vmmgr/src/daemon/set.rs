@@ -49,6 +49,27 @@ impl Manager {
         let mut applied = Vec::new();
         let init = self.lock().running.get(&veid).map(|r| Arc::clone(&r.pidfd));
         if let Some(init) = init {
+            // Limits first: a value the kernel refuses changes nothing, not
+            // the other limits, not the config file.
+            let cg = crate::daemon::cgroup::dir(&self.layout.cgroup_root, veid);
+            let before = self.config_of(veid).and_then(|c| c.ok()).map(|c| c.limits);
+            if before != Some(cfg.limits) {
+                let values = crate::daemon::limits::cgroup_values(&cfg.limits);
+                match crate::daemon::limits::apply(&cg, &values) {
+                    Ok(skipped) => {
+                        applied.push("limits".to_owned());
+                        for s in skipped {
+                            log::warn!("VE {veid}: {s}");
+                        }
+                    }
+                    Err(e) => {
+                        return Outcome::fail(
+                            ExitCode::BadValue,
+                            format!("VE {veid}: nothing changed: {e}"),
+                        )
+                    }
+                }
+            }
             for (k, v) in &updates {
                 if *k == "HOSTNAME" {
                     if let Some(h) = v {

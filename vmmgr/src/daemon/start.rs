@@ -94,6 +94,19 @@ impl Manager {
             self.cleanup_cgroup(veid);
             return Outcome::fail(ExitCode::System, format!("VE {veid}: its cgroup: {e}"));
         }
+        // Its limits, before anything of it runs.
+        let values = crate::daemon::limits::cgroup_values(&cfg.limits);
+        match crate::daemon::limits::apply(&cg, &values) {
+            Ok(skipped) => {
+                for s in skipped {
+                    log::info!("VE {veid}: limit not enforced: {s}");
+                }
+            }
+            Err(e) => {
+                self.cleanup_cgroup(veid);
+                return Outcome::fail(ExitCode::System, format!("VE {veid}: its limits: {e}"));
+            }
+        }
         let (pid, start, fd) = match crate::setup::spawn_helper(&self.layout.helper, &spec) {
             crate::setup::Outcome::Started {
                 pid,

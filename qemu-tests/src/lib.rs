@@ -87,6 +87,8 @@ pub struct Appliance {
     run_dir: tempfile::TempDir,
     mgmt: Option<UnixStream>,
     extra_disks: Vec<PathBuf>,
+    /// Size of the `ve-probe` binary on the second disk, when booted with it.
+    probe_size: Option<u64>,
 }
 
 impl std::fmt::Debug for Appliance {
@@ -166,7 +168,33 @@ impl Appliance {
             run_dir,
             mgmt: None,
             extra_disks,
+            probe_size: None,
         })
+    }
+
+    /// Boots the image with the `ve-probe` test helper on a second disk (see
+    /// [`probe_disk`]), waits for `ready` and enters the appliance shell.
+    pub fn boot_with_probe(name: &str) -> Result<Appliance> {
+        let (probe, size) = probe_disk()?;
+        let disk = Arc::new(Disk::new()?);
+        let mut a = Appliance::start_with(name, disk, 1, vec![probe])?;
+        a.probe_size = Some(size);
+        a.wait_ready()?;
+        a.enter_shell()?;
+        Ok(a)
+    }
+
+    /// Copies `ve-probe` into running VE `veid` as `/bin/ve-probe` (from the
+    /// appliance shell).
+    pub fn install_probe(&mut self, veid: u32) -> Result<()> {
+        let size = self
+            .probe_size
+            .context("boot with Appliance::boot_with_probe to have ve-probe")?;
+        self.run_ok(&format!(
+            "head -c {size} /dev/vdb | vzctl exec2 {veid} \
+             'cat > /bin/ve-probe && chmod 755 /bin/ve-probe'"
+        ))?;
+        Ok(())
     }
 
     /// The whole transcript so far.

@@ -14,11 +14,7 @@ fn code(a: &mut Appliance, cmd: &str, want: i32) -> anyhow::Result<String> {
 
 #[test]
 fn virtual_environments() -> anyhow::Result<()> {
-    let (probe, probe_size) = qemu_tests::probe_disk()?;
-    let disk = std::sync::Arc::new(qemu_tests::Disk::new()?);
-    let mut a = Appliance::start_with("ve", disk, 1, vec![probe])?;
-    a.wait_ready()?;
-    a.enter_shell()?;
+    let mut a = Appliance::boot_with_probe("ve")?;
 
     // Create, with OpenVZ's answers to bad input; nothing is changed by them.
     a.run_ok("vzctl create 101 --hostname ve101.example.com --name web")?;
@@ -174,7 +170,9 @@ fn virtual_environments() -> anyhow::Result<()> {
     );
 
     // SysV shm made in one VE is invisible in another.
-    a.run_ok(&format!("for v in 101 102; do head -c {probe_size} /dev/vdb | vzctl exec2 $v 'cat > /bin/ve-probe && chmod 755 /bin/ve-probe'; done"))?;
+    for v in [101, 102] {
+        a.install_probe(v)?;
+    }
     assert!(a
         .run_ok("vzctl exec2 101 've-probe shm-create 4242'")?
         .contains("shm-create: id"));

@@ -2,6 +2,7 @@
 //! restarted vmmgr adopts the VEs it left running (the format is
 //! `vzcommon::run::VeRecord`), and process start times.
 
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 pub use vzcommon::run::VeRecord;
@@ -9,6 +10,23 @@ pub use vzcommon::run::VeRecord;
 /// Writes a VE's record atomically (a power cut leaves the old or the new one).
 pub fn write(record: &VeRecord, path: &Path) -> std::io::Result<()> {
     crate::fsutil::write_atomic(path, &record.render())
+}
+
+/// A pidfd of the process `pid` if it is still the one that started at
+/// `started` (a VE init vmmgr recorded or reported), so a reused pid is
+/// never taken for it.
+pub fn open_init(pid: i32, started: u64) -> std::io::Result<OwnedFd> {
+    let p = rustix::process::Pid::from_raw(pid)
+        .ok_or_else(|| std::io::Error::other(format!("pid {pid} is not a process")))?;
+    let fd = rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty())?;
+    // The pidfd pins the process: if its start time still matches now, the fd
+    // refers to that init.
+    if start_time(pid) != Some(started) {
+        return Err(std::io::Error::other(format!(
+            "the VE init (pid {pid}) is gone or was replaced"
+        )));
+    }
+    Ok(fd)
 }
 
 /// Start time of a process (clock ticks since boot), to tell a pid apart

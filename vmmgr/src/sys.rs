@@ -152,11 +152,6 @@ pub fn drop_bounding_cap(cap: u32) -> std::io::Result<()> {
     }
 }
 
-/// Closes every descriptor from `first` up (`close_range`).
-pub fn close_fds_from(first: u32) -> std::io::Result<()> {
-    close_range(first, u32::MAX)
-}
-
 /// `fork(2)`. Returns `None` in the child, `Some(pid)` in the parent.
 ///
 /// # Safety

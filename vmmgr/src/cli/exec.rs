@@ -11,8 +11,9 @@
 //! command's process inside the VE's PID namespace; the joiner waits for it
 //! and exits with its status.
 
-use crate::cli::join::{self, JoinPolicy};
+use crate::cli::join;
 use crate::exitcode::ExitCode;
+use crate::policy::ProcessPolicy;
 use proto::{Request, Response, VeOp};
 use std::ffi::OsString;
 use std::io::Write;
@@ -22,7 +23,6 @@ use std::path::Path;
 type Failure = (String, ExitCode);
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup/vz";
-const POLICY_DIR: &str = "/etc/vzpolicy";
 
 /// The running VE's init, as vmmgr reports it.
 #[derive(Debug, Clone, Copy)]
@@ -141,9 +141,9 @@ pub fn enter(veid: u32, command: &[OsString]) -> Result<(), Failure> {
 
 fn run(init: &Init, argv: &[OsString], stdio: Stdio, input: Option<&[u8]>) -> Result<i32, Failure> {
     // Everything the joiner needs from the appliance is read now.
-    let policy =
-        JoinPolicy::load(Path::new(POLICY_DIR)).map_err(sys_err("reading the VE policy"))?;
-    let init_fd = join::init_pidfd(init.pid, init.start_time)
+    let policy = ProcessPolicy::load(Path::new(crate::policy::POLICY_DIR))
+        .map_err(|e| (format!("the VE policy: {e}"), ExitCode::System))?;
+    let init_fd = crate::runstate::open_init(init.pid, init.start_time)
         .map_err(|e| (format!("VE {}: {e}", init.veid), ExitCode::NotRunning))?;
     let ve_cgroup = Path::new(CGROUP_ROOT).join(init.veid.to_string());
     if let Stdio::Pty(p) = &stdio {
@@ -224,7 +224,7 @@ fn joiner(
     init: &Init,
     init_fd: &OwnedFd,
     ve_cgroup: &Path,
-    policy: &JoinPolicy,
+    policy: &ProcessPolicy,
     argv: &[OsString],
     stdio: &Stdio,
 ) -> i32 {

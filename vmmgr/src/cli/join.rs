@@ -19,58 +19,6 @@ use rustix::fs::{Mode, OFlags, ResolveFlags};
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::Path;
 
-/// What a joining process needs, read before it joins (inside the VE the
-/// appliance's files are out of reach).
-#[derive(Debug)]
-pub struct JoinPolicy {
-    /// Capabilities the VE keeps.
-    pub keep_caps: Vec<u32>,
-    /// The VE's syscall filter.
-    pub seccomp: crate::policy::seccomp::Program,
-}
-
-impl JoinPolicy {
-    /// Reads the reviewed policy files of `policy_dir`.
-    pub fn load(policy_dir: &Path) -> std::io::Result<JoinPolicy> {
-        Ok(JoinPolicy {
-            keep_caps: policy_caps(policy_dir)?,
-            seccomp: crate::policy::seccomp::load(
-                policy_dir,
-                crate::policy::seccomp::NestedNamespaces::Allow,
-            )
-            .map_err(|e| std::io::Error::other(e.to_string()))?,
-        })
-    }
-}
-
-/// The capabilities a VE keeps, from the appliance's policy file.
-pub fn policy_caps(policy_dir: &Path) -> std::io::Result<Vec<u32>> {
-    let path = policy_dir.join("capabilities");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
-    crate::policy::caps::parse_keep_list(&text).map_err(|(line, name)| {
-        std::io::Error::other(format!(
-            "{}:{line}: unknown capability {name}",
-            path.display()
-        ))
-    })
-}
-
-/// A pidfd of the running VE init `pid`, checked to be the init vmmgr reported
-/// (same start time), so a reused pid is never joined.
-pub fn init_pidfd(pid: i32, start_time: u64) -> std::io::Result<OwnedFd> {
-    let p = rustix::process::Pid::from_raw(pid).ok_or_else(|| std::io::Error::other("pid 0"))?;
-    let fd = rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty())?;
-    // The pidfd pins the process: if its start time still matches now, the fd
-    // refers to the init vmmgr knows.
-    if crate::runstate::start_time(pid) != Some(start_time) {
-        return Err(std::io::Error::other(format!(
-            "the VE init (pid {pid}) is gone or was replaced"
-        )));
-    }
-    Ok(fd)
-}
-
 /// Name prefix of the leaf cgroups `vzctl` commands run in.
 pub const EXEC_LEAF_PREFIX: &str = "vzctl-exec.";
 
@@ -224,7 +172,12 @@ pub fn open_ptmx_in(root: &OwnedFd) -> std::io::Result<OwnedFd> {
         Mode::empty(),
         ResolveFlags::IN_ROOT | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
     )
-    .map_err(|e| std::io::Error::other(format!("opening the VE's /dev/pts/ptmx: {e}")))?;
+    .map_err(|e| {
+        std::io::Error::other(format!(
+            "opening the VE's /dev/pts/ptmx: {e} (something in the VE replaced /dev or \
+             /dev/pts; unmount it there, or restart the VE)"
+        ))
+    })?;
     let st = rustix::fs::fstat(&master)?;
     let fs = rustix::fs::fstatfs(&master)?;
     let is_chr =
@@ -235,7 +188,8 @@ pub fn open_ptmx_in(root: &OwnedFd) -> std::io::Result<OwnedFd> {
         || fs.f_type != DEVPTS_MAGIC
     {
         return Err(std::io::Error::other(
-            "the VE's /dev/pts/ptmx is not a devpts ptmx: refusing it",
+            "the VE's /dev/pts/ptmx is not a devpts ptmx: refusing it (something in the VE \
+             replaced /dev/pts; unmount it there, or restart the VE)",
         ));
     }
     Ok(master)

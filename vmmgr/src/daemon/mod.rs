@@ -67,7 +67,7 @@ impl Default for Layout {
             template_dir: "/usr/share/vz/template".into(),
             cgroup_root: "/sys/fs/cgroup/vz".into(),
             state_dir: "/run/vz/ve".into(),
-            policy_dir: "/etc/vzpolicy".into(),
+            policy_dir: crate::policy::POLICY_DIR.into(),
             helper: "/sbin/vesetup".into(),
             vz_dir: "/vz".into(),
         }

@@ -5,7 +5,7 @@
 
 use super::{Manager, Running};
 use crate::config::VeId;
-use crate::runstate::{start_time, VeRecord};
+use crate::runstate::VeRecord;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,28 +54,19 @@ impl Manager {
                 let _ = std::fs::remove_file(&path);
                 continue;
             };
-            let Some(p) = rustix::process::Pid::from_raw(pid) else {
-                continue;
-            };
-            // The pidfd first, then the start time: if it still matches, the fd
-            // refers to the init the record names.
-            let fd = match rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()) {
+            let fd = match crate::runstate::open_init(pid, st) {
                 Ok(fd) => fd,
                 Err(e) => {
-                    log::info!("VE {veid}: init {pid} is gone ({e}); forgetting it");
+                    log::info!("VE {veid}: init {pid}: {e}; forgetting it");
                     let _ = std::fs::remove_file(&path);
                     continue;
                 }
             };
-            if start_time(pid) != Some(st) {
-                log::info!("VE {veid}: init {pid} is gone; forgetting it");
-                let _ = std::fs::remove_file(&path);
-                continue;
-            }
             log::info!("VE {veid}: adopted running init, pid {pid}");
             self.track(veid, pid, st, fd);
         }
     }
+
     pub(super) fn track(self: &Arc<Self>, veid: VeId, pid: i32, start_time: u64, fd: OwnedFd) {
         let fd = Arc::new(fd);
         self.lock().running.insert(

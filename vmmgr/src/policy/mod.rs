@@ -15,3 +15,54 @@ pub mod seccomp;
 
 /// Where the appliance keeps the policy files.
 pub const POLICY_DIR: &str = "/etc/vzpolicy";
+
+use std::path::Path;
+
+/// What every process of a VE runs under, read from the policy files before
+/// anything of the VE is touched (inside it the appliance's files are out of
+/// reach): the VE init (`crate::setup`) and each `vzctl exec` (`crate::cli`).
+#[derive(Debug)]
+pub struct ProcessPolicy {
+    /// Capabilities the VE keeps in its bounding set.
+    pub keep_caps: Vec<u32>,
+    /// The VE's syscall filter, compiled.
+    pub seccomp: seccomp::Program,
+}
+
+impl ProcessPolicy {
+    /// Reads `capabilities` and `seccomp` of `dir`; errors name file and line.
+    pub fn load(dir: &Path) -> Result<ProcessPolicy, String> {
+        let path = dir.join("capabilities");
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let keep_caps = caps::parse_keep_list(&text).map_err(|(line, name)| {
+            format!("{}:{line}: unknown capability {name:?}", path.display())
+        })?;
+        let seccomp =
+            seccomp::load(dir, seccomp::NestedNamespaces::Allow).map_err(|e| e.to_string())?;
+        Ok(ProcessPolicy { keep_caps, seccomp })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_shipped_process_policy_loads_and_a_bad_one_is_named() {
+        let dir = std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../rootfs/etc/vzpolicy"
+        ));
+        let p = super::ProcessPolicy::load(dir).expect("shipped policy");
+        assert!(
+            p.keep_caps.contains(&21),
+            "SYS_ADMIN is kept in the VE's namespaces"
+        );
+        let d = tempfile::tempdir().expect("tempdir");
+        std::fs::write(d.path().join("capabilities"), "CHOWN\nNOT_A_CAP\n").expect("write");
+        let e = super::ProcessPolicy::load(d.path()).expect_err("bad cap");
+        assert!(
+            e.contains("capabilities:2") && e.contains("NOT_A_CAP"),
+            "{e}"
+        );
+    }
+}

@@ -147,21 +147,12 @@ pub(crate) struct Policy {
 fn read_policy(spec: &Spec) -> Result<Policy, SetupError> {
     let veid = spec.veid;
     let err = |message: String| SetupError::Policy { veid, message };
-    let caps_path = spec.policy_dir.join("capabilities");
-    let text = std::fs::read_to_string(&caps_path)
-        .map_err(|e| err(format!("reading {}: {e}", caps_path.display())))?;
-    let keep_caps = policy::caps::parse_keep_list(&text).map_err(|(line, name)| {
-        err(format!(
-            "{}:{line}: unknown capability {name:?}",
-            caps_path.display()
-        ))
-    })?;
+    let process = policy::ProcessPolicy::load(&spec.policy_dir).map_err(err)?;
     Ok(Policy {
-        keep_caps,
+        keep_caps: process.keep_caps,
+        seccomp: process.seccomp,
         masked: policy::paths::load(&spec.policy_dir, "masked-paths").map_err(err)?,
         readonly: policy::paths::load(&spec.policy_dir, "readonly-paths").map_err(err)?,
-        seccomp: policy::seccomp::load(&spec.policy_dir, policy::seccomp::NestedNamespaces::Allow)
-            .map_err(|e| err(e.to_string()))?,
     })
 }
 
@@ -254,21 +245,32 @@ impl From<&proto::SetupSpec> for Spec {
 }
 
 impl Spec {
-    /// The wire form; `None` if a path or the hostname is too long for it.
-    pub fn to_wire(&self) -> Option<proto::SetupSpec> {
-        let t = |p: &std::path::Path| proto::Text::try_from(p.to_str()?).ok();
-        Some(proto::SetupSpec {
+    /// The wire form; an error names the field that does not fit.
+    pub fn to_wire(&self) -> Result<proto::SetupSpec, String> {
+        fn text(field: &str, p: &std::path::Path) -> Result<proto::Text, String> {
+            p.to_str()
+                .and_then(|t| proto::Text::try_from(t).ok())
+                .ok_or_else(|| {
+                    format!(
+                        "{field} {} is not UTF-8 or longer than 256 bytes: use a shorter path",
+                        p.display()
+                    )
+                })
+        }
+        Ok(proto::SetupSpec {
             veid: self.veid,
-            template: t(&self.template)?,
-            private: t(&self.private)?,
-            root: t(&self.root)?,
-            cgroup: t(&self.cgroup)?,
+            template: text("the template path", &self.template)?,
+            private: text("VE_PRIVATE", &self.private)?,
+            root: text("VE_ROOT", &self.root)?,
+            cgroup: text("the cgroup path", &self.cgroup)?,
             uid_base: self.uid_base,
             gid_base: self.gid_base,
             id_count: self.id_count,
-            hostname: proto::Name::try_from(self.hostname.as_str()).ok()?,
-            policy_dir: t(&self.policy_dir)?,
-            init: proto::Text::try_from(self.init.as_str()).ok()?,
+            hostname: proto::Name::try_from(self.hostname.as_str())
+                .map_err(|_| format!("HOSTNAME {:?} is longer than 64 bytes", self.hostname))?,
+            policy_dir: text("the policy directory", &self.policy_dir)?,
+            init: proto::Text::try_from(self.init.as_str())
+                .map_err(|_| format!("the init path {:?} is longer than 256 bytes", self.init))?,
         })
     }
 }
@@ -295,8 +297,9 @@ pub fn spawn_helper(helper: &std::path::Path, spec: &Spec) -> Outcome {
         message,
         broken_init: false,
     };
-    let Some(wire) = spec.to_wire() else {
-        return failed("a path or the hostname is too long for the setup helper".into());
+    let wire = match spec.to_wire() {
+        Ok(w) => w,
+        Err(e) => return failed(e),
     };
     let (ours, theirs) = match crate::fdpass::pair() {
         Ok(p) => p,
@@ -393,10 +396,10 @@ mod tests {
         assert_eq!(Spec::from(&back), spec());
         let mut long = spec();
         long.private = format!("/vz/private/{}", "x".repeat(300)).into();
-        assert!(
-            long.to_wire().is_none(),
-            "too long for the wire: refused, not cut"
-        );
+        let e = long
+            .to_wire()
+            .expect_err("too long for the wire: refused, not cut");
+        assert!(e.contains("VE_PRIVATE"), "{e}");
     }
 
     #[test]

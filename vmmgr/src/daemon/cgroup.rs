@@ -1,6 +1,6 @@
 //! A VE's cgroup: `/sys/fs/cgroup/vz/<VEID>`, made before the VE starts and
-//! owned by the appliance (the VE's limits will live there), with every
-//! controller it has enabled for its children; and `<VEID>/ve`, delegated to
+//! owned by the appliance (the VE's limits live there), with the controllers
+//! the limits use enabled for its children; and `<VEID>/ve`, delegated to
 //! VE root (cgroup v2 delegation: the directory and the files a delegatee
 //! writes), the root of the VE's cgroup namespace, where its init runs.
 //! Commands of `vzctl exec` run in leaves the appliance makes beside `ve/`
@@ -36,6 +36,11 @@ fn named(what: &str, p: &Path, e: std::io::Error) -> std::io::Error {
     std::io::Error::new(e.kind(), format!("{what} {}: {e}", p.display()))
 }
 
+/// Controllers enabled below a VE's cgroup: those its limits and accounting
+/// use. Not cpuset, hugetlb, rdma or misc: each enabled one costs a state
+/// per child group (`ve/` and every exec leaf), for nothing here.
+const CHILD_CONTROLLERS: &[&str] = &["cpu", "io", "memory", "pids"];
+
 fn mkdir(p: &Path) -> std::io::Result<()> {
     match std::fs::create_dir(p) {
         Ok(()) => Ok(()),
@@ -44,7 +49,7 @@ fn mkdir(p: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Creates the VE's cgroup `cg` (if missing) with every available controller
+/// Creates the VE's cgroup `cg` (if missing) with [`CHILD_CONTROLLERS`]
 /// enabled for its children, and its `ve/` child handed to VE root (host ids
 /// `uid`/`gid`); the limit files stay the appliance's. Returns the delegated
 /// directory.
@@ -53,6 +58,7 @@ pub fn create(cg: &Path, uid: u32, gid: u32) -> std::io::Result<PathBuf> {
     let available = std::fs::read_to_string(cg.join("cgroup.controllers")).unwrap_or_default();
     let enable: Vec<String> = available
         .split_whitespace()
+        .filter(|c| CHILD_CONTROLLERS.contains(c))
         .map(|c| format!("+{c}"))
         .collect();
     if !enable.is_empty() {
@@ -211,7 +217,11 @@ mod tests {
         let cg = d.path().join("101");
         let ve = delegated(&cg);
         std::fs::create_dir_all(&ve).expect("mkdir");
-        std::fs::write(cg.join("cgroup.controllers"), "cpu memory pids\n").expect("file");
+        std::fs::write(
+            cg.join("cgroup.controllers"),
+            "cpuset cpu memory pids rdma\n",
+        )
+        .expect("file");
         for f in DELEGATED_FILES {
             std::fs::write(ve.join(f), "").expect("file");
         }

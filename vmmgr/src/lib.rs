@@ -19,6 +19,7 @@ pub mod server;
 pub mod setup;
 pub mod stream;
 pub mod sys;
+pub mod ubc;
 
 /// The control socket clients connect to.
 pub const SOCKET_PATH: &str = "/run/vmmgr.sock";

@@ -66,6 +66,18 @@ pub fn handle(req: &Request, ctx: &Ctx) -> Response {
             let more = all.len() > ves.len();
             Response::List { ves, more }
         }
+        Request::Resources { veid } => {
+            let Some(m) = &ctx.ves else {
+                return unavailable();
+            };
+            match veid.to_string().parse::<VeId>() {
+                Ok(v) => Response::Resources(m.resources(v)),
+                Err(msg) => Response::Error {
+                    code: ErrorCode::BadRequest,
+                    message: appliance::text(&msg),
+                },
+            }
+        }
     }
 }
 

@@ -193,6 +193,24 @@ pub enum ValueKind {
     CpuLimit,
     /// CPUS, a number of CPUs.
     Cpus,
+    /// CPUMASK, NODEMASK: `all` or `0-2,7`.
+    CpuList,
+    /// VM_OVERCOMMIT: a decimal factor.
+    Overcommit,
+    /// IOPRIO 0..7.
+    IoPrio,
+    /// IOLIMIT: `N[B|K|M|G]`, MB/s by default.
+    IoLimit,
+    /// IOPSLIMIT.
+    IopsLimit,
+    /// DISKSPACE `soft[:hard]` in KiB with suffixes.
+    DiskSpace,
+    /// DISKINODES `soft[:hard]`.
+    DiskInodes,
+    /// DEVNODES `net/tun:rw fuse:rw`.
+    DevNodes,
+    /// DEVICES `c:10:200:rw`.
+    Devices,
 }
 
 /// One config key: where it may appear, whether it does anything, what its
@@ -317,10 +335,22 @@ pub const KEYS: &[KeyDef] = &[
     // OpenVZ per-VE keys accepted with a warning: not implemented yet.
     KeyDef::later("VE_LAYOUT"),
     KeyDef::later("MOUNT_OPTS"),
-    KeyDef::later("KMEMSIZE"),
-    KeyDef::later("LOCKEDPAGES"),
-    KeyDef::later("PRIVVMPAGES"),
-    KeyDef::later("SHMPAGES"),
+    KeyDef::per_ve("KMEMSIZE")
+        .live()
+        .kind(ValueKind::Ubc(Unit::Bytes))
+        .option("--kmemsize"),
+    KeyDef::per_ve("LOCKEDPAGES")
+        .live()
+        .kind(ValueKind::Ubc(Unit::Pages))
+        .option("--lockedpages"),
+    KeyDef::per_ve("PRIVVMPAGES")
+        .live()
+        .kind(ValueKind::Ubc(Unit::Pages))
+        .option("--privvmpages"),
+    KeyDef::per_ve("SHMPAGES")
+        .live()
+        .kind(ValueKind::Ubc(Unit::Pages))
+        .option("--shmpages"),
     KeyDef::per_ve("NUMPROC")
         .live()
         .kind(ValueKind::Ubc(Unit::Items))
@@ -329,28 +359,73 @@ pub const KEYS: &[KeyDef] = &[
         .live()
         .kind(ValueKind::Ubc(Unit::Pages))
         .option("--physpages"),
-    KeyDef::later("VMGUARPAGES"),
-    KeyDef::later("OOMGUARPAGES"),
-    KeyDef::later("NUMTCPSOCK"),
-    KeyDef::later("NUMFLOCK"),
-    KeyDef::later("NUMPTY"),
-    KeyDef::later("NUMSIGINFO"),
-    KeyDef::later("TCPSNDBUF"),
-    KeyDef::later("TCPRCVBUF"),
-    KeyDef::later("OTHERSOCKBUF"),
-    KeyDef::later("DGRAMRCVBUF"),
-    KeyDef::later("NUMOTHERSOCK"),
-    KeyDef::later("DCACHESIZE"),
-    KeyDef::later("DCACHE"),
-    KeyDef::later("NUMFILE"),
-    KeyDef::later("NUMIPTENT"),
-    KeyDef::later("IPTENTRIES"),
+    KeyDef::per_ve("VMGUARPAGES")
+        .live()
+        .kind(ValueKind::Ubc(Unit::Pages))
+        .option("--vmguarpages"),
+    KeyDef::per_ve("OOMGUARPAGES")
+        .live()
+        .kind(ValueKind::Ubc(Unit::Pages))
+        .option("--oomguarpages"),
+    KeyDef::per_ve("NUMTCPSOCK")
+        .live()
+        .kind(ValueKind::Ubc(Unit::Items))
+        .option("--numtcpsock"),
+    KeyDef::per_ve("NUMFLOCK")
+        .live()
+        .kind(ValueKind::Ubc(Unit::Items))
+        .option("--numflock"),
+    KeyDef::per_ve("NUMPTY")
+        .live()
+        .kind(ValueKind::Ubc(Unit::Items))
+        .option("--numpty"),
+    KeyDef::per_ve("NUMSIGINFO")
+        .live()
+        .kind(ValueKind::Ubc(Unit::Items))
+        .option("--numsiginfo"),
+    KeyDef::per_ve("TCPSNDBUF")
+        .live()
+        .kind(ValueKind::Ubc(Unit::Bytes))
+        .option("--tcpsndbuf"),
+    KeyDef::per_ve("TCPRCVBUF")
+        .live()
+        .kind(ValueKind::Ubc(Unit::Bytes))
+        .option("--tcprcvbuf"),
+    KeyDef::per_ve("OTHERSOCKBUF")
+        .live()
+        .kind(ValueKind::Ubc(Unit::Bytes))
+        .option("--othersockbuf"),
+    KeyDef::per_ve("DGRAMRCVBUF")
+        .live()
+        .kind(ValueKind::Ubc(Unit::Bytes))
+        .option("--dgramrcvbuf"),
+    KeyDef::per_ve("NUMOTHERSOCK")
+        .live()
+        .kind(ValueKind::Ubc(Unit::Items))
+        .option("--numothersock"),
+    KeyDef::per_ve("DCACHESIZE")
+        .live()
+        .kind(ValueKind::Ubc(Unit::Bytes))
+        .option("--dcachesize"),
+    KeyDef::per_ve("NUMFILE")
+        .live()
+        .kind(ValueKind::Ubc(Unit::Items))
+        .option("--numfile"),
+    KeyDef::per_ve("NUMIPTENT")
+        .live()
+        .kind(ValueKind::Ubc(Unit::Items))
+        .option("--numiptent"),
     KeyDef::per_ve("SWAPPAGES")
         .live()
         .kind(ValueKind::Ubc(Unit::Pages))
         .option("--swappages"),
+    KeyDef::later("DCACHE"),
+    KeyDef::later("IPTENTRIES"),
     KeyDef::later("AVNUMPROC"),
-    KeyDef::later("VM_OVERCOMMIT"),
+    KeyDef::per_ve("VM_OVERCOMMIT")
+        .live()
+        .kind(ValueKind::Overcommit)
+        .option("--vm_overcommit"),
     KeyDef::per_ve("CPUUNITS")
         .live()
         .kind(ValueKind::CpuUnits)
@@ -363,21 +438,51 @@ pub const KEYS: &[KeyDef] = &[
         .live()
         .kind(ValueKind::Cpus)
         .option("--cpus"),
-    KeyDef::later("CPUMASK"),
-    KeyDef::later("NODEMASK"),
+    KeyDef::per_ve("CPUMASK")
+        .live()
+        .kind(ValueKind::CpuList)
+        .option("--cpumask"),
+    KeyDef::per_ve("NODEMASK")
+        .live()
+        .kind(ValueKind::CpuList)
+        .option("--nodemask"),
     KeyDef::later("CPUWEIGHT"),
     KeyDef::later("DISK_QUOTA"),
-    KeyDef::later("DISKSPACE"),
-    KeyDef::later("DISKINODES"),
-    KeyDef::later("QUOTATIME"),
+    KeyDef::per_ve("DISKSPACE")
+        .live()
+        .kind(ValueKind::DiskSpace)
+        .option("--diskspace"),
+    KeyDef::per_ve("DISKINODES")
+        .live()
+        .kind(ValueKind::DiskInodes)
+        .option("--diskinodes"),
+    KeyDef::per_ve("QUOTATIME")
+        .live()
+        .kind(ValueKind::Number)
+        .option("--quotatime"),
     KeyDef::later("QUOTAUGIDLIMIT"),
-    KeyDef::later("IOPRIO"),
-    KeyDef::later("IOLIMIT"),
-    KeyDef::later("IOPSLIMIT"),
+    KeyDef::per_ve("IOPRIO")
+        .live()
+        .kind(ValueKind::IoPrio)
+        .option("--ioprio"),
+    KeyDef::per_ve("IOLIMIT")
+        .live()
+        .kind(ValueKind::IoLimit)
+        .option("--iolimit"),
+    KeyDef::per_ve("IOPSLIMIT")
+        .live()
+        .kind(ValueKind::IopsLimit)
+        .option("--iopslimit"),
     KeyDef::later("CAPABILITY"),
     KeyDef::later("FEATURES"),
-    KeyDef::later("DEVICES"),
-    KeyDef::later("DEVNODES"),
+    KeyDef::per_ve("DEVICES")
+        .live()
+        .kind(ValueKind::Devices)
+        .option("--devices"),
+    KeyDef::per_ve("DEVNODES")
+        .live()
+        .kind(ValueKind::DevNodes)
+        .option("--devnodes"),
     KeyDef::later("PCI"),
     KeyDef::later("IP_ADDRESS"),
     KeyDef::later("NAMESERVER"),
@@ -822,6 +927,15 @@ pub fn check_value(def: &KeyDef, v: &str) -> Result<(), String> {
         ValueKind::CpuUnits => return resources::parse_cpuunits(v).map(|_| ()),
         ValueKind::CpuLimit => return resources::parse_cpulimit(v).map(|_| ()),
         ValueKind::Cpus => return resources::parse_cpus(v).map(|_| ()),
+        ValueKind::CpuList => return resources::parse_cpulist(v).map(|_| ()),
+        ValueKind::Overcommit => return resources::parse_overcommit(v).map(|_| ()),
+        ValueKind::IoPrio => return resources::parse_ioprio(v).map(|_| ()),
+        ValueKind::IoLimit => return resources::parse_iolimit(v).map(|_| ()),
+        ValueKind::IopsLimit => return resources::parse_iopslimit(v).map(|_| ()),
+        ValueKind::DiskSpace => return resources::parse_disk(v, true).map(|_| ()),
+        ValueKind::DiskInodes => return resources::parse_disk(v, false).map(|_| ()),
+        ValueKind::DevNodes => return resources::parse_devnodes(v).map(|_| ()),
+        ValueKind::Devices => return resources::parse_devices(v).map(|_| ()),
     };
     if ok {
         return Ok(());
@@ -866,10 +980,33 @@ pub fn set_param(def: &KeyDef, v: &str) -> Result<proto::SetParam, String> {
         "CPUUNITS" => P::CpuUnits(resources::parse_cpuunits(v)?),
         "CPULIMIT" => P::CpuLimit(resources::parse_cpulimit(v)?),
         "CPUS" => P::Cpus(resources::parse_cpus(v)?),
-        "NUMPROC" => P::NumProc(ubc(resources::parse(v, Unit::Items)?)),
-        "PHYSPAGES" => P::PhysPages(ubc(resources::parse(v, Unit::Pages)?)),
-        "SWAPPAGES" => P::SwapPages(ubc(resources::parse(v, Unit::Pages)?)),
-        other => return Err(format!("{other} cannot be set with vzctl set")),
+        "CPUMASK" | "NODEMASK" => {
+            resources::parse_cpulist(v)?;
+            if def.name == "CPUMASK" {
+                P::CpuMask(name()?)
+            } else {
+                P::NodeMask(name()?)
+            }
+        }
+        "VM_OVERCOMMIT" => P::VmOvercommit(name()?),
+        "IOPRIO" => P::IoPrio(resources::parse_ioprio(v)?),
+        "IOLIMIT" => P::IoLimit(resources::parse_iolimit(v)?),
+        "IOPSLIMIT" => P::IopsLimit(resources::parse_iopslimit(v)?),
+        "DISKSPACE" => P::DiskSpace(ubc(resources::parse_disk(v, true)?)),
+        "DISKINODES" => P::DiskInodes(ubc(resources::parse_disk(v, false)?)),
+        "QUOTATIME" => P::QuotaTime(num()?),
+        "DEVNODES" => P::DevNodes(text()?),
+        "DEVICES" => P::Devices(text()?),
+        other => {
+            let lower = other.to_ascii_lowercase();
+            match proto::ubc_index(&lower) {
+                Some(i) => P::Beancounter {
+                    resource: i as u8,
+                    value: ubc(resources::parse(v, resources::ubc_unit(&lower))?),
+                },
+                None => return Err(format!("{other} cannot be set with vzctl set")),
+            }
+        }
     })
 }
 
@@ -895,6 +1032,46 @@ fn ubc_text(u: &proto::Ubc) -> String {
     })
 }
 
+/// Config keys of the beancounters, indexed as `proto::UBC_NAMES`.
+pub const UBC_KEYS: [&str; proto::UBC_COUNT] = [
+    "KMEMSIZE",
+    "LOCKEDPAGES",
+    "PRIVVMPAGES",
+    "SHMPAGES",
+    "DUMMY",
+    "NUMPROC",
+    "PHYSPAGES",
+    "VMGUARPAGES",
+    "OOMGUARPAGES",
+    "NUMTCPSOCK",
+    "NUMFLOCK",
+    "NUMPTY",
+    "NUMSIGINFO",
+    "TCPSNDBUF",
+    "TCPRCVBUF",
+    "OTHERSOCKBUF",
+    "DGRAMRCVBUF",
+    "NUMOTHERSOCK",
+    "DCACHESIZE",
+    "NUMFILE",
+    "DUMMY",
+    "DUMMY",
+    "DUMMY",
+    "NUMIPTENT",
+    "SWAPPAGES",
+];
+
+fn disk_text(u: &proto::Ubc) -> String {
+    let one = |v: u64| {
+        if v >= proto::Ubc::UNLIMITED {
+            "unlimited".to_owned()
+        } else {
+            v.to_string()
+        }
+    };
+    format!("{}:{}", one(u.barrier), one(u.limit))
+}
+
 /// The config key and value text of a typed `vzctl set` parameter.
 pub fn set_param_entry(p: &proto::SetParam) -> (&'static str, String) {
     use proto::SetParam as P;
@@ -910,9 +1087,24 @@ pub fn set_param_entry(p: &proto::SetParam) -> (&'static str, String) {
         P::CpuUnits(n) => ("CPUUNITS", n.to_string()),
         P::CpuLimit(n) => ("CPULIMIT", n.to_string()),
         P::Cpus(n) => ("CPUS", n.to_string()),
-        P::NumProc(u) => ("NUMPROC", ubc_text(u)),
-        P::PhysPages(u) => ("PHYSPAGES", ubc_text(u)),
-        P::SwapPages(u) => ("SWAPPAGES", ubc_text(u)),
+        P::Beancounter { resource, value } => (
+            UBC_KEYS
+                .get(usize::from(*resource))
+                .copied()
+                .unwrap_or("DUMMY"),
+            ubc_text(value),
+        ),
+        P::CpuMask(v) => ("CPUMASK", v.to_string()),
+        P::NodeMask(v) => ("NODEMASK", v.to_string()),
+        P::VmOvercommit(v) => ("VM_OVERCOMMIT", v.to_string()),
+        P::IoPrio(n) => ("IOPRIO", n.to_string()),
+        P::IoLimit(n) => ("IOLIMIT", format!("{n}B")),
+        P::IopsLimit(n) => ("IOPSLIMIT", n.to_string()),
+        P::DiskSpace(u) => ("DISKSPACE", disk_text(u)),
+        P::DiskInodes(u) => ("DISKINODES", disk_text(u)),
+        P::QuotaTime(n) => ("QUOTATIME", n.to_string()),
+        P::DevNodes(v) => ("DEVNODES", v.to_string()),
+        P::Devices(v) => ("DEVICES", v.to_string()),
     }
 }
 
@@ -1096,13 +1288,32 @@ pub fn validate_ve(
     // Resource limits: `checked` reported a bad value with its line; the
     // parse below only turns a good one into numbers.
     let ubc = |v: Option<String>, unit| v.and_then(|v| resources::parse(&v, unit).ok());
+    let mut beancounters = [None; proto::UBC_COUNT];
+    for (i, key) in UBC_KEYS.iter().enumerate() {
+        if *key != "DUMMY" {
+            beancounters[i] = ubc(checked(key), resources::ubc_unit(proto::UBC_NAMES[i]));
+        }
+    }
     let limits = resources::Limits {
         cpuunits: checked("CPUUNITS").and_then(|v| resources::parse_cpuunits(&v).ok()),
         cpulimit: checked("CPULIMIT").and_then(|v| resources::parse_cpulimit(&v).ok()),
         cpus: checked("CPUS").and_then(|v| resources::parse_cpus(&v).ok()),
-        numproc: ubc(checked("NUMPROC"), Unit::Items),
-        physpages: ubc(checked("PHYSPAGES"), Unit::Pages),
-        swappages: ubc(checked("SWAPPAGES"), Unit::Pages),
+        cpumask: checked("CPUMASK").and_then(|v| resources::parse_cpulist(&v).ok().flatten()),
+        nodemask: checked("NODEMASK").and_then(|v| resources::parse_cpulist(&v).ok().flatten()),
+        ubc: beancounters,
+        vm_overcommit: checked("VM_OVERCOMMIT").and_then(|v| resources::parse_overcommit(&v).ok()),
+        ioprio: checked("IOPRIO").and_then(|v| resources::parse_ioprio(&v).ok()),
+        iolimit: checked("IOLIMIT").and_then(|v| resources::parse_iolimit(&v).ok()),
+        iopslimit: checked("IOPSLIMIT").and_then(|v| resources::parse_iopslimit(&v).ok()),
+        diskspace: checked("DISKSPACE").and_then(|v| resources::parse_disk(&v, true).ok()),
+        diskinodes: checked("DISKINODES").and_then(|v| resources::parse_disk(&v, false).ok()),
+        quotatime: checked("QUOTATIME").and_then(|v| v.parse().ok()),
+        devnodes: checked("DEVNODES")
+            .and_then(|v| resources::parse_devnodes(&v).ok())
+            .unwrap_or_default(),
+        devices: checked("DEVICES")
+            .and_then(|v| resources::parse_devices(&v).ok())
+            .unwrap_or_default(),
     };
     let template = get("OSTEMPLATE")
         .map(|(v, origin)| (v, origin, "OSTEMPLATE"))
@@ -1394,29 +1605,38 @@ mod tests {
         let basic = "KMEMSIZE=\"14372700:14790164\"\nLOCKEDPAGES=\"2048:2048\"\nPRIVVMPAGES=\"65536:69632\"\nSHMPAGES=\"21504:21504\"\nNUMPROC=\"240:240\"\nPHYSPAGES=\"0:unlimited\"\nVMGUARPAGES=\"33792:unlimited\"\nOOMGUARPAGES=\"26112:unlimited\"\nNUMTCPSOCK=\"360:360\"\nNUMFLOCK=\"188:206\"\nNUMPTY=\"16:16\"\nNUMSIGINFO=\"256:256\"\nTCPSNDBUF=\"1720320:2703360\"\nTCPRCVBUF=\"1720320:2703360\"\nOTHERSOCKBUF=\"1126080:2097152\"\nDGRAMRCVBUF=\"262144:262144\"\nNUMOTHERSOCK=\"360:360\"\nDCACHESIZE=\"3409920:3624960\"\nNUMFILE=\"9312:9312\"\nAVNUMPROC=\"180:180\"\nNUMIPTENT=\"128:128\"\nDISKSPACE=\"2G:2.2G\"\nDISKINODES=\"131072:144179\"\nQUOTATIME=\"0\"\nCPUUNITS=\"1000\"\nNETFILTER=\"stateless\"\n";
         let (cfg, d) = check(basic);
         assert!(cfg.is_some(), "{d:?}");
-        // NUMPROC, PHYSPAGES and CPUUNITS are implemented.
-        assert_eq!(d.len(), 23);
+        // Every resource key is known; AVNUMPROC (informational) and
+        // NETFILTER (networking) are not acted on yet.
+        assert_eq!(d.len(), 2, "{d:?}");
         let limits = cfg.expect("valid").limits;
         assert_eq!(limits.cpuunits, Some(1000));
         assert_eq!(
-            limits.numproc.map(|n| n.limit),
+            limits.ubc("numproc").map(|n| n.limit),
             Some(resources::Limit::Value(240))
         );
         assert_eq!(
-            limits.physpages.map(|n| n.limit),
+            limits.ubc("physpages").map(|n| n.limit),
             Some(resources::Limit::Unlimited)
+        );
+        assert_eq!(
+            limits.ubc("kmemsize").map(|n| n.barrier),
+            Some(resources::Limit::Value(14_372_700))
+        );
+        assert_eq!(
+            limits.diskspace.map(|n| n.limit),
+            Some(resources::Limit::Value(2_306_867))
         );
         assert!(d.iter().all(|d| d.severity == Severity::Warning));
         let vswap = "PHYSPAGES=\"0:256M\"\nSWAPPAGES=\"0:512M\"\nDISKSPACE=\"2G:2.2G\"\nDISKINODES=\"131072:144179\"\nQUOTATIME=\"0\"\nCPUUNITS=\"1000\"\nNETFILTER=\"stateless\"\n";
         let (cfg, d) = check(vswap);
-        assert_eq!(d.len(), 4, "{d:?}");
+        assert_eq!(d.len(), 1, "{d:?}");
         let limits = cfg.expect("valid").limits;
         assert_eq!(
-            limits.physpages.map(|n| n.limit),
+            limits.ubc("physpages").map(|n| n.limit),
             Some(resources::Limit::Value(65_536))
         );
         assert_eq!(
-            limits.swappages.map(|n| n.limit),
+            limits.ubc("swappages").map(|n| n.limit),
             Some(resources::Limit::Value(131_072))
         );
         let (cfg, d) = check("NUMPROC=\"10:5\"\nCPUUNITS=\"5\"\n");
@@ -1540,32 +1760,21 @@ mod tests {
         assert_eq!(count(&|k| k.scope == Scope::Global), 37);
         assert_eq!(
             count(&|k| k.scope != Scope::Global && k.status == Status::Implemented),
-            19
+            48
         );
         assert_eq!(
             count(&|k| k.scope != Scope::Global && k.status == Status::NotYet),
-            80
+            51
         );
-        let live: Vec<&str> = KEYS.iter().filter(|k| k.live).map(|k| k.name).collect();
-        assert_eq!(
-            live,
-            [
-                "ONBOOT",
-                "BOOTORDER",
-                "NAME",
-                "DESCRIPTION",
-                "ORIGIN_SAMPLE",
-                "HOSTNAME",
-                "DISABLED",
-                "STOP_TIMEOUT",
-                "NUMPROC",
-                "PHYSPAGES",
-                "SWAPPAGES",
-                "CPUUNITS",
-                "CPULIMIT",
-                "CPUS"
-            ]
-        );
+        // Every resource key changes on a running VE.
+        for k in KEYS.iter().filter(|k| {
+            k.kind != ValueKind::Any && k.status == Status::Implemented && k.scope == Scope::Both
+        }) {
+            assert!(k.live, "{} should be live", k.name);
+        }
+        for k in UBC_KEYS.iter().filter(|k| **k != "DUMMY") {
+            assert!(key(k).is_some_and(|d| d.live && d.option.is_some()), "{k}");
+        }
         for k in [
             "OSTEMPLATE",
             "VE_ROOT",
@@ -1578,7 +1787,8 @@ mod tests {
         }
         assert_eq!(key("NAME").map(|k| k.scope), Some(Scope::Ve));
         assert_eq!(key("VE_PRIVATE").map(|k| k.scope), Some(Scope::Both));
-        assert_eq!(key("KMEMSIZE").map(|k| k.status), Some(Status::NotYet));
+        assert_eq!(key("KMEMSIZE").map(|k| k.status), Some(Status::Implemented));
+        assert_eq!(key("NETFILTER").map(|k| k.status), Some(Status::NotYet));
         assert_eq!(
             key("DEF_OSTEMPLATE").map(|k| k.status),
             Some(Status::Implemented)
@@ -1935,6 +2145,14 @@ mod tests {
             ValueKind::CpuUnits => "1000",
             ValueKind::CpuLimit => "25",
             ValueKind::Cpus => "2",
+            ValueKind::CpuList => "0-1",
+            ValueKind::Overcommit => "1.5",
+            ValueKind::IoPrio => "4",
+            ValueKind::IoLimit => "1024B",
+            ValueKind::IopsLimit => "300",
+            ValueKind::DiskSpace | ValueKind::DiskInodes => "100:200",
+            ValueKind::DevNodes => "net/tun:rw",
+            ValueKind::Devices => "c:10:200:rw",
         };
         let with_option: Vec<&KeyDef> = KEYS.iter().filter(|k| k.option.is_some()).collect();
         assert!(with_option.len() >= 7);

@@ -55,6 +55,8 @@ pub enum Request {
     Ve { veid: u32, op: VeOp },
     /// One page of `vzlist`: VEs with a VEID above `after`, in VEID order.
     List { after: u32 },
+    /// A VE's resources: beancounters, disk quota, CPU and I/O settings.
+    Resources { veid: u32 },
 }
 
 /// `vzctl` operations carried to vmmgr.
@@ -103,9 +105,124 @@ pub enum SetParam {
     CpuLimit(u32),
     /// CPUs' worth; 0 = all.
     Cpus(u32),
-    NumProc(Ubc),
-    PhysPages(Ubc),
-    SwapPages(Ubc),
+    /// A beancounter (`--numproc`, `--physpages`, ...): its index in
+    /// [`UBC_NAMES`] and its value.
+    Beancounter {
+        resource: u8,
+        value: Ubc,
+    },
+    /// `--cpumask`, `--nodemask`: a list (`0-2,7`) or `all`.
+    CpuMask(Name),
+    NodeMask(Name),
+    /// `--vm_overcommit`, as written (a decimal number).
+    VmOvercommit(Name),
+    /// `--ioprio` 0..7.
+    IoPrio(u8),
+    /// `--iolimit` in bytes per second, `--iopslimit` in operations per
+    /// second; 0 = none.
+    IoLimit(u64),
+    IopsLimit(u64),
+    /// `--diskspace` (1 KiB blocks) and `--diskinodes`, `soft:hard`.
+    DiskSpace(Ubc),
+    DiskInodes(Ubc),
+    /// `--quotatime`, seconds.
+    QuotaTime(u32),
+    /// `--devnodes` and `--devices`, each as the config writes it (the
+    /// whole list after the change).
+    DevNodes(Text),
+    Devices(Text),
+}
+
+/// Beancounters in the order `/proc/user_beancounters` prints them (the
+/// first 24, with OpenVZ's `dummy` rows), then `swappages` (index 24,
+/// shown by `/proc/bc/<id>/resources` and vzlist).
+pub const UBC_NAMES: [&str; UBC_COUNT] = [
+    "kmemsize",
+    "lockedpages",
+    "privvmpages",
+    "shmpages",
+    "dummy",
+    "numproc",
+    "physpages",
+    "vmguarpages",
+    "oomguarpages",
+    "numtcpsock",
+    "numflock",
+    "numpty",
+    "numsiginfo",
+    "tcpsndbuf",
+    "tcprcvbuf",
+    "othersockbuf",
+    "dgramrcvbuf",
+    "numothersock",
+    "dcachesize",
+    "numfile",
+    "dummy",
+    "dummy",
+    "dummy",
+    "numiptent",
+    "swappages",
+];
+
+/// How many beancounters there are ([`UBC_NAMES`]).
+pub const UBC_COUNT: usize = 25;
+
+/// How many `/proc/user_beancounters` prints (OpenVZ's `UB_RESOURCES_COMPAT`).
+pub const UBC_PRINTED: usize = 24;
+
+/// The index of beancounter `name` (not `dummy`).
+pub fn ubc_index(name: &str) -> Option<usize> {
+    UBC_NAMES.iter().position(|n| *n == name && name != "dummy")
+}
+
+/// A VE's resources as `vzctl ubc` and `vzlist` show them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    pub veid: u32,
+    /// The VE exists (has a config).
+    pub exists: bool,
+    pub running: bool,
+    /// Beancounters, indexed as [`UBC_NAMES`] (held, maxheld and failcnt
+    /// are 0 when the VE is not running).
+    pub ubc: Vec<UbcRow, UBC_COUNT>,
+    /// Disk quota: KiB and inodes (usage 0 when unknown).
+    pub diskspace: Quota,
+    pub diskinodes: Quota,
+    pub cpuunits: u32,
+    /// Percent of one CPU (0: none), CPUs (0: all).
+    pub cpulimit: u32,
+    pub cpus: u32,
+    pub cpumask: Name,
+    pub nodemask: Name,
+    pub ioprio: u8,
+    /// Bytes/s and operations/s (0: none).
+    pub iolimit: u64,
+    pub iopslimit: u64,
+    /// Load average of the VE's processes, in hundredths.
+    pub laverage: [u32; 3],
+    /// VM_OVERCOMMIT in thousandths (0: unset).
+    pub vm_overcommit: u32,
+    pub devnodes: Text,
+    pub devices: Text,
+}
+
+/// Usage and limits of one quota (`UNLIMITED` when not set).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quota {
+    pub usage: u64,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// One beancounter of a VE: usage and peak, the two controls, and how many
+/// times an allocation was refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UbcRow {
+    pub held: u64,
+    pub maxheld: u64,
+    pub barrier: u64,
+    pub limit: u64,
+    pub failcnt: u64,
 }
 
 /// A `barrier:limit` pair; [`Ubc::UNLIMITED`] for `unlimited`.
@@ -216,6 +333,7 @@ pub enum Response {
         ves: Vec<VeInfo, 8>,
         more: bool,
     },
+    Resources(Resources),
 }
 
 /// Messages longer than [`Text`] (setup errors name paths and options).
@@ -434,11 +552,19 @@ mod tests {
 
     #[test]
     fn round_trip_every_message() {
-        let mut buf = [0u8; 1024];
+        let mut buf = [0u8; 4096];
         let mut params = Vec::new();
         let _ = params.push(SetParam::Hostname(Name::try_from("h").expect("fits")));
         let _ = params.push(SetParam::OnBoot(true));
+        let _ = params.push(SetParam::Beancounter {
+            resource: 5,
+            value: Ubc {
+                barrier: 10,
+                limit: Ubc::UNLIMITED,
+            },
+        });
         for req in [
+            Request::Resources { veid: 7 },
             Request::Ping,
             Request::ApplianceStatus,
             Request::List { after: 101 },
@@ -465,7 +591,43 @@ mod tests {
                 code: ErrorCode::BadRequest,
                 message: Text::try_from("nope").expect("fits"),
             },
+            Response::Resources(Resources {
+                veid: 101,
+                exists: true,
+                running: true,
+                // Every row at its largest still fits a frame.
+                ubc: [UbcRow {
+                    held: u64::MAX,
+                    maxheld: u64::MAX,
+                    barrier: Ubc::UNLIMITED,
+                    limit: Ubc::UNLIMITED,
+                    failcnt: u64::MAX,
+                }; UBC_COUNT]
+                    .into_iter()
+                    .collect(),
+                diskspace: Quota {
+                    usage: u64::MAX,
+                    soft: u64::MAX,
+                    hard: u64::MAX,
+                },
+                diskinodes: Quota::default(),
+                cpuunits: 1000,
+                cpulimit: 25,
+                cpus: 1,
+                cpumask: Name::try_from("0-3").expect("fits"),
+                nodemask: Name::new(),
+                ioprio: 4,
+                iolimit: u64::MAX,
+                iopslimit: u64::MAX,
+                laverage: [u32::MAX; 3],
+                vm_overcommit: 1500,
+                devnodes: Text::try_from("net/tun:rw").expect("fits"),
+                devices: Text::new(),
+            }),
         ];
+        assert_eq!(ubc_index("numproc"), Some(5));
+        assert_eq!(ubc_index("swappages"), Some(24));
+        assert_eq!(ubc_index("dummy"), None);
         for resp in resps {
             let n = encode(Kind::Response, &resp, &mut buf).expect("encode");
             let (_, back): (Kind, Response) = decode(&buf[..n]).expect("decode");

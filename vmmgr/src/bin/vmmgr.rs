@@ -21,6 +21,7 @@ fn main() {
     let manager = vmmgr::daemon::Manager::new(vmmgr::daemon::Layout::default());
     manager.reload();
     manager.adopt();
+    manager.start_sampler();
     let ctx = vmmgr::server::Ctx {
         paths: Paths::default(),
         ves: Some(std::sync::Arc::clone(&manager)),

@@ -36,7 +36,27 @@ fn main() {
             std::process::exit(vmmgr::cli::NO_VMMGR);
         }
     };
-    let rows = vzlist::select(&opts, all);
+    let need = vzlist::needs_resources(&opts);
+    let mut rows = Vec::new();
+    for info in vzlist::select(&opts, all) {
+        let res = if need {
+            match vmmgr::cli::call(&proto::Request::Resources { veid: info.veid }) {
+                Ok(proto::Response::Resources(r)) => Some(r),
+                Ok(other) => {
+                    eprintln!("vzlist: unexpected reply from vmmgr: {other:?}");
+                    std::process::exit(3);
+                }
+                Err(e) => {
+                    eprintln!("vzlist: {e}");
+                    std::process::exit(vmmgr::cli::NO_VMMGR);
+                }
+            }
+        } else {
+            None
+        };
+        rows.push(vzlist::Row { info, res });
+    }
+    let rows = vzlist::sort(&opts, rows);
     if opts.json {
         print!("{}", vzlist::json(&opts, &rows));
     } else if rows.is_empty() && !opts.json {

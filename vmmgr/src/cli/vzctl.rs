@@ -20,8 +20,14 @@ Usage: vzctl [--quiet] [--verbose] <command> <VEID|name> [options]
   set <VEID> [--hostname H] [--name N] [--description D] [--onboot yes|no]
              [--bootorder N] [--disabled yes|no] [--stop-timeout SECONDS]
              [--cpuunits N] [--cpulimit N[%]] [--cpus N] [--numproc N[:N]]
-             [--ram SIZE] [--swap SIZE] [--physpages P[:P]] [--swappages P[:P]]
-             [--userpasswd user:password] [--save]";
+             [--cpumask LIST] [--nodemask LIST] [--ram SIZE] [--swap SIZE]
+             [--<beancounter> B[:L]] (--numproc, --physpages, --swappages,
+               --kmemsize, --privvmpages, --oomguarpages, --vmguarpages, ...)
+             [--vm_overcommit F] [--ioprio 0-7] [--iolimit N[BKMG]] [--iopslimit N]
+             [--diskspace S[:H]] [--diskinodes S[:H]] [--quotatime SECONDS]
+             [--devnodes dev:rw|none] [--devices c|b:major:minor|all:rw|none]
+             [--userpasswd user:password] [--save]
+  ubc [<VEID|name>...]         (/proc/user_beancounters of running VEs)";
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +50,8 @@ pub enum Cmd {
         userpasswd: Option<String>,
         save: bool,
     },
+    /// `/proc/user_beancounters` of these VEs (every running one if none).
+    Ubc(Vec<String>),
 }
 
 /// A command-line error: the message and OpenVZ's exit code (20 or 21).
@@ -90,6 +98,10 @@ pub fn parse(args: &[OsString]) -> Result<(Cmd, bool), Usage> {
         it.next()
             .ok_or_else(|| Usage("no command given".into(), ExitCode::BadParam))?,
     )?;
+    if cmd == "ubc" {
+        let targets = it.map(|a| text_arg(a)).collect::<Result<_, _>>()?;
+        return Ok((Cmd::Ubc(targets), quiet));
+    }
     let target = text_arg(
         it.next()
             .ok_or_else(|| Usage(format!("{cmd}: VEID or name missing"), ExitCode::BadParam))?,
@@ -275,6 +287,63 @@ pub fn parse(args: &[OsString]) -> Result<(Cmd, bool), Usage> {
     }
 }
 
+/// `vzctl ubc`: the beancounters of the named VEs, or of every running one.
+fn run_ubc(targets: &[String]) -> i32 {
+    let veids: Vec<u32> = if targets.is_empty() {
+        match super::list_all() {
+            Ok(all) => all
+                .iter()
+                .filter(|v| v.status.as_str() == "running")
+                .map(|v| v.veid)
+                .collect(),
+            Err(e) => {
+                eprintln!("vzctl: {e}");
+                return super::NO_VMMGR;
+            }
+        }
+    } else {
+        let mut v = Vec::new();
+        for t in targets {
+            match resolve(t) {
+                Ok(id) => v.push(id),
+                Err((m, c)) => {
+                    eprintln!("vzctl: {m}");
+                    return i32::from(c);
+                }
+            }
+        }
+        v
+    };
+    let mut blocks = Vec::new();
+    for veid in veids {
+        match super::call(&Request::Resources { veid }) {
+            Ok(Response::Resources(r)) if r.running => blocks.push((veid, r.ubc)),
+            Ok(Response::Resources(r)) if !r.exists => {
+                eprintln!("vzctl: VE {veid} does not exist");
+                return i32::from(ExitCode::ConfNotFound);
+            }
+            Ok(Response::Resources(_)) => {
+                eprintln!(
+                    "vzctl: VE {veid} is not running: its beancounters exist while it runs \
+                     (vzlist -a -o numproc.b,numproc.l shows its limits)"
+                );
+                return i32::from(ExitCode::NotRunning);
+            }
+            Ok(other) => {
+                eprintln!("vzctl: unexpected reply from vmmgr: {other:?}");
+                return i32::from(ExitCode::System);
+            }
+            Err(e) => {
+                eprintln!("vzctl: {e}");
+                return super::NO_VMMGR;
+            }
+        }
+    }
+    let refs: Vec<(u32, &[proto::UbcRow])> = blocks.iter().map(|(v, r)| (*v, &r[..])).collect();
+    print!("{}", crate::ubc::render(&refs));
+    0
+}
+
 /// The one-line `status` output (VZ7 form, always five words).
 pub fn status_line(veid: u32, info: &VeInfo) -> String {
     format!(
@@ -413,6 +482,7 @@ pub fn main(args: &[OsString]) -> i32 {
         | Cmd::Exec { target: t, .. }
         | Cmd::Enter { target: t, .. }
         | Cmd::Set { target: t, .. } => t.clone(),
+        Cmd::Ubc(targets) => return run_ubc(targets),
     };
     let veid = match resolve(&target) {
         Ok(v) => v,
@@ -455,6 +525,7 @@ pub fn main(args: &[OsString]) -> i32 {
                 i32::from(c)
             }
         },
+        Cmd::Ubc(targets) => run_ubc(&targets),
     }
 }
 
@@ -542,15 +613,21 @@ mod tests {
             Cmd::Set { params, .. } => assert_eq!(
                 params,
                 vec![
-                    SetParam::PhysPages(proto::Ubc {
-                        barrier: 0,
-                        limit: 65_536
-                    }),
+                    SetParam::Beancounter {
+                        resource: 6,
+                        value: proto::Ubc {
+                            barrier: 0,
+                            limit: 65_536
+                        }
+                    },
                     SetParam::CpuLimit(25),
-                    SetParam::NumProc(proto::Ubc {
-                        barrier: 64,
-                        limit: 64
-                    }),
+                    SetParam::Beancounter {
+                        resource: 5,
+                        value: proto::Ubc {
+                            barrier: 64,
+                            limit: 64
+                        }
+                    },
                 ]
             ),
             other => panic!("{other:?}"),

@@ -4,6 +4,7 @@ use proto::VeInfo;
 use std::fmt::Write as _;
 
 /// A field: name, header, width (negative = left-aligned), and how to show it.
+#[derive(Debug)]
 struct Field {
     name: &'static str,
     aliases: &'static [&'static str],
@@ -102,14 +103,328 @@ const FIELDS: &[Field] = &[
         header: "ERROR",
         width: -40,
     },
+    Field {
+        name: "kmemsize",
+        aliases: &[],
+        header: "KMEMSIZE",
+        width: 10,
+    },
+    Field {
+        name: "lockedpages",
+        aliases: &[],
+        header: "LOCKEDP",
+        width: 10,
+    },
+    Field {
+        name: "privvmpages",
+        aliases: &[],
+        header: "PRIVVMP",
+        width: 10,
+    },
+    Field {
+        name: "shmpages",
+        aliases: &[],
+        header: "SHMP",
+        width: 10,
+    },
+    Field {
+        name: "physpages",
+        aliases: &[],
+        header: "PHYSP",
+        width: 10,
+    },
+    Field {
+        name: "vmguarpages",
+        aliases: &[],
+        header: "VMGUARP",
+        width: 10,
+    },
+    Field {
+        name: "oomguarpages",
+        aliases: &[],
+        header: "OOMGUARP",
+        width: 10,
+    },
+    Field {
+        name: "numtcpsock",
+        aliases: &[],
+        header: "NTCPSOCK",
+        width: 10,
+    },
+    Field {
+        name: "numflock",
+        aliases: &[],
+        header: "NFLOCK",
+        width: 10,
+    },
+    Field {
+        name: "numpty",
+        aliases: &[],
+        header: "NPTY",
+        width: 10,
+    },
+    Field {
+        name: "numsiginfo",
+        aliases: &[],
+        header: "NSIGINFO",
+        width: 10,
+    },
+    Field {
+        name: "tcpsndbuf",
+        aliases: &[],
+        header: "TCPSNDB",
+        width: 10,
+    },
+    Field {
+        name: "tcprcvbuf",
+        aliases: &[],
+        header: "TCPRCVB",
+        width: 10,
+    },
+    Field {
+        name: "othersockbuf",
+        aliases: &[],
+        header: "OTHSOCKB",
+        width: 10,
+    },
+    Field {
+        name: "dgramrcvbuf",
+        aliases: &[],
+        header: "DGRAMRB",
+        width: 10,
+    },
+    Field {
+        name: "numothersock",
+        aliases: &[],
+        header: "NOTHSOCK",
+        width: 10,
+    },
+    Field {
+        name: "dcachesize",
+        aliases: &[],
+        header: "DCACHESZ",
+        width: 10,
+    },
+    Field {
+        name: "numfile",
+        aliases: &[],
+        header: "NFILE",
+        width: 10,
+    },
+    Field {
+        name: "numiptent",
+        aliases: &[],
+        header: "NIPTENT",
+        width: 10,
+    },
+    Field {
+        name: "swappages",
+        aliases: &[],
+        header: "SWAPP",
+        width: 10,
+    },
+    Field {
+        name: "diskspace",
+        aliases: &[],
+        header: "DSPACE",
+        width: 10,
+    },
+    Field {
+        name: "diskinodes",
+        aliases: &[],
+        header: "DINODES",
+        width: 10,
+    },
+    Field {
+        name: "laverage",
+        aliases: &[],
+        header: "LAVERAGE",
+        width: -14,
+    },
+    Field {
+        name: "cpulimit",
+        aliases: &[],
+        header: "CPULIM",
+        width: 7,
+    },
+    Field {
+        name: "cpuunits",
+        aliases: &[],
+        header: "CPUUNI",
+        width: 7,
+    },
+    Field {
+        name: "cpus",
+        aliases: &[],
+        header: "CPUS",
+        width: 5,
+    },
+    Field {
+        name: "cpumask",
+        aliases: &[],
+        header: "CPUMASK",
+        width: -10,
+    },
+    Field {
+        name: "nodemask",
+        aliases: &[],
+        header: "NODEMASK",
+        width: -10,
+    },
+    Field {
+        name: "ioprio",
+        aliases: &[],
+        header: "IOP",
+        width: 3,
+    },
+    Field {
+        name: "iolimit",
+        aliases: &[],
+        header: "IOLIMIT",
+        width: 10,
+    },
+    Field {
+        name: "iopslimit",
+        aliases: &[],
+        header: "IOPS",
+        width: 10,
+    },
+    Field {
+        name: "vm_overcommit",
+        aliases: &[],
+        header: "VM_OVC",
+        width: 6,
+    },
+    Field {
+        name: "devnodes",
+        aliases: &[],
+        header: "DEVNODES",
+        width: -24,
+    },
+    Field {
+        name: "devices",
+        aliases: &[],
+        header: "DEVICES",
+        width: -24,
+    },
 ];
 
 const DEFAULT: &[&str] = &["ctid", "numproc", "status", "ip", "hostname"];
 
-fn field(name: &str) -> Option<&'static Field> {
+fn base_field(name: &str) -> Option<&'static Field> {
     FIELDS
         .iter()
         .find(|f| f.name == name || f.aliases.contains(&name))
+}
+
+/// A column: a field, with a suffix for beancounters (`.m` maxheld, `.b`
+/// barrier, `.l` limit, `.f` failcnt) and quotas (`.s` soft, `.h` hard).
+#[derive(Debug, Clone)]
+struct Col {
+    f: &'static Field,
+    suffix: Option<char>,
+    header: String,
+}
+
+fn is_ubc(name: &str) -> bool {
+    proto::ubc_index(name).is_some()
+}
+
+fn field(spec: &str) -> Option<Col> {
+    let (name, suffix) = match spec.split_once('.') {
+        Some((n, s)) => (n, Some(s)),
+        None => (spec, None),
+    };
+    let f = base_field(name)?;
+    let suffix = match suffix {
+        None => None,
+        Some(s) => {
+            let c = s.chars().next().filter(|_| s.len() == 1)?;
+            let ok = if is_ubc(f.name) {
+                "mblf".contains(c)
+            } else if f.name == "diskspace" || f.name == "diskinodes" {
+                "sh".contains(c)
+            } else {
+                false
+            };
+            if !ok {
+                return None;
+            }
+            Some(c)
+        }
+    };
+    let header = match suffix {
+        Some(c) => format!("{}.{}", f.header, c.to_ascii_uppercase()),
+        None => f.header.to_owned(),
+    };
+    Some(Col { f, suffix, header })
+}
+
+/// A VE as vzlist shows it: its state, and its resources when a column
+/// needs them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub info: VeInfo,
+    pub res: Option<proto::Resources>,
+}
+
+impl From<VeInfo> for Row {
+    fn from(info: VeInfo) -> Row {
+        Row { info, res: None }
+    }
+}
+
+/// Fields that are not in `VeInfo`.
+const RESOURCE_FIELDS: &[&str] = &[
+    "diskspace",
+    "diskinodes",
+    "laverage",
+    "cpulimit",
+    "cpuunits",
+    "cpus",
+    "cpumask",
+    "nodemask",
+    "ioprio",
+    "iolimit",
+    "iopslimit",
+    "vm_overcommit",
+    "devnodes",
+    "devices",
+];
+
+/// Whether the output needs each VE's resources (one more request per VE).
+pub fn needs_resources(o: &Opts) -> bool {
+    let needs = |n: &str| {
+        let base = n.split('.').next().unwrap_or(n);
+        let base = base_field(base).map_or(base, |f| f.name);
+        (is_ubc(base) && base != "numproc") || n.contains('.') || RESOURCE_FIELDS.contains(&base)
+    };
+    match &o.fields {
+        Some(f) => f.iter().any(|n| needs(n)) || o.sort.as_ref().is_some_and(|s| needs(&s.0)),
+        None => o.json,
+    }
+}
+
+fn ubc_row(r: &Row, name: &str) -> Option<proto::UbcRow> {
+    let i = proto::ubc_index(name)?;
+    r.res.as_ref().and_then(|x| x.ubc.get(i).copied())
+}
+
+fn running(r: &Row) -> bool {
+    r.info.status.as_str() == "running"
+}
+
+fn laverage(l: [u32; 3]) -> String {
+    let f = |v: u32| format!("{}.{:02}", v / 100, v % 100);
+    format!("{}/{}/{}", f(l[0]), f(l[1]), f(l[2]))
+}
+
+fn limit_text(v: u64) -> String {
+    if v == 0 {
+        "0".into()
+    } else {
+        v.to_string()
+    }
 }
 
 fn dash(s: &str) -> String {
@@ -128,8 +443,67 @@ fn yes_no(b: Option<bool>) -> String {
     }
 }
 
-fn value(f: &Field, v: &VeInfo) -> String {
-    match f.name {
+fn value(c: &Col, r: &Row) -> String {
+    let v = &r.info;
+    let name = c.f.name;
+    if is_ubc(name) {
+        let live = running(r);
+        // numproc without a suffix needs no resources request.
+        if name == "numproc" && c.suffix.is_none() && r.res.is_none() {
+            return v.numproc.map_or("-".into(), |n| n.to_string());
+        }
+        let Some(u) = ubc_row(r, name) else {
+            return "-".into();
+        };
+        return match c.suffix {
+            None if live => u.held.to_string(),
+            Some('m') if live => u.maxheld.to_string(),
+            Some('f') if live => u.failcnt.to_string(),
+            Some('b') => u.barrier.to_string(),
+            Some('l') => u.limit.to_string(),
+            _ => "-".into(),
+        };
+    }
+    if let Some(res) = &r.res {
+        let q = |q: proto::Quota| match c.suffix {
+            Some('s') => q.soft.to_string(),
+            Some('h') => q.hard.to_string(),
+            _ => q.usage.to_string(),
+        };
+        match name {
+            "diskspace" => return q(res.diskspace),
+            "diskinodes" => return q(res.diskinodes),
+            "laverage" => {
+                return if running(r) {
+                    laverage(res.laverage)
+                } else {
+                    "-".into()
+                }
+            }
+            "cpulimit" => return res.cpulimit.to_string(),
+            "cpuunits" => return res.cpuunits.to_string(),
+            "cpus" => return res.cpus.to_string(),
+            "cpumask" => return res.cpumask.to_string(),
+            "nodemask" => return res.nodemask.to_string(),
+            "ioprio" => return res.ioprio.to_string(),
+            "iolimit" => return limit_text(res.iolimit),
+            "iopslimit" => return limit_text(res.iopslimit),
+            "vm_overcommit" => {
+                return format!(
+                    "{}.{:03}",
+                    res.vm_overcommit / 1000,
+                    res.vm_overcommit % 1000
+                )
+                .trim_end_matches('0')
+                .trim_end_matches('.')
+                .to_owned()
+            }
+            "devnodes" => return dash(&res.devnodes),
+            "devices" => return dash(&res.devices),
+            _ => {}
+        }
+    }
+    match name {
         "ctid" => v.veid.to_string(),
         "numproc" => v.numproc.map_or("-".into(), |n| n.to_string()),
         "status" => v.status.to_string(),
@@ -251,8 +625,7 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
 
 /// Filters and sorts per the options. Returns the rows and whether none matched.
 pub fn select(o: &Opts, ves: Vec<VeInfo>) -> Vec<VeInfo> {
-    let mut rows: Vec<VeInfo> = ves
-        .into_iter()
+    ves.into_iter()
         .filter(|v| {
             if !o.ids.is_empty() {
                 return o
@@ -267,11 +640,15 @@ pub fn select(o: &Opts, ves: Vec<VeInfo>) -> Vec<VeInfo> {
                 o.all || running
             }
         })
-        .collect();
+        .collect()
+}
+
+/// Sorts rows per `-s`.
+pub fn sort(o: &Opts, mut rows: Vec<Row>) -> Vec<Row> {
     if let Some((name, rev)) = &o.sort {
         if let Some(f) = field(name) {
             rows.sort_by(|a, b| {
-                let (x, y) = (value(f, a), value(f, b));
+                let (x, y) = (value(&f, a), value(&f, b));
                 match (x.parse::<u64>(), y.parse::<u64>()) {
                     (Ok(p), Ok(q)) => p.cmp(&q),
                     _ => x.cmp(&y),
@@ -286,16 +663,17 @@ pub fn select(o: &Opts, ves: Vec<VeInfo>) -> Vec<VeInfo> {
 }
 
 /// The table, in OpenVZ's layout (last column not padded).
-pub fn table(o: &Opts, rows: &[VeInfo]) -> String {
+pub fn table(o: &Opts, rows: &[Row]) -> String {
     let names: Vec<String> = o
         .fields
         .clone()
         .unwrap_or_else(|| DEFAULT.iter().map(|s| s.to_string()).collect());
-    let fields: Vec<&Field> = names.iter().filter_map(|n| field(n)).collect();
+    let fields: Vec<Col> = names.iter().filter_map(|n| field(n)).collect();
     let mut out = String::new();
     let line = |cells: Vec<String>| -> String {
         let mut l = String::new();
-        for (i, (f, c)) in fields.iter().zip(cells).enumerate() {
+        for (i, (c0, c)) in fields.iter().zip(cells).enumerate() {
+            let f = c0.f;
             if i > 0 {
                 l.push(' ');
             }
@@ -312,7 +690,7 @@ pub fn table(o: &Opts, rows: &[VeInfo]) -> String {
         l.trim_end().to_owned() + "\n"
     };
     if !o.no_header {
-        out.push_str(&line(fields.iter().map(|f| f.header.to_owned()).collect()));
+        out.push_str(&line(fields.iter().map(|f| f.header.clone()).collect()));
     }
     for v in rows {
         out.push_str(&line(fields.iter().map(|f| value(f, v)).collect()));
@@ -337,7 +715,62 @@ fn json_str(s: &str) -> String {
     o
 }
 
-fn json_value(f: &Field, v: &VeInfo) -> String {
+fn json_value(f: &Field, r: &Row) -> String {
+    let v = &r.info;
+    let live = running(r);
+    if is_ubc(f.name) {
+        let u = ubc_row(r, f.name).unwrap_or(proto::UbcRow {
+            held: u64::from(v.numproc.unwrap_or(0)) * u64::from(f.name == "numproc"),
+            barrier: proto::Ubc::UNLIMITED,
+            limit: proto::Ubc::UNLIMITED,
+            ..proto::UbcRow::default()
+        });
+        let z = |x: u64| if live { x } else { 0 };
+        let maxheld = if r.res.is_some() { u.maxheld } else { u.held };
+        return format!(
+            "{{\"held\": {}, \"maxheld\": {}, \"barrier\": {}, \"limit\": {}, \"failcnt\": {}}}",
+            z(u.held),
+            z(maxheld),
+            u.barrier,
+            u.limit,
+            z(u.failcnt)
+        );
+    }
+    if let Some(res) = &r.res {
+        let q = |q: proto::Quota| {
+            format!(
+                "{{\"usage\": {}, \"softlimit\": {}, \"hardlimit\": {}}}",
+                q.usage, q.soft, q.hard
+            )
+        };
+        let s_or_null = |s: &str| {
+            if s.is_empty() {
+                "null".to_owned()
+            } else {
+                json_str(s)
+            }
+        };
+        match f.name {
+            "diskspace" => return q(res.diskspace),
+            "diskinodes" => return q(res.diskinodes),
+            "laverage" => {
+                let l = res.laverage.map(|x| format!("{}.{:02}", x / 100, x % 100));
+                return format!("[{}, {}, {}]", l[0], l[1], l[2]);
+            }
+            "cpulimit" => return res.cpulimit.to_string(),
+            "cpuunits" => return res.cpuunits.to_string(),
+            "cpus" => return res.cpus.to_string(),
+            "cpumask" => return json_str(&res.cpumask),
+            "nodemask" => return json_str(&res.nodemask),
+            "ioprio" => return res.ioprio.to_string(),
+            "iolimit" => return res.iolimit.to_string(),
+            "iopslimit" => return res.iopslimit.to_string(),
+            "vm_overcommit" => return format!("{:.3}", f64::from(res.vm_overcommit) / 1000.0),
+            "devnodes" => return s_or_null(&res.devnodes),
+            "devices" => return s_or_null(&res.devices),
+            _ => {}
+        }
+    }
     let s_or_null = |s: &str| {
         if s.is_empty() {
             "null".to_owned()
@@ -347,12 +780,6 @@ fn json_value(f: &Field, v: &VeInfo) -> String {
     };
     match f.name {
         "ctid" => v.veid.to_string(),
-        "numproc" => {
-            let held = v.numproc.unwrap_or(0);
-            format!(
-                "{{\"held\": {held}, \"maxheld\": {held}, \"barrier\": 9223372036854775807, \"limit\": 9223372036854775807, \"failcnt\": 0}}"
-            )
-        }
         "status" => json_str(&v.status),
         "ip" => "[]".into(),
         "hostname" => s_or_null(&v.hostname),
@@ -371,12 +798,12 @@ fn json_value(f: &Field, v: &VeInfo) -> String {
 }
 
 /// JSON in OpenVZ's shape: an array of objects; without -o, every field.
-pub fn json(o: &Opts, rows: &[VeInfo]) -> String {
+pub fn json(o: &Opts, rows: &[Row]) -> String {
     let names: Vec<&str> = match &o.fields {
         Some(f) => f.iter().map(String::as_str).collect(),
         None => FIELDS.iter().map(|f| f.name).collect(),
     };
-    let fields: Vec<&Field> = names.iter().filter_map(|n| field(n)).collect();
+    let fields: Vec<&Field> = names.iter().filter_map(|n| base_field(n)).collect();
     let mut out = String::from("[");
     for (i, v) in rows.iter().enumerate() {
         out.push_str(if i == 0 { "\n  {\n" } else { ",\n  {\n" });
@@ -425,6 +852,88 @@ mod tests {
         }
     }
 
+    fn rows_of(v: Vec<VeInfo>) -> Vec<Row> {
+        v.into_iter().map(Row::from).collect()
+    }
+
+    fn res(veid: u32) -> proto::Resources {
+        let mut ubc = [proto::UbcRow {
+            barrier: proto::Ubc::UNLIMITED,
+            limit: proto::Ubc::UNLIMITED,
+            ..Default::default()
+        }; proto::UBC_COUNT];
+        ubc[5] = proto::UbcRow {
+            held: 7,
+            maxheld: 9,
+            barrier: 40,
+            limit: 50,
+            failcnt: 3,
+        };
+        proto::Resources {
+            veid,
+            exists: true,
+            running: true,
+            ubc: ubc.into_iter().collect(),
+            diskspace: proto::Quota {
+                usage: 1024,
+                soft: 2048,
+                hard: 4096,
+            },
+            diskinodes: Default::default(),
+            cpuunits: 1000,
+            cpulimit: 25,
+            cpus: 1,
+            cpumask: "all".try_into().expect("fits"),
+            nodemask: "all".try_into().expect("fits"),
+            ioprio: 4,
+            iolimit: 0,
+            iopslimit: 0,
+            laverage: [5, 101, 0],
+            vm_overcommit: 1500,
+            devnodes: "net/tun:rw".try_into().expect("fits"),
+            devices: Default::default(),
+        }
+    }
+
+    #[test]
+    fn beancounter_columns_and_suffixes() {
+        let o = opts(&[
+            "-a",
+            "-o",
+            "ctid,numproc,numproc.m,numproc.b,numproc.l,numproc.f,diskspace.s,laverage",
+        ]);
+        assert!(needs_resources(&o));
+        assert!(!needs_resources(&opts(&["-o", "ctid,numproc"])));
+        let run = Row {
+            info: ve(101, "running", Some(7), "h"),
+            res: Some(res(101)),
+        };
+        let stopped = Row {
+            info: ve(102, "stopped", None, "h"),
+            res: Some(res(102)),
+        };
+        let t = table(&o, &[run.clone(), stopped.clone()]);
+        assert_eq!(
+            t,
+            "      CTID      NPROC    NPROC.M    NPROC.B    NPROC.L    NPROC.F   DSPACE.S LAVERAGE\n       101          7          9         40         50          3       2048 0.05/1.01/0.00\n       102          -          -         40         50          -       2048 -\n"
+        );
+        let j = json(
+            &opts(&["-j", "-o", "numproc,diskspace,laverage"]),
+            &[run, stopped],
+        );
+        assert!(j.contains("\"numproc\": {\"held\": 7, \"maxheld\": 9, \"barrier\": 40, \"limit\": 50, \"failcnt\": 3}"), "{j}");
+        assert!(j.contains("\"numproc\": {\"held\": 0, \"maxheld\": 0, \"barrier\": 40, \"limit\": 50, \"failcnt\": 0}"), "{j}");
+        assert!(
+            j.contains(
+                "\"diskspace\": {\"usage\": 1024, \"softlimit\": 2048, \"hardlimit\": 4096}"
+            ),
+            "{j}"
+        );
+        assert!(j.contains("\"laverage\": [0.05, 1.01, 0.00]"), "{j}");
+        assert!(parse(&["-o".into(), "numproc.x".into()]).is_err());
+        assert!(parse(&["-o".into(), "hostname.m".into()]).is_err());
+    }
+
     fn opts(a: &[&str]) -> Opts {
         parse(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("parse")
     }
@@ -436,7 +945,7 @@ mod tests {
             ve(102, "stopped", None, "ct102.example.com"),
         ];
         let o = opts(&["-a"]);
-        let t = table(&o, &select(&o, rows));
+        let t = table(&o, &rows_of(select(&o, rows)));
         assert_eq!(
             t,
             "      CTID      NPROC STATUS    IP_ADDR         HOSTNAME\n       101         18 running   -               ct101.example.com\n       102          - stopped   -               ct102.example.com\n"
@@ -452,12 +961,20 @@ mod tests {
                 ve(103, "invalid", None, ""),
             ]
         };
-        let ids = |o: &Opts| select(o, rows()).iter().map(|v| v.veid).collect::<Vec<_>>();
+        let ids = |o: &Opts| {
+            sort(o, rows_of(select(o, rows())))
+                .iter()
+                .map(|v| v.info.veid)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(ids(&opts(&[])), vec![101]);
         assert_eq!(ids(&opts(&["-S"])), vec![102, 103]);
         assert_eq!(ids(&opts(&["-a", "-s", "-ctid"])), vec![103, 102, 101]);
         assert_eq!(
-            table(&opts(&["-1", "-a"]), &select(&opts(&["-a"]), rows())),
+            table(
+                &opts(&["-1", "-a"]),
+                &rows_of(select(&opts(&["-a"]), rows()))
+            ),
             "       101\n       102\n       103\n"
         );
     }
@@ -465,7 +982,7 @@ mod tests {
     #[test]
     fn json_has_openvz_shape() {
         let o = opts(&["-j", "-o", "ctid,status,numproc,onboot,ip"]);
-        let j = json(&o, &[ve(101, "running", Some(18), "h")]);
+        let j = json(&o, &rows_of(vec![ve(101, "running", Some(18), "h")]));
         assert_eq!(
             j,
             "[\n  {\n    \"ctid\": 101,\n    \"status\": \"running\",\n    \"numproc\": {\"held\": 18, \"maxheld\": 18, \"barrier\": 9223372036854775807, \"limit\": 9223372036854775807, \"failcnt\": 0},\n    \"onboot\": true,\n    \"ip\": []\n  }\n]\n"
@@ -479,7 +996,7 @@ mod tests {
         v.error = "103.conf:2: error: FROB: unknown parameter"
             .try_into()
             .expect("fits");
-        let t = table(&opts(&["-a", "-H"]), &[v]);
+        let t = table(&opts(&["-a", "-H"]), &rows_of(vec![v]));
         assert_eq!(t, "       103          - invalid   -               (invalid config: 103.conf:2: error: FROB: unknown parameter)\n");
     }
 

@@ -6,22 +6,83 @@
 //! |---|---|---|
 //! | `CPUUNITS` | `cpu.weight` | cpuunits / 10, clamped to 1..10000 (libvzctl's mapping) |
 //! | `CPULIMIT`, `CPUS` | `cpu.max` | quota = min(CPULIMIT % of one CPU, CPUS whole CPUs) per 100 ms period |
+//! | `CPUMASK` | `cpuset.cpus` | the list; without it, `CPUS` = N pins the VE to N of the appliance's CPUs (starting at VEID mod CPUs), so that `nproc` in the VE says N |
+//! | `NODEMASK` | `cpuset.mems` | the list |
 //! | `NUMPROC` | `pids.max` | the limit (threads count, as in OpenVZ) |
-//! | `PHYSPAGES` | `memory.max` | the limit in pages × 4096 |
-//! | `SWAPPAGES` | `memory.swap.max` | the limit in pages × 4096 (skipped when the kernel has no swap accounting) |
+//! | `PHYSPAGES` | `memory.max`, `memory.high` | the limit; a barrier above 0 and below the limit throttles there |
+//! | `SWAPPAGES` | `memory.swap.max` | the limit (skipped when the kernel has no swap accounting) |
+//! | `OOMGUARPAGES` | `memory.min` | the barrier: memory never reclaimed from the VE |
+//! | `VMGUARPAGES` | `memory.low` | the barrier: memory reclaimed from the VE only when nothing else is left |
+//! | `IOPRIO` | `io.bfq.weight` or `io.weight` | 100 × 2^(ioprio − 4): 4 (the default) is 100, each step doubles |
+//! | `IOLIMIT`, `IOPSLIMIT` | `io.max` | `rbps wbps` and `riops wiops` on the disk holding VZDATA |
 //!
 //! Every file is written each time (a key removed from the config goes back to
 //! no limit); a write that fails undoes the ones before it, so a rejected
 //! change leaves the kernel as it was.
 
 use std::path::Path;
-use vzconfig::resources::{Limits, PAGE};
+use vzconfig::resources::{BarrierLimit, Limits, PAGE};
 
 /// `cpu.max`'s period, in microseconds.
 pub const CPU_PERIOD_US: u64 = 100_000;
 
-/// The files and values that express `l`.
-pub fn cgroup_values(l: &Limits) -> Vec<(&'static str, String)> {
+/// What the limits need to know of the appliance.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Host {
+    /// Online CPUs (`/sys/devices/system/cpu/online`).
+    pub online_cpus: Vec<u32>,
+    /// The whole disk holding VZDATA (`io.max` takes disks, not partitions).
+    pub io_disk: Option<(u32, u32)>,
+}
+
+impl Host {
+    /// Reads the online CPUs and the disk under `vz_dir`.
+    pub fn probe(vz_dir: &Path) -> Host {
+        let online_cpus = std::fs::read_to_string("/sys/devices/system/cpu/online")
+            .ok()
+            .and_then(|t| vzconfig::resources::parse_cpulist(t.trim()).ok().flatten())
+            .unwrap_or_default();
+        Host {
+            online_cpus,
+            io_disk: disk_of(vz_dir),
+        }
+    }
+}
+
+/// The whole disk (major, minor) that holds the filesystem of `p`.
+fn disk_of(p: &Path) -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(p).ok()?.dev();
+    let (maj, min) = (rustix::fs::major(dev), rustix::fs::minor(dev));
+    let sys = std::path::PathBuf::from(format!("/sys/dev/block/{maj}:{min}"));
+    if !sys.join("partition").exists() {
+        return Some((maj, min));
+    }
+    // A partition: its parent directory is the disk.
+    let parent = std::fs::canonicalize(&sys).ok()?.parent()?.join("dev");
+    let text = std::fs::read_to_string(parent).ok()?;
+    let (a, b) = text.trim().split_once(':')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// The CPUs a VE runs on: CPUMASK, or CPUS of them rotated by VEID.
+pub fn cpuset(veid: u32, l: &Limits, host: &Host) -> Option<Vec<u32>> {
+    if let Some(mask) = &l.cpumask {
+        return Some(mask.clone());
+    }
+    let n = l.cpus.filter(|c| *c > 0)? as usize;
+    let online = &host.online_cpus;
+    if online.is_empty() || n >= online.len() {
+        return None;
+    }
+    let start = veid as usize % online.len();
+    let mut cpus: Vec<u32> = (0..n).map(|i| online[(start + i) % online.len()]).collect();
+    cpus.sort_unstable();
+    Some(cpus)
+}
+
+/// The files and values that express `l` for VE `veid`.
+pub fn cgroup_values(veid: u32, l: &Limits, host: &Host) -> Vec<(&'static str, String)> {
     let weight = (l.cpuunits.unwrap_or(1000) / 10).clamp(1, 10_000);
     let by_limit = l
         .cpulimit
@@ -39,22 +100,71 @@ pub fn cgroup_values(l: &Limits) -> Vec<(&'static str, String)> {
         Some(q) => format!("{} {CPU_PERIOD_US}", q.max(1000)),
         None => format!("max {CPU_PERIOD_US}"),
     };
-    let limit = |b: Option<vzconfig::resources::BarrierLimit>, scale: u64| {
-        b.and_then(|b| b.limit.get())
-            .and_then(|v| v.checked_mul(scale))
+    let pages = |v: Option<u64>| {
+        v.and_then(|v| v.checked_mul(PAGE))
             .map_or("max".to_owned(), |v| v.to_string())
     };
-    vec![
+    let limit = |b: Option<BarrierLimit>| b.and_then(|b| b.limit.get());
+    let barrier = |b: Option<BarrierLimit>| b.and_then(|b| b.barrier.get());
+    let phys = l.ubc("physpages");
+    // A barrier between 0 and the limit is where the kernel starts throttling.
+    let high = match (barrier(phys), limit(phys)) {
+        (Some(b), Some(lim)) if b > 0 && b < lim => Some(b),
+        (Some(b), None) if b > 0 => Some(b),
+        _ => None,
+    };
+    let guarantee = |name: &str| match l.ubc(name).map(|b| b.barrier) {
+        None | Some(vzconfig::resources::Limit::Value(0)) => "0".to_owned(),
+        Some(b) => pages(b.get()),
+    };
+    let list = |v: Option<Vec<u32>>| {
+        // Empty: the parent's set (cgroup v2).
+        v.map_or("\n".to_owned(), |c| vzconfig::resources::render_cpulist(&c))
+    };
+    let mut out = vec![
         ("cpu.weight", weight.to_string()),
         ("cpu.max", cpu_max),
-        ("pids.max", limit(l.numproc, 1)),
-        ("memory.max", limit(l.physpages, PAGE)),
-        ("memory.swap.max", limit(l.swappages, PAGE)),
-    ]
+        ("cpuset.cpus", list(cpuset(veid, l, host))),
+        ("cpuset.mems", list(l.nodemask.clone())),
+        ("pids.max", pages_or_max(limit(l.ubc("numproc")))),
+        ("memory.max", pages(limit(phys))),
+        ("memory.high", pages(high)),
+        ("memory.swap.max", pages(limit(l.ubc("swappages")))),
+        ("memory.min", guarantee("oomguarpages")),
+        ("memory.low", guarantee("vmguarpages")),
+    ];
+    let prio = i32::from(l.ioprio.unwrap_or(4));
+    let io_weight = (100f64 * 2f64.powi(prio - 4)).round() as u32;
+    out.push(("io.bfq.weight", io_weight.to_string()));
+    out.push(("io.weight", format!("default {io_weight}")));
+    if let Some((maj, min)) = host.io_disk {
+        let v = |n: Option<u64>| match n.filter(|n| *n > 0) {
+            Some(n) => n.to_string(),
+            None => "max".to_owned(),
+        };
+        let bps = v(l.iolimit);
+        let iops = v(l.iopslimit);
+        out.push((
+            "io.max",
+            format!("{maj}:{min} rbps={bps} wbps={bps} riops={iops} wiops={iops}"),
+        ));
+    }
+    out
+}
+
+fn pages_or_max(v: Option<u64>) -> String {
+    v.map_or("max".to_owned(), |v| v.to_string())
 }
 
 /// Files the kernel may lack (a limit it cannot enforce is skipped, and said).
-const OPTIONAL: &[&str] = &["memory.swap.max"];
+const OPTIONAL: &[&str] = &[
+    "memory.swap.max",
+    "io.bfq.weight",
+    "io.weight",
+    "io.max",
+    "cpuset.cpus",
+    "cpuset.mems",
+];
 
 /// Writes `values` into the cgroup `cg`; on a failure, puts back what was
 /// written before it and says which file refused which value.
@@ -64,6 +174,19 @@ pub fn apply(cg: &Path, values: &[(&'static str, String)]) -> Result<Vec<String>
     for (file, value) in values {
         let path = cg.join(file);
         let old = match std::fs::read_to_string(&path) {
+            // What puts the file back: io.max reads back empty for "no
+            // limit", or one line per disk; cpuset files empty for "the
+            // parent's"; io.weight as "default N".
+            Ok(t) if *file == "io.max" => t
+                .lines()
+                .find(|l| value.split(' ').next().is_some_and(|d| l.starts_with(d)))
+                .map(str::to_owned)
+                .unwrap_or_else(|| {
+                    let dev = value.split(' ').next().unwrap_or_default();
+                    format!("{dev} rbps=max wbps=max riops=max wiops=max")
+                }),
+            Ok(t) if t.trim().is_empty() => "\n".to_owned(),
+            Ok(t) if *file == "io.weight" => t.lines().next().unwrap_or("default 100").to_owned(),
             Ok(t) => t.trim().to_owned(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && OPTIONAL.contains(file) => {
                 skipped.push(format!("{file}: not in this kernel"));
@@ -97,7 +220,7 @@ fn undo(cg: &Path, done: &[(&str, String)], why: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vzconfig::resources::{parse, Unit};
+    use vzconfig::resources::parse;
 
     fn get<'a>(v: &'a [(&'static str, String)], f: &str) -> &'a str {
         v.iter()
@@ -106,44 +229,129 @@ mod tests {
             .expect(f)
     }
 
+    fn ubc(
+        pairs: &[(&str, &str)],
+    ) -> [Option<vzconfig::resources::BarrierLimit>; proto::UBC_COUNT] {
+        let mut out = [None; proto::UBC_COUNT];
+        for (name, v) in pairs {
+            let i = proto::ubc_index(name).expect(name);
+            out[i] = parse(v, vzconfig::resources::ubc_unit(name)).ok();
+        }
+        out
+    }
+
     #[test]
     fn config_values_map_to_cgroup_files() {
-        let none = cgroup_values(&Limits::default());
+        let host = Host {
+            online_cpus: vec![0, 1, 2, 3],
+            io_disk: Some((254, 0)),
+        };
+        let none = cgroup_values(101, &Limits::default(), &host);
         assert_eq!(get(&none, "cpu.weight"), "100");
         assert_eq!(get(&none, "cpu.max"), "max 100000");
+        assert_eq!(get(&none, "cpuset.cpus"), "\n");
         assert_eq!(get(&none, "pids.max"), "max");
         assert_eq!(get(&none, "memory.max"), "max");
+        assert_eq!(get(&none, "memory.high"), "max");
+        assert_eq!(get(&none, "memory.min"), "0");
+        assert_eq!(get(&none, "io.bfq.weight"), "100");
+        assert_eq!(
+            get(&none, "io.max"),
+            "254:0 rbps=max wbps=max riops=max wiops=max"
+        );
         let l = Limits {
             cpuunits: Some(250),
             cpulimit: Some(25),
             cpus: Some(2),
-            numproc: parse("64:64", Unit::Items).ok(),
-            physpages: parse("0:256M", Unit::Pages).ok(),
-            swappages: parse("0:unlimited", Unit::Pages).ok(),
+            ubc: ubc(&[
+                ("numproc", "64:64"),
+                ("physpages", "0:256M"),
+                ("swappages", "0:unlimited"),
+                ("oomguarpages", "64M:unlimited"),
+                ("vmguarpages", "128M:unlimited"),
+            ]),
+            ioprio: Some(7),
+            iolimit: Some(10 << 20),
+            iopslimit: Some(300),
+            ..Limits::default()
         };
-        let v = cgroup_values(&l);
+        let v = cgroup_values(101, &l, &host);
         assert_eq!(get(&v, "cpu.weight"), "25");
         assert_eq!(get(&v, "cpu.max"), "25000 100000");
+        // CPUS 2 of 4, starting at 101 mod 4 = 1.
+        assert_eq!(get(&v, "cpuset.cpus"), "1-2");
         assert_eq!(get(&v, "pids.max"), "64");
         assert_eq!(get(&v, "memory.max"), (256u64 << 20).to_string());
+        assert_eq!(get(&v, "memory.high"), "max");
         assert_eq!(get(&v, "memory.swap.max"), "max");
-        // CPUS alone caps at whole CPUs; the smaller of the two wins.
-        let cpus = cgroup_values(&Limits {
+        assert_eq!(get(&v, "memory.min"), (64u64 << 20).to_string());
+        assert_eq!(get(&v, "memory.low"), (128u64 << 20).to_string());
+        assert_eq!(get(&v, "io.bfq.weight"), "800");
+        assert_eq!(get(&v, "io.weight"), "default 800");
+        assert_eq!(
+            get(&v, "io.max"),
+            format!(
+                "254:0 rbps={} wbps={} riops=300 wiops=300",
+                10 << 20,
+                10 << 20
+            )
+        );
+        // CPUMASK wins over the rotation; CPUS still caps.
+        let masked = Limits {
+            cpumask: Some(vec![0, 3]),
             cpus: Some(1),
-            cpulimit: Some(150),
             ..Limits::default()
-        });
+        };
+        let v = cgroup_values(101, &masked, &host);
+        assert_eq!(get(&v, "cpuset.cpus"), "0,3");
+        assert_eq!(get(&v, "cpu.max"), "100000 100000");
+        // A barrier below the limit throttles there.
+        let high = Limits {
+            ubc: ubc(&[("physpages", "128M:256M")]),
+            ..Limits::default()
+        };
+        let v = cgroup_values(101, &high, &host);
+        assert_eq!(get(&v, "memory.high"), (128u64 << 20).to_string());
+        // CPUS alone caps at whole CPUs; the smaller of the two wins.
+        let cpus = cgroup_values(
+            7,
+            &Limits {
+                cpus: Some(1),
+                cpulimit: Some(150),
+                ..Limits::default()
+            },
+            &host,
+        );
         assert_eq!(get(&cpus, "cpu.max"), "100000 100000");
-        let huge = cgroup_values(&Limits {
-            cpuunits: Some(500_000),
-            ..Limits::default()
-        });
+        assert_eq!(get(&cpus, "cpuset.cpus"), "3");
+        let huge = cgroup_values(
+            1,
+            &Limits {
+                cpuunits: Some(500_000),
+                ..Limits::default()
+            },
+            &host,
+        );
         assert_eq!(get(&huge, "cpu.weight"), "10000");
-        let tiny = cgroup_values(&Limits {
-            cpuunits: Some(8),
-            ..Limits::default()
-        });
+        let tiny = cgroup_values(
+            1,
+            &Limits {
+                cpuunits: Some(8),
+                ..Limits::default()
+            },
+            &host,
+        );
         assert_eq!(get(&tiny, "cpu.weight"), "1");
+        // All CPUs: no pinning.
+        let all = cgroup_values(
+            1,
+            &Limits {
+                cpus: Some(4),
+                ..Limits::default()
+            },
+            &host,
+        );
+        assert_eq!(get(&all, "cpuset.cpus"), "\n");
     }
 
     #[test]

@@ -6,11 +6,13 @@
 //! - `info`: what vzlist shows; `boot`: ONBOOT and shutdown order;
 //! - `watch`: VE inits (pidfds, reaping, adoption after a restart, reboot);
 //! - `cgroup`: a VE's cgroup, made, delegated and removed;
-//! - `limits`: CPU, memory and process limits written into it.
+//! - `limits`: CPU, memory, process and I/O limits written into it;
+//! - `beancounters`, `resources`: what the kernel counts, as OpenVZ shows it.
 //!
 //! Runs in the multi-threaded daemon only: the single-threaded VE setup
 //! helper is `crate::setup`, the CLIs are `crate::cli`.
 
+pub mod beancounters;
 mod boot;
 pub mod cgroup;
 mod create;
@@ -18,6 +20,7 @@ mod destroy;
 mod info;
 pub mod limits;
 mod mount;
+mod resources;
 mod set;
 mod start;
 mod stop;
@@ -119,12 +122,16 @@ struct State {
     reboots: BTreeMap<VeId, Vec<Instant>>,
     /// VEs mounted on the appliance with `vzctl mount`.
     mounted: BTreeSet<VeId>,
+    /// Peaks and load averages sampled from running VEs.
+    sampled: BTreeMap<VeId, resources::Sampled>,
 }
 
 /// The manager, shared by the server threads.
 #[derive(Debug)]
 pub struct Manager {
     layout: Layout,
+    /// The appliance's CPUs and VZDATA's disk, for the limits.
+    host: limits::Host,
     state: Mutex<State>,
     changed: Condvar,
 }
@@ -132,6 +139,7 @@ pub struct Manager {
 impl Manager {
     pub fn new(layout: Layout) -> Arc<Manager> {
         Arc::new(Manager {
+            host: limits::Host::probe(&layout.vz_dir),
             layout,
             state: Mutex::new(State::default()),
             changed: Condvar::new(),

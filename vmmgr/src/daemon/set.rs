@@ -16,11 +16,31 @@ impl Manager {
                 format!("VE {veid} has no config {}", path.display()),
             );
         };
-        let updates: Vec<(&str, Option<String>)> = params
-            .iter()
-            .map(config::set_param_entry)
-            .map(|(k, v)| (k, (!v.is_empty()).then_some(v)))
+        // --devnodes and --devices change one entry each (`none` removes
+        // it); the key keeps the others.
+        let (current, _) = config::parse(&original, &path);
+        let mut lists: std::collections::BTreeMap<&str, String> = ["DEVNODES", "DEVICES"]
+            .into_iter()
+            .map(|k| {
+                let v = current
+                    .iter()
+                    .rev()
+                    .find(|e| e.key == k)
+                    .map_or(String::new(), |e| e.value.clone());
+                (k, v)
+            })
             .collect();
+        let mut updates: Vec<(&str, Option<String>)> = Vec::new();
+        for (k, v) in params.iter().map(config::set_param_entry) {
+            let v = match lists.get_mut(k) {
+                Some(list) => {
+                    *list = merge_devices(k, list, &v);
+                    list.clone()
+                }
+                None => v,
+            };
+            updates.push((k, (!v.is_empty()).then_some(v)));
+        }
         let new_text = config::render_update(&original, &updates);
         // Validate the result before anything changes.
         let (entries, mut diags) = config::parse(&new_text, &path);
@@ -53,8 +73,9 @@ impl Manager {
             // the other limits, not the config file.
             let cg = crate::daemon::cgroup::dir(&self.layout.cgroup_root, veid);
             let before = self.config_of(veid).and_then(|c| c.ok()).map(|c| c.limits);
-            if before != Some(cfg.limits) {
-                let values = crate::daemon::limits::cgroup_values(&cfg.limits);
+            if before.as_ref() != Some(&cfg.limits) {
+                let values =
+                    crate::daemon::limits::cgroup_values(veid.get(), &cfg.limits, &self.host);
                 match crate::daemon::limits::apply(&cg, &values) {
                     Ok(skipped) => {
                         applied.push("limits".to_owned());
@@ -101,6 +122,24 @@ impl Manager {
         } else {
             Outcome::ok(format!("applied: {}", applied.join(", ")))
         }
+    }
+}
+
+/// `list` (a DEVNODES or DEVICES value) with the entries of `add` put in
+/// place of the same device's, and those with access `none` removed.
+fn merge_devices(key: &str, list: &str, add: &str) -> String {
+    use vzconfig::resources as r;
+    if key == "DEVNODES" {
+        let mut all = r::parse_devnodes(&format!("{list} {add}")).unwrap_or_default();
+        all.retain(|d| d.access.any());
+        all.iter()
+            .map(|d| format!("{}:{}", d.path, d.access.render()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    } else {
+        let mut all = r::parse_devices(&format!("{list} {add}")).unwrap_or_default();
+        all.retain(|d| d.access.any());
+        all.iter().map(|d| d.render()).collect::<Vec<_>>().join(" ")
     }
 }
 

@@ -95,7 +95,7 @@ impl Manager {
             return Outcome::fail(ExitCode::System, format!("VE {veid}: its cgroup: {e}"));
         }
         // Its limits, before anything of it runs.
-        let values = crate::daemon::limits::cgroup_values(&cfg.limits);
+        let values = crate::daemon::limits::cgroup_values(veid.get(), &cfg.limits, &self.host);
         match crate::daemon::limits::apply(&cg, &values) {
             Ok(skipped) => {
                 for s in skipped {

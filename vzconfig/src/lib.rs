@@ -528,7 +528,9 @@ pub const KEYS: &[KeyDef] = &[
     KeyDef::global("VIRTUOZZO"),
     KeyDef::global("LOCKDIR"),
     KeyDef::global("DUMPDIR"),
-    KeyDef::global("VE0CPUUNITS"),
+    KeyDef::global("VE0CPUUNITS")
+        .implemented()
+        .kind(ValueKind::CpuUnits),
     KeyDef::global("VE_STOP_MODE"),
     KeyDef::global("VE_PARALLEL"),
     KeyDef::global("LOGGING"),

@@ -156,6 +156,37 @@ fn pages_or_max(v: Option<u64>) -> String {
     v.map_or("max".to_owned(), |v| v.to_string())
 }
 
+/// Sets the VE subtree's `memory.min` and `memory.low` (the directory
+/// `vz_cg`) to the sums of its VEs': a child is protected only as far as its
+/// parent is, and a parent protected beyond its children's sum would, with
+/// `memory_recursiveprot`, share the rest among VEs that asked for nothing.
+pub fn update_guarantees(vz_cg: &Path) {
+    for file in ["memory.min", "memory.low"] {
+        let mut sum: u64 = 0;
+        if let Ok(d) = std::fs::read_dir(vz_cg) {
+            for e in d.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
+                let v = std::fs::read_to_string(e.path().join(file)).unwrap_or_default();
+                sum = sum.saturating_add(v.trim().parse::<u64>().unwrap_or(0));
+            }
+        }
+        if let Err(e) = std::fs::write(vz_cg.join(file), sum.to_string()) {
+            log::warn!("{}/{file}: {e}", vz_cg.display());
+        }
+    }
+}
+
+/// The appliance services' CPU weight, from vz.conf's `VE0CPUUNITS`
+/// (OpenVZ's CPU units of the host itself; default 1000, weight 100).
+pub fn appliance_weight(appliance_cg: &Path, ve0cpuunits: Option<&str>) {
+    let units = ve0cpuunits
+        .and_then(|v| vzconfig::resources::parse_cpuunits(v).ok())
+        .unwrap_or(1000);
+    let weight = (units / 10).clamp(1, 10_000);
+    if let Err(e) = std::fs::write(appliance_cg.join("cpu.weight"), weight.to_string()) {
+        log::warn!("{}/cpu.weight: {e}", appliance_cg.display());
+    }
+}
+
 /// Files the kernel may lack (a limit it cannot enforce is skipped, and said).
 const OPTIONAL: &[&str] = &[
     "memory.swap.max",
@@ -352,6 +383,24 @@ mod tests {
             &host,
         );
         assert_eq!(get(&all, "cpuset.cpus"), "\n");
+    }
+
+    #[test]
+    fn the_subtree_guarantees_the_sum_of_its_ves() {
+        let d = tempfile::tempdir().expect("tempdir");
+        for (ve, min, low) in [("101", "1000", "0"), ("102", "500", "7")] {
+            std::fs::create_dir(d.path().join(ve)).expect("dir");
+            std::fs::write(d.path().join(ve).join("memory.min"), min).expect("min");
+            std::fs::write(d.path().join(ve).join("memory.low"), low).expect("low");
+        }
+        update_guarantees(d.path());
+        let read = |f: &str| std::fs::read_to_string(d.path().join(f)).expect("read");
+        assert_eq!(read("memory.min"), "1500");
+        assert_eq!(read("memory.low"), "7");
+        appliance_weight(d.path(), Some("4000"));
+        assert_eq!(read("cpu.weight"), "400");
+        appliance_weight(d.path(), Some("bogus"));
+        assert_eq!(read("cpu.weight"), "100");
     }
 
     #[test]

@@ -178,7 +178,15 @@ impl Manager {
                 }
             }
         }
+        let ve0 = loaded.global.get("VE0CPUUNITS").map(str::to_owned);
         st.loaded = Some(loaded);
+        drop(st);
+        if let Some(parent) = self.layout.cgroup_root.parent() {
+            let app = parent.join("appliance");
+            if app.is_dir() {
+                limits::appliance_weight(&app, ve0.as_deref());
+            }
+        }
         diags
     }
 

@@ -78,6 +78,7 @@ impl Manager {
                     crate::daemon::limits::cgroup_values(veid.get(), &cfg.limits, &self.host);
                 match crate::daemon::limits::apply(&cg, &values) {
                     Ok(skipped) => {
+                        crate::daemon::limits::update_guarantees(&self.layout.cgroup_root);
                         applied.push("limits".to_owned());
                         for s in skipped {
                             log::warn!("VE {veid}: {s}");

@@ -101,6 +101,7 @@ impl Manager {
                 for s in skipped {
                     log::info!("VE {veid}: limit not enforced: {s}");
                 }
+                crate::daemon::limits::update_guarantees(&self.layout.cgroup_root);
             }
             Err(e) => {
                 self.cleanup_cgroup(veid);

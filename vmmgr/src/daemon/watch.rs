@@ -154,6 +154,7 @@ impl Manager {
         if let Err(e) = crate::daemon::cgroup::remove(&cg, Duration::from_secs(10)) {
             log::warn!("VE {veid}: {e}");
         }
+        crate::daemon::limits::update_guarantees(&self.layout.cgroup_root);
     }
 }
 

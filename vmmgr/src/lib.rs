@@ -14,6 +14,7 @@ pub mod logger;
 pub mod mountfd;
 pub mod notify;
 pub mod policy;
+pub mod procfs;
 pub mod runstate;
 pub mod server;
 pub mod setup;

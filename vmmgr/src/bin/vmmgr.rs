@@ -20,6 +20,14 @@ fn main() {
     }
     let manager = vmmgr::daemon::Manager::new(vmmgr::daemon::Layout::default());
     manager.reload();
+    // The VEs' /proc view, before any VE starts (their setup binds it).
+    if let Err(e) = vmmgr::procfs::start(std::sync::Arc::clone(&manager)) {
+        log::error!(
+            "cannot mount the VEs' /proc view at {}: {e}; VEs will see the appliance's \
+             meminfo, cpuinfo, stat and loadavg, and no user_beancounters",
+            vmmgr::procfs::MOUNT_DIR
+        );
+    }
     manager.adopt();
     manager.start_sampler();
     let ctx = vmmgr::server::Ctx {

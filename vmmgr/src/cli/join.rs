@@ -97,7 +97,8 @@ pub fn join(init: BorrowedFd<'_>, keep: &[u32]) -> std::io::Result<()> {
             | T::HOST_NAME_AND_NIS_DOMAIN_NAME
             | T::INTER_PROCESS_COMMUNICATION
             | T::NETWORK
-            | T::CONTROL_GROUP,
+            | T::CONTROL_GROUP
+            | T::TIME,
     )?;
     rustix::thread::set_thread_groups(&[])?;
     let g = rustix::process::Gid::from_raw(0);

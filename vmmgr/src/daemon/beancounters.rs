@@ -201,7 +201,7 @@ fn ptys(proc: &Path, init: i32) -> Option<u64> {
     .ok()?;
     let pts = crate::mountfd::open_in_root(root.as_fd(), "dev/pts", true).ok()?;
     const DEVPTS_SUPER_MAGIC: i64 = 0x1cd1;
-    if rustix::fs::fstatfs(&pts).ok()?.f_type as i64 != DEVPTS_SUPER_MAGIC {
+    if rustix::fs::fstatfs(&pts).ok()?.f_type != DEVPTS_SUPER_MAGIC {
         return None;
     }
     let dir = rustix::fs::Dir::read_from(&pts).ok()?;

@@ -164,7 +164,10 @@ pub fn update_guarantees(vz_cg: &Path) {
     for file in ["memory.min", "memory.low"] {
         let mut sum: u64 = 0;
         if let Ok(d) = std::fs::read_dir(vz_cg) {
-            for e in d.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
+            for e in d
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            {
                 let v = std::fs::read_to_string(e.path().join(file)).unwrap_or_default();
                 sum = sum.saturating_add(v.trim().parse::<u64>().unwrap_or(0));
             }

@@ -15,6 +15,10 @@ use std::sync::Arc;
 pub(super) struct Sampled {
     pub seen: [u64; UBC_COUNT],
     pub load: LoadAvg,
+    /// Threads running or waiting for I/O at the last sample.
+    pub runnable: u32,
+    /// failcnt at the last sample (a rise is logged).
+    pub failcnt: [u64; UBC_COUNT],
 }
 
 impl Manager {
@@ -40,6 +44,23 @@ impl Manager {
                     *seen = (*seen).max(held);
                 }
                 s.load.update(c.runnable);
+                s.runnable = c.runnable;
+                // Say which VE hit which limit, once per rise.
+                for (i, (was, now)) in s.failcnt.iter_mut().zip(c.failcnt).enumerate() {
+                    if now > *was {
+                        let what = proto::UBC_NAMES[i];
+                        let oom = if what == "oomguarpages" {
+                            " (processes of this VE were killed: out of memory within its limit)"
+                        } else {
+                            ""
+                        };
+                        log::warn!(
+                            "VE {veid}: hit its {what} limit {} time(s) since the last check{oom}",
+                            now - *was
+                        );
+                    }
+                    *was = now;
+                }
             }
         }
     }
@@ -53,6 +74,19 @@ impl Manager {
                 std::thread::sleep(beancounters::SAMPLE_EVERY);
                 me.sample();
             });
+    }
+
+    /// VE `veid`'s cgroup directory.
+    pub fn cgroup_dir(&self, veid: VeId) -> std::path::PathBuf {
+        super::cgroup::dir(&self.layout.cgroup_root, veid)
+    }
+
+    /// Threads of VE `veid` running at the last sample.
+    pub fn runnable(&self, veid: VeId) -> u64 {
+        self.lock()
+            .sampled
+            .get(&veid)
+            .map_or(0, |s| u64::from(s.runnable))
     }
 
     /// The load average of VE `veid`, in hundredths.

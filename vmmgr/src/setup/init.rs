@@ -90,6 +90,18 @@ pub(super) fn spawn(
     }
 }
 
+/// `/proc/self/timens_offsets` text that moves CLOCK_MONOTONIC and
+/// CLOCK_BOOTTIME back to just above zero (whole seconds: the kernel
+/// refuses a clock below zero).
+fn time_offsets() -> String {
+    let secs = |id| rustix::time::clock_gettime(id).tv_sec;
+    format!(
+        "monotonic -{} 0\nboottime -{} 0\n",
+        secs(rustix::time::ClockId::Monotonic),
+        secs(rustix::time::ClockId::Boottime)
+    )
+}
+
 fn first_process(
     spec: &Spec,
     cx: &Ctx,
@@ -113,8 +125,30 @@ fn first_process(
                 | F::CLONE_NEWNET
                 | F::CLONE_NEWUTS
                 | F::CLONE_NEWIPC
-                | F::CLONE_NEWCGROUP,
+                | F::CLONE_NEWCGROUP
+                | F::from_bits_retain(libc::CLONE_NEWTIME),
         ),
+    )?;
+    // The VE's own clocks: its boot time and monotonic time start now, so
+    // `uptime` (and sysinfo) in the VE say how long the VE has run, and the
+    // offsets travel with it when it is checkpointed. Set before any
+    // process enters the namespace (the init forked below is the first).
+    // Our /proc files belong to the appliance's root while we are not
+    // dumpable (the uid change made us so): dumpable for this one write, as
+    // no process of the VE exists yet to take advantage of it.
+    use rustix::process::{set_dumpable_behavior, DumpableBehavior};
+    cx.at(
+        "making /proc/self ours",
+        set_dumpable_behavior(DumpableBehavior::Dumpable),
+    )?;
+    let written = std::fs::write("/proc/self/timens_offsets", time_offsets());
+    cx.at(
+        "making the VE's first process undumpable again",
+        set_dumpable_behavior(DumpableBehavior::NotDumpable),
+    )?;
+    cx.at(
+        "starting the VE's clocks at zero (time namespace offsets)",
+        written,
     )?;
     // SAFETY: single-threaded (a fork of vesetup).
     let forked = unsafe { crate::sys::fork_single_threaded() };

@@ -97,6 +97,63 @@ fn in_ve_namespaces(
     }
 }
 
+/// Binds vmmgr's /proc view (`crate::procfs`) over the VE's files of the
+/// same names, read-only; `user_beancounters` is made as a file first (the
+/// VE's procfs has none: the bind goes on a tmpfs file in its place... not
+/// possible in procfs, so it is skipped there when missing). Without the
+/// view mounted (no FUSE in this kernel), the VE keeps the kernel's files.
+fn bind_procfs(cx: &Ctx, root: BorrowedFd<'_>) -> Result<(), SetupError> {
+    let dir = std::path::Path::new(crate::procfs::MOUNT_DIR);
+    let view = match rustix::fs::open(
+        dir,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(_) => return Ok(()),
+    };
+    // Only a live vzproc mount (FUSE_SUPER_MAGIC), never a plain directory.
+    const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+    match rustix::fs::fstatfs(&view) {
+        Ok(s) if s.f_type == FUSE_SUPER_MAGIC => {}
+        _ => return Ok(()),
+    }
+    for name in crate::procfs::FILES {
+        let target = match mountfd::open_in_root(root, &format!("proc/{name}"), false) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) => continue,
+            Err(e) => return Err(cx.fail(format!("opening the VE's /proc/{name}"), e.to_string())),
+        };
+        let src = cx.at(
+            format!("opening {}/{name}", dir.display()),
+            rustix::fs::openat(
+                &view,
+                *name,
+                rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            ),
+        )?;
+        let copy = cx.at(
+            format!("copying {}/{name}", dir.display()),
+            mountfd::clone_tree(src.as_fd(), false),
+        )?;
+        cx.at(
+            format!("making /proc/{name} read-only"),
+            crate::sys::mount_setattr(
+                copy.as_fd(),
+                false,
+                crate::sys::MountAttr::READONLY_NOSUID_NODEV_NOEXEC,
+                None,
+            ),
+        )?;
+        cx.at(
+            format!("binding /proc/{name}"),
+            mountfd::attach(copy.as_fd(), target.as_fd()),
+        )?;
+    }
+    Ok(())
+}
+
 fn mount_kernfs(
     cx: &Ctx,
     root: BorrowedFd<'_>,
@@ -128,6 +185,7 @@ fn mount_kernfs(
             mountfd::attach(fs.as_fd(), point.as_fd()),
         )?;
     }
+    bind_procfs(cx, root)?;
     for p in &policy.masked {
         match mountfd::open_in_root(root, &p.rel, false) {
             Ok(fd) => cx.at(

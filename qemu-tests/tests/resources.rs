@@ -1,0 +1,205 @@
+//! Resources on one booted appliance: beancounters as OpenVZ prints them,
+//! the VE's own /proc view (free, nproc, uptime, cpuinfo), CPU limits and
+//! shares measured from the cgroups' own usage counters, and a memory hog
+//! held in its VE. Each check prints what it measured.
+
+use qemu_tests::Appliance;
+use std::time::Duration;
+
+/// CPU time (µs) the VE's cgroup has used.
+fn usage(a: &mut Appliance, veid: u32) -> anyhow::Result<u64> {
+    let t = a.run_ok(&format!(
+        "awk '$1 == \"usage_usec\" {{print $2}}' /sys/fs/cgroup/vz/{veid}/cpu.stat"
+    ))?;
+    Ok(t.trim().parse()?)
+}
+
+/// Each VE's share of CPU time over `secs` seconds, measured by the kernel.
+fn shares(a: &mut Appliance, ves: &[u32], secs: u64) -> anyhow::Result<Vec<f64>> {
+    let before: Vec<u64> = ves.iter().map(|v| usage(a, *v)).collect::<Result<_, _>>()?;
+    let t0 = std::time::Instant::now();
+    a.run_ok(&format!("sleep {secs}"))?;
+    let wall = t0.elapsed().as_micros() as f64;
+    let after: Vec<u64> = ves.iter().map(|v| usage(a, *v)).collect::<Result<_, _>>()?;
+    Ok(before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| (a - b) as f64 / wall)
+        .collect())
+}
+
+/// A busy loop in VE `veid` for `secs` seconds (the command of a `vzctl
+/// exec` ends with it, so vzctl runs in the background on the appliance).
+fn busy(a: &mut Appliance, veid: u32, secs: u32) -> anyhow::Result<()> {
+    a.run_ok(&format!(
+        "(vzctl exec {veid} 'timeout {secs} sh -c \"while :; do :; done\"' >/dev/null 2>&1 &)"
+    ))?;
+    Ok(())
+}
+
+#[test]
+fn beancounters_proc_view_cpu_and_memory() -> anyhow::Result<()> {
+    let mut a = Appliance::boot("resources")?;
+    a.enter_shell()?;
+    for v in [101, 102, 103] {
+        a.run_ok(&format!("vzctl --quiet create {v}"))?;
+    }
+    a.run_ok("vzctl set 101 --ram 256M --cpus 1 --save")?;
+    a.run_ok("vzctl --quiet start 101")?;
+
+    // The VE's /proc: its RAM, its CPUs, its own uptime. (procps' free
+    // reads /proc/meminfo; busybox's takes total and free from sysinfo(2),
+    // which no filesystem can change, and only "available" from meminfo.)
+    let meminfo = a.run_ok("vzctl exec 101 cat /proc/meminfo")?;
+    let kb = |key: &str| -> u64 {
+        meminfo
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    println!(
+        "resources: /proc/meminfo in VE 101 (--ram 256M): MemTotal {} kB, MemFree {} kB, MemAvailable {} kB",
+        kb("MemTotal:"),
+        kb("MemFree:"),
+        kb("MemAvailable:")
+    );
+    assert_eq!(kb("MemTotal:"), 262_144, "{meminfo}");
+    assert!(kb("MemFree:") < 262_144 && kb("MemAvailable:") <= 262_144);
+    let free = a.run_ok("vzctl exec 101 free -m")?;
+    println!("resources: busybox free -m in VE 101:\n{free}");
+    let available: u64 = free
+        .lines()
+        .find(|l| l.trim_start().starts_with("Mem:"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no Mem: line in free:\n{free}"))?;
+    assert!(available <= 256, "free's available is the VE's:\n{free}");
+    assert_eq!(a.run_ok("vzctl exec 101 nproc")?.trim(), "1");
+    let cpus = a.run_ok("vzctl exec 101 grep -c ^processor /proc/cpuinfo")?;
+    assert_eq!(cpus.trim(), "1", "cpuinfo shows the VE's CPUs");
+    let ve_up: f64 = a
+        .run_ok("vzctl exec 101 cat /proc/uptime")?
+        .split_whitespace()
+        .next()
+        .unwrap_or("x")
+        .parse()?;
+    let app_up: f64 = a
+        .run_ok("cat /proc/uptime")?
+        .split_whitespace()
+        .next()
+        .unwrap_or("x")
+        .parse()?;
+    println!("resources: uptime in VE 101 {ve_up:.1} s, appliance {app_up:.1} s");
+    assert!(ve_up + 2.0 < app_up, "the VE's uptime starts at its start");
+    let (out, rc) = a.run_rc("vzctl exec 101 'echo 1 > /proc/meminfo'")?;
+    assert_ne!(rc, 0, "the VE must not write its /proc view:\n{out}");
+
+    // Beancounters as OpenVZ prints them, and the same numbers in vzlist.
+    let ubc = a.run_ok("vzctl ubc 101")?;
+    println!("resources: vzctl ubc 101:\n{ubc}");
+    let lines: Vec<&str> = ubc.lines().collect();
+    assert!(lines.contains(&"Version: 2.5"), "{ubc}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("       101: kmemsize ")),
+        "{ubc}"
+    );
+    let row = |name: &str| -> Vec<u64> {
+        lines
+            .iter()
+            .find(|l| l.split_whitespace().any(|w| w == name))
+            .map(|l| {
+                l.split_whitespace()
+                    .filter_map(|w| w.parse().ok())
+                    .collect::<Vec<u64>>()
+            })
+            .unwrap_or_default()
+    };
+    let phys = row("physpages");
+    assert_eq!(phys.len(), 5, "{ubc}");
+    assert!(phys[0] > 0, "physpages held comes from memory.current");
+    assert_eq!(phys[3], 65_536, "physpages limit is --ram");
+    let list = a.run_ok("vzlist -H -o ctid,numproc,physpages.l,numproc.f")?;
+    let f: Vec<&str> = list.split_whitespace().collect();
+    assert_eq!(f[0], "101", "{list}");
+    assert_eq!(f[2], "65536", "{list}");
+    let json = a.run_ok("vzlist -j -o ctid,physpages")?;
+    assert!(json.contains("\"physpages\": {\"held\": "), "{json}");
+
+    // CPULIMIT 25 on a busy loop: the kernel's usage says ~25 %.
+    a.run_ok("vzctl set 101 --cpulimit 25")?;
+    busy(&mut a, 101, 9)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let s = shares(&mut a, &[101], 5)?;
+    println!("resources: cpulimit 25 -> measured {:.1} %", s[0] * 100.0);
+    assert!(
+        (0.15..=0.32).contains(&s[0]),
+        "cpulimit 25 must hold the VE near 25 %: {s:?}"
+    );
+    a.run_ok("vzctl --quiet stop 101 --fast")?;
+
+    // CPUUNITS 1000 : 2000 : 4000 on one CPU, all three busy.
+    for (v, units) in [(101, 1000), (102, 2000), (103, 4000)] {
+        a.run_ok(&format!(
+            "vzctl set {v} --cpuunits {units} --cpumask 1 --cpulimit 0 --cpus 0 --save"
+        ))?;
+        a.run_ok(&format!("vzctl --quiet start {v}"))?;
+        busy(&mut a, v, 12)?;
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let s = shares(&mut a, &[101, 102, 103], 6)?;
+    println!(
+        "resources: cpuunits 1000:2000:4000 on one CPU -> {:.1} % : {:.1} % : {:.1} % (ratio 1 : {:.2} : {:.2})",
+        s[0] * 100.0,
+        s[1] * 100.0,
+        s[2] * 100.0,
+        s[1] / s[0],
+        s[2] / s[0]
+    );
+    assert!(
+        s[0] < s[1] && s[1] < s[2],
+        "shares in cpuunits order: {s:?}"
+    );
+    assert!((1.4..=2.8).contains(&(s[1] / s[0])), "{s:?}");
+    assert!((2.8..=5.6).contains(&(s[2] / s[0])), "{s:?}");
+    for v in [101, 102] {
+        a.run_ok(&format!("vzctl --quiet stop {v} --fast"))?;
+    }
+
+    // A memory hog above its RAM: only its own processes die; the other VE
+    // and the appliance keep running; physpages failcnt rises; the log
+    // names the VE.
+    a.run_ok("vzctl set 102 --ram 48M --swap 0 --cpumask all --save")?;
+    a.run_ok("vzctl --quiet start 102 && vzctl --quiet start 101")?;
+    let (out, rc) = a.run_rc("vzctl exec 102 'head -c 209715200 /dev/zero | tail > /dev/null'")?;
+    println!("resources: memory hog in VE 102 (48M) ended with {rc}");
+    assert_ne!(rc, 0, "the hog must be killed:\n{out}");
+    let ones = a.run_ok("vzlist -H -o ctid,status,physpages.f,oomguarpages.f 101 102 103")?;
+    println!("resources: after the hog:\n{ones}");
+    let r102: Vec<&str> = ones
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("102"))
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    assert_eq!(r102.get(1), Some(&"running"), "{ones}");
+    assert!(
+        r102.get(2).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0) > 0,
+        "physpages failcnt must rise: {ones}"
+    );
+    assert!(ones.contains("101") && ones.contains("103"), "{ones}");
+    assert_eq!(a.run_ok("vzctl exec 101 echo alive")?.trim(), "alive");
+    // vmmgr's sampler logs the VE by name within a few seconds.
+    let mut logged = false;
+    for _ in 0..10 {
+        let log = a.run_ok("cat /run/vz/log | grep 'VE 102: hit its' || true")?;
+        if log.contains("physpages") || log.contains("oomguarpages") {
+            println!("resources: log: {}", log.trim());
+            logged = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(logged, "the appliance log must say which VE hit its limit");
+    Ok(())
+}

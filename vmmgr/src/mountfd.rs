@@ -100,10 +100,20 @@ pub fn mask(target: BorrowedFd<'_>, null: BorrowedFd<'_>) -> std::io::Result<()>
 
 /// Stacks a read-only copy of the mount tree at `target` onto itself.
 pub fn make_readonly(target: BorrowedFd<'_>) -> std::io::Result<()> {
-    let copy = clone_tree(target, true)?;
+    bind_readonly(target, target, true)
+}
+
+/// Attaches a read-only (and nosuid, nodev, noexec) copy of the mount at
+/// `src` (with its submounts if `recursive`) onto `target`.
+pub fn bind_readonly(
+    src: BorrowedFd<'_>,
+    target: BorrowedFd<'_>,
+    recursive: bool,
+) -> std::io::Result<()> {
+    let copy = clone_tree(src, recursive)?;
     crate::sys::mount_setattr(
         copy.as_fd(),
-        true,
+        recursive,
         crate::sys::MountAttr::READONLY_NOSUID_NODEV_NOEXEC,
         None,
     )?;

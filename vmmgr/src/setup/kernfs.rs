@@ -98,10 +98,9 @@ fn in_ve_namespaces(
 }
 
 /// Binds vmmgr's /proc view (`crate::procfs`) over the VE's files of the
-/// same names, read-only; `user_beancounters` is made as a file first (the
-/// VE's procfs has none: the bind goes on a tmpfs file in its place... not
-/// possible in procfs, so it is skipped there when missing). Without the
-/// view mounted (no FUSE in this kernel), the VE keeps the kernel's files.
+/// same names, read-only. A name procfs does not have (`user_beancounters`)
+/// is skipped: a bind needs an existing file. Without the view mounted (no
+/// FUSE in this kernel), the VE keeps the kernel's files.
 fn bind_procfs(cx: &Ctx, root: BorrowedFd<'_>) -> Result<(), SetupError> {
     let dir = std::path::Path::new(crate::procfs::MOUNT_DIR);
     let view = match rustix::fs::open(
@@ -133,22 +132,9 @@ fn bind_procfs(cx: &Ctx, root: BorrowedFd<'_>) -> Result<(), SetupError> {
                 rustix::fs::Mode::empty(),
             ),
         )?;
-        let copy = cx.at(
-            format!("copying {}/{name}", dir.display()),
-            mountfd::clone_tree(src.as_fd(), false),
-        )?;
         cx.at(
-            format!("making /proc/{name} read-only"),
-            crate::sys::mount_setattr(
-                copy.as_fd(),
-                false,
-                crate::sys::MountAttr::READONLY_NOSUID_NODEV_NOEXEC,
-                None,
-            ),
-        )?;
-        cx.at(
-            format!("binding /proc/{name}"),
-            mountfd::attach(copy.as_fd(), target.as_fd()),
+            format!("binding {}/{name} read-only on /proc/{name}", dir.display()),
+            mountfd::bind_readonly(src.as_fd(), target.as_fd(), false),
         )?;
     }
     Ok(())

@@ -39,8 +39,7 @@ fn busy(a: &mut Appliance, veid: u32, secs: u32) -> anyhow::Result<()> {
 
 #[test]
 fn beancounters_proc_view_cpu_and_memory() -> anyhow::Result<()> {
-    let mut a = Appliance::boot("resources")?;
-    a.enter_shell()?;
+    let mut a = Appliance::boot_with_probe("resources")?;
     for v in [101, 102, 103] {
         a.run_ok(&format!("vzctl --quiet create {v}"))?;
     }
@@ -201,5 +200,93 @@ fn beancounters_proc_view_cpu_and_memory() -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_secs(1));
     }
     assert!(logged, "the appliance log must say which VE hit its limit");
+
+    // DISKSPACE: EDQUOT at the limit, df shows it, another VE unaffected,
+    // raised live; a refused value leaves the config byte-identical.
+    a.run_ok("vzctl set 102 --diskspace 8M:8M --save")?;
+    let df = a.run_ok("vzctl exec 102 df -k /")?;
+    println!("resources: df in VE 102 (DISKSPACE 8M):\n{df}");
+    let size: u64 = df
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert_eq!(size, 8192, "df shows the quota as the size:\n{df}");
+    let (out, rc) = a.run_rc("vzctl exec2 102 'dd if=/dev/zero of=/big bs=1M count=16'")?;
+    println!(
+        "resources: writing 16M with DISKSPACE 8M: rc {rc}: {}",
+        out.trim()
+    );
+    assert_ne!(rc, 0, "{out}");
+    assert!(out.contains("quota"), "EDQUOT expected:\n{out}");
+    a.run_ok("vzctl exec2 101 'dd if=/dev/zero of=/big bs=1M count=16 && rm /big'")?;
+    let before = a.run_ok("md5sum /etc/vz/conf/102.conf")?;
+    let (out, rc) = a.run_rc("vzctl set 102 --diskspace 9M:8M --save")?;
+    assert_eq!(rc, 21, "{out}");
+    assert_eq!(a.run_ok("md5sum /etc/vz/conf/102.conf")?, before);
+    a.run_ok("vzctl set 102 --diskspace 40M:40M --save")?;
+    a.run_ok("vzctl exec2 102 'rm -f /big; dd if=/dev/zero of=/big bs=1M count=16'")?;
+    let used = a.run_ok("vzlist -H -o diskspace,diskspace.h 102")?;
+    println!(
+        "resources: vzlist diskspace after 16M written: {}",
+        used.trim()
+    );
+    let u: Vec<u64> = used
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    assert!(u.len() == 2 && u[0] >= 16_384 && u[1] == 40_960, "{used}");
+
+    // Devices: /dev/net/tun missing, then granted live and used; FUSE
+    // granted read-only: reading opens, writing is refused by the device
+    // program; revoked live; mknod never works.
+    let (_, rc) = a.run_rc("vzctl exec2 101 'test -e /dev/net/tun'")?;
+    assert_ne!(rc, 0, "no tun before it is granted");
+    // Granted by number only (DEVICES makes no node): still unreachable.
+    a.run_ok("vzctl set 101 --devices c:10:200:rw")?;
+    let (_, rc) = a.run_rc("vzctl exec2 101 'test -e /dev/net/tun'")?;
+    assert_ne!(rc, 0, "DEVICES makes no node");
+    a.run_ok("vzctl set 101 --devices c:10:200:none")?;
+    a.run_ok("vzctl set 101 --devnodes net/tun:rw --save")?;
+    a.install_probe(101)?;
+    let out = a.run_ok("vzctl exec2 101 ve-probe tun")?;
+    println!(
+        "resources: in VE 101 after --devnodes net/tun:rw: {}",
+        out.trim()
+    );
+    assert!(out.contains("tun: tun0 created"), "{out}");
+    a.run_ok("vzctl set 101 --devnodes fuse:r")?;
+    a.run_ok("vzctl exec2 101 ': < /dev/fuse'")?;
+    let (out, rc) = a.run_rc("vzctl exec2 101 ': > /dev/fuse'")?;
+    assert_ne!(rc, 0, "write access to a read-only grant:\n{out}");
+    assert!(out.contains("not permitted"), "{out}");
+    a.run_ok("vzctl set 101 --devnodes fuse:none")?;
+    let (_, rc) = a.run_rc("vzctl exec2 101 'test -e /dev/fuse'")?;
+    assert_ne!(rc, 0, "fuse revoked: its node is gone");
+    let (out, rc) = a.run_rc("vzctl exec2 101 'mknod /tmp/mem c 1 1'")?;
+    assert_ne!(rc, 0, "mknod in a VE:\n{out}");
+
+    // After an appliance reboot: the saved limits, the quota and its usage,
+    // the devices.
+    a.exit_shell()?;
+    a.send("reboot\r")?;
+    a.expect("init: reboot now", Duration::from_secs(120))?;
+    a.rebooted()?;
+    a.enter_shell()?;
+    a.run_ok("vzctl --quiet start 101 && vzctl --quiet start 102")?;
+    let used2 = a.run_ok("vzlist -H -o diskspace,diskspace.h 102")?;
+    assert_eq!(
+        used2.trim(),
+        used.trim(),
+        "quota usage and limit survive a reboot"
+    );
+    let (out, rc) = a.run_rc("vzctl exec2 102 'dd if=/dev/zero of=/big2 bs=1M count=32'")?;
+    assert_ne!(rc, 0, "the limit holds after a reboot:\n{out}");
+    assert_eq!(
+        a.run_ok("cat /sys/fs/cgroup/vz/102/memory.max")?.trim(),
+        (48u64 << 20).to_string()
+    );
+    a.run_ok("vzctl exec2 101 ': < /dev/net/tun'")?;
     Ok(())
 }

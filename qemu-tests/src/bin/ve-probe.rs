@@ -140,10 +140,34 @@ fn main() {
             );
             report("kexec_load", call(libc::SYS_kexec_load, [0; 5]));
         }
+        Some("tun") => {
+            // What a VPN does: a tun interface from /dev/net/tun.
+            match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/net/tun")
+            {
+                Ok(f) => {
+                    use std::os::fd::AsRawFd;
+                    let mut ifr = [0u8; 40];
+                    ifr[..4].copy_from_slice(b"tun0");
+                    // IFF_TUN | IFF_NO_PI
+                    ifr[16..18].copy_from_slice(&0x1001u16.to_ne_bytes());
+                    // SAFETY: TUNSETIFF reads and writes one struct ifreq.
+                    let rc = unsafe { libc::ioctl(f.as_raw_fd(), 0x4004_54ca, ifr.as_mut_ptr()) };
+                    if rc == 0 {
+                        println!("tun: tun0 created")
+                    } else {
+                        println!("tun: TUNSETIFF failed ({})", errno())
+                    }
+                }
+                Err(e) => println!("tun: open failed ({e})"),
+            }
+        }
         _ => {
             eprintln!(
                 "usage: ve-probe shm-create|shm-find [KEY] | module | mknod | tiocsti | \
-                 session | fds | syscalls"
+                 session | fds | syscalls | tun"
             );
             std::process::exit(2);
         }

@@ -18,6 +18,10 @@ fn main() {
         eprintln!("vesetup: PR_SET_DUMPABLE: {e}");
         std::process::exit(2);
     }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("devnodes") {
+        devnodes(&args[1..]);
+    }
     // SAFETY: fd 3 is the channel vmmgr passed for this purpose, taken once.
     let Some(chan) = (unsafe { vmmgr::sys::take_inherited_fd(CHANNEL_FD) }) else {
         eprintln!("vesetup: run by vmmgr only (no channel on fd {CHANNEL_FD})");
@@ -57,6 +61,39 @@ fn main() {
     if let Err(e) = sent {
         eprintln!("vesetup: reporting to vmmgr: {e}");
         std::process::exit(1);
+    }
+}
+
+/// `vesetup devnodes +path -path ...`: fd 3 is the VE init's pidfd.
+fn devnodes(args: &[String]) -> ! {
+    // SAFETY: fd 3 is the pidfd vmmgr passed for this purpose, taken once.
+    let Some(init) = (unsafe { vmmgr::sys::take_inherited_fd(CHANNEL_FD) }) else {
+        eprintln!("vesetup devnodes: run by vmmgr only (no pidfd on fd {CHANNEL_FD})");
+        std::process::exit(2);
+    };
+    if let Err(e) = vmmgr::sys::close_fds_except(&[init.as_fd()]) {
+        eprintln!("vesetup devnodes: closing inherited descriptors: {e}");
+        std::process::exit(2);
+    }
+    let owner = args
+        .first()
+        .and_then(|o| o.split_once(':'))
+        .and_then(|(u, g)| Some((u.parse::<u32>().ok()?, g.parse::<u32>().ok()?)));
+    let Some(owner) = owner else {
+        eprintln!("vesetup devnodes: the first argument is the VE root's UID:GID");
+        std::process::exit(2);
+    };
+    let changes: Result<Vec<_>, _> = args[1..]
+        .iter()
+        .map(|a| vmmgr::setup::devnodes::Change::parse(a))
+        .collect();
+    let r = changes.and_then(|c| vmmgr::setup::devnodes::run(init.as_fd(), owner, &c));
+    match r {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
     }
 }
 

@@ -99,7 +99,7 @@ impl Manager {
         let private = self
             .layout
             .on_disk(Path::new(&format!("/vz/private/{veid}")));
-        if let Err(o) = make_private(&private, true) {
+        if let Err(o) = make_private(&private, true, veid) {
             return o;
         }
         if let Err(e) = crate::fsutil::write_atomic(&path, &text) {
@@ -118,12 +118,33 @@ impl Manager {
 
 /// Creates a VE's private area (`upper/`, `work/`); `fresh` refuses an
 /// existing one.
-pub(super) fn make_private(private: &Path, fresh: bool) -> Result<(), Outcome> {
+pub(super) fn make_private(private: &Path, fresh: bool, veid: VeId) -> Result<(), Outcome> {
     if fresh && private.exists() {
         return Err(Outcome::fail(
             ExitCode::PrivateExists,
             format!("private area {} already exists", private.display()),
         ));
+    }
+    if let Err(e) = std::fs::create_dir_all(private) {
+        return Err(Outcome::fail(
+            ExitCode::CreatePrivate,
+            format!("creating {}: {e}", private.display()),
+        ));
+    }
+    // The VE's disk quota project, before anything of the VE is in it (and,
+    // for an area made before quotas, over what is there: the VE is not
+    // running, nothing moves under the walk).
+    match super::quota::assign(private, veid.get()) {
+        Ok(0) => {}
+        Ok(n) => log::info!(
+            "VE {veid}: {n} files of {} put in disk quota project {veid}",
+            private.display()
+        ),
+        Err(e) => log::warn!(
+            "VE {veid}: {} cannot carry a disk quota project ({e}): DISKSPACE and DISKINODES \
+             are not enforced (VZDATA needs ext4 with the project feature, mounted prjquota)",
+            private.display()
+        ),
     }
     for d in ["upper", "work"] {
         if let Err(e) = std::fs::create_dir_all(private.join(d)) {

@@ -17,9 +17,11 @@ mod boot;
 pub mod cgroup;
 mod create;
 mod destroy;
+pub mod devices;
 mod info;
 pub mod limits;
 mod mount;
+pub mod quota;
 mod resources;
 mod set;
 mod start;
@@ -124,7 +126,16 @@ struct State {
     mounted: BTreeSet<VeId>,
     /// Peaks and load averages sampled from running VEs.
     sampled: BTreeMap<VeId, resources::Sampled>,
+    /// DEVNODES and DEVICES in force in each running VE (a `vzctl set`
+    /// without `--save` changes them and not the config).
+    devices: BTreeMap<VeId, Devices>,
 }
+
+/// A VE's DEVNODES and DEVICES.
+type Devices = (
+    Vec<vzconfig::resources::DevNode>,
+    Vec<vzconfig::resources::DevRule>,
+);
 
 /// The manager, shared by the server threads.
 #[derive(Debug)]

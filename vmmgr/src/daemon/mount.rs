@@ -30,7 +30,7 @@ impl Manager {
         }
         let private = self.layout.on_disk(&cfg.ve_private);
         let root = self.layout.on_disk(&cfg.ve_root);
-        if let Err(o) = make_private(&private, false) {
+        if let Err(o) = make_private(&private, false, veid) {
             return o;
         }
         let _ = std::fs::create_dir_all(&root);

@@ -100,10 +100,14 @@ impl Manager {
     /// VE `veid`'s resources now.
     pub fn resources(&self, veid: VeId) -> Resources {
         let cfg = self.config_of(veid);
-        let limits = match &cfg {
+        let mut limits = match &cfg {
             Some(Ok(c)) => c.limits.clone(),
-            _ => Default::default(),
+            _ => vzconfig::resources::Limits::default(),
         };
+        if let Some((n, d)) = self.lock().devices.get(&veid).cloned() {
+            limits.devnodes = n;
+            limits.devices = d;
+        }
         let counters = self.counters(veid);
         let seen = {
             let mut st = self.lock();
@@ -171,7 +175,7 @@ impl Manager {
     }
 
     /// Disk usage of VE `veid` (KiB, inodes) from its project quota.
-    fn disk_usage(&self, _veid: VeId) -> Option<(u64, u64)> {
-        None
+    fn disk_usage(&self, veid: VeId) -> Option<(u64, u64)> {
+        self.quota_usage(veid)
     }
 }

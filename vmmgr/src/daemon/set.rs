@@ -18,15 +18,21 @@ impl Manager {
         };
         // --devnodes and --devices change one entry each (`none` removes
         // it); the key keeps the others.
+        // On a running VE they change what is in force there.
         let (current, _) = config::parse(&original, &path);
+        let in_force = self.lock().devices.get(&veid).cloned();
         let mut lists: std::collections::BTreeMap<&str, String> = ["DEVNODES", "DEVICES"]
             .into_iter()
             .map(|k| {
-                let v = current
-                    .iter()
-                    .rev()
-                    .find(|e| e.key == k)
-                    .map_or(String::new(), |e| e.value.clone());
+                let v = match (&in_force, k) {
+                    (Some((n, _)), "DEVNODES") => render_devnodes(n),
+                    (Some((_, d)), _) => render_devices(d),
+                    (None, _) => current
+                        .iter()
+                        .rev()
+                        .find(|e| e.key == k)
+                        .map_or(String::new(), |e| e.value.clone()),
+                };
                 (k, v)
             })
             .collect();
@@ -67,8 +73,61 @@ impl Manager {
             }
         }
         let mut applied = Vec::new();
+        // The disk quota first (one call, all or nothing), running or not.
+        let before_cfg = self.config_of(veid).and_then(|c| c.ok());
+        let disk =
+            |c: &config::VeConfig| (c.limits.diskspace, c.limits.diskinodes, c.limits.quotatime);
+        if before_cfg.as_ref().map(disk) != Some(disk(&cfg)) {
+            if let Err(e) = self.apply_quota(veid, &cfg) {
+                return Outcome::fail(
+                    ExitCode::BadValue,
+                    format!("VE {veid}: nothing changed: {e}"),
+                );
+            }
+            applied.push("disk quota".to_owned());
+        }
         let init = self.lock().running.get(&veid).map(|r| Arc::clone(&r.pidfd));
         if let Some(init) = init {
+            // Devices: the new program, then the nodes; a failure puts the
+            // old program back (and the quota) and changes nothing else.
+            let devs = |c: &config::VeConfig| (c.limits.devnodes.clone(), c.limits.devices.clone());
+            let old_devs = in_force
+                .clone()
+                .or_else(|| before_cfg.as_ref().map(devs))
+                .unwrap_or_default();
+            if old_devs != devs(&cfg) {
+                let cg = crate::daemon::cgroup::dir(&self.layout.cgroup_root, veid);
+                let undo_quota = || {
+                    if let Some(b) = &before_cfg {
+                        let _ = self.apply_quota(veid, b);
+                    }
+                };
+                if let Err(e) =
+                    crate::daemon::devices::apply(&cg, &cfg.limits.devnodes, &cfg.limits.devices)
+                {
+                    undo_quota();
+                    return Outcome::fail(
+                        ExitCode::BadValue,
+                        format!("VE {veid}: nothing changed: {e}"),
+                    );
+                }
+                let changes = node_changes(&old_devs.0, &cfg.limits.devnodes);
+                if let Err(e) = crate::setup::devnodes::spawn(
+                    &self.layout.helper,
+                    &init,
+                    (cfg.local_uid, cfg.local_gid),
+                    &changes,
+                ) {
+                    let _ = crate::daemon::devices::apply(&cg, &old_devs.0, &old_devs.1);
+                    undo_quota();
+                    return Outcome::fail(
+                        ExitCode::System,
+                        format!("VE {veid}: nothing changed: its /dev: {e}"),
+                    );
+                }
+                self.lock().devices.insert(veid, devs(&cfg));
+                applied.push("devices".to_owned());
+            }
             // Limits first: a value the kernel refuses changes nothing, not
             // the other limits, not the config file.
             let cg = crate::daemon::cgroup::dir(&self.layout.cgroup_root, veid);
@@ -85,10 +144,13 @@ impl Manager {
                         }
                     }
                     Err(e) => {
+                        if let Some(b) = &before_cfg {
+                            let _ = self.apply_quota(veid, b);
+                        }
                         return Outcome::fail(
                             ExitCode::BadValue,
                             format!("VE {veid}: nothing changed: {e}"),
-                        )
+                        );
                     }
                 }
             }
@@ -126,6 +188,49 @@ impl Manager {
     }
 }
 
+/// The nodes to add to and remove from a VE's /dev when DEVNODES goes
+/// from `old` to `new`.
+pub(super) fn node_changes(
+    old: &[vzconfig::resources::DevNode],
+    new: &[vzconfig::resources::DevNode],
+) -> Vec<crate::setup::devnodes::Change> {
+    let on = |l: &[vzconfig::resources::DevNode]| -> Vec<String> {
+        l.iter()
+            .filter(|d| d.access.any())
+            .map(|d| d.path.clone())
+            .collect()
+    };
+    let (o, n) = (on(old), on(new));
+    let mut out: Vec<crate::setup::devnodes::Change> = o
+        .iter()
+        .filter(|p| !n.contains(p))
+        .map(|p| crate::setup::devnodes::Change {
+            add: false,
+            path: p.clone(),
+        })
+        .collect();
+    out.extend(
+        n.iter()
+            .filter(|p| !o.contains(p))
+            .map(|p| crate::setup::devnodes::Change {
+                add: true,
+                path: p.clone(),
+            }),
+    );
+    out
+}
+
+fn render_devnodes(l: &[vzconfig::resources::DevNode]) -> String {
+    l.iter()
+        .map(|d| format!("{}:{}", d.path, d.access.render()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn render_devices(l: &[vzconfig::resources::DevRule]) -> String {
+    l.iter().map(|d| d.render()).collect::<Vec<_>>().join(" ")
+}
+
 /// `list` (a DEVNODES or DEVICES value) with the entries of `add` put in
 /// place of the same device's, and those with access `none` removed.
 fn merge_devices(key: &str, list: &str, add: &str) -> String {
@@ -133,14 +238,11 @@ fn merge_devices(key: &str, list: &str, add: &str) -> String {
     if key == "DEVNODES" {
         let mut all = r::parse_devnodes(&format!("{list} {add}")).unwrap_or_default();
         all.retain(|d| d.access.any());
-        all.iter()
-            .map(|d| format!("{}:{}", d.path, d.access.render()))
-            .collect::<Vec<_>>()
-            .join(" ")
+        render_devnodes(&all)
     } else {
         let mut all = r::parse_devices(&format!("{list} {add}")).unwrap_or_default();
         all.retain(|d| d.access.any());
-        all.iter().map(|d| d.render()).collect::<Vec<_>>().join(" ")
+        render_devices(&all)
     }
 }
 

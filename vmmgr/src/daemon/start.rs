@@ -60,8 +60,11 @@ impl Manager {
             return Outcome::fail(ExitCode::StartDisabled, format!("VE {veid} is disabled (DISABLED=\"yes\"): use --force, or vzctl set {veid} --disabled no --save"));
         }
         let t0 = Instant::now();
-        if let Err(o) = make_private(&self.layout.on_disk(&cfg.ve_private), false) {
+        if let Err(o) = make_private(&self.layout.on_disk(&cfg.ve_private), false, veid) {
             return o;
+        }
+        if let Err(e) = self.apply_quota(veid, &cfg) {
+            return Outcome::fail(ExitCode::System, format!("VE {veid}: {e}"));
         }
         let spec = self.spec(&cfg);
         if let Err(e) = std::fs::create_dir_all(&spec.root) {
@@ -108,6 +111,14 @@ impl Manager {
                 return Outcome::fail(ExitCode::System, format!("VE {veid}: its limits: {e}"));
             }
         }
+        // Which devices it may open, before anything of it runs (fails
+        // closed: no program, no start).
+        if let Err(e) =
+            crate::daemon::devices::apply(&cg, &cfg.limits.devnodes, &cfg.limits.devices)
+        {
+            self.cleanup_cgroup(veid);
+            return Outcome::fail(ExitCode::System, format!("VE {veid}: its devices: {e}"));
+        }
         let (pid, start, fd) = match crate::setup::spawn_helper(&self.layout.helper, &spec) {
             crate::setup::Outcome::Started {
                 pid,
@@ -153,6 +164,20 @@ impl Manager {
                 ),
             );
         }
+        // Its DEVNODES in its /dev (the program above already allows them).
+        let adds = super::set::node_changes(&[], &cfg.limits.devnodes);
+        if let Err(e) = crate::setup::devnodes::spawn(
+            &self.layout.helper,
+            &fd,
+            (spec.uid_base, spec.gid_base),
+            &adds,
+        ) {
+            log::error!("VE {veid}: DEVNODES not made in its /dev: {e}");
+        }
+        self.lock().devices.insert(
+            veid,
+            (cfg.limits.devnodes.clone(), cfg.limits.devices.clone()),
+        );
         self.track(veid, pid, start, fd);
         log::info!(
             "VE {veid}: started, init pid {pid}, in {} ms",

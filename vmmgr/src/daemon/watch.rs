@@ -109,6 +109,7 @@ impl Manager {
         let mut restart = false;
         if st.running.get(&veid).is_some_and(|r| r.pid == pid) {
             st.running.remove(&veid);
+            st.devices.remove(&veid);
             let stopping = st.stopping.remove(&veid);
             restart = how == InitExit::Reboot && !stopping;
             if restart && !reboot_allowed(st.reboots.entry(veid).or_default(), Instant::now()) {

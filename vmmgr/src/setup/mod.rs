@@ -26,6 +26,7 @@
 //! vmmgr gets back one typed frame and a pidfd of the VE init on fd 3.
 
 mod dev;
+pub mod devnodes;
 mod init;
 mod kernfs;
 mod layers;

@@ -1,0 +1,399 @@
+//! Which devices a VE may open: a cgroup device program (eBPF,
+//! `BPF_PROG_TYPE_CGROUP_DEVICE`) on the VE's appliance-owned cgroup,
+//! attached with `BPF_F_ALLOW_MULTI` so that it holds for every group below
+//! (the VE's own and its exec leaves) and nothing there can lift it, and
+//! replaced live when DEVNODES or DEVICES change (the new program is
+//! attached before the old ones are detached: during the swap both apply,
+//! so access only narrows). VE root can neither load a program (CAP_BPF of
+//! the initial namespace) nor detach ours (that needs the program's fd).
+//!
+//! A VE may always use the nodes its /dev has from the start (null, zero,
+//! full, random, urandom, tty, its ptys) and what its config grants; the
+//! nodes DEVNODES names are also bound into its /dev (`setup::devnodes`).
+
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use vzconfig::resources::{Access, DevNode, DevRule};
+
+/// One rule of the program: type, numbers (None: any), access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    /// `b` or `c`.
+    pub kind: char,
+    pub major: Option<u32>,
+    pub minor: Option<u32>,
+    pub read: bool,
+    pub write: bool,
+}
+
+/// What every VE may open: the nodes of its /dev and its ptys.
+pub const DEFAULT: &[(u32, Option<u32>)] = &[
+    (1, Some(3)),
+    (1, Some(5)),
+    (1, Some(7)),
+    (1, Some(8)),
+    (1, Some(9)),
+    (5, Some(0)),
+    (5, Some(2)),
+    // The ptys of the VE's devpts instance (UNIX98: majors 136 to 143).
+    (136, None),
+    (137, None),
+    (138, None),
+    (139, None),
+    (140, None),
+    (141, None),
+    (142, None),
+    (143, None),
+];
+
+fn from_access(kind: char, major: Option<u32>, minor: Option<u32>, a: Access) -> Rule {
+    Rule {
+        kind,
+        major,
+        minor,
+        read: a.read,
+        write: a.write,
+    }
+}
+
+/// A device's type (`b`/`c`) and numbers.
+pub type Node = (char, u32, u32);
+
+/// The rules for a VE: the defaults, its DEVNODES (numbers of the
+/// appliance's nodes, found by `stat`), its DEVICES.
+pub fn rules(
+    devnodes: &[DevNode],
+    devices: &[DevRule],
+    stat: &dyn Fn(&str) -> Option<Node>,
+) -> Result<Vec<Rule>, String> {
+    let mut out: Vec<Rule> = DEFAULT
+        .iter()
+        .map(|(ma, mi)| Rule {
+            kind: 'c',
+            major: Some(*ma),
+            minor: *mi,
+            read: true,
+            write: true,
+        })
+        .collect();
+    for d in devnodes.iter().filter(|d| d.access.any()) {
+        let (kind, ma, mi) = stat(&d.path).ok_or_else(|| {
+            format!(
+                "DEVNODES {}: /dev/{} is not a device node on the appliance \
+                 (is its driver loaded?)",
+                d.path, d.path
+            )
+        })?;
+        out.push(from_access(kind, Some(ma), Some(mi), d.access));
+    }
+    for d in devices.iter().filter(|d| d.access.any()) {
+        out.push(from_access(d.kind, Some(d.major), d.minor, d.access));
+    }
+    Ok(out)
+}
+
+/// The type and numbers of the appliance's `/dev/<path>`.
+pub fn stat_node(path: &str) -> Option<Node> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let m = std::fs::symlink_metadata(format!("/dev/{path}")).ok()?;
+    let kind = if m.file_type().is_char_device() {
+        'c'
+    } else if m.file_type().is_block_device() {
+        'b'
+    } else {
+        return None;
+    };
+    let r = m.rdev();
+    Some((kind, rustix::fs::major(r), rustix::fs::minor(r)))
+}
+
+// The program, as runc and crun build it: the request's type, access,
+// major and minor in r2..r5, one block per rule that jumps to the next
+// block on any mismatch and returns 1 on a match, 0 at the end.
+const LDX_W: u8 = 0x61;
+const AND32_K: u8 = 0x54;
+const RSH32_K: u8 = 0x74;
+const MOV32_X: u8 = 0xbc;
+const MOV64_K: u8 = 0xb7;
+const JNE_K: u8 = 0x55;
+const JNE_X: u8 = 0x5d;
+const EXIT: u8 = 0x95;
+
+fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> [u8; 8] {
+    let mut b = [0u8; 8];
+    b[0] = code;
+    b[1] = (src << 4) | (dst & 0x0f);
+    b[2..4].copy_from_slice(&off.to_le_bytes());
+    b[4..8].copy_from_slice(&imm.to_le_bytes());
+    b
+}
+
+/// The program's instructions for `rules`.
+pub fn program(rules: &[Rule]) -> Vec<[u8; 8]> {
+    let mut p = vec![
+        insn(LDX_W, 2, 1, 0, 0),
+        insn(AND32_K, 2, 0, 0, 0xffff),
+        insn(LDX_W, 3, 1, 0, 0),
+        insn(RSH32_K, 3, 0, 0, 16),
+        insn(LDX_W, 4, 1, 4, 0),
+        insn(LDX_W, 5, 1, 8, 0),
+    ];
+    for r in rules {
+        let mut block = Vec::new();
+        let ty = if r.kind == 'b' { 1 } else { 2 };
+        // Jumps are patched to the block's end below (offset placeholder).
+        block.push((JNE_K, 2, 0, ty));
+        // The request's access must be within the rule's (mknod never is).
+        let allowed = (if r.read { 2 } else { 0 }) | (if r.write { 4 } else { 0 });
+        block.push((MOV32_X, 1, 3, 0));
+        block.push((AND32_K, 1, 0, allowed));
+        block.push((JNE_X, 1, 3, 0));
+        if let Some(ma) = r.major {
+            block.push((JNE_K, 4, 0, ma as i32));
+        }
+        if let Some(mi) = r.minor {
+            block.push((JNE_K, 5, 0, mi as i32));
+        }
+        let n = block.len();
+        // After the block's tests: r0 = 1; exit (2 instructions).
+        for (i, (code, dst, src, imm)) in block.into_iter().enumerate() {
+            let is_jump = code == JNE_K || code == JNE_X;
+            let off = if is_jump { (n - i - 1 + 2) as i16 } else { 0 };
+            p.push(insn(code, dst, src, off, imm));
+        }
+        p.push(insn(MOV64_K, 0, 0, 0, 1));
+        p.push(insn(EXIT, 0, 0, 0, 0));
+    }
+    p.push(insn(MOV64_K, 0, 0, 0, 0));
+    p.push(insn(EXIT, 0, 0, 0, 0));
+    p
+}
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_ATTACH: libc::c_long = 8;
+const BPF_PROG_DETACH: libc::c_long = 9;
+const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+const BPF_PROG_QUERY: libc::c_long = 16;
+const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+const BPF_CGROUP_DEVICE: u32 = 6;
+const BPF_F_ALLOW_MULTI: u32 = 2;
+
+/// `union bpf_attr`, as bytes (144 in 6.1); fields written at their offsets.
+struct Attr([u8; 144]);
+
+impl Attr {
+    fn new() -> Attr {
+        Attr([0; 144])
+    }
+    fn u32(&mut self, at: usize, v: u32) -> &mut Attr {
+        self.0[at..at + 4].copy_from_slice(&v.to_ne_bytes());
+        self
+    }
+    fn u64(&mut self, at: usize, v: u64) -> &mut Attr {
+        self.0[at..at + 8].copy_from_slice(&v.to_ne_bytes());
+        self
+    }
+    fn get_u32(&self, at: usize) -> u32 {
+        u32::from_ne_bytes([self.0[at], self.0[at + 1], self.0[at + 2], self.0[at + 3]])
+    }
+}
+
+fn bpf(cmd: libc::c_long, attr: &mut Attr) -> std::io::Result<i64> {
+    // SAFETY: `attr` is a zeroed bpf_attr of the size we pass, with the
+    // fields `cmd` reads set; pointers in it outlive the call.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.0.as_mut_ptr(), attr.0.len()) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(r)
+}
+
+/// Loads `insns` as a cgroup device program; the kernel's verifier log
+/// goes into the error if it refuses.
+pub fn load(insns: &[[u8; 8]]) -> std::io::Result<OwnedFd> {
+    let license = c"GPL";
+    let mut log = vec![0u8; 16 * 1024];
+    let mut a = Attr::new();
+    a.u32(0, BPF_PROG_TYPE_CGROUP_DEVICE)
+        .u32(4, insns.len() as u32)
+        .u64(8, insns.as_ptr() as u64)
+        .u64(16, license.as_ptr() as u64)
+        .u32(24, 1)
+        .u32(28, log.len() as u32)
+        .u64(32, log.as_mut_ptr() as u64);
+    match bpf(BPF_PROG_LOAD, &mut a) {
+        // SAFETY: BPF_PROG_LOAD returned a new descriptor we own.
+        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) }),
+        Err(e) => {
+            let end = log.iter().position(|b| *b == 0).unwrap_or(0);
+            Err(std::io::Error::new(
+                e.kind(),
+                format!(
+                    "loading the device program: {e}: {}",
+                    String::from_utf8_lossy(&log[..end]).trim()
+                ),
+            ))
+        }
+    }
+}
+
+/// Ids of the device programs attached to the cgroup `cg` itself.
+fn attached(cg: BorrowedFd<'_>) -> std::io::Result<Vec<u32>> {
+    let mut ids = [0u32; 64];
+    let mut a = Attr::new();
+    a.u32(0, cg.as_raw_fd() as u32)
+        .u32(4, BPF_CGROUP_DEVICE)
+        .u64(16, ids.as_mut_ptr() as u64)
+        .u32(24, ids.len() as u32);
+    bpf(BPF_PROG_QUERY, &mut a)?;
+    let n = (a.get_u32(24) as usize).min(ids.len());
+    Ok(ids[..n].to_vec())
+}
+
+/// Attaches `prog` to the cgroup `cg` (ALLOW_MULTI), then detaches every
+/// device program that was there before.
+pub fn replace(cg: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> std::io::Result<()> {
+    let old = attached(cg)?;
+    let mut a = Attr::new();
+    a.u32(0, cg.as_raw_fd() as u32)
+        .u32(4, prog.as_raw_fd() as u32)
+        .u32(8, BPF_CGROUP_DEVICE)
+        .u32(12, BPF_F_ALLOW_MULTI);
+    bpf(BPF_PROG_ATTACH, &mut a)?;
+    for id in old {
+        let mut g = Attr::new();
+        g.u32(0, id);
+        let Ok(fd) = bpf(BPF_PROG_GET_FD_BY_ID, &mut g) else {
+            continue;
+        };
+        // SAFETY: a new descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let mut d = Attr::new();
+        d.u32(0, cg.as_raw_fd() as u32)
+            .u32(4, fd.as_raw_fd() as u32)
+            .u32(8, BPF_CGROUP_DEVICE);
+        bpf(BPF_PROG_DETACH, &mut d)?;
+    }
+    Ok(())
+}
+
+/// Builds, loads and puts in place the device program of the VE whose
+/// cgroup directory is `cg`.
+pub fn apply(
+    cg: &std::path::Path,
+    devnodes: &[DevNode],
+    devices: &[DevRule],
+) -> Result<(), String> {
+    let rules = rules(devnodes, devices, &stat_node)?;
+    let prog = load(&program(&rules)).map_err(|e| e.to_string())?;
+    let dir = rustix::fs::open(
+        cg,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| format!("opening {}: {e}", cg.display()))?;
+    use std::os::fd::AsFd;
+    replace(dir.as_fd(), prog.as_fd())
+        .map_err(|e| format!("attaching the device program to {}: {e}", cg.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs the program on a request, as the kernel would (the few opcodes
+    /// we emit).
+    fn run(p: &[[u8; 8]], kind: u32, access: u32, major: u32, minor: u32) -> u64 {
+        let ctx = [(access << 16) | kind, major, minor];
+        let mut r = [0u64; 11];
+        let mut pc = 0usize;
+        loop {
+            let i = p[pc];
+            let (dst, src) = ((i[1] & 0x0f) as usize, (i[1] >> 4) as usize);
+            let off = i16::from_le_bytes([i[2], i[3]]);
+            let imm = i32::from_le_bytes([i[4], i[5], i[6], i[7]]);
+            pc += 1;
+            match i[0] {
+                LDX_W => r[dst] = u64::from(ctx[off as usize / 4]),
+                AND32_K => r[dst] = (r[dst] as u32 & imm as u32) as u64,
+                RSH32_K => r[dst] = ((r[dst] as u32) >> imm) as u64,
+                MOV32_X => r[dst] = r[src] as u32 as u64,
+                MOV64_K => r[dst] = imm as i64 as u64,
+                JNE_K if r[dst] != imm as i64 as u64 => pc = (pc as i64 + i64::from(off)) as usize,
+                JNE_X if r[dst] != r[src] => pc = (pc as i64 + i64::from(off)) as usize,
+                JNE_K | JNE_X => {}
+                EXIT => return r[0],
+                other => panic!("opcode {other:#x}"),
+            }
+        }
+    }
+
+    const R: u32 = 2;
+    const W: u32 = 4;
+    const MKNOD: u32 = 1;
+
+    #[test]
+    fn the_program_allows_exactly_the_rules() {
+        let tun = DevNode {
+            path: "net/tun".into(),
+            access: Access {
+                read: true,
+                write: true,
+                quota: false,
+            },
+        };
+        let disk = DevRule {
+            kind: 'b',
+            major: 8,
+            minor: None,
+            access: Access {
+                read: true,
+                write: false,
+                quota: false,
+            },
+        };
+        let stat = |p: &str| (p == "net/tun").then_some(('c', 10, 200));
+        let r = rules(&[tun], &[disk], &stat).expect("rules");
+        let p = program(&r);
+        // Defaults: /dev/null read-write, a pty, ptmx.
+        assert_eq!(run(&p, 2, R | W, 1, 3), 1);
+        assert_eq!(run(&p, 2, R | W, 136, 7), 1);
+        assert_eq!(run(&p, 2, R | W, 5, 2), 1);
+        // Granted: tun, and the disk read-only.
+        assert_eq!(run(&p, 2, R | W, 10, 200), 1);
+        assert_eq!(run(&p, 1, R, 8, 1), 1);
+        assert_eq!(run(&p, 1, R | W, 8, 1), 0, "the disk is read-only");
+        // Not granted: fuse, kmsg, mem, a char device with the disk's numbers.
+        assert_eq!(run(&p, 2, R | W, 10, 229), 0);
+        assert_eq!(run(&p, 2, R, 1, 11), 0);
+        assert_eq!(run(&p, 2, R, 1, 1), 0);
+        assert_eq!(run(&p, 2, R, 8, 1), 0);
+        // mknod is never allowed, not even of a granted node.
+        assert_eq!(run(&p, 2, MKNOD, 1, 3), 0);
+        assert_eq!(run(&p, 2, MKNOD, 10, 200), 0);
+    }
+
+    #[test]
+    fn the_kernels_verifier_accepts_the_program() {
+        let r = rules(&[], &[], &|_| None).expect("rules");
+        match load(&program(&r)) {
+            Ok(_) => eprintln!("device program loaded by this kernel"),
+            // Not root (or no BPF here): nothing to check.
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn a_missing_node_is_a_clear_error() {
+        let fuse = DevNode {
+            path: "fuse".into(),
+            access: Access {
+                read: true,
+                write: true,
+                quota: false,
+            },
+        };
+        let e = rules(&[fuse], &[], &|_| None).expect_err("no node");
+        assert!(e.contains("/dev/fuse is not a device node"), "{e}");
+    }
+}

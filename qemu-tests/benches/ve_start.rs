@@ -96,6 +96,7 @@ fn main() -> anyhow::Result<()> {
         hostname: "bench".into(),
         policy_dir: bench_policy(&ws, &base)?,
         init: "/sbin/init".into(),
+        pty_max: 256,
     };
     // A group left by an interrupted run (the cgroup2 hierarchy outlives it).
     let _ = std::fs::remove_dir(&spec.cgroup);

@@ -267,6 +267,30 @@ fn beancounters_proc_view_cpu_and_memory() -> anyhow::Result<()> {
     let (out, rc) = a.run_rc("vzctl exec2 101 'mknod /tmp/mem c 1 1'")?;
     assert_ne!(rc, 0, "mknod in a VE:\n{out}");
 
+    // NUMPTY is the VE's devpts limit, changed live.
+    a.run_ok("vzctl set 101 --numpty 16 --save")?;
+    let pts = a.run_ok("vzctl exec2 101 \"grep ' /dev/pts ' /proc/self/mountinfo\"")?;
+    assert!(pts.contains("max=16"), "devpts max follows NUMPTY:\n{pts}");
+
+    // The /proc view outlives vmmgr: killed, restarted by init, the VEs it
+    // adopts get the new view.
+    a.run_ok("kill -9 $(pidof vmmgr)")?;
+    let mut back = false;
+    for _ in 0..30 {
+        std::thread::sleep(Duration::from_millis(500));
+        if a.run_rc("vzlist -H -o ctid 101")?.1 == 0 {
+            back = true;
+            break;
+        }
+    }
+    assert!(back, "vmmgr restarted");
+    let (meminfo, _) = a.run_rc("vzctl exec2 101 'head -1 /proc/meminfo'")?;
+    let log = a.run_ok("tail -15 /run/vz/log")?;
+    assert!(
+        meminfo.contains("262144 kB"),
+        "the adopted VE reads its view again:\n{meminfo}\n{log}"
+    );
+
     // After an appliance reboot: the saved limits, the quota and its usage,
     // the devices.
     a.exit_shell()?;

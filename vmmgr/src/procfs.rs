@@ -421,8 +421,9 @@ impl Filesystem for VzProc {
 /// vmmgr runs.
 pub fn start(manager: Arc<Manager>) -> std::io::Result<()> {
     let dir = Path::new(MOUNT_DIR);
-    std::fs::create_dir_all(dir)?;
+    // First the dead mount of an earlier vmmgr (stat on it fails).
     let _ = rustix::mount::unmount(dir, rustix::mount::UnmountFlags::DETACH);
+    std::fs::create_dir_all(dir)?;
     let fs = VzProc {
         manager,
         open: Mutex::new(HashMap::new()),

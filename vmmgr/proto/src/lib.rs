@@ -359,6 +359,8 @@ pub struct SetupSpec {
     pub policy_dir: Text,
     /// The template's init program.
     pub init: Text,
+    /// The most ptys the VE's devpts hands out (NUMPTY).
+    pub pty_max: u32,
 }
 
 /// What `vesetup` reports to vmmgr (one frame, kind [`Kind::Setup`]); with

@@ -19,8 +19,11 @@ fn main() {
         std::process::exit(2);
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("devnodes") {
-        devnodes(&args[1..]);
+    match args.first().map(String::as_str) {
+        Some("devnodes") => devnodes(&args[1..]),
+        Some("procview") => procview(None),
+        Some("ptymax") => procview(args.get(1).and_then(|n| n.parse().ok()).or(Some(0))),
+        _ => {}
     }
     // SAFETY: fd 3 is the channel vmmgr passed for this purpose, taken once.
     let Some(chan) = (unsafe { vmmgr::sys::take_inherited_fd(CHANNEL_FD) }) else {
@@ -64,7 +67,33 @@ fn main() {
     }
 }
 
-/// `vesetup devnodes +path -path ...`: fd 3 is the VE init's pidfd.
+/// `vesetup procview` (the /proc view again) or `vesetup ptymax N` (the
+/// devpts limit): fd 3 is the VE init's pidfd.
+fn procview(pty_max: Option<u32>) -> ! {
+    // SAFETY: fd 3 is the pidfd vmmgr passed for this purpose, taken once.
+    let Some(init) = (unsafe { vmmgr::sys::take_inherited_fd(CHANNEL_FD) }) else {
+        eprintln!("vesetup procview: run by vmmgr only (no pidfd on fd {CHANNEL_FD})");
+        std::process::exit(2);
+    };
+    if let Err(e) = vmmgr::sys::close_fds_except(&[init.as_fd()]) {
+        eprintln!("vesetup procview: closing inherited descriptors: {e}");
+        std::process::exit(2);
+    }
+    let r = match pty_max {
+        None => vmmgr::setup::procview::run(init.as_fd()),
+        Some(0) => Err("ptymax: give a number of ptys".into()),
+        Some(n) => vmmgr::setup::procview::set_pty_max(init.as_fd(), n),
+    };
+    match r {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// `vesetup devnodes UID:GID +path -path ...`: fd 3 is the VE init's pidfd.
 fn devnodes(args: &[String]) -> ! {
     // SAFETY: fd 3 is the pidfd vmmgr passed for this purpose, taken once.
     let Some(init) = (unsafe { vmmgr::sys::take_inherited_fd(CHANNEL_FD) }) else {

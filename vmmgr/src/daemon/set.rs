@@ -88,6 +88,29 @@ impl Manager {
         }
         let init = self.lock().running.get(&veid).map(|r| Arc::clone(&r.pidfd));
         if let Some(init) = init {
+            // NUMPTY: the VE's devpts limit.
+            let ptys = |c: &config::VeConfig| super::start::pty_max(&c.limits);
+            let old_ptys = before_cfg.as_ref().map(ptys);
+            let ptys_changed = old_ptys != Some(ptys(&cfg));
+            if ptys_changed {
+                if let Err(e) =
+                    crate::setup::procview::spawn_pty_max(&self.layout.helper, &init, ptys(&cfg))
+                {
+                    if let Some(b) = &before_cfg {
+                        let _ = self.apply_quota(veid, b);
+                    }
+                    return Outcome::fail(
+                        ExitCode::System,
+                        format!("VE {veid}: nothing changed: NUMPTY: {e}"),
+                    );
+                }
+                applied.push(format!("numpty {}", ptys(&cfg)));
+            }
+            let undo_ptys = || {
+                if let (true, Some(n)) = (ptys_changed, old_ptys) {
+                    let _ = crate::setup::procview::spawn_pty_max(&self.layout.helper, &init, n);
+                }
+            };
             // Devices: the new program, then the nodes; a failure puts the
             // old program back (and the quota) and changes nothing else.
             let devs = |c: &config::VeConfig| (c.limits.devnodes.clone(), c.limits.devices.clone());
@@ -95,8 +118,9 @@ impl Manager {
                 .clone()
                 .or_else(|| before_cfg.as_ref().map(devs))
                 .unwrap_or_default();
-            if old_devs != devs(&cfg) {
-                let cg = crate::daemon::cgroup::dir(&self.layout.cgroup_root, veid);
+            let devices_changed = old_devs != devs(&cfg);
+            let cg = crate::daemon::cgroup::dir(&self.layout.cgroup_root, veid);
+            if devices_changed {
                 let undo_quota = || {
                     if let Some(b) = &before_cfg {
                         let _ = self.apply_quota(veid, b);
@@ -106,6 +130,7 @@ impl Manager {
                     crate::daemon::devices::apply(&cg, &cfg.limits.devnodes, &cfg.limits.devices)
                 {
                     undo_quota();
+                    undo_ptys();
                     return Outcome::fail(
                         ExitCode::BadValue,
                         format!("VE {veid}: nothing changed: {e}"),
@@ -120,6 +145,7 @@ impl Manager {
                 ) {
                     let _ = crate::daemon::devices::apply(&cg, &old_devs.0, &old_devs.1);
                     undo_quota();
+                    undo_ptys();
                     return Outcome::fail(
                         ExitCode::System,
                         format!("VE {veid}: nothing changed: its /dev: {e}"),
@@ -140,12 +166,24 @@ impl Manager {
                         crate::daemon::limits::update_guarantees(&self.layout.cgroup_root);
                         applied.push("limits".to_owned());
                         for s in skipped {
-                            log::warn!("VE {veid}: {s}");
+                            log::info!("VE {veid}: limit not enforced: {s}");
                         }
                     }
                     Err(e) => {
                         if let Some(b) = &before_cfg {
                             let _ = self.apply_quota(veid, b);
+                        }
+                        undo_ptys();
+                        if devices_changed {
+                            let _ = crate::daemon::devices::apply(&cg, &old_devs.0, &old_devs.1);
+                            let back = node_changes(&cfg.limits.devnodes, &old_devs.0);
+                            let _ = crate::setup::devnodes::spawn(
+                                &self.layout.helper,
+                                &init,
+                                (cfg.local_uid, cfg.local_gid),
+                                &back,
+                            );
+                            self.lock().devices.insert(veid, old_devs.clone());
                         }
                         return Outcome::fail(
                             ExitCode::BadValue,

@@ -29,6 +29,7 @@ impl Manager {
             hostname: cfg.hostname.clone().unwrap_or_else(|| format!("ve{veid}")),
             policy_dir: self.layout.policy_dir.clone(),
             init: "/sbin/init".into(),
+            pty_max: pty_max(&cfg.limits),
         }
     }
 
@@ -186,5 +187,17 @@ impl Manager {
         Outcome::ok(format!(
             "Starting VE {veid} ...\nVE start in progress...\nVE {veid} started (init pid {pid})"
         ))
+    }
+}
+
+/// The devpts `max=` of a VE: NUMPTY's limit, or the default.
+pub(super) fn pty_max(l: &vzconfig::resources::Limits) -> u32 {
+    use crate::setup::dev::{PTY_MAX_DEFAULT, PTY_MAX_KERNEL};
+    match l.ubc("numpty").map(|b| b.limit) {
+        None => PTY_MAX_DEFAULT,
+        Some(vzconfig::resources::Limit::Unlimited) => PTY_MAX_KERNEL,
+        Some(vzconfig::resources::Limit::Value(v)) => u32::try_from(v)
+            .unwrap_or(PTY_MAX_KERNEL)
+            .clamp(1, PTY_MAX_KERNEL),
     }
 }

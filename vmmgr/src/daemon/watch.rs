@@ -63,6 +63,10 @@ impl Manager {
                 }
             };
             log::info!("VE {veid}: adopted running init, pid {pid}");
+            // Its /proc view died with the previous vmmgr: bind the new one.
+            if let Err(e) = crate::setup::procview::spawn(&self.layout.helper, &fd) {
+                log::warn!("VE {veid}: its /proc view could not be renewed: {e}");
+            }
             self.track(veid, pid, st, fd);
         }
     }

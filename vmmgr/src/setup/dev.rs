@@ -8,8 +8,11 @@ use rustix::fs::{Mode, OFlags};
 use rustix::mount::{MountAttrFlags, OpenTreeFlags};
 use std::os::fd::{AsFd, BorrowedFd};
 
-/// The most ptys a VE's devpts hands out (NUMPTY will set it per VE).
-const PTY_MAX: &str = "max=256";
+/// The most ptys a VE's devpts hands out when NUMPTY does not say.
+pub const PTY_MAX_DEFAULT: u32 = 256;
+
+/// The kernel's ceiling for a devpts instance (NR_UNIX98_PTY_MAX).
+pub const PTY_MAX_KERNEL: u32 = 1 << 20;
 
 /// Device nodes a VE gets.
 pub const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
@@ -24,7 +27,9 @@ pub(super) fn populate(
     null: BorrowedFd<'_>,
     uid: u32,
     gid: u32,
+    pty_max: u32,
 ) -> Result<(), SetupError> {
+    let pty_max = format!("max={}", pty_max.clamp(1, PTY_MAX_KERNEL));
     let mount_point = cx.at(
         "opening the VE's /dev",
         mountfd::open_in_root(root, "dev", true),
@@ -80,7 +85,7 @@ pub(super) fn populate(
         (
             "pts",
             "devpts",
-            &["newinstance", "ptmxmode=0666", "mode=0620", PTY_MAX][..],
+            &["newinstance", "ptmxmode=0666", "mode=0620", &pty_max][..],
         ),
         ("shm", "tmpfs", &["mode=1777", &owner[0], &owner[1]][..]),
     ] {

@@ -25,12 +25,13 @@
 //!
 //! vmmgr gets back one typed frame and a pidfd of the VE init on fd 3.
 
-mod dev;
+pub mod dev;
 pub mod devnodes;
 mod init;
 mod kernfs;
 mod layers;
 mod pivot;
+pub mod procview;
 mod userns;
 
 use crate::policy;
@@ -60,6 +61,8 @@ pub struct Spec {
     pub policy_dir: PathBuf,
     /// The program that becomes the VE's PID 1.
     pub init: String,
+    /// The most ptys the VE's devpts hands out (NUMPTY).
+    pub pty_max: u32,
 }
 
 /// The step that failed, with its cause.
@@ -203,6 +206,7 @@ pub fn run(spec: &Spec) -> Result<Started, SetupError> {
         null.as_fd(),
         spec.uid_base,
         spec.gid_base,
+        spec.pty_max,
     )?;
 
     // 7. The VE's first process and its init, waiting.
@@ -241,6 +245,7 @@ impl From<&proto::SetupSpec> for Spec {
             hostname: s.hostname.as_str().into(),
             policy_dir: s.policy_dir.as_str().into(),
             init: s.init.as_str().into(),
+            pty_max: s.pty_max,
         }
     }
 }
@@ -272,6 +277,7 @@ impl Spec {
             policy_dir: text("the policy directory", &self.policy_dir)?,
             init: proto::Text::try_from(self.init.as_str())
                 .map_err(|_| format!("the init path {:?} is longer than 256 bytes", self.init))?,
+            pty_max: self.pty_max,
         })
     }
 }
@@ -383,6 +389,7 @@ mod tests {
             hostname: "ve101.example.com".into(),
             policy_dir: "/etc/vzpolicy".into(),
             init: "/sbin/init".into(),
+            pty_max: 256,
         }
     }
 

@@ -272,6 +272,16 @@ fn beancounters_proc_view_cpu_and_memory() -> anyhow::Result<()> {
     let pts = a.run_ok("vzctl exec2 101 \"grep ' /dev/pts ' /proc/self/mountinfo\"")?;
     assert!(pts.contains("max=16"), "devpts max follows NUMPTY:\n{pts}");
 
+    // SHMPAGES is the VE's kernel.shmall, which VE root cannot raise.
+    a.run_ok("vzctl set 101 --shmpages 256")?;
+    assert_eq!(
+        a.run_ok("vzctl exec2 101 cat /proc/sys/kernel/shmall")?
+            .trim(),
+        "256"
+    );
+    let (_, rc) = a.run_rc("vzctl exec2 101 'echo 99999999 > /proc/sys/kernel/shmall'")?;
+    assert_ne!(rc, 0, "VE root must not raise its shmall");
+
     // The /proc view outlives vmmgr: killed, restarted by init, the VEs it
     // adopts get the new view.
     a.run_ok("kill -9 $(pidof vmmgr)")?;

@@ -192,6 +192,13 @@ impl Manager {
                     }
                 }
             }
+            let shm = |c: &config::VeConfig| c.limits.ubc("shmpages").and_then(|b| b.limit.get());
+            if before_cfg.as_ref().map(shm) != Some(shm(&cfg)) {
+                match set_shmall(&init, cfg.local_uid, shm(&cfg)) {
+                    Ok(()) => applied.push("shmpages".to_owned()),
+                    Err(e) => log::warn!("VE {veid}: SHMPAGES as kernel.shmall: {e}"),
+                }
+            }
             for (k, v) in &updates {
                 if *k == "HOSTNAME" {
                     if let Some(h) = v {
@@ -282,6 +289,33 @@ fn merge_devices(key: &str, list: &str, add: &str) -> String {
         all.retain(|d| d.access.any());
         render_devices(&all)
     }
+}
+
+/// Sets SHMPAGES as `kernel.shmall` of the VE's IPC namespace (the VE's
+/// /proc/sys is read-only to it; the value is the limit in pages, no limit
+/// is the kernel's default), from a short-lived thread (IPC membership is
+/// per thread).
+pub(super) fn set_shmall(init: &OwnedFd, ve_root: u32, pages: Option<u64>) -> std::io::Result<()> {
+    let fd = init.try_clone()?;
+    // The kernel's default SHMALL: ULONG_MAX - 2^24.
+    let value = pages.unwrap_or(u64::MAX - (1 << 24)).to_string();
+    std::thread::Builder::new()
+        .name("ve-shmall".into())
+        .spawn(move || -> std::io::Result<()> {
+            rustix::thread::move_into_thread_name_spaces(
+                fd.as_fd(),
+                rustix::thread::ThreadNameSpaceType::INTER_PROCESS_COMMUNICATION,
+            )?;
+            // The namespace's sysctls let only its owner (VE root, by host
+            // uid) write, capabilities aside: this thread becomes it (this
+            // thread only: the raw call, not libc's all-threads one) and ends.
+            let uid = rustix::process::Uid::from_raw(ve_root);
+            rustix::thread::set_thread_res_uid(uid, uid, uid)?;
+            // /proc/sys/kernel/shm* are the writing thread's IPC namespace's.
+            std::fs::write("/proc/sys/kernel/shmall", &value)
+        })?
+        .join()
+        .map_err(|_| std::io::Error::other("shmall thread panicked"))?
 }
 
 /// Sets the hostname of the running VE whose init is `init` (from a

@@ -165,6 +165,12 @@ impl Manager {
                 ),
             );
         }
+        // SHMPAGES: the VE's System V shared memory, in its IPC namespace.
+        if let Some(pages) = cfg.limits.ubc("shmpages").and_then(|b| b.limit.get()) {
+            if let Err(e) = super::set::set_shmall(&fd, cfg.local_uid, Some(pages)) {
+                log::warn!("VE {veid}: SHMPAGES as kernel.shmall: {e}");
+            }
+        }
         // Its DEVNODES in its /dev (the program above already allows them).
         let adds = super::set::node_changes(&[], &cfg.limits.devnodes);
         if let Err(e) = crate::setup::devnodes::spawn(

@@ -58,13 +58,35 @@ fn limits_apply_live_and_persist() -> anyhow::Result<()> {
     )?;
     let hits: u64 = hits.trim().parse()?;
     assert!(hits > 0, "pids.events must count the refused forks: {hits}");
-    let t = std::time::Instant::now();
-    a.run_ok("true")?;
+    // vzlist shows the same count as numproc's failcnt.
+    let f = a.run_ok("vzlist -H -o numproc.f 101")?;
+    assert_eq!(f.trim().parse::<u64>()?, hits, "vzlist numproc.f");
+
+    // A real fork bomb, running: contained at NUMPROC, another VE works,
+    // the console answers, stop stops it.
+    a.run_ok("vzctl --quiet create 102 && vzctl --quiet start 102")?;
+    a.run_ok("(vzctl exec 101 'b() { b | b & }; b; sleep 20' >/dev/null 2>&1 &)")?;
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let mut worst = std::time::Duration::ZERO;
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        a.run_ok("true")?;
+        worst = worst.max(t.elapsed());
+    }
     println!(
-        "limits: console answered in {} ms with VE 101 at NUMPROC",
-        t.elapsed().as_millis()
+        "limits: console answered in at most {} ms (5 commands) during a fork bomb in VE 101",
+        worst.as_millis()
     );
+    assert!(
+        worst < std::time::Duration::from_secs(1),
+        "the console must answer within 1 s during a fork bomb: {worst:?}"
+    );
+    let n: u64 = cg(&mut a, "pids.current")?.parse()?;
+    println!("limits: {n} tasks in VE 101 during the bomb (NUMPROC 32)");
+    assert!((20..=32).contains(&n), "the bomb runs and is held at NUMPROC: {n}");
+    assert_eq!(a.run_ok("vzctl exec 102 echo alive")?.trim(), "alive");
     a.run_ok("vzctl --quiet stop 101")?;
+    a.run_ok("vzctl --quiet stop 102")?;
 
     // A refused value changes nothing: not the kernel, not the file.
     a.run_ok("vzctl --quiet start 101")?;

@@ -83,7 +83,10 @@ fn limits_apply_live_and_persist() -> anyhow::Result<()> {
     );
     let n: u64 = cg(&mut a, "pids.current")?.parse()?;
     println!("limits: {n} tasks in VE 101 during the bomb (NUMPROC 32)");
-    assert!((20..=32).contains(&n), "the bomb runs and is held at NUMPROC: {n}");
+    assert!(
+        (20..=32).contains(&n),
+        "the bomb runs and is held at NUMPROC: {n}"
+    );
     assert_eq!(a.run_ok("vzctl exec 102 echo alive")?.trim(), "alive");
     a.run_ok("vzctl --quiet stop 101")?;
     a.run_ok("vzctl --quiet stop 102")?;

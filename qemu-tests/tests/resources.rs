@@ -271,6 +271,11 @@ fn beancounters_proc_view_cpu_and_memory() -> anyhow::Result<()> {
     a.run_ok("vzctl set 101 --numpty 16 --save")?;
     let pts = a.run_ok("vzctl exec2 101 \"grep ' /dev/pts ' /proc/self/mountinfo\"")?;
     assert!(pts.contains("max=16"), "devpts max follows NUMPTY:\n{pts}");
+    assert!(
+        pts.contains("ptmxmode=666"),
+        "ptys still open after it:\n{pts}"
+    );
+    a.run_ok("vzctl exec2 101 'ls -l /dev/ptmx /dev/pts/ptmx'")?;
 
     // SHMPAGES is the VE's kernel.shmall, which VE root cannot raise.
     a.run_ok("vzctl set 101 --shmpages 256")?;

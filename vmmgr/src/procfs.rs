@@ -36,12 +36,40 @@ pub const MOUNT_DIR: &str = "/run/vz/proc";
 /// The files, bound over the VE's `/proc/<name>`.
 pub const FILES: &[&str] = &["meminfo", "cpuinfo", "stat", "loadavg", "user_beancounters"];
 
-/// The VE a process of the appliance belongs to, from its cgroup path
-/// (`0::/vz/<VEID>/...`).
+/// Who reads: a VE, the appliance, or neither for sure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reader {
+    Ve(VeId),
+    Appliance,
+    /// Under `/vz` but not a VE's group, or unreadable: served nothing.
+    Unknown,
+}
+
+/// Who a process is, from its cgroup path (`0::/vz/<VEID>/...` is a VE;
+/// only a path positively outside `/vz` is the appliance).
+pub fn reader_of_cgroup(text: &str) -> Reader {
+    let Some(path) = text.lines().find_map(|l| l.strip_prefix("0::")) else {
+        return Reader::Unknown;
+    };
+    match path.strip_prefix("/vz") {
+        None => Reader::Appliance,
+        Some(rest) => match rest
+            .strip_prefix('/')
+            .and_then(|r| r.split('/').next())
+            .and_then(|v| v.parse::<VeId>().ok())
+        {
+            Some(v) => Reader::Ve(v),
+            None => Reader::Unknown,
+        },
+    }
+}
+
+/// The VE a process belongs to, from its cgroup path.
 pub fn ve_of_cgroup(text: &str) -> Option<VeId> {
-    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
-    let rest = path.strip_prefix("/vz/")?;
-    rest.split('/').next()?.parse().ok()
+    match reader_of_cgroup(text) {
+        Reader::Ve(v) => Some(v),
+        _ => None,
+    }
 }
 
 fn kb_lines(text: &str) -> Vec<(String, u64)> {
@@ -176,9 +204,10 @@ pub fn cpuinfo(host: &str, cpus: &[u32]) -> String {
     out
 }
 
-/// `/proc/stat` with only the `cpuN` lines of `cpus` (numbered from 0) and
-/// their sum as the `cpu` line.
-pub fn stat(host: &str, cpus: &[u32]) -> String {
+/// `/proc/stat` with only the `cpuN` lines of `cpus` (numbered from 0),
+/// their sum as the `cpu` line, and `btime` moved `boot_shift` seconds
+/// later (the VE's clocks start at its start: its time namespace).
+pub fn stat(host: &str, cpus: &[u32], boot_shift: u64) -> String {
     let mut sum: Vec<u64> = Vec::new();
     let mut per = String::new();
     let mut n = 0;
@@ -208,8 +237,16 @@ pub fn stat(host: &str, cpus: &[u32]) -> String {
     );
     out.push_str(&per);
     for l in host.lines().filter(|l| !l.starts_with("cpu")) {
-        out.push_str(l);
-        out.push('\n');
+        match l
+            .strip_prefix("btime ")
+            .and_then(|t| t.trim().parse::<u64>().ok())
+        {
+            Some(b) => out.push_str(&format!("btime {}\n", b + boot_shift)),
+            None => {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
     }
     out
 }
@@ -225,9 +262,21 @@ pub fn loadavg(avg: [u32; 3], runnable: u64, total: u64) -> String {
     )
 }
 
+/// How long a rendered file is served again to readers of the same VE (a
+/// VE reading its /proc in a loop costs one rendering per second).
+const CACHE_FOR: Duration = Duration::from_secs(1);
+
+/// The most files of the view one reader (a VE, the appliance) may hold
+/// open at once: each open keeps its text until it is closed.
+const OPEN_PER_READER: usize = 256;
+
+type Text = Arc<[u8]>;
+
 struct VzProc {
     manager: Arc<Manager>,
-    open: Mutex<HashMap<u64, Vec<u8>>>,
+    /// Open handles: the text each was opened with, and whose it is.
+    open: Mutex<HashMap<u64, (Reader, Text)>>,
+    cache: Mutex<HashMap<(Reader, u64), (std::time::Instant, Text)>>,
     next: AtomicU64,
 }
 
@@ -267,31 +316,59 @@ fn ino_of(name: &OsStr) -> Option<u64> {
 }
 
 impl VzProc {
-    /// The file `ino` as the process `pid` should see it.
-    fn content(&self, ino: u64, pid: u32) -> Option<String> {
+    /// Who the process `pid` is.
+    fn reader(pid: u32) -> Reader {
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .map(|t| reader_of_cgroup(&t))
+            .unwrap_or(Reader::Unknown)
+    }
+
+    /// The file `ino` as `reader` should see it, rendered at most once per
+    /// [`CACHE_FOR`].
+    fn cached(&self, ino: u64, reader: Reader) -> Option<Text> {
+        let now = std::time::Instant::now();
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, t)) = cache.get(&(reader, ino)) {
+            if now.duration_since(*at) < CACHE_FOR {
+                return Some(Arc::clone(t));
+            }
+        }
+        cache.retain(|_, (at, _)| now.duration_since(*at) < CACHE_FOR);
+        drop(cache);
+        let text: Text = self.content(ino, reader)?.into_bytes().into();
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((reader, ino), (now, Arc::clone(&text)));
+        Some(text)
+    }
+
+    /// The file `ino` as `reader` should see it.
+    fn content(&self, ino: u64, reader: Reader) -> Option<String> {
         let name = *FILES.get(usize::try_from(ino.checked_sub(2)?).ok()?)?;
-        let ve = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-            .ok()
-            .and_then(|t| ve_of_cgroup(&t));
         let host =
             |f: &str| std::fs::read_to_string(Path::new("/proc").join(f)).unwrap_or_default();
         let m = &self.manager;
-        let Some(veid) = ve else {
+        let veid = match reader {
+            Reader::Ve(v) => v,
+            Reader::Unknown => return None,
             // The appliance's own view.
-            return Some(match name {
-                "user_beancounters" => {
-                    let all: Vec<_> = m
-                        .veids()
-                        .into_iter()
-                        .map(|v| m.resources(v))
-                        .filter(|r| r.running)
-                        .collect();
-                    let blocks: Vec<(u32, &[proto::UbcRow])> =
-                        all.iter().map(|r| (r.veid, &r.ubc[..])).collect();
-                    crate::ubc::render(&blocks)
-                }
-                other => host(other),
-            });
+            Reader::Appliance => {
+                return Some(match name {
+                    "user_beancounters" => {
+                        let all: Vec<_> = m
+                            .veids()
+                            .into_iter()
+                            .map(|v| m.resources(v))
+                            .filter(|r| r.running)
+                            .collect();
+                        let blocks: Vec<(u32, &[proto::UbcRow])> =
+                            all.iter().map(|r| (r.veid, &r.ubc[..])).collect();
+                        crate::ubc::render(&blocks)
+                    }
+                    other => host(other),
+                })
+            }
         };
         let cg = m.cgroup_dir(veid);
         let cpus = || {
@@ -303,7 +380,12 @@ impl VzProc {
         Some(match name {
             "meminfo" => meminfo(&host("meminfo"), &MemView::read(&cg)),
             "cpuinfo" => cpuinfo(&host("cpuinfo"), &cpus()),
-            "stat" => stat(&host("stat"), &cpus()),
+            "stat" => {
+                // The VE's boot is its init's start (clock ticks since the
+                // appliance's boot, USER_HZ 100).
+                let shift = m.info(veid).init_start / 100;
+                stat(&host("stat"), &cpus(), shift)
+            }
             "loadavg" => {
                 let r = m.resources(veid);
                 let numproc = r.ubc.get(5).map_or(0, |u| u.held);
@@ -337,14 +419,21 @@ impl Filesystem for VzProc {
         if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
             return reply.error(Errno::EROFS);
         }
-        let Some(text) = self.content(ino.0, req.pid()) else {
+        let reader = Self::reader(req.pid());
+        {
+            let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+            if open.values().filter(|(r, _)| *r == reader).count() >= OPEN_PER_READER {
+                return reply.error(Errno::EMFILE);
+            }
+        }
+        let Some(text) = self.cached(ino.0, reader) else {
             return reply.error(Errno::ENOENT);
         };
         let fh = self.next.fetch_add(1, Ordering::Relaxed);
         self.open
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(fh, text.into_bytes());
+            .insert(fh, (reader, text));
         reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
     }
 
@@ -361,7 +450,7 @@ impl Filesystem for VzProc {
     ) {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         match open.get(&fh.0) {
-            Some(data) => {
+            Some((_, data)) => {
                 let start = usize::try_from(offset)
                     .unwrap_or(usize::MAX)
                     .min(data.len());
@@ -427,6 +516,7 @@ pub fn start(manager: Arc<Manager>) -> std::io::Result<()> {
     let fs = VzProc {
         manager,
         open: Mutex::new(HashMap::new()),
+        cache: Mutex::new(HashMap::new()),
         next: AtomicU64::new(1),
     };
     let mut config = fuser::Config::default();
@@ -461,6 +551,12 @@ mod tests {
         );
         assert_eq!(ve_of_cgroup("0::/appliance\n"), None);
         assert_eq!(ve_of_cgroup("0::/vz\n"), None);
+        assert_eq!(reader_of_cgroup("0::/appliance\n"), Reader::Appliance);
+        assert_eq!(reader_of_cgroup("0::/\n"), Reader::Appliance);
+        // Under /vz but no VE's: nothing, never the appliance's view.
+        assert_eq!(reader_of_cgroup("0::/vz\n"), Reader::Unknown);
+        assert_eq!(reader_of_cgroup("0::/vz/x/ve\n"), Reader::Unknown);
+        assert_eq!(reader_of_cgroup(""), Reader::Unknown);
     }
 
     #[test]
@@ -492,8 +588,8 @@ mod tests {
         assert_eq!(c, "processor\t: 0\nmodel name\t: X\n\n");
         let s = "cpu  30 0 30 300\ncpu0 10 0 10 100\ncpu1 10 0 10 100\ncpu2 10 0 10 100\nintr 5\nbtime 17\n";
         assert_eq!(
-            stat(s, &[0, 2]),
-            "cpu  20 0 20 200\ncpu0 10 0 10 100\ncpu1 10 0 10 100\nintr 5\nbtime 17\n"
+            stat(s, &[0, 2], 3),
+            "cpu  20 0 20 200\ncpu0 10 0 10 100\ncpu1 10 0 10 100\nintr 5\nbtime 20\n"
         );
         assert_eq!(loadavg([5, 101, 0], 1, 12), "0.05 1.01 0.00 1/12 0\n");
     }

@@ -18,6 +18,13 @@ fn main() {
     if let Err(e) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
         log::error!("cannot become the VE inits' subreaper: {e}; a VE's reboot will stop it");
     }
+    // Every VE has its own devpts instance, and all of them share the
+    // kernel's pty.max (less pty.reserve, kept for the appliance's own):
+    // raised to the kernel's ceiling so that one VE opening ptys cannot
+    // leave the others none (each pty is charged to its VE's memory).
+    if let Err(e) = std::fs::write("/proc/sys/kernel/pty/max", "1048576") {
+        log::warn!("kernel.pty.max: {e}; VEs share the default pool of ptys");
+    }
     let manager = vmmgr::daemon::Manager::new(vmmgr::daemon::Layout::default());
     manager.reload();
     // The VEs' /proc view, before any VE starts (their setup binds it).

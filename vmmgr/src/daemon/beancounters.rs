@@ -13,7 +13,7 @@
 //! | numtcpsock | TCP + TCP6 in use in the VE's network namespace | – | – |
 //! | numothersock | UDP, UDP-Lite, RAW (v4 and v6) and UNIX sockets there | – | – |
 //! | numflock | `/proc/locks` entries of the VE's processes | – | – |
-//! | numpty | entries of the VE's devpts | – | – |
+//! | numpty | terminals (`/dev/pts/N`) the VE's processes hold open | – | – |
 //! | dcachesize | `memory.stat` slab_reclaimable | – | – |
 //! | numfile | open file descriptors of the VE's processes | – | – |
 //! | swappages | `memory.swap.current` | `memory.swap.peak` | `memory.swap.events` fail |
@@ -23,7 +23,6 @@
 //! value vmmgr saw (at every read and every [`SAMPLE_EVERY`]).
 
 use proto::{UbcRow, UBC_COUNT};
-use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::Duration;
 
@@ -137,11 +136,25 @@ pub fn read_counters(cg: &Path, proc: &Path, init: Option<i32>) -> Counters {
             pids.extend(t.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
         }
     }
-    // Open files and runnable threads of the VE's processes.
+    // Open files, terminals and runnable threads of the VE's processes.
+    // (Terminals from the names of open descriptors, never by walking the
+    // VE's /dev: the VE decides what is mounted there, and may make it
+    // block.)
+    let mut ptys = std::collections::BTreeSet::new();
     for pid in &pids {
         let base = proc.join(pid.to_string());
         if let Ok(d) = std::fs::read_dir(base.join("fd")) {
-            c.held[idx("numfile")] += d.count() as u64;
+            for e in d.flatten() {
+                c.held[idx("numfile")] += 1;
+                if let Ok(t) = std::fs::read_link(e.path()) {
+                    let t = t.to_string_lossy();
+                    if let Some(n) = t.strip_prefix("/dev/pts/") {
+                        if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) {
+                            ptys.insert(n.to_owned());
+                        }
+                    }
+                }
+            }
         }
         if let Ok(tasks) = std::fs::read_dir(base.join("task")) {
             for t in tasks.flatten() {
@@ -185,34 +198,9 @@ pub fn read_counters(cg: &Path, proc: &Path, init: Option<i32>) -> Counters {
                 .map(|p| inuse(&s6, p))
                 .sum::<u64>()
             + unix;
-        c.held[idx("numpty")] = ptys(proc, init).unwrap_or(0);
     }
+    c.held[idx("numpty")] = ptys.len() as u64;
     c
-}
-
-/// Terminals open in the VE: the numbered entries of its devpts, opened
-/// inside its root without following links, and checked to be a devpts.
-fn ptys(proc: &Path, init: i32) -> Option<u64> {
-    let root = rustix::fs::open(
-        proc.join(init.to_string()).join("root"),
-        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
-    .ok()?;
-    let pts = crate::mountfd::open_in_root(root.as_fd(), "dev/pts", true).ok()?;
-    const DEVPTS_SUPER_MAGIC: i64 = 0x1cd1;
-    if rustix::fs::fstatfs(&pts).ok()?.f_type != DEVPTS_SUPER_MAGIC {
-        return None;
-    }
-    let dir = rustix::fs::Dir::read_from(&pts).ok()?;
-    Some(
-        dir.flatten()
-            .filter(|e| {
-                let n = e.file_name().to_bytes();
-                !n.is_empty() && n.iter().all(u8::is_ascii_digit)
-            })
-            .count() as u64,
-    )
 }
 
 /// One VE's beancounter rows: `c` (None when stopped) with the config's

@@ -41,6 +41,11 @@ fn named(what: &str, p: &Path, e: std::io::Error) -> std::io::Error {
 /// per child group (`ve/` and every exec leaf), for nothing here.
 const CHILD_CONTROLLERS: &[&str] = &["cpu", "io", "memory", "pids"];
 
+/// The most cgroups a VE may have below its own (its tree and the exec
+/// leaves), and how deep.
+pub const MAX_DESCENDANTS: u32 = 1024;
+pub const MAX_DEPTH: u32 = 32;
+
 fn mkdir(p: &Path) -> std::io::Result<()> {
     match std::fs::create_dir(p) {
         Ok(()) => Ok(()),
@@ -65,6 +70,19 @@ pub fn create(cg: &Path, uid: u32, gid: u32) -> std::io::Result<PathBuf> {
         let p = cg.join("cgroup.subtree_control");
         let what = enable.join(" ");
         std::fs::write(&p, &what).map_err(|e| named(&format!("writing {what:?} to"), &p, e))?;
+    }
+    // Bounds on what VE root may build in its tree (each group costs the
+    // appliance kernel memory and every walk of the VE's accounting):
+    // VZ7's num-memory-subgroups, fixed here.
+    for (file, value) in [
+        ("cgroup.max.descendants", MAX_DESCENDANTS),
+        ("cgroup.max.depth", MAX_DEPTH),
+    ] {
+        let p = cg.join(file);
+        if p.exists() {
+            std::fs::write(&p, value.to_string())
+                .map_err(|e| named(&format!("writing {value} to"), &p, e))?;
+        }
     }
     let ve = delegated(cg);
     mkdir(&ve)?;

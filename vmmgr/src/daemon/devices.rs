@@ -211,16 +211,28 @@ fn bpf(cmd: libc::c_long, attr: &mut Attr) -> std::io::Result<i64> {
 /// goes into the error if it refuses.
 pub fn load(insns: &[[u8; 8]]) -> std::io::Result<OwnedFd> {
     let license = c"GPL";
-    let mut log = vec![0u8; 16 * 1024];
-    let mut a = Attr::new();
-    a.u32(0, BPF_PROG_TYPE_CGROUP_DEVICE)
-        .u32(4, insns.len() as u32)
-        .u64(8, insns.as_ptr() as u64)
-        .u64(16, license.as_ptr() as u64)
-        .u32(24, 1)
-        .u32(28, log.len() as u32)
-        .u64(32, log.as_mut_ptr() as u64);
-    match bpf(BPF_PROG_LOAD, &mut a) {
+    let attr = |log: Option<&mut Vec<u8>>| {
+        let mut a = Attr::new();
+        a.u32(0, BPF_PROG_TYPE_CGROUP_DEVICE)
+            .u32(4, insns.len() as u32)
+            .u64(8, insns.as_ptr() as u64)
+            .u64(16, license.as_ptr() as u64);
+        if let Some(log) = log {
+            a.u32(24, 1)
+                .u32(28, log.len() as u32)
+                .u64(32, log.as_mut_ptr() as u64);
+        }
+        a
+    };
+    // Without the verifier's log first (a long program's log could fill
+    // any buffer and fail the load with ENOSPC); with it only to explain a
+    // refusal.
+    if let Ok(fd) = bpf(BPF_PROG_LOAD, &mut attr(None)) {
+        // SAFETY: BPF_PROG_LOAD returned a new descriptor we own.
+        return Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+    }
+    let mut log = vec![0u8; 64 * 1024];
+    match bpf(BPF_PROG_LOAD, &mut attr(Some(&mut log))) {
         // SAFETY: BPF_PROG_LOAD returned a new descriptor we own.
         Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) }),
         Err(e) => {
@@ -262,8 +274,17 @@ pub fn replace(cg: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> std::io::Result<()> 
     for id in old {
         let mut g = Attr::new();
         g.u32(0, id);
-        let Ok(fd) = bpf(BPF_PROG_GET_FD_BY_ID, &mut g) else {
-            continue;
+        let fd = match bpf(BPF_PROG_GET_FD_BY_ID, &mut g) {
+            Ok(fd) => fd,
+            // Detached meanwhile: nothing left to do.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            // Still attached, still narrowing: the change is not done.
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("the previous device program {id} stays attached: {e}"),
+                ))
+            }
         };
         // SAFETY: a new descriptor we own.
         let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };

@@ -14,6 +14,7 @@
 //! only) nor pass the limits (CAP_SYS_RESOURCE of the initial namespace).
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use vzconfig::resources::{BarrierLimit, Limit};
 
@@ -131,41 +132,78 @@ fn open_dir(dir: &Path) -> std::io::Result<OwnedFd> {
 }
 
 /// Puts `dir` and everything below it in project `id` (directories with
-/// PROJINHERIT), unless `dir` already is. Links are not followed; only
-/// directories and regular files are opened. For a stopped VE only.
-/// Returns how many inodes changed.
+/// PROJINHERIT), unless `dir` already is. Each entry is opened beneath
+/// `dir` by its path, following no link and crossing no mount
+/// (`openat2` BENEATH, NO_SYMLINKS, NO_XDEV); only directories and regular
+/// files are opened. `dir` itself is marked last, and only if every
+/// directory below it was: a walk cut short is done again at the next
+/// start. For a stopped VE only. Returns how many inodes changed.
 pub fn assign(dir: &Path, id: u32) -> std::io::Result<u64> {
-    use rustix::fs::{openat, statat, AtFlags, FileType, Mode, OFlags};
+    use rustix::fs::{openat2, statat, AtFlags, FileType, Mode, OFlags, ResolveFlags};
     let top = open_dir(dir)?;
     if is_assigned(dir, id) {
         return Ok(0);
     }
-    let mut changed = u64::from(set_project(top.as_fd(), id, true)?);
-    let mut stack = vec![top];
-    while let Some(d) = stack.pop() {
-        let entries = rustix::fs::Dir::read_from(&d)?;
-        for e in entries {
-            let e = e?;
+    let how = ResolveFlags::BENEATH
+        | ResolveFlags::NO_SYMLINKS
+        | ResolveFlags::NO_MAGICLINKS
+        | ResolveFlags::NO_XDEV;
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let mut changed = 0u64;
+    let mut incomplete = 0u64;
+    // Paths relative to `dir`, not descriptors: a wide tree costs memory,
+    // not vmmgr's descriptors.
+    let mut stack: Vec<std::path::PathBuf> = vec![std::path::PathBuf::from(".")];
+    while let Some(rel) = stack.pop() {
+        let d = match openat2(&top, &rel, flags | OFlags::DIRECTORY, Mode::empty(), how) {
+            Ok(fd) => fd,
+            Err(_) => {
+                incomplete += 1;
+                continue;
+            }
+        };
+        let Ok(entries) = rustix::fs::Dir::read_from(&d) else {
+            incomplete += 1;
+            continue;
+        };
+        for e in entries.flatten() {
             let name = e.file_name();
             if name.to_bytes() == b"." || name.to_bytes() == b".." {
                 continue;
             }
-            let st = statat(&d, name, AtFlags::SYMLINK_NOFOLLOW)?;
-            let kind = FileType::from_raw_mode(st.st_mode);
-            let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-            match kind {
+            let Ok(st) = statat(&d, name, AtFlags::SYMLINK_NOFOLLOW) else {
+                continue;
+            };
+            let path = rel.join(std::ffi::OsStr::from_bytes(name.to_bytes()));
+            match FileType::from_raw_mode(st.st_mode) {
                 FileType::Directory => {
-                    let fd = openat(&d, name, flags | OFlags::DIRECTORY, Mode::empty())?;
-                    changed += u64::from(set_project(fd.as_fd(), id, true)?);
-                    stack.push(fd);
+                    match openat2(&top, &path, flags | OFlags::DIRECTORY, Mode::empty(), how)
+                        .map_err(std::io::Error::from)
+                        .and_then(|fd| set_project(fd.as_fd(), id, true))
+                    {
+                        Ok(c) => {
+                            changed += u64::from(c);
+                            stack.push(path);
+                        }
+                        Err(_) => incomplete += 1,
+                    }
                 }
                 FileType::RegularFile => {
-                    let fd = openat(&d, name, flags | OFlags::NOCTTY, Mode::empty())?;
-                    // Checked again on the open file: it must still be one.
-                    if FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode)
-                        == FileType::RegularFile
-                    {
-                        changed += u64::from(set_project(fd.as_fd(), id, false)?);
+                    let r = openat2(&top, &path, flags | OFlags::NOCTTY, Mode::empty(), how)
+                        .map_err(std::io::Error::from)
+                        .and_then(|fd| {
+                            // Checked again on the open file.
+                            if FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode)
+                                == FileType::RegularFile
+                            {
+                                set_project(fd.as_fd(), id, false)
+                            } else {
+                                Ok(false)
+                            }
+                        });
+                    // A file that changed under the walk stays uncharged.
+                    if let Ok(c) = r {
+                        changed += u64::from(c);
                     }
                 }
                 // Links, devices, fifos, sockets: their few bytes stay in
@@ -174,6 +212,14 @@ pub fn assign(dir: &Path, id: u32) -> std::io::Result<u64> {
             }
         }
     }
+    if incomplete > 0 {
+        return Err(std::io::Error::other(format!(
+            "{incomplete} directories of {} could not be put in project {id}; \
+             tried again at the next start",
+            dir.display()
+        )));
+    }
+    changed += u64::from(set_project(top.as_fd(), id, true)?);
     Ok(changed)
 }
 

@@ -61,19 +61,6 @@ impl Manager {
             return Outcome::fail(ExitCode::StartDisabled, format!("VE {veid} is disabled (DISABLED=\"yes\"): use --force, or vzctl set {veid} --disabled no --save"));
         }
         let t0 = Instant::now();
-        if let Err(o) = make_private(&self.layout.on_disk(&cfg.ve_private), false, veid) {
-            return o;
-        }
-        if let Err(e) = self.apply_quota(veid, &cfg) {
-            return Outcome::fail(ExitCode::System, format!("VE {veid}: {e}"));
-        }
-        let spec = self.spec(&cfg);
-        if let Err(e) = std::fs::create_dir_all(&spec.root) {
-            return Outcome::fail(
-                ExitCode::System,
-                format!("creating {}: {e}", spec.root.display()),
-            );
-        }
         // Processes in the VE's cgroup that vmmgr does not track (it could not
         // adopt them): a second start would mount a second overlay on the same
         // private area. Refuse.
@@ -93,6 +80,19 @@ impl Manager {
                 )
             }
             Err(e) => return Outcome::fail(ExitCode::System, format!("VE {veid}: {e}")),
+        }
+        if let Err(o) = make_private(&self.layout.on_disk(&cfg.ve_private), false, veid) {
+            return o;
+        }
+        if let Err(e) = self.apply_quota(veid, &cfg) {
+            return Outcome::fail(ExitCode::System, format!("VE {veid}: {e}"));
+        }
+        let spec = self.spec(&cfg);
+        if let Err(e) = std::fs::create_dir_all(&spec.root) {
+            return Outcome::fail(
+                ExitCode::System,
+                format!("creating {}: {e}", spec.root.display()),
+            );
         }
         if let Err(e) = crate::daemon::cgroup::create(&cg, spec.uid_base, spec.gid_base) {
             self.cleanup_cgroup(veid);

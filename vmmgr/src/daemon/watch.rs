@@ -63,9 +63,17 @@ impl Manager {
                 }
             };
             log::info!("VE {veid}: adopted running init, pid {pid}");
-            // Its /proc view died with the previous vmmgr: bind the new one.
-            if let Err(e) = crate::setup::procview::spawn(&self.layout.helper, &fd) {
-                log::warn!("VE {veid}: its /proc view could not be renewed: {e}");
+            // Its /proc view died with the previous vmmgr: bind the new one
+            // (off this thread: a VE can make that slow).
+            if let Ok(view_fd) = fd.try_clone() {
+                let helper = self.layout.helper.clone();
+                let _ = std::thread::Builder::new()
+                    .name(format!("ve-{veid}-procview"))
+                    .spawn(move || {
+                        if let Err(e) = crate::setup::procview::spawn(&helper, &view_fd) {
+                            log::warn!("VE {veid}: its /proc view could not be renewed: {e}");
+                        }
+                    });
             }
             self.track(veid, pid, st, fd);
         }

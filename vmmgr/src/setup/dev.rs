@@ -85,6 +85,7 @@ pub(super) fn populate(
         (
             "pts",
             "devpts",
+            // (setup::procview::set_pty_max names the same options.)
             &["newinstance", "ptmxmode=0666", "mode=0620", &pty_max][..],
         ),
         ("shm", "tmpfs", &["mode=1777", &owner[0], &owner[1]][..]),

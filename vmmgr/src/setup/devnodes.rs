@@ -40,6 +40,17 @@ fn err(what: String) -> impl FnOnce(rustix::io::Errno) -> String {
     move |e| format!("{what}: {e}")
 }
 
+/// Makes the file behind the `O_PATH` descriptor `fd` VE root's.
+fn give(fd: &OwnedFd, owner: (u32, u32)) -> rustix::io::Result<()> {
+    rustix::fs::chownat(
+        fd,
+        "",
+        Some(rustix::process::Uid::from_raw(owner.0)),
+        Some(rustix::process::Gid::from_raw(owner.1)),
+        rustix::fs::AtFlags::EMPTY_PATH,
+    )
+}
+
 /// Applies `changes` in the mount namespace of the VE whose init is `init`.
 /// Single-threaded callers only (joins a mount namespace).
 pub fn run(init: BorrowedFd<'_>, owner: (u32, u32), changes: &[Change]) -> Result<(), String> {
@@ -84,8 +95,12 @@ pub fn run(init: BorrowedFd<'_>, owner: (u32, u32), changes: &[Change]) -> Resul
                     Err(rustix::io::Errno::NOENT) if c.add => {
                         rustix::fs::mkdirat(&dir, part, Mode::from_raw_mode(0o755))
                             .map_err(err(format!("creating /dev/.../{part}")))?;
-                        mountfd::open_in_root(dir.as_fd(), part, true)
-                            .map_err(err(format!("opening /dev/.../{part}")))?
+                        let made = mountfd::open_in_root(dir.as_fd(), part, true)
+                            .map_err(err(format!("opening /dev/.../{part}")))?;
+                        // VE root's, as the rest of its /dev.
+                        give(&made, owner)
+                            .map_err(err(format!("giving /dev/.../{part} to VE root")))?;
+                        made
                     }
                     Err(rustix::io::Errno::NOENT) => break,
                     Err(e) => return Err(format!("opening /dev/{p}: {e}")),
@@ -134,14 +149,7 @@ pub fn run(init: BorrowedFd<'_>, owner: (u32, u32), changes: &[Change]) -> Resul
                     Mode::empty(),
                 )
                 .map_err(err(format!("opening the new /dev/{}", c.path)))?;
-                rustix::fs::chownat(
-                    &made,
-                    "",
-                    Some(rustix::process::Uid::from_raw(owner.0)),
-                    Some(rustix::process::Gid::from_raw(owner.1)),
-                    rustix::fs::AtFlags::EMPTY_PATH,
-                )
-                .map_err(err(format!("giving /dev/{} to VE root", c.path)))?;
+                give(&made, owner).map_err(err(format!("giving /dev/{} to VE root", c.path)))?;
             }
             (true, Err(e)) => return Err(format!("opening /dev/{}: {e}", c.path)),
             (false, Ok(fd)) if is_ours(&fd) => {
@@ -181,14 +189,7 @@ pub fn spawn(
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     crate::sys::pass_fd_as(&mut cmd, fd, 3);
-    let out = cmd
-        .output()
-        .map_err(|e| format!("running {}: {e}", helper.display()))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-    }
+    super::procview::run_bounded(cmd, helper)
 }
 
 #[cfg(test)]

@@ -69,14 +69,7 @@ pub fn spawn(helper: &std::path::Path, init: &OwnedFd) -> Result<(), String> {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     crate::sys::pass_fd_as(&mut cmd, fd, 3);
-    let out = cmd
-        .output()
-        .map_err(|e| format!("running {}: {e}", helper.display()))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-    }
+    run_bounded(cmd, helper)
 }
 
 /// Sets the VE's devpts `max=` (NUMPTY, live): joins the VE's mount
@@ -105,8 +98,16 @@ pub fn set_pty_max(init: BorrowedFd<'_>, max: u32) -> Result<(), String> {
         rustix::mount::FsPickFlags::FSPICK_EMPTY_PATH | rustix::mount::FsPickFlags::FSPICK_CLOEXEC,
     )
     .map_err(|e| format!("picking the VE's devpts: {e}"))?;
-    rustix::mount::fsconfig_set_string(&fs, "max", max.to_string().as_str())
-        .map_err(|e| format!("devpts max={max}: {e}"))?;
+    // A reconfiguration resets every option it does not name: name them all
+    // (as at setup, `setup::dev`), or ptmx would become 0000.
+    for (k, v) in [
+        ("ptmxmode", "0666".to_owned()),
+        ("mode", "0620".to_owned()),
+        ("max", max.to_string()),
+    ] {
+        rustix::mount::fsconfig_set_string(&fs, k, v.as_str())
+            .map_err(|e| format!("devpts {k}={v}: {e}"))?;
+    }
     rustix::mount::fsconfig_reconfigure(&fs).map_err(|e| format!("devpts max={max}: {e}"))?;
     Ok(())
 }
@@ -123,12 +124,53 @@ pub fn spawn_pty_max(helper: &std::path::Path, init: &OwnedFd, max: u32) -> Resu
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     crate::sys::pass_fd_as(&mut cmd, fd, 3);
-    let out = cmd
-        .output()
+    run_bounded(cmd, helper)
+}
+
+/// How long a helper working in a VE's namespace may take: a path in the
+/// VE can be made to block (a FUSE server of the VE behind its /dev), and
+/// vmmgr must not wait on it for ever.
+pub const HELPER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs `cmd` (a helper) to its end or [`HELPER_TIMEOUT`]; its stderr is
+/// the error. A helper past its time is killed and left to be reaped by a
+/// thread of its own (a task blocked in a filesystem may not die at once).
+pub fn run_bounded(mut cmd: std::process::Command, helper: &std::path::Path) -> Result<(), String> {
+    let mut child = cmd
+        .spawn()
         .map_err(|e| format!("running {}: {e}", helper.display()))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    drop(cmd);
+    let deadline = std::time::Instant::now() + HELPER_TIMEOUT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut err);
+                }
+                return if status.success() {
+                    Ok(())
+                } else {
+                    Err(err.trim().to_owned())
+                };
+            }
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = std::thread::Builder::new()
+                    .name("helper-reaper".into())
+                    .spawn(move || child.wait());
+                return Err(format!(
+                    "{} did not finish within {} s (is something in the VE blocking its /dev \
+                     or /proc?); it was killed",
+                    helper.display(),
+                    HELPER_TIMEOUT.as_secs()
+                ));
+            }
+            Err(e) => return Err(format!("waiting for {}: {e}", helper.display())),
+        }
     }
 }

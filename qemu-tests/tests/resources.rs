@@ -165,6 +165,16 @@ fn beancounters_proc_view_cpu_and_memory() -> anyhow::Result<()> {
     for v in [101, 102] {
         a.run_ok(&format!("vzctl --quiet stop {v} --fast"))?;
     }
+    // Back to every CPU on a running VE; I/O limits on VZDATA's disk.
+    a.run_ok("vzctl set 103 --cpumask all --ioprio 6 --iolimit 10M --iopslimit 300")?;
+    let cg103 = |a: &mut Appliance, f: &str| a.run_ok(&format!("cat /sys/fs/cgroup/vz/103/{f}"));
+    assert_eq!(cg103(&mut a, "cpuset.cpus")?.trim(), "0-1");
+    let io = cg103(&mut a, "io.max")?;
+    assert!(
+        io.contains("rbps=10485760 wbps=10485760 riops=300 wiops=300"),
+        "{io}"
+    );
+    assert!(cg103(&mut a, "io.weight")?.contains("default 400"));
 
     // A memory hog above its RAM: only its own processes die; the other VE
     // and the appliance keep running; physpages failcnt rises; the log

@@ -31,6 +31,8 @@ pub const CPU_PERIOD_US: u64 = 100_000;
 pub struct Host {
     /// Online CPUs (`/sys/devices/system/cpu/online`).
     pub online_cpus: Vec<u32>,
+    /// Online memory nodes (`/sys/devices/system/node/online`).
+    pub online_mems: Vec<u32>,
     /// The whole disk holding VZDATA (`io.max` takes disks, not partitions).
     pub io_disk: Option<(u32, u32)>,
 }
@@ -42,8 +44,13 @@ impl Host {
             .ok()
             .and_then(|t| vzconfig::resources::parse_cpulist(t.trim()).ok().flatten())
             .unwrap_or_default();
+        let online_mems = std::fs::read_to_string("/sys/devices/system/node/online")
+            .ok()
+            .and_then(|t| vzconfig::resources::parse_cpulist(t.trim()).ok().flatten())
+            .unwrap_or_default();
         Host {
             online_cpus,
+            online_mems,
             io_disk: disk_of(vz_dir),
         }
     }
@@ -117,15 +124,21 @@ pub fn cgroup_values(veid: u32, l: &Limits, host: &Host) -> Vec<(&'static str, S
         None | Some(vzconfig::resources::Limit::Value(0)) => "0".to_owned(),
         Some(b) => pages(b.get()),
     };
-    let list = |v: Option<Vec<u32>>| {
-        // Empty: the parent's set (cgroup v2).
-        v.map_or("\n".to_owned(), |c| vzconfig::resources::render_cpulist(&c))
+    // No mask: all of the appliance's (an empty cpuset means the parent's,
+    // but the kernel refuses to empty it while the VE has processes).
+    let list = |v: Option<Vec<u32>>, all: &[u32]| match v {
+        Some(c) => vzconfig::resources::render_cpulist(&c),
+        None if !all.is_empty() => vzconfig::resources::render_cpulist(all),
+        None => "\n".to_owned(),
     };
     let mut out = vec![
         ("cpu.weight", weight.to_string()),
         ("cpu.max", cpu_max),
-        ("cpuset.cpus", list(cpuset(veid, l, host))),
-        ("cpuset.mems", list(l.nodemask.clone())),
+        (
+            "cpuset.cpus",
+            list(cpuset(veid, l, host), &host.online_cpus),
+        ),
+        ("cpuset.mems", list(l.nodemask.clone(), &host.online_mems)),
         ("pids.max", pages_or_max(limit(l.ubc("numproc")))),
         ("memory.max", pages(limit(phys))),
         ("memory.high", pages(high)),
@@ -278,12 +291,14 @@ mod tests {
     fn config_values_map_to_cgroup_files() {
         let host = Host {
             online_cpus: vec![0, 1, 2, 3],
+            online_mems: vec![0],
             io_disk: Some((254, 0)),
         };
         let none = cgroup_values(101, &Limits::default(), &host);
         assert_eq!(get(&none, "cpu.weight"), "100");
         assert_eq!(get(&none, "cpu.max"), "max 100000");
-        assert_eq!(get(&none, "cpuset.cpus"), "\n");
+        assert_eq!(get(&none, "cpuset.cpus"), "0-3");
+        assert_eq!(get(&none, "cpuset.mems"), "0");
         assert_eq!(get(&none, "pids.max"), "max");
         assert_eq!(get(&none, "memory.max"), "max");
         assert_eq!(get(&none, "memory.high"), "max");
@@ -385,7 +400,7 @@ mod tests {
             },
             &host,
         );
-        assert_eq!(get(&all, "cpuset.cpus"), "\n");
+        assert_eq!(get(&all, "cpuset.cpus"), "0-3");
     }
 
     #[test]

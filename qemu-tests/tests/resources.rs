@@ -175,6 +175,11 @@ fn beancounters_proc_view_cpu_and_memory() -> anyhow::Result<()> {
         "{io}"
     );
     assert!(cg103(&mut a, "io.weight")?.contains("default 400"));
+    let qos = a.run_ok("cat /sys/fs/cgroup/io.cost.qos")?;
+    assert!(
+        qos.contains("enable=1"),
+        "io.weight needs the cost model on:\n{qos}"
+    );
 
     // A memory hog above its RAM: only its own processes die; the other VE
     // and the appliance keep running; physpages failcnt rises; the log
@@ -266,6 +271,16 @@ fn beancounters_proc_view_cpu_and_memory() -> anyhow::Result<()> {
         out.trim()
     );
     assert!(out.contains("tun: tun0 created"), "{out}");
+    // FUSE: refused cleanly before it is granted, mounted once it is.
+    let out = a.run_ok("vzctl exec2 101 ve-probe fuse")?;
+    assert!(out.contains("fuse: open failed"), "{out}");
+    a.run_ok("vzctl set 101 --devnodes fuse:rw")?;
+    let out = a.run_ok("vzctl exec2 101 ve-probe fuse")?;
+    println!(
+        "resources: in VE 101 after --devnodes fuse:rw: {}",
+        out.trim()
+    );
+    assert!(out.contains("fuse: mounted"), "{out}");
     a.run_ok("vzctl set 101 --devnodes fuse:r")?;
     a.run_ok("vzctl exec2 101 ': < /dev/fuse'")?;
     let (out, rc) = a.run_rc("vzctl exec2 101 ': > /dev/fuse'")?;

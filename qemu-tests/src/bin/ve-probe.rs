@@ -164,10 +164,46 @@ fn main() {
                 Err(e) => println!("tun: open failed ({e})"),
             }
         }
+        Some("fuse") => {
+            // What a FUSE filesystem does: /dev/fuse, then mount with it.
+            match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/fuse")
+            {
+                Ok(f) => {
+                    use std::os::fd::AsRawFd;
+                    let _ = std::fs::create_dir_all("/tmp/fusemnt");
+                    let opts = CString::new(format!(
+                        "fd={},rootmode=40000,user_id=0,group_id=0",
+                        f.as_raw_fd()
+                    ))
+                    .unwrap_or_default();
+                    // SAFETY: valid NUL-terminated strings.
+                    let rc = unsafe {
+                        libc::mount(
+                            c"probe".as_ptr(),
+                            c"/tmp/fusemnt".as_ptr(),
+                            c"fuse".as_ptr(),
+                            0,
+                            opts.as_ptr().cast(),
+                        )
+                    };
+                    if rc == 0 {
+                        println!("fuse: mounted");
+                        // SAFETY: a path we just mounted.
+                        unsafe { libc::umount2(c"/tmp/fusemnt".as_ptr(), libc::MNT_DETACH) };
+                    } else {
+                        println!("fuse: mount failed ({})", errno())
+                    }
+                }
+                Err(e) => println!("fuse: open failed ({e})"),
+            }
+        }
         _ => {
             eprintln!(
                 "usage: ve-probe shm-create|shm-find [KEY] | module | mknod | tiocsti | \
-                 session | fds | syscalls | tun"
+                 session | fds | syscalls | tun | fuse"
             );
             std::process::exit(2);
         }

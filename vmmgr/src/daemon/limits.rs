@@ -56,6 +56,21 @@ impl Host {
     }
 }
 
+/// Turns on the kernel's I/O cost model for VZDATA's disk (`io.cost.qos`
+/// in the cgroup root), without which `io.weight` (IOPRIO) has no effect;
+/// BFQ's `io.bfq.weight` works without it where BFQ is the scheduler.
+pub fn enable_io_cost(cgroup_root: &Path, disk: Option<(u32, u32)>) {
+    let Some((maj, min)) = disk else { return };
+    let qos = cgroup_root.join("io.cost.qos");
+    if !qos.exists() {
+        log::info!("IOPRIO: no io.cost.qos in this kernel; io.weight has no effect");
+        return;
+    }
+    if let Err(e) = std::fs::write(&qos, format!("{maj}:{min} enable=1")) {
+        log::warn!("IOPRIO: enabling {}: {e}", qos.display());
+    }
+}
+
 /// The whole disk (major, minor) that holds the filesystem of `p`.
 fn disk_of(p: &Path) -> Option<(u32, u32)> {
     use std::os::unix::fs::MetadataExt;

@@ -149,8 +149,14 @@ pub struct Manager {
 
 impl Manager {
     pub fn new(layout: Layout) -> Arc<Manager> {
+        let host = limits::Host::probe(&layout.vz_dir);
+        if let Some(root) = layout.cgroup_root.parent() {
+            if layout.cgroup_root == Path::new("/sys/fs/cgroup/vz") {
+                limits::enable_io_cost(root, host.io_disk);
+            }
+        }
         Arc::new(Manager {
-            host: limits::Host::probe(&layout.vz_dir),
+            host,
             layout,
             state: Mutex::new(State::default()),
             changed: Condvar::new(),

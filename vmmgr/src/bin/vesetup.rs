@@ -19,11 +19,8 @@ fn main() {
         std::process::exit(2);
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("devnodes") => devnodes(&args[1..]),
-        Some("procview") => procview(None),
-        Some("ptymax") => procview(args.get(1).and_then(|n| n.parse().ok()).or(Some(0))),
-        _ => {}
+    if let Some(mode @ ("devnodes" | "procview" | "ptymax")) = args.first().map(String::as_str) {
+        helper_mode(mode, &args[1..]);
     }
     // SAFETY: fd 3 is the channel vmmgr passed for this purpose, taken once.
     let Some(chan) = (unsafe { vmmgr::sys::take_inherited_fd(CHANNEL_FD) }) else {
@@ -67,22 +64,25 @@ fn main() {
     }
 }
 
-/// `vesetup procview` (the /proc view again) or `vesetup ptymax N` (the
-/// devpts limit): fd 3 is the VE init's pidfd.
-fn procview(pty_max: Option<u32>) -> ! {
+/// The helper modes: fd 3 is a running VE init's pidfd, and nothing else
+/// inherited is kept.
+fn helper_mode(mode: &str, args: &[String]) -> ! {
     // SAFETY: fd 3 is the pidfd vmmgr passed for this purpose, taken once.
     let Some(init) = (unsafe { vmmgr::sys::take_inherited_fd(CHANNEL_FD) }) else {
-        eprintln!("vesetup procview: run by vmmgr only (no pidfd on fd {CHANNEL_FD})");
+        eprintln!("vesetup {mode}: run by vmmgr only (no pidfd on fd {CHANNEL_FD})");
         std::process::exit(2);
     };
     if let Err(e) = vmmgr::sys::close_fds_except(&[init.as_fd()]) {
-        eprintln!("vesetup procview: closing inherited descriptors: {e}");
+        eprintln!("vesetup {mode}: closing inherited descriptors: {e}");
         std::process::exit(2);
     }
-    let r = match pty_max {
-        None => vmmgr::setup::procview::run(init.as_fd()),
-        Some(0) => Err("ptymax: give a number of ptys".into()),
-        Some(n) => vmmgr::setup::procview::set_pty_max(init.as_fd(), n),
+    let r = match mode {
+        "procview" => vmmgr::setup::procview::run(init.as_fd()),
+        "ptymax" => match args.first().and_then(|n| n.parse::<u32>().ok()) {
+            Some(n) if n > 0 => vmmgr::setup::procview::set_pty_max(init.as_fd(), n),
+            _ => Err("ptymax: give a number of ptys".into()),
+        },
+        _ => devnodes(init.as_fd(), args),
     };
     match r {
         Ok(()) => std::process::exit(0),
@@ -93,37 +93,18 @@ fn procview(pty_max: Option<u32>) -> ! {
     }
 }
 
-/// `vesetup devnodes UID:GID +path -path ...`: fd 3 is the VE init's pidfd.
-fn devnodes(args: &[String]) -> ! {
-    // SAFETY: fd 3 is the pidfd vmmgr passed for this purpose, taken once.
-    let Some(init) = (unsafe { vmmgr::sys::take_inherited_fd(CHANNEL_FD) }) else {
-        eprintln!("vesetup devnodes: run by vmmgr only (no pidfd on fd {CHANNEL_FD})");
-        std::process::exit(2);
-    };
-    if let Err(e) = vmmgr::sys::close_fds_except(&[init.as_fd()]) {
-        eprintln!("vesetup devnodes: closing inherited descriptors: {e}");
-        std::process::exit(2);
-    }
+/// `vesetup devnodes UID:GID +path -path ...`.
+fn devnodes(init: BorrowedFd<'_>, args: &[String]) -> Result<(), String> {
     let owner = args
         .first()
         .and_then(|o| o.split_once(':'))
-        .and_then(|(u, g)| Some((u.parse::<u32>().ok()?, g.parse::<u32>().ok()?)));
-    let Some(owner) = owner else {
-        eprintln!("vesetup devnodes: the first argument is the VE root's UID:GID");
-        std::process::exit(2);
-    };
-    let changes: Result<Vec<_>, _> = args[1..]
+        .and_then(|(u, g)| Some((u.parse::<u32>().ok()?, g.parse::<u32>().ok()?)))
+        .ok_or("devnodes: the first argument is the VE root's UID:GID")?;
+    let changes = args[1..]
         .iter()
         .map(|a| vmmgr::setup::devnodes::Change::parse(a))
-        .collect();
-    let r = changes.and_then(|c| vmmgr::setup::devnodes::run(init.as_fd(), owner, &c));
-    match r {
-        Ok(()) => std::process::exit(0),
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(1);
-        }
-    }
+        .collect::<Result<Vec<_>, _>>()?;
+    vmmgr::setup::devnodes::run(init, owner, &changes)
 }
 
 fn read_spec(chan: BorrowedFd<'_>) -> Result<vmmgr::setup::Spec, String> {

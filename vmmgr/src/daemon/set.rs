@@ -291,48 +291,53 @@ fn merge_devices(key: &str, list: &str, add: &str) -> String {
     }
 }
 
-/// Sets SHMPAGES as `kernel.shmall` of the VE's IPC namespace (the VE's
-/// /proc/sys is read-only to it; the value is the limit in pages, no limit
-/// is the kernel's default), from a short-lived thread (IPC membership is
-/// per thread).
-pub(super) fn set_shmall(init: &OwnedFd, ve_root: u32, pages: Option<u64>) -> std::io::Result<()> {
+/// Runs `f` on a short-lived thread that joined the namespace `ns` of the
+/// VE whose init is `init` (IPC and UTS membership are per thread, so
+/// nothing else of vmmgr is moved; the thread ends with `f`).
+fn in_ve_thread<F>(
+    init: &OwnedFd,
+    ns: rustix::thread::ThreadNameSpaceType,
+    what: &str,
+    f: F,
+) -> std::io::Result<()>
+where
+    F: FnOnce() -> std::io::Result<()> + Send + 'static,
+{
     let fd = init.try_clone()?;
-    // The kernel's default SHMALL: ULONG_MAX - 2^24.
-    let value = pages.unwrap_or(u64::MAX - (1 << 24)).to_string();
     std::thread::Builder::new()
-        .name("ve-shmall".into())
+        .name(format!("ve-{what}"))
         .spawn(move || -> std::io::Result<()> {
-            rustix::thread::move_into_thread_name_spaces(
-                fd.as_fd(),
-                rustix::thread::ThreadNameSpaceType::INTER_PROCESS_COMMUNICATION,
-            )?;
-            // The namespace's sysctls let only its owner (VE root, by host
-            // uid) write, capabilities aside: this thread becomes it (this
-            // thread only: the raw call, not libc's all-threads one) and ends.
-            let uid = rustix::process::Uid::from_raw(ve_root);
-            rustix::thread::set_thread_res_uid(uid, uid, uid)?;
-            // /proc/sys/kernel/shm* are the writing thread's IPC namespace's.
-            std::fs::write("/proc/sys/kernel/shmall", &value)
+            rustix::thread::move_into_thread_name_spaces(fd.as_fd(), ns)?;
+            f()
         })?
         .join()
-        .map_err(|_| std::io::Error::other("shmall thread panicked"))?
+        .map_err(|_| std::io::Error::other(format!("{what} thread panicked")))?
 }
 
-/// Sets the hostname of the running VE whose init is `init` (from a
-/// short-lived thread: UTS membership is per thread).
+/// Sets SHMPAGES as `kernel.shmall` of the VE's IPC namespace (the VE's
+/// /proc/sys is read-only to it; the value is the limit in pages, no limit
+/// is the kernel's default).
+pub(super) fn set_shmall(init: &OwnedFd, ve_root: u32, pages: Option<u64>) -> std::io::Result<()> {
+    // The kernel's default SHMALL: ULONG_MAX - 2^24.
+    let value = pages.unwrap_or(u64::MAX - (1 << 24)).to_string();
+    let ns = rustix::thread::ThreadNameSpaceType::INTER_PROCESS_COMMUNICATION;
+    in_ve_thread(init, ns, "shmall", move || {
+        // The namespace's sysctls let only its owner (VE root, by host uid)
+        // write, capabilities aside: the thread becomes it (this thread
+        // only: the raw call, not libc's all-threads one) and then ends.
+        let uid = rustix::process::Uid::from_raw(ve_root);
+        rustix::thread::set_thread_res_uid(uid, uid, uid)?;
+        // /proc/sys/kernel/shm* are the writing thread's IPC namespace's.
+        std::fs::write("/proc/sys/kernel/shmall", &value)
+    })
+}
+
+/// Sets the hostname of the running VE whose init is `init`.
 fn set_hostname(init: &OwnedFd, hostname: &str) -> std::io::Result<()> {
-    let fd = init.try_clone()?;
     let name = hostname.to_owned();
-    std::thread::Builder::new()
-        .name("ve-hostname".into())
-        .spawn(move || -> std::io::Result<()> {
-            rustix::thread::move_into_thread_name_spaces(
-                fd.as_fd(),
-                rustix::thread::ThreadNameSpaceType::HOST_NAME_AND_NIS_DOMAIN_NAME,
-            )?;
-            rustix::system::sethostname(name.as_bytes())?;
-            Ok(())
-        })?
-        .join()
-        .map_err(|_| std::io::Error::other("hostname thread panicked"))?
+    let ns = rustix::thread::ThreadNameSpaceType::HOST_NAME_AND_NIS_DOMAIN_NAME;
+    in_ve_thread(init, ns, "hostname", move || {
+        rustix::system::sethostname(name.as_bytes())?;
+        Ok(())
+    })
 }

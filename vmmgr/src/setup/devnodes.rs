@@ -70,14 +70,7 @@ pub fn run(init: BorrowedFd<'_>, owner: (u32, u32), changes: &[Change]) -> Resul
         };
         sources.push((c.clone(), kind, st.st_rdev));
     }
-    rustix::thread::move_into_thread_name_spaces(init, rustix::thread::ThreadNameSpaceType::MOUNT)
-        .map_err(err("joining the VE's mount namespace".into()))?;
-    let root = rustix::fs::open(
-        "/",
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(err("opening the VE's root".into()))?;
+    let root = super::helper::enter_mount_ns(init)?;
     let dev = mountfd::open_in_root(root.as_fd(), "dev", true)
         .map_err(err("opening the VE's /dev".into()))?;
     for (c, kind, rdev) in sources {
@@ -164,7 +157,7 @@ pub fn run(init: BorrowedFd<'_>, owner: (u32, u32), changes: &[Change]) -> Resul
     Ok(())
 }
 
-/// Runs `helper devnodes <changes>` for the VE whose init is `init`.
+/// Runs `helper devnodes UID:GID <changes>` for the VE whose init is `init`.
 pub fn spawn(
     helper: &std::path::Path,
     init: &OwnedFd,
@@ -174,22 +167,13 @@ pub fn spawn(
     if changes.is_empty() {
         return Ok(());
     }
-    let fd = init
-        .try_clone()
-        .map_err(|e| format!("dup of the pidfd: {e}"))?;
-    let mut cmd = std::process::Command::new(helper);
-    cmd.arg("devnodes")
-        .arg(format!("{}:{}", owner.0, owner.1))
-        .args(
-            changes
-                .iter()
-                .map(|c| format!("{}{}", if c.add { '+' } else { '-' }, c.path)),
-        )
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    crate::sys::pass_fd_as(&mut cmd, fd, 3);
-    super::procview::run_bounded(cmd, helper)
+    let mut args = vec!["devnodes".to_owned(), format!("{}:{}", owner.0, owner.1)];
+    args.extend(
+        changes
+            .iter()
+            .map(|c| format!("{}{}", if c.add { '+' } else { '-' }, c.path)),
+    );
+    super::helper::spawn(helper, init, &args)
 }
 
 #[cfg(test)]

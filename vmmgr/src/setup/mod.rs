@@ -27,6 +27,7 @@
 
 pub mod dev;
 pub mod devnodes;
+pub mod helper;
 mod init;
 mod kernfs;
 mod layers;

@@ -38,14 +38,7 @@ pub fn run(init: BorrowedFd<'_>) -> Result<(), String> {
         .map_err(|e| format!("making {name} read-only: {e}"))?;
         copies.push((name, copy));
     }
-    rustix::thread::move_into_thread_name_spaces(init, rustix::thread::ThreadNameSpaceType::MOUNT)
-        .map_err(|e| format!("joining the VE's mount namespace: {e}"))?;
-    let root = rustix::fs::open(
-        "/",
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| format!("opening the VE's root: {e}"))?;
+    let root = super::helper::enter_mount_ns(init)?;
     for (name, copy) in copies {
         let target = match mountfd::open_in_root(root.as_fd(), &format!("proc/{name}"), false) {
             Ok(fd) => fd,
@@ -60,16 +53,7 @@ pub fn run(init: BorrowedFd<'_>) -> Result<(), String> {
 
 /// Runs `helper procview` for the VE whose init is `init`.
 pub fn spawn(helper: &std::path::Path, init: &OwnedFd) -> Result<(), String> {
-    let fd = init
-        .try_clone()
-        .map_err(|e| format!("dup of the pidfd: {e}"))?;
-    let mut cmd = std::process::Command::new(helper);
-    cmd.arg("procview")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    crate::sys::pass_fd_as(&mut cmd, fd, 3);
-    run_bounded(cmd, helper)
+    super::helper::spawn(helper, init, &["procview".to_owned()])
 }
 
 /// Sets the VE's devpts `max=` (NUMPTY, live): joins the VE's mount
@@ -77,14 +61,7 @@ pub fn spawn(helper: &std::path::Path, init: &OwnedFd) -> Result<(), String> {
 /// checks it is a devpts, and reconfigures that instance (mounted by the
 /// appliance at start: VE root cannot do this itself).
 pub fn set_pty_max(init: BorrowedFd<'_>, max: u32) -> Result<(), String> {
-    rustix::thread::move_into_thread_name_spaces(init, rustix::thread::ThreadNameSpaceType::MOUNT)
-        .map_err(|e| format!("joining the VE's mount namespace: {e}"))?;
-    let root = rustix::fs::open(
-        "/",
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| format!("opening the VE's root: {e}"))?;
+    let root = super::helper::enter_mount_ns(init)?;
     let pts = mountfd::open_in_root(root.as_fd(), "dev/pts", true)
         .map_err(|e| format!("opening the VE's /dev/pts: {e}"))?;
     const DEVPTS_SUPER_MAGIC: i64 = 0x1cd1;
@@ -114,63 +91,5 @@ pub fn set_pty_max(init: BorrowedFd<'_>, max: u32) -> Result<(), String> {
 
 /// Runs `helper ptymax N` for the VE whose init is `init`.
 pub fn spawn_pty_max(helper: &std::path::Path, init: &OwnedFd, max: u32) -> Result<(), String> {
-    let fd = init
-        .try_clone()
-        .map_err(|e| format!("dup of the pidfd: {e}"))?;
-    let mut cmd = std::process::Command::new(helper);
-    cmd.arg("ptymax")
-        .arg(max.to_string())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    crate::sys::pass_fd_as(&mut cmd, fd, 3);
-    run_bounded(cmd, helper)
-}
-
-/// How long a helper working in a VE's namespace may take: a path in the
-/// VE can be made to block (a FUSE server of the VE behind its /dev), and
-/// vmmgr must not wait on it for ever.
-pub const HELPER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Runs `cmd` (a helper) to its end or [`HELPER_TIMEOUT`]; its stderr is
-/// the error. A helper past its time is killed and left to be reaped by a
-/// thread of its own (a task blocked in a filesystem may not die at once).
-pub fn run_bounded(mut cmd: std::process::Command, helper: &std::path::Path) -> Result<(), String> {
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("running {}: {e}", helper.display()))?;
-    drop(cmd);
-    let deadline = std::time::Instant::now() + HELPER_TIMEOUT;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    use std::io::Read;
-                    let _ = e.read_to_string(&mut err);
-                }
-                return if status.success() {
-                    Ok(())
-                } else {
-                    Err(err.trim().to_owned())
-                };
-            }
-            Ok(None) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = std::thread::Builder::new()
-                    .name("helper-reaper".into())
-                    .spawn(move || child.wait());
-                return Err(format!(
-                    "{} did not finish within {} s (is something in the VE blocking its /dev \
-                     or /proc?); it was killed",
-                    helper.display(),
-                    HELPER_TIMEOUT.as_secs()
-                ));
-            }
-            Err(e) => return Err(format!("waiting for {}: {e}", helper.display())),
-        }
-    }
+    super::helper::spawn(helper, init, &["ptymax".to_owned(), max.to_string()])
 }

@@ -73,147 +73,22 @@ impl Manager {
             }
         }
         let mut applied = Vec::new();
-        // The disk quota first (one call, all or nothing), running or not.
+        // Each change to the kernel leaves how to take it back: a change
+        // that fails takes back the ones before it, so a refused value
+        // leaves the VE (and the config file) as they were.
         let before_cfg = self.config_of(veid).and_then(|c| c.ok());
-        let disk =
-            |c: &config::VeConfig| (c.limits.diskspace, c.limits.diskinodes, c.limits.quotatime);
-        if before_cfg.as_ref().map(disk) != Some(disk(&cfg)) {
-            if let Err(e) = self.apply_quota(veid, &cfg) {
-                return Outcome::fail(
-                    ExitCode::BadValue,
-                    format!("VE {veid}: nothing changed: {e}"),
-                );
-            }
-            applied.push("disk quota".to_owned());
-        }
-        let init = self.lock().running.get(&veid).map(|r| Arc::clone(&r.pidfd));
-        if let Some(init) = init {
-            // NUMPTY: the VE's devpts limit.
-            let ptys = |c: &config::VeConfig| super::start::pty_max(&c.limits);
-            let old_ptys = before_cfg.as_ref().map(ptys);
-            let ptys_changed = old_ptys != Some(ptys(&cfg));
-            if ptys_changed {
-                if let Err(e) =
-                    crate::setup::procview::spawn_pty_max(&self.layout.helper, &init, ptys(&cfg))
-                {
-                    if let Some(b) = &before_cfg {
-                        let _ = self.apply_quota(veid, b);
-                    }
-                    return Outcome::fail(
-                        ExitCode::System,
-                        format!("VE {veid}: nothing changed: NUMPTY: {e}"),
-                    );
-                }
-                applied.push(format!("numpty {}", ptys(&cfg)));
-            }
-            let undo_ptys = || {
-                if let (true, Some(n)) = (ptys_changed, old_ptys) {
-                    let _ = crate::setup::procview::spawn_pty_max(&self.layout.helper, &init, n);
-                }
-            };
-            // Devices: the new program, then the nodes; a failure puts the
-            // old program back (and the quota) and changes nothing else.
-            let devs = |c: &config::VeConfig| (c.limits.devnodes.clone(), c.limits.devices.clone());
-            let old_devs = in_force
-                .clone()
-                .or_else(|| before_cfg.as_ref().map(devs))
-                .unwrap_or_default();
-            let devices_changed = old_devs != devs(&cfg);
-            let cg = crate::daemon::cgroup::dir(&self.layout.cgroup_root, veid);
-            if devices_changed {
-                let undo_quota = || {
-                    if let Some(b) = &before_cfg {
-                        let _ = self.apply_quota(veid, b);
-                    }
-                };
-                if let Err(e) =
-                    crate::daemon::devices::apply(&cg, &cfg.limits.devnodes, &cfg.limits.devices)
-                {
-                    undo_quota();
-                    undo_ptys();
-                    return Outcome::fail(
-                        ExitCode::BadValue,
-                        format!("VE {veid}: nothing changed: {e}"),
-                    );
-                }
-                let changes = node_changes(&old_devs.0, &cfg.limits.devnodes);
-                if let Err(e) = crate::setup::devnodes::spawn(
-                    &self.layout.helper,
-                    &init,
-                    (cfg.local_uid, cfg.local_gid),
-                    &changes,
-                ) {
-                    let _ = crate::daemon::devices::apply(&cg, &old_devs.0, &old_devs.1);
-                    undo_quota();
-                    undo_ptys();
-                    return Outcome::fail(
-                        ExitCode::System,
-                        format!("VE {veid}: nothing changed: its /dev: {e}"),
-                    );
-                }
-                self.lock().devices.insert(veid, devs(&cfg));
-                applied.push("devices".to_owned());
-            }
-            // Limits first: a value the kernel refuses changes nothing, not
-            // the other limits, not the config file.
-            let cg = crate::daemon::cgroup::dir(&self.layout.cgroup_root, veid);
-            let before = self.config_of(veid).and_then(|c| c.ok()).map(|c| c.limits);
-            if before.as_ref() != Some(&cfg.limits) {
-                let values =
-                    crate::daemon::limits::cgroup_values(veid.get(), &cfg.limits, &self.host);
-                match crate::daemon::limits::apply(&cg, &values) {
-                    Ok(skipped) => {
-                        crate::daemon::limits::update_guarantees(&self.layout.cgroup_root);
-                        applied.push("limits".to_owned());
-                        for s in skipped {
-                            log::info!("VE {veid}: limit not enforced: {s}");
-                        }
-                    }
-                    Err(e) => {
-                        if let Some(b) = &before_cfg {
-                            let _ = self.apply_quota(veid, b);
-                        }
-                        undo_ptys();
-                        if devices_changed {
-                            let _ = crate::daemon::devices::apply(&cg, &old_devs.0, &old_devs.1);
-                            let back = node_changes(&cfg.limits.devnodes, &old_devs.0);
-                            let _ = crate::setup::devnodes::spawn(
-                                &self.layout.helper,
-                                &init,
-                                (cfg.local_uid, cfg.local_gid),
-                                &back,
-                            );
-                            self.lock().devices.insert(veid, old_devs.clone());
-                        }
-                        return Outcome::fail(
-                            ExitCode::BadValue,
-                            format!("VE {veid}: nothing changed: {e}"),
-                        );
-                    }
-                }
-            }
-            let shm = |c: &config::VeConfig| c.limits.ubc("shmpages").and_then(|b| b.limit.get());
-            if before_cfg.as_ref().map(shm) != Some(shm(&cfg)) {
-                match set_shmall(&init, cfg.local_uid, shm(&cfg)) {
-                    Ok(()) => applied.push("shmpages".to_owned()),
-                    Err(e) => log::warn!("VE {veid}: SHMPAGES as kernel.shmall: {e}"),
-                }
-            }
-            for (k, v) in &updates {
-                if *k == "HOSTNAME" {
-                    if let Some(h) = v {
-                        match set_hostname(&init, h) {
-                            Ok(()) => applied.push(format!("hostname {h}")),
-                            Err(e) => {
-                                return Outcome::fail(
-                                    ExitCode::System,
-                                    format!("setting the hostname of running VE {veid}: {e}"),
-                                )
-                            }
-                        }
-                    }
-                }
-            }
+        let mut undo = Undo::default();
+        if let Err(o) = self.apply_changes(
+            veid,
+            &cfg,
+            before_cfg.as_ref(),
+            in_force,
+            &updates,
+            &mut applied,
+            &mut undo,
+        ) {
+            undo.run();
+            return o;
         }
         if save {
             if let Err(e) = crate::fsutil::write_atomic(&path, &new_text) {
@@ -230,6 +105,141 @@ impl Manager {
         } else {
             Outcome::ok(format!("applied: {}", applied.join(", ")))
         }
+    }
+}
+
+/// Steps to take back, last first.
+#[derive(Default)]
+struct Undo<'a>(Vec<Box<dyn FnOnce() + 'a>>);
+
+impl<'a> Undo<'a> {
+    fn push(&mut self, f: impl FnOnce() + 'a) {
+        self.0.push(Box::new(f));
+    }
+
+    fn run(self) {
+        for f in self.0.into_iter().rev() {
+            f();
+        }
+    }
+}
+
+impl Manager {
+    /// Applies `cfg` (the config after `vzctl set`) where it differs from
+    /// `before`: the disk quota (running or not), then, on a running VE,
+    /// its devpts limit, devices, cgroup limits, shmall and hostname.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_changes<'a>(
+        &'a self,
+        veid: VeId,
+        cfg: &'a config::VeConfig,
+        before: Option<&'a config::VeConfig>,
+        in_force: Option<super::Devices>,
+        updates: &[(&str, Option<String>)],
+        applied: &mut Vec<String>,
+        undo: &mut Undo<'a>,
+    ) -> Result<(), Outcome> {
+        let fail =
+            |code, e: String| Outcome::fail(code, format!("VE {veid}: nothing changed: {e}"));
+        // The disk quota (one call, all or nothing), running or not.
+        let disk =
+            |c: &config::VeConfig| (c.limits.diskspace, c.limits.diskinodes, c.limits.quotatime);
+        if before.map(disk) != Some(disk(cfg)) {
+            self.apply_quota(veid, cfg)
+                .map_err(|e| fail(ExitCode::BadValue, e))?;
+            if let Some(b) = before {
+                undo.push(move || {
+                    let _ = self.apply_quota(veid, b);
+                });
+            }
+            applied.push("disk quota".to_owned());
+        }
+        let Some(init) = self.lock().running.get(&veid).map(|r| Arc::clone(&r.pidfd)) else {
+            return Ok(());
+        };
+        let helper = &self.layout.helper;
+        // NUMPTY: the VE's devpts limit.
+        let ptys = |c: &config::VeConfig| super::start::pty_max(&c.limits);
+        if before.map(ptys) != Some(ptys(cfg)) {
+            crate::setup::procview::spawn_pty_max(helper, &init, ptys(cfg))
+                .map_err(|e| fail(ExitCode::System, format!("NUMPTY: {e}")))?;
+            if let Some(old) = before.map(ptys) {
+                let init = Arc::clone(&init);
+                undo.push(move || {
+                    let _ = crate::setup::procview::spawn_pty_max(helper, &init, old);
+                });
+            }
+            applied.push(format!("numpty {}", ptys(cfg)));
+        }
+        // Devices: the new program, then the nodes.
+        let cg = crate::daemon::cgroup::dir(&self.layout.cgroup_root, veid);
+        let devs = |c: &config::VeConfig| (c.limits.devnodes.clone(), c.limits.devices.clone());
+        let old_devs = in_force.or_else(|| before.map(devs)).unwrap_or_default();
+        if old_devs != devs(cfg) {
+            crate::daemon::devices::apply(&cg, &cfg.limits.devnodes, &cfg.limits.devices)
+                .map_err(|e| fail(ExitCode::BadValue, e))?;
+            {
+                let (cg, old) = (cg.clone(), old_devs.clone());
+                undo.push(move || {
+                    let _ = crate::daemon::devices::apply(&cg, &old.0, &old.1);
+                    self.lock().devices.insert(veid, old);
+                });
+            }
+            let owner = (cfg.local_uid, cfg.local_gid);
+            crate::setup::devnodes::spawn(
+                helper,
+                &init,
+                owner,
+                &node_changes(&old_devs.0, &cfg.limits.devnodes),
+            )
+            .map_err(|e| fail(ExitCode::System, format!("its /dev: {e}")))?;
+            {
+                let init = Arc::clone(&init);
+                let back = node_changes(&cfg.limits.devnodes, &old_devs.0);
+                undo.push(move || {
+                    let _ = crate::setup::devnodes::spawn(helper, &init, owner, &back);
+                });
+            }
+            self.lock().devices.insert(veid, devs(cfg));
+            applied.push("devices".to_owned());
+        }
+        // The cgroup limits (their own undo: a refused write puts the
+        // files before it back).
+        if before.map(|b| &b.limits) != Some(&cfg.limits) {
+            let values = crate::daemon::limits::cgroup_values(veid.get(), &cfg.limits, &self.host);
+            let skipped = crate::daemon::limits::apply(&cg, &values)
+                .map_err(|e| fail(ExitCode::BadValue, e))?;
+            crate::daemon::limits::update_guarantees(&self.layout.cgroup_root);
+            if let Some(b) = before {
+                let cg = cg.clone();
+                undo.push(move || {
+                    let v = crate::daemon::limits::cgroup_values(veid.get(), &b.limits, &self.host);
+                    let _ = crate::daemon::limits::apply(&cg, &v);
+                    crate::daemon::limits::update_guarantees(&self.layout.cgroup_root);
+                });
+            }
+            applied.push("limits".to_owned());
+            for s in skipped {
+                log::info!("VE {veid}: limit not enforced: {s}");
+            }
+        }
+        // SHMPAGES: an extra bound (shared memory is charged to physpages
+        // anyway), so a failure is said, not fatal.
+        let shm = |c: &config::VeConfig| c.limits.ubc("shmpages").and_then(|b| b.limit.get());
+        if before.map(shm) != Some(shm(cfg)) {
+            match set_shmall(&init, cfg.local_uid, shm(cfg)) {
+                Ok(()) => applied.push("shmpages".to_owned()),
+                Err(e) => log::warn!("VE {veid}: SHMPAGES as kernel.shmall: {e}"),
+            }
+        }
+        for (k, v) in updates {
+            if let ("HOSTNAME", Some(h)) = (*k, v) {
+                set_hostname(&init, h)
+                    .map_err(|e| fail(ExitCode::System, format!("setting its hostname: {e}")))?;
+                applied.push(format!("hostname {h}"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -340,4 +350,42 @@ fn set_hostname(init: &OwnedFd, hostname: &str) -> std::io::Result<()> {
         rustix::system::sethostname(name.as_bytes())?;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn undo_takes_back_last_first() {
+        let order = std::cell::RefCell::new(Vec::new());
+        let mut u = Undo::default();
+        u.push(|| order.borrow_mut().push("quota"));
+        u.push(|| order.borrow_mut().push("devices"));
+        u.push(|| order.borrow_mut().push("limits"));
+        u.run();
+        assert_eq!(*order.borrow(), ["limits", "devices", "quota"]);
+    }
+
+    #[test]
+    fn device_lists_merge_entry_by_entry() {
+        assert_eq!(
+            merge_devices("DEVNODES", "net/tun:rw fuse:r", "fuse:rw"),
+            "net/tun:rw fuse:rw"
+        );
+        assert_eq!(
+            merge_devices("DEVNODES", "net/tun:rw fuse:r", "fuse:none"),
+            "net/tun:rw"
+        );
+        assert_eq!(
+            merge_devices("DEVICES", "c:10:200:rw", "b:8:all:r"),
+            "c:10:200:rw b:8:all:r"
+        );
+        let old = vzconfig::resources::parse_devnodes("net/tun:rw fuse:r").expect("parses");
+        let new = vzconfig::resources::parse_devnodes("fuse:rw kvm:rw").expect("parses");
+        let c = node_changes(&old, &new);
+        assert_eq!(c.len(), 2);
+        assert!(!c[0].add && c[0].path == "net/tun");
+        assert!(c[1].add && c[1].path == "kvm");
+    }
 }

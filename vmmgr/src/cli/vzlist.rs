@@ -715,6 +715,15 @@ fn json_str(s: &str) -> String {
     o
 }
 
+/// A JSON string, or `null` for an empty one.
+fn s_or_null(s: &str) -> String {
+    if s.is_empty() {
+        "null".to_owned()
+    } else {
+        json_str(s)
+    }
+}
+
 fn json_value(f: &Field, r: &Row) -> String {
     let v = &r.info;
     let live = running(r);
@@ -743,13 +752,6 @@ fn json_value(f: &Field, r: &Row) -> String {
                 q.usage, q.soft, q.hard
             )
         };
-        let s_or_null = |s: &str| {
-            if s.is_empty() {
-                "null".to_owned()
-            } else {
-                json_str(s)
-            }
-        };
         match f.name {
             "diskspace" => return q(res.diskspace),
             "diskinodes" => return q(res.diskinodes),
@@ -771,13 +773,6 @@ fn json_value(f: &Field, r: &Row) -> String {
             _ => {}
         }
     }
-    let s_or_null = |s: &str| {
-        if s.is_empty() {
-            "null".to_owned()
-        } else {
-            json_str(s)
-        }
-    };
     match f.name {
         "ctid" => v.veid.to_string(),
         "status" => json_str(&v.status),

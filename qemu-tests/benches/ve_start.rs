@@ -97,6 +97,7 @@ fn main() -> anyhow::Result<()> {
         policy_dir: bench_policy(&ws, &base)?,
         init: "/sbin/init".into(),
         pty_max: 256,
+        devnodes: vec![],
     };
     // A group left by an interrupted run (the cgroup2 hierarchy outlives it).
     let _ = std::fs::remove_dir(&spec.cgroup);

@@ -361,6 +361,8 @@ pub struct SetupSpec {
     pub init: Text,
     /// The most ptys the VE's devpts hands out (NUMPTY).
     pub pty_max: u32,
+    /// DEVNODES to make in the VE's /dev: paths under /dev, space-separated.
+    pub devnodes: Text,
 }
 
 /// What `vesetup` reports to vmmgr (one frame, kind [`Kind::Setup`]); with

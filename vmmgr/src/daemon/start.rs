@@ -30,6 +30,13 @@ impl Manager {
             policy_dir: self.layout.policy_dir.clone(),
             init: "/sbin/init".into(),
             pty_max: pty_max(&cfg.limits),
+            devnodes: cfg
+                .limits
+                .devnodes
+                .iter()
+                .filter(|d| d.access.any())
+                .map(|d| d.path.clone())
+                .collect(),
         }
     }
 
@@ -170,16 +177,6 @@ impl Manager {
             if let Err(e) = super::set::set_shmall(&fd, cfg.local_uid, Some(pages)) {
                 log::warn!("VE {veid}: SHMPAGES as kernel.shmall: {e}");
             }
-        }
-        // Its DEVNODES in its /dev (the program above already allows them).
-        let adds = super::set::node_changes(&[], &cfg.limits.devnodes);
-        if let Err(e) = crate::setup::devnodes::spawn(
-            &self.layout.helper,
-            &fd,
-            (spec.uid_base, spec.gid_base),
-            &adds,
-        ) {
-            log::error!("VE {veid}: DEVNODES not made in its /dev: {e}");
         }
         self.lock().devices.insert(
             veid,

@@ -28,6 +28,7 @@ pub(super) fn populate(
     uid: u32,
     gid: u32,
     pty_max: u32,
+    devnodes: &[String],
 ) -> Result<(), SetupError> {
     let pty_max = format!("max={}", pty_max.clamp(1, PTY_MAX_KERNEL));
     let mount_point = cx.at(
@@ -123,6 +124,17 @@ pub(super) fn populate(
             format!("linking /dev/{link}"),
             rustix::fs::symlinkat(target, &dev, link),
         )?;
+    }
+    // DEVNODES, before anything of the VE runs (its device program allows
+    // them; `setup::devnodes` adds and removes them later, live).
+    for path in devnodes {
+        let change = super::devnodes::Change {
+            add: true,
+            path: path.clone(),
+        };
+        super::devnodes::host_node(path)
+            .and_then(|node| super::devnodes::apply(dev.as_fd(), (uid, gid), &change, node))
+            .map_err(|e| cx.fail(format!("DEVNODES /dev/{path}"), e))?;
     }
     Ok(())
 }

@@ -51,108 +51,121 @@ fn give(fd: &OwnedFd, owner: (u32, u32)) -> rustix::io::Result<()> {
     )
 }
 
+/// The type (`S_IFCHR`/`S_IFBLK`) and number of the appliance's
+/// `/dev/<path>`.
+pub fn host_node(path: &str) -> Result<(u32, u64), String> {
+    let host = format!("/dev/{path}");
+    let st = rustix::fs::lstat(host.as_str()).map_err(err(host.clone()))?;
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::CharacterDevice => Ok((libc::S_IFCHR, st.st_rdev)),
+        FileType::BlockDevice => Ok((libc::S_IFBLK, st.st_rdev)),
+        _ => Err(format!("{host} is not a device node on the appliance")),
+    }
+}
+
 /// Applies `changes` in the mount namespace of the VE whose init is `init`.
 /// Single-threaded callers only (joins a mount namespace).
 pub fn run(init: BorrowedFd<'_>, owner: (u32, u32), changes: &[Change]) -> Result<(), String> {
     // The appliance's nodes, while we still see them.
-    let mut sources: Vec<(Change, u32, u64)> = Vec::new();
+    let mut sources = Vec::new();
     for c in changes {
-        let host = format!("/dev/{}", c.path);
-        let st = rustix::fs::lstat(host.as_str()).map_err(err(host.clone()))?;
-        let ft = FileType::from_raw_mode(st.st_mode);
-        if ft != FileType::CharacterDevice && ft != FileType::BlockDevice {
-            return Err(format!("{host} is not a device node on the appliance"));
-        }
-        let kind = if ft == FileType::BlockDevice {
-            libc::S_IFBLK
-        } else {
-            libc::S_IFCHR
-        };
-        sources.push((c.clone(), kind, st.st_rdev));
+        sources.push((c, host_node(&c.path)?));
     }
     let root = super::helper::enter_mount_ns(init)?;
     let dev = mountfd::open_in_root(root.as_fd(), "dev", true)
         .map_err(err("opening the VE's /dev".into()))?;
-    for (c, kind, rdev) in sources {
-        let (parent, name) = match c.path.rsplit_once('/') {
-            Some((p, n)) => (Some(p), n),
-            None => (None, c.path.as_str()),
-        };
-        // The parent directories, made (as directories, never through a
-        // link) when adding.
-        let mut dir = rustix::io::dup(&dev).map_err(err("dup".into()))?;
-        if let Some(p) = parent {
-            for part in p.split('/') {
-                let next = match mountfd::open_in_root(dir.as_fd(), part, true) {
-                    Ok(fd) => fd,
-                    Err(rustix::io::Errno::NOENT) if c.add => {
-                        rustix::fs::mkdirat(&dir, part, Mode::from_raw_mode(0o755))
-                            .map_err(err(format!("creating /dev/.../{part}")))?;
-                        let made = mountfd::open_in_root(dir.as_fd(), part, true)
-                            .map_err(err(format!("opening /dev/.../{part}")))?;
-                        // VE root's, as the rest of its /dev.
-                        give(&made, owner)
-                            .map_err(err(format!("giving /dev/.../{part} to VE root")))?;
-                        made
-                    }
-                    Err(rustix::io::Errno::NOENT) => break,
-                    Err(e) => return Err(format!("opening /dev/{p}: {e}")),
-                };
-                dir = next;
-            }
-        }
-        let existing = mountfd::open_in_root(dir.as_fd(), name, false);
-        let is_ours = |fd: &OwnedFd| {
-            rustix::fs::fstat(fd).is_ok_and(|s| {
-                let ft = FileType::from_raw_mode(s.st_mode);
-                (ft == FileType::CharacterDevice || ft == FileType::BlockDevice)
-                    && s.st_rdev == rdev
-            })
-        };
-        match (c.add, existing) {
-            (true, Ok(fd)) if is_ours(&fd) => {}
-            (true, Ok(_)) => {
-                return Err(format!(
-                    "/dev/{} exists in the VE and is not the appliance's node: remove it first",
-                    c.path
-                ))
-            }
-            (true, Err(rustix::io::Errno::NOENT)) => {
-                let path = std::ffi::CString::new(name).map_err(|e| e.to_string())?;
-                // SAFETY: a directory fd we own and a NUL-terminated name.
-                let rc = unsafe {
-                    libc::mknodat(
-                        std::os::fd::AsRawFd::as_raw_fd(&dir),
-                        path.as_ptr(),
-                        kind | 0o600,
-                        rdev,
-                    )
-                };
-                if rc < 0 {
-                    return Err(format!(
-                        "creating /dev/{}: {}",
-                        c.path,
-                        std::io::Error::last_os_error()
-                    ));
+    for (c, node) in sources {
+        apply(dev.as_fd(), owner, c, node)?;
+    }
+    Ok(())
+}
+
+/// Makes or removes one node in the VE's `/dev` (the directory `dev`),
+/// owned by VE root (host ids `owner`); `node` is the appliance's (type,
+/// number).
+pub fn apply(
+    dev: BorrowedFd<'_>,
+    owner: (u32, u32),
+    c: &Change,
+    (kind, rdev): (u32, u64),
+) -> Result<(), String> {
+    let (parent, name) = match c.path.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, c.path.as_str()),
+    };
+    // The parent directories, made (as directories, never through a
+    // link) when adding.
+    let mut dir = rustix::io::dup(dev).map_err(err("dup".into()))?;
+    if let Some(p) = parent {
+        for part in p.split('/') {
+            let next = match mountfd::open_in_root(dir.as_fd(), part, true) {
+                Ok(fd) => fd,
+                Err(rustix::io::Errno::NOENT) if c.add => {
+                    rustix::fs::mkdirat(&dir, part, Mode::from_raw_mode(0o755))
+                        .map_err(err(format!("creating /dev/.../{part}")))?;
+                    let made = mountfd::open_in_root(dir.as_fd(), part, true)
+                        .map_err(err(format!("opening /dev/.../{part}")))?;
+                    // VE root's, as the rest of its /dev.
+                    give(&made, owner)
+                        .map_err(err(format!("giving /dev/.../{part} to VE root")))?;
+                    made
                 }
-                let made = rustix::fs::openat(
-                    &dir,
-                    name,
-                    OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(err(format!("opening the new /dev/{}", c.path)))?;
-                give(&made, owner).map_err(err(format!("giving /dev/{} to VE root", c.path)))?;
-            }
-            (true, Err(e)) => return Err(format!("opening /dev/{}: {e}", c.path)),
-            (false, Ok(fd)) if is_ours(&fd) => {
-                drop(fd);
-                rustix::fs::unlinkat(&dir, name, rustix::fs::AtFlags::empty())
-                    .map_err(err(format!("removing /dev/{}", c.path)))?;
-            }
-            // Not there, or not the device: nothing of ours to remove.
-            (false, _) => {}
+                Err(rustix::io::Errno::NOENT) => break,
+                Err(e) => return Err(format!("opening /dev/{p}: {e}")),
+            };
+            dir = next;
         }
+    }
+    let existing = mountfd::open_in_root(dir.as_fd(), name, false);
+    let is_ours = |fd: &OwnedFd| {
+        rustix::fs::fstat(fd).is_ok_and(|s| {
+            let ft = FileType::from_raw_mode(s.st_mode);
+            (ft == FileType::CharacterDevice || ft == FileType::BlockDevice) && s.st_rdev == rdev
+        })
+    };
+    match (c.add, existing) {
+        (true, Ok(fd)) if is_ours(&fd) => {}
+        (true, Ok(_)) => {
+            return Err(format!(
+                "/dev/{} exists in the VE and is not the appliance's node: remove it first",
+                c.path
+            ))
+        }
+        (true, Err(rustix::io::Errno::NOENT)) => {
+            let path = std::ffi::CString::new(name).map_err(|e| e.to_string())?;
+            // SAFETY: a directory fd we own and a NUL-terminated name.
+            let rc = unsafe {
+                libc::mknodat(
+                    std::os::fd::AsRawFd::as_raw_fd(&dir),
+                    path.as_ptr(),
+                    kind | 0o600,
+                    rdev,
+                )
+            };
+            if rc < 0 {
+                return Err(format!(
+                    "creating /dev/{}: {}",
+                    c.path,
+                    std::io::Error::last_os_error()
+                ));
+            }
+            let made = rustix::fs::openat(
+                &dir,
+                name,
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(err(format!("opening the new /dev/{}", c.path)))?;
+            give(&made, owner).map_err(err(format!("giving /dev/{} to VE root", c.path)))?;
+        }
+        (true, Err(e)) => return Err(format!("opening /dev/{}: {e}", c.path)),
+        (false, Ok(fd)) if is_ours(&fd) => {
+            drop(fd);
+            rustix::fs::unlinkat(&dir, name, rustix::fs::AtFlags::empty())
+                .map_err(err(format!("removing /dev/{}", c.path)))?;
+        }
+        // Not there, or not the device: nothing of ours to remove.
+        (false, _) => {}
     }
     Ok(())
 }

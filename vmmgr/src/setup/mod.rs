@@ -64,6 +64,8 @@ pub struct Spec {
     pub init: String,
     /// The most ptys the VE's devpts hands out (NUMPTY).
     pub pty_max: u32,
+    /// DEVNODES made in the VE's /dev (paths under /dev).
+    pub devnodes: Vec<String>,
 }
 
 /// The step that failed, with its cause.
@@ -208,6 +210,7 @@ pub fn run(spec: &Spec) -> Result<Started, SetupError> {
         spec.uid_base,
         spec.gid_base,
         spec.pty_max,
+        &spec.devnodes,
     )?;
 
     // 7. The VE's first process and its init, waiting.
@@ -247,6 +250,7 @@ impl From<&proto::SetupSpec> for Spec {
             policy_dir: s.policy_dir.as_str().into(),
             init: s.init.as_str().into(),
             pty_max: s.pty_max,
+            devnodes: s.devnodes.split_whitespace().map(str::to_owned).collect(),
         }
     }
 }
@@ -279,6 +283,8 @@ impl Spec {
             init: proto::Text::try_from(self.init.as_str())
                 .map_err(|_| format!("the init path {:?} is longer than 256 bytes", self.init))?,
             pty_max: self.pty_max,
+            devnodes: proto::Text::try_from(self.devnodes.join(" ").as_str())
+                .map_err(|_| "DEVNODES is longer than 256 bytes: grant fewer nodes".to_owned())?,
         })
     }
 }
@@ -391,6 +397,7 @@ mod tests {
             policy_dir: "/etc/vzpolicy".into(),
             init: "/sbin/init".into(),
             pty_max: 256,
+            devnodes: vec!["net/tun".into()],
         }
     }
 

@@ -70,6 +70,10 @@ pub fn handle(req: &Request, ctx: &Ctx) -> Response {
             let Some(m) = &ctx.ves else {
                 return unavailable();
             };
+            // 0 is the appliance itself (OpenVZ's CT0).
+            if *veid == 0 {
+                return Response::Resources(m.appliance_resources());
+            }
             match veid.to_string().parse::<VeId>() {
                 Ok(v) => Response::Resources(m.resources(v)),
                 Err(msg) => Response::Error {

@@ -27,7 +27,7 @@ Usage: vzctl [--quiet] [--verbose] <command> <VEID|name> [options]
              [--diskspace S[:H]] [--diskinodes S[:H]] [--quotatime SECONDS]
              [--devnodes dev:rw|none] [--devices c|b:major:minor|all:rw|none]
              [--userpasswd user:password] [--save]
-  ubc [<VEID|name>...]         (/proc/user_beancounters of running VEs)";
+  ubc [<VEID|name|0>...]       (/proc/user_beancounters: 0 is the appliance; all running by default)";
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -287,14 +287,17 @@ pub fn parse(args: &[OsString]) -> Result<(Cmd, bool), Usage> {
     }
 }
 
-/// `vzctl ubc`: the beancounters of the named VEs, or of every running one.
+/// `vzctl ubc`: the beancounters of the named VEs (`0`: the appliance), or
+/// of the appliance and every running VE, as OpenVZ's host shows them.
 fn run_ubc(targets: &[String]) -> i32 {
     let veids: Vec<u32> = if targets.is_empty() {
         match super::list_all() {
-            Ok(all) => all
-                .iter()
-                .filter(|v| v.status.as_str() == "running")
-                .map(|v| v.veid)
+            Ok(all) => std::iter::once(0)
+                .chain(
+                    all.iter()
+                        .filter(|v| v.status.as_str() == "running")
+                        .map(|v| v.veid),
+                )
                 .collect(),
             Err(e) => {
                 eprintln!("vzctl: {e}");
@@ -304,6 +307,10 @@ fn run_ubc(targets: &[String]) -> i32 {
     } else {
         let mut v = Vec::new();
         for t in targets {
+            if t == "0" {
+                v.push(0);
+                continue;
+            }
             match resolve(t) {
                 Ok(id) => v.push(id),
                 Err((m, c)) => {

@@ -174,6 +174,50 @@ impl Manager {
         }
     }
 
+    /// The appliance's own beancounters (OpenVZ's CT0, uid 0): the counters
+    /// of its services' cgroup, with no limits (maxheld is the kernel's peak
+    /// where it keeps one, else the current value).
+    pub fn appliance_resources(&self) -> Resources {
+        let cg = self
+            .layout
+            .cgroup_root
+            .parent()
+            .map(|p| p.join("appliance"))
+            .unwrap_or_default();
+        let c = beancounters::read_counters(&cg, Path::new("/proc"), Some(1));
+        let rows = beancounters::rows(
+            Some(&c),
+            &vzconfig::resources::Limits::default(),
+            &[0; UBC_COUNT],
+        );
+        let unl = proto::Ubc::UNLIMITED;
+        let none = Quota {
+            usage: 0,
+            soft: unl,
+            hard: unl,
+        };
+        Resources {
+            veid: 0,
+            exists: true,
+            running: true,
+            ubc: rows.into_iter().collect(),
+            diskspace: none,
+            diskinodes: none,
+            cpuunits: 1000,
+            cpulimit: 0,
+            cpus: 0,
+            cpumask: crate::appliance::truncated("all"),
+            nodemask: crate::appliance::truncated("all"),
+            ioprio: 4,
+            iolimit: 0,
+            iopslimit: 0,
+            laverage: [0; 3],
+            vm_overcommit: 0,
+            devnodes: proto::Text::new(),
+            devices: proto::Text::new(),
+        }
+    }
+
     /// Disk usage of VE `veid` (KiB, inodes) from its project quota.
     fn disk_usage(&self, veid: VeId) -> Option<(u64, u64)> {
         self.quota_usage(veid)

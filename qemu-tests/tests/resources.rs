@@ -94,6 +94,11 @@ fn beancounters_proc_view_cpu_and_memory() -> anyhow::Result<()> {
     assert!(ve_up + 2.0 < app_up, "the VE's uptime starts at its start");
     let (out, rc) = a.run_rc("vzctl exec 101 'echo 1 > /proc/meminfo'")?;
     assert_ne!(rc, 0, "the VE must not write its /proc view:\n{out}");
+    // Nor take it off: the binds are locked (made outside its namespace).
+    let (out, rc) = a.run_rc("vzctl exec2 101 'umount /proc/meminfo; umount -l /proc/meminfo'")?;
+    assert_ne!(rc, 0, "VE root unmounted its /proc view:\n{out}");
+    let again = a.run_ok("vzctl exec2 101 'head -1 /proc/meminfo'")?;
+    assert!(again.contains("262144 kB"), "{again}");
 
     // Beancounters as OpenVZ prints them, and the same numbers in vzlist.
     let ubc = a.run_ok("vzctl ubc 101")?;

@@ -1,21 +1,22 @@
 //! The VE's view of `/proc`: a read-only FUSE filesystem served by vmmgr
 //! (one mount, `/run/vz/proc`, for every VE, as LXCFS does) whose files are
-//! bound over the VE's `/proc/meminfo`, `cpuinfo`, `stat`, `loadavg` and a
-//! new `user_beancounters` when the VE starts (`setup::kernfs`, so the binds
-//! are locked like the masks). Each read is answered for the VE the reading
-//! process belongs to (its cgroup, from the pid the kernel puts in the FUSE
-//! request); a process of the appliance sees the appliance's own files, and
-//! `user_beancounters` of every running VE.
+//! bound over the VE's `/proc/meminfo`, `cpuinfo`, `stat` and `loadavg` when
+//! the VE starts (`setup::kernfs`, so the binds are locked like the masks).
+//! Its `user_beancounters` has no file of the VE's procfs to be bound over
+//! (architecture.md, Known gaps): the appliance reads it here. Each read is
+//! answered for the VE the reading process belongs to (its cgroup, from the
+//! pid the kernel puts in the FUSE request); a process of the appliance sees
+//! the appliance's own files, and `user_beancounters` of every running VE.
 //!
 //! - meminfo: the VE's memory limit as MemTotal, its usage from its cgroup,
-//!   its swap limit as SwapTotal; `free` in the VE shows its RAM.
+//!   its swap limit as SwapTotal; procps `free` in the VE shows its RAM.
 //! - cpuinfo, stat: only the CPUs of the VE's cpuset, numbered from 0.
 //! - loadavg: the VE's own load average (`daemon::beancounters::LoadAvg`).
 //! - uptime is not here: the VE's time namespace gives it its own.
 //!
 //! If vmmgr dies, the mount dies with it (reads fail with ENOTCONN, nothing
 //! hangs); the next vmmgr mounts a new one and binds it over the old files
-//! in every running VE it adopts (`setup::rebind_procfs`).
+//! in every running VE it adopts (`setup::procview`).
 
 use crate::config::VeId;
 use crate::daemon::Manager;
@@ -61,14 +62,6 @@ pub fn reader_of_cgroup(text: &str) -> Reader {
             Some(v) => Reader::Ve(v),
             None => Reader::Unknown,
         },
-    }
-}
-
-/// The VE a process belongs to, from its cgroup path.
-pub fn ve_of_cgroup(text: &str) -> Option<VeId> {
-    match reader_of_cgroup(text) {
-        Reader::Ve(v) => Some(v),
-        _ => None,
     }
 }
 
@@ -386,10 +379,11 @@ impl VzProc {
                 let shift = m.info(veid).init_start / 100;
                 stat(&host("stat"), &cpus(), shift)
             }
+            // The sampler's figures and pids.current: no walk of the VE's
+            // processes per read.
             "loadavg" => {
-                let r = m.resources(veid);
-                let numproc = r.ubc.get(5).map_or(0, |u| u.held);
-                loadavg(r.laverage, m.runnable(veid), numproc)
+                let tasks = m.info(veid).numproc.map_or(0, u64::from);
+                loadavg(m.laverage(veid), m.runnable(veid), tasks)
             }
             _ => {
                 let r = m.resources(veid);
@@ -541,16 +535,14 @@ mod tests {
 
     #[test]
     fn processes_are_placed_by_their_cgroup() {
-        assert_eq!(
-            ve_of_cgroup("0::/vz/101/ve/init.scope\n").map(|v| v.get()),
-            Some(101)
-        );
-        assert_eq!(
-            ve_of_cgroup("0::/vz/205/vzctl-exec.1.2\n").map(|v| v.get()),
-            Some(205)
-        );
-        assert_eq!(ve_of_cgroup("0::/appliance\n"), None);
-        assert_eq!(ve_of_cgroup("0::/vz\n"), None);
+        assert!(matches!(
+            reader_of_cgroup("0::/vz/101/ve/init.scope\n"),
+            Reader::Ve(v) if v.get() == 101
+        ));
+        assert!(matches!(
+            reader_of_cgroup("0::/vz/205/vzctl-exec.1.2\n"),
+            Reader::Ve(v) if v.get() == 205
+        ));
         assert_eq!(reader_of_cgroup("0::/appliance\n"), Reader::Appliance);
         assert_eq!(reader_of_cgroup("0::/\n"), Reader::Appliance);
         // Under /vz but no VE's: nothing, never the appliance's view.

@@ -20,6 +20,9 @@ mcopy:mtools
 sfdisk:fdisk
 mkfs.erofs:erofs-utils
 mkfs.ext4:e2fsprogs
+gcc-12:gcc-12
+make:make
+strip:binutils
 qemu-system-x86_64:qemu-system-x86
 qemu-img:qemu-utils
 qemu-io:qemu-utils

@@ -3,7 +3,7 @@
 use crate::cpio::{Archive, Node};
 use crate::debs::{self, Pin};
 use crate::disk::{self, FatFile, Part, MIB};
-use crate::{elf, hosttools, kmod};
+use crate::{elf, hosttools, kbuild, kmod};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -161,8 +161,18 @@ pub fn build(opts: &Options) -> Result<Summary> {
     }
     eprintln!("      done in {:.1} s", t.elapsed().as_secs_f64());
 
-    let t = p.step("resolving kernel modules");
+    let t = p.step("building our kernel modules, resolving the module list");
     let kernel = find_kernel(&sysroot, &pins)?;
+    let ours = kbuild::build(&sysroot, &kernel.release, &rootfs.join("kmod"), &opts.work)?;
+    eprintln!(
+        "      built {} ({:.1} s)",
+        if ours.is_empty() {
+            "none".to_owned()
+        } else {
+            ours.join(", ")
+        },
+        t.elapsed().as_secs_f64()
+    );
     let kdir = sysroot.join("lib/modules").join(&kernel.release);
     let index = kmod::Kernel::index(&kdir)?;
     let wanted: Vec<String> = debs::parse_list(&read_text(&rootfs.join("modules.list"))?);

@@ -88,10 +88,23 @@ fn apt_show(name: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The packages a kernel headers package needs to build modules: its own
+/// `linux-headers-*` and `linux-kbuild-*` dependencies (names of the same
+/// ABI, so they are followed rather than listed).
+fn kernel_build_deps(depends: &str) -> Vec<String> {
+    depends
+        .split(',')
+        .filter_map(|d| d.split_whitespace().next())
+        .filter(|d| d.starts_with("linux-headers-") || d.starts_with("linux-kbuild-"))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Resolves the list to the archive's current candidate versions.
 pub fn pin(list: &[String]) -> Result<Vec<Pin>> {
     let mut pins: Vec<Pin> = Vec::new();
-    for entry in list {
+    let mut queue: std::collections::VecDeque<String> = list.iter().cloned().collect();
+    while let Some(entry) = queue.pop_front() {
         let name = match entry.strip_prefix('@') {
             Some(meta) => {
                 let text = apt_show(meta)?;
@@ -109,6 +122,11 @@ pub fn pin(list: &[String]) -> Result<Vec<Pin>> {
         let text = apt_show(&name)?;
         let version = stanza_field(&text, "Version").context("no Version")?;
         let sha256 = stanza_field(&text, "SHA256").context("no SHA256")?;
+        if name.starts_with("linux-headers-") {
+            queue.extend(kernel_build_deps(
+                stanza_field(&text, "Depends").unwrap_or(""),
+            ));
+        }
         pins.push(Pin {
             name,
             version: version.into(),
@@ -242,6 +260,15 @@ mod tests {
         assert!(
             err.to_string().starts_with("rootfs/packages.lock:2:"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn headers_bring_their_common_tree_and_kbuild() {
+        let d = "linux-headers-6.1.0-56-common (= 6.1.192-2), linux-kbuild-6.1 (>= 6.1.192-2), linux-compiler-gcc-12-x86";
+        assert_eq!(
+            kernel_build_deps(d),
+            vec!["linux-headers-6.1.0-56-common", "linux-kbuild-6.1"]
         );
     }
 

@@ -14,6 +14,10 @@ pub const BUILD_TOOLS: &[(&str, &str)] = &[
     ("sfdisk", "fdisk"),
     ("mkfs.erofs", "erofs-utils"),
     ("mkfs.ext4", "e2fsprogs"),
+    // Our kernel modules (rootfs/kmod), with the kernel's own compiler.
+    ("gcc-12", "gcc-12"),
+    ("make", "make"),
+    ("strip", "binutils"),
     ("cargo", "(the Rust toolchain: https://rustup.rs)"),
 ];
 

@@ -50,7 +50,11 @@ impl Kernel {
     /// Indexes `<root>` (a `/lib/modules/<release>` directory).
     pub fn index(root: &Path) -> Result<Kernel> {
         let mut modules = BTreeMap::new();
+        // The kernel's own modules, and ours (`crate::kbuild`) in `extra/`.
         let mut stack = vec![root.join("kernel")];
+        if root.join("extra").is_dir() {
+            stack.push(root.join("extra"));
+        }
         while let Some(dir) = stack.pop() {
             for e in
                 std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?

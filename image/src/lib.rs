@@ -7,6 +7,7 @@ pub mod debs;
 pub mod disk;
 pub mod elf;
 pub mod hosttools;
+pub mod kbuild;
 pub mod kmod;
 pub mod qemu;
 

@@ -135,6 +135,54 @@ fn beancounters_proc_view_cpu_and_memory() -> anyhow::Result<()> {
     let json = a.run_ok("vzlist -j -o ctid,physpages")?;
     assert!(json.contains("\"physpages\": {\"held\": "), "{json}");
 
+    // Inside a VE, /proc/user_beancounters as in an OpenVZ container: that
+    // VE's rows only, while another VE runs; read-only; not removable.
+    a.run_ok("vzctl --quiet start 102")?;
+    let inside = a.run_ok("vzctl exec 101 cat /proc/user_beancounters")?;
+    println!("resources: /proc/user_beancounters in VE 101:\n{inside}");
+    let il: Vec<&str> = inside.lines().collect();
+    assert_eq!(il.first(), Some(&"Version: 2.5"), "{inside}");
+    assert_eq!(il.get(1), lines.get(1), "the header as vzctl ubc prints it");
+    assert_eq!(il.len(), 2 + 24, "one block of 24 rows:\n{inside}");
+    assert!(il[2].starts_with("       101: kmemsize "), "{inside}");
+    let limit_of = |text: &str, name: &str| -> Option<String> {
+        text.lines()
+            .find(|l| l.split_whitespace().any(|w| w == name))
+            .and_then(|l| l.split_whitespace().rev().nth(1).map(str::to_owned))
+    };
+    assert_eq!(
+        limit_of(&inside, "physpages").as_deref(),
+        Some("65536"),
+        "the VE's own physpages limit:\n{inside}"
+    );
+    let in102 = a.run_ok("vzctl exec 102 head -3 /proc/user_beancounters")?;
+    assert!(in102.contains("       102: kmemsize "), "{in102}");
+    let (out, rc) = a.run_rc("vzctl exec2 101 'echo 1 > /proc/user_beancounters'")?;
+    assert_ne!(rc, 0, "VE root wrote its user_beancounters:\n{out}");
+    let (out, rc) = a.run_rc(
+        "vzctl exec2 101 'umount /proc/user_beancounters; umount -l /proc/user_beancounters'",
+    )?;
+    assert_ne!(rc, 0, "VE root unmounted its user_beancounters:\n{out}");
+    let again = a.run_ok("vzctl exec2 101 'grep -c : /proc/user_beancounters'")?;
+    assert_eq!(
+        again.trim(),
+        "2",
+        "Version: and the 101: line, still:\n{again}"
+    );
+    // The appliance's own /proc/user_beancounters: uid 0 and every VE.
+    let host = a.run_ok("cat /proc/user_beancounters")?;
+    for uid in [
+        "         0: kmemsize ",
+        "       101: kmemsize ",
+        "       102: kmemsize ",
+    ] {
+        assert!(
+            host.contains(uid),
+            "{uid:?} in the appliance's view:\n{host}"
+        );
+    }
+    a.run_ok("vzctl --quiet stop 102 --fast")?;
+
     // CPULIMIT 25 on a busy loop: the kernel's usage says ~25 %.
     a.run_ok("vzctl set 101 --cpulimit 25")?;
     busy(&mut a, 101, 9)?;
@@ -339,6 +387,11 @@ fn beancounters_proc_view_cpu_and_memory() -> anyhow::Result<()> {
         meminfo.contains("262144 kB"),
         "the adopted VE reads its view again:\n{meminfo}\n{log}"
     );
+    let (ubc, _) = a.run_rc("vzctl exec2 101 'head -3 /proc/user_beancounters'")?;
+    assert!(ubc.contains("       101: kmemsize "), "{ubc}\n{log}");
+    // The appliance's binds do not stack up: the new view, readable.
+    let (host, rc) = a.run_rc("head -3 /proc/user_beancounters")?;
+    assert!(rc == 0 && host.contains("         0: kmemsize "), "{host}");
 
     // After an appliance reboot: the saved limits, the quota and its usage,
     // the devices.

@@ -2,11 +2,12 @@
 //! (one mount, `/run/vz/proc`, for every VE, as LXCFS does) whose files are
 //! bound over the VE's `/proc/meminfo`, `cpuinfo`, `stat` and `loadavg` when
 //! the VE starts (`setup::kernfs`, so the binds are locked like the masks).
-//! Its `user_beancounters` has no file of the VE's procfs to be bound over
-//! (architecture.md, Known gaps): the appliance reads it here. Each read is
-//! answered for the VE the reading process belongs to (its cgroup, from the
-//! pid the kernel puts in the FUSE request); a process of the appliance sees
-//! the appliance's own files, and `user_beancounters` of every running VE.
+//! Its `user_beancounters` is bound over `/proc/user_beancounters`, a name
+//! procfs gets from our kernel module `vzproc` (rootfs/kmod), in every VE
+//! and in the appliance. Each read is answered for the VE the reading
+//! process belongs to (its cgroup, from the pid the kernel puts in the FUSE
+//! request); a process of the appliance sees the appliance's own files, and
+//! `user_beancounters` of every running VE.
 //!
 //! - meminfo: the VE's memory limit as MemTotal, its usage from its cgroup,
 //!   its swap limit as SwapTotal; procps `free` in the VE shows its RAM.
@@ -348,19 +349,23 @@ impl VzProc {
             // The appliance's own view.
             Reader::Appliance => {
                 return Some(match name {
+                    // The appliance's services as uid 0, then every
+                    // running VE: what `vzctl ubc` prints.
                     "user_beancounters" => {
-                        let all: Vec<_> = m
-                            .veids()
-                            .into_iter()
-                            .map(|v| m.resources(v))
-                            .filter(|r| r.running)
+                        let all: Vec<_> = std::iter::once(m.appliance_resources())
+                            .chain(
+                                m.veids()
+                                    .into_iter()
+                                    .map(|v| m.resources(v))
+                                    .filter(|r| r.running),
+                            )
                             .collect();
                         let blocks: Vec<(u32, &[proto::UbcRow])> =
                             all.iter().map(|r| (r.veid, &r.ubc[..])).collect();
                         crate::ubc::render(&blocks)
                     }
                     other => host(other),
-                })
+                });
             }
         };
         let cg = m.cgroup_dir(veid);
@@ -526,7 +531,47 @@ pub fn start(manager: Arc<Manager>) -> std::io::Result<()> {
     let bg = session.spawn()?;
     // Served until vmmgr exits.
     std::mem::forget(bg);
+    if let Err(e) = bind_appliance_ubc(dir) {
+        log::warn!(
+            "cannot show every VE's beancounters as the appliance's /proc/user_beancounters: {e}"
+        );
+    }
     Ok(())
+}
+
+/// Where the kernel module `vzproc` (rootfs/kmod) gives procfs the name.
+const UBC_PATH: &str = "/proc/user_beancounters";
+
+/// The appliance's `/proc/user_beancounters` shows every running VE, as an
+/// OpenVZ host's does: the view's file bound read-only over the module's
+/// placeholder in the appliance's mount namespace. The binds of earlier
+/// vmmgrs (dead, their statfs fails) are taken off first, so restarts do not
+/// stack them. Without the module there is no name to bind over: nothing
+/// to do.
+fn bind_appliance_ubc(view: &Path) -> std::io::Result<()> {
+    const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+    for _ in 0..16 {
+        match rustix::fs::statfs(UBC_PATH) {
+            Ok(s) if s.f_type == PROC_SUPER_MAGIC => break,
+            Err(rustix::io::Errno::NOENT) => return Ok(()),
+            _ => rustix::mount::unmount(UBC_PATH, rustix::mount::UnmountFlags::DETACH)?,
+        }
+    }
+    let src = rustix::fs::open(
+        view.join("user_beancounters"),
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    let target = rustix::fs::open(
+        UBC_PATH,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC | rustix::fs::OFlags::NOFOLLOW,
+        rustix::fs::Mode::empty(),
+    )?;
+    crate::mountfd::bind_readonly(
+        std::os::fd::AsFd::as_fd(&src),
+        std::os::fd::AsFd::as_fd(&target),
+        false,
+    )
 }
 
 #[cfg(test)]

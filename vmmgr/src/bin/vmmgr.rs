@@ -31,7 +31,7 @@ fn main() {
     if let Err(e) = vmmgr::procfs::start(std::sync::Arc::clone(&manager)) {
         log::error!(
             "cannot mount the VEs' /proc view at {}: {e}; VEs will see the appliance's \
-             meminfo, cpuinfo, stat and loadavg, and no user_beancounters",
+             meminfo, cpuinfo, stat and loadavg, and a user_beancounters without rows",
             vmmgr::procfs::MOUNT_DIR
         );
     }

@@ -98,9 +98,10 @@ fn in_ve_namespaces(
 }
 
 /// Binds vmmgr's /proc view (`crate::procfs`) over the VE's files of the
-/// same names, read-only. A name procfs does not have (`user_beancounters`)
-/// is skipped: a bind needs an existing file. Without the view mounted (no
-/// FUSE in this kernel), the VE keeps the kernel's files.
+/// same names, read-only. `user_beancounters` is a name procfs has only
+/// with our module `vzproc` loaded; a name procfs does not have is skipped
+/// (a bind needs an existing file). Without the view mounted (no FUSE in
+/// this kernel), the VE keeps the kernel's files.
 fn bind_procfs(cx: &Ctx, root: BorrowedFd<'_>) -> Result<(), SetupError> {
     let dir = std::path::Path::new(crate::procfs::MOUNT_DIR);
     let view = match rustix::fs::open(

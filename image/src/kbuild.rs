@@ -158,3 +158,63 @@ mod tests {
         assert!(err.contains(crate::debs::BUMP), "{err}");
     }
 }
+
+#[cfg(test)]
+mod archive_tests {
+    use super::*;
+
+    /// Needs apt-get, the Debian archive (or the image build's package
+    /// cache) and gcc-12, as the image build does: builds the modules twice,
+    /// in two sysroots at different paths, and compares the bytes.
+    #[test]
+    fn modules_build_reproducibly_against_the_pinned_headers() {
+        if crate::hosttools::which("apt-get").is_none()
+            || crate::hosttools::which("gcc-12").is_none()
+        {
+            eprintln!("skipping: no apt-get or gcc-12");
+            return;
+        }
+        let ws = crate::workspace_dir();
+        let opts = crate::build::Options::new(ws.clone());
+        let lock = ws.join("rootfs/packages.lock");
+        let text = std::fs::read_to_string(&lock).expect("lock");
+        let pins = crate::debs::parse_lock(&text, &lock).expect("parse lock");
+        let release = pins
+            .iter()
+            .find_map(|p| p.name.strip_prefix("linux-image-"))
+            .expect("a kernel pin")
+            .to_owned();
+        std::fs::create_dir_all(&opts.cache).expect("cache");
+        let t = tempfile::tempdir().expect("tempdir");
+        let mut built = Vec::new();
+        for run in ["a", "bb"] {
+            let sysroot = t.path().join(run).join("sysroot");
+            std::fs::create_dir_all(&sysroot).expect("sysroot");
+            for pin in pins.iter().filter(|p| {
+                p.name.starts_with("linux-headers-") || p.name.starts_with("linux-kbuild-")
+            }) {
+                let (deb, _) = crate::debs::fetch(pin, &opts.cache).expect("fetch");
+                crate::debs::unpack(&deb, &sysroot).expect("unpack");
+            }
+            let names = build(
+                &sysroot,
+                &release,
+                &ws.join("rootfs/kmod"),
+                &t.path().join(run),
+            )
+            .expect("build");
+            assert!(names.contains(&"vzproc".to_owned()), "{names:?}");
+            let ko = sysroot
+                .join("lib/modules")
+                .join(&release)
+                .join("extra/vzproc.ko");
+            built.push(std::fs::read(&ko).expect("module"));
+        }
+        assert!(built[0] == built[1], "two builds of vzproc.ko differ");
+        let modinfo = String::from_utf8_lossy(&built[0]).into_owned();
+        assert!(
+            modinfo.contains(&format!("vermagic={release} ")),
+            "the module is built for {release}"
+        );
+    }
+}

@@ -16,6 +16,8 @@ pub enum ExitCode {
     NotRunning = 31,
     Running = 32,
     StopFailed = 33,
+    /// An address could not be added to (or taken from) the running VE.
+    IpAddFailed = 34,
     NotMounted = 40,
     Mounted = 41,
     PrivateExists = 44,
@@ -25,6 +27,8 @@ pub enum ExitCode {
     MountFailed = 50,
     UmountFailed = 51,
     DeleteFailed = 52,
+    /// The address belongs to another VE.
+    IpInUse = 78,
     TemplateNotFound = 91,
     StartDisabled = 105,
     ConfigInvalid = 109,

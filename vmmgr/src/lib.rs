@@ -12,6 +12,7 @@ pub mod fdpass;
 pub mod fsutil;
 pub mod logger;
 pub mod mountfd;
+pub mod net;
 pub mod notify;
 pub mod policy;
 pub mod procfs;

@@ -1,10 +1,9 @@
 //! What `init` and `vmmgr` both do: the records in `/run/vz` that one of them
 //! writes and the other reads (each format has one renderer and one parser,
-//! here), bringing a network interface up, and printing an error chain.
+//! here), rtnetlink (`rtnl`), and printing an error chain.
 
+pub mod rtnl;
 pub mod run;
-
-use std::os::fd::AsRawFd;
 
 /// An error and its causes on one line: `step: cause: cause`.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
@@ -17,41 +16,12 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     msg
 }
 
-/// Sets `IFF_UP` on a network interface of the current network namespace
-/// (`SIOCSIFFLAGS`; neither rustix nor nix wraps it).
-#[doc(alias = "SIOCSIFFLAGS")]
+/// Sets a network interface of the calling thread's network namespace up
+/// (rtnetlink, [`rtnl`]).
 pub fn interface_up(name: &str) -> std::io::Result<()> {
-    let bytes = name.as_bytes();
-    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("interface name {name:?}: 1 to 15 bytes"),
-        ));
-    }
-    let sock = rustix::net::socket(
-        rustix::net::AddressFamily::INET,
-        rustix::net::SocketType::DGRAM,
-        None,
-    )?;
-    // SAFETY: `ifreq` is plain old data; all-zero is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
-        *dst = *src as libc::c_char;
-    }
-    // SAFETY: `sock` is an open socket, `req` is a valid, NUL-terminated ifreq
-    // (the name is shorter than IFNAMSIZ) that outlives the call; SIOCGIFFLAGS
-    // writes only into `req.ifr_ifru`.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: SIOCGIFFLAGS above initialised the `ifru_flags` member of the union.
-    let flags = unsafe { req.ifr_ifru.ifru_flags };
-    req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
-    // SAFETY: as above; SIOCSIFFLAGS only reads `req`.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    let mut nl = rtnl::Rtnl::new()?;
+    let index = nl.index(name)?;
+    nl.set_up(index, true)
 }
 
 #[cfg(test)]

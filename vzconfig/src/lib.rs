@@ -8,6 +8,7 @@
 //! mean" for a near miss), as vzctl ignores them. VE_PRIVATE and VE_ROOT are
 //! confined lexically to `/vz/private/<dir>` and `/vz/root/<dir>`.
 
+pub mod net;
 pub mod resources;
 
 use resources::Unit;
@@ -197,6 +198,8 @@ pub enum ValueKind {
     CpuList,
     /// VM_OVERCOMMIT: a decimal factor.
     Overcommit,
+    /// IP_ADDRESS: `ADDR[/PREFIX]`, space-separated.
+    IpList,
     /// IOPRIO 0..7.
     IoPrio,
     /// IOLIMIT: `N[B|K|M|G]`, MB/s by default.
@@ -484,7 +487,11 @@ pub const KEYS: &[KeyDef] = &[
         .kind(ValueKind::DevNodes)
         .option("--devnodes"),
     KeyDef::later("PCI"),
-    KeyDef::later("IP_ADDRESS"),
+    KeyDef::per_ve("IP_ADDRESS")
+        .ve_only()
+        .live()
+        .kind(ValueKind::IpList)
+        .option("--ipadd"),
     KeyDef::later("NAMESERVER"),
     KeyDef::later("SEARCHDOMAIN"),
     KeyDef::later("NETIF"),
@@ -911,6 +918,8 @@ pub struct VeConfig {
     pub origin_sample: Option<String>,
     /// CPU, memory and process limits (see `resources`).
     pub limits: resources::Limits,
+    /// IP_ADDRESS: the VE's routed addresses (`net`).
+    pub ip_address: Vec<net::IpNet>,
 }
 
 /// First uid of the ranges given to VEs (LOCAL_UID in vz.conf), and range size.
@@ -931,6 +940,7 @@ pub fn check_value(def: &KeyDef, v: &str) -> Result<(), String> {
         ValueKind::Cpus => return resources::parse_cpus(v).map(|_| ()),
         ValueKind::CpuList => return resources::parse_cpulist(v).map(|_| ()),
         ValueKind::Overcommit => return resources::parse_overcommit(v).map(|_| ()),
+        ValueKind::IpList => return net::parse_ip_list(v).map(|_| ()),
         ValueKind::IoPrio => return resources::parse_ioprio(v).map(|_| ()),
         ValueKind::IoLimit => return resources::parse_iolimit(v).map(|_| ()),
         ValueKind::IopsLimit => return resources::parse_iopslimit(v).map(|_| ()),
@@ -997,6 +1007,10 @@ pub fn set_param(def: &KeyDef, v: &str) -> Result<proto::SetParam, String> {
         "DISKSPACE" => P::DiskSpace(ubc(resources::parse_disk(v, true)?)),
         "DISKINODES" => P::DiskInodes(ubc(resources::parse_disk(v, false)?)),
         "QUOTATIME" => P::QuotaTime(num()?),
+        "IP_ADDRESS" => P::IpAdd(
+            proto::LongText::try_from(net::render_ip_list(&net::parse_ip_list(v)?).as_str())
+                .map_err(|_| "too many addresses for one call (1024 characters)".to_owned())?,
+        ),
         "DEVNODES" => P::DevNodes(text()?),
         "DEVICES" => P::Devices(text()?),
         other => {
@@ -1107,6 +1121,7 @@ pub fn set_param_entry(p: &proto::SetParam) -> (&'static str, String) {
         P::QuotaTime(n) => ("QUOTATIME", n.to_string()),
         P::DevNodes(v) => ("DEVNODES", v.to_string()),
         P::Devices(v) => ("DEVICES", v.to_string()),
+        P::IpAdd(v) | P::IpDel(v) => ("IP_ADDRESS", v.to_string()),
     }
 }
 
@@ -1371,6 +1386,13 @@ pub fn validate_ve(
             }
         }
     };
+    let ip_address = match get("IP_ADDRESS") {
+        None => Vec::new(),
+        Some((v, origin)) => net::parse_ip_list(v).unwrap_or_else(|m| {
+            errors.push(err(origin, "IP_ADDRESS", m));
+            Vec::new()
+        }),
+    };
     let ve_root = ve_dir(VeDir::Root, &mut diags, &mut errors);
     let ve_private = ve_dir(VeDir::Private, &mut diags, &mut errors);
     let failed = !errors.is_empty() || diags.iter().any(|d| d.severity == Severity::Error);
@@ -1394,6 +1416,7 @@ pub fn validate_ve(
         local_gid,
         origin_sample: get("ORIGIN_SAMPLE").map(|(v, _)| v.to_owned()),
         limits,
+        ip_address,
     };
     (Some(cfg), diags)
 }
@@ -1436,6 +1459,7 @@ pub fn load_dir(dir: &Path, templates: &[String]) -> Loaded {
         .unwrap_or_default();
     files.sort();
     let mut names: BTreeMap<String, VeId> = BTreeMap::new();
+    let mut addresses: BTreeMap<std::net::IpAddr, VeId> = BTreeMap::new();
     for path in files {
         let Some(fname) = path.file_name().and_then(|f| f.to_str()) else {
             continue;
@@ -1523,6 +1547,36 @@ pub fn load_dir(dir: &Path, templates: &[String]) -> Loaded {
                     result = Err(vec![dd]);
                 } else {
                     names.insert(n.clone(), veid);
+                }
+            }
+        }
+        if let Ok(c) = &result {
+            // An address routed to two VEs: the second one (in VEID
+            // order) does not start.
+            let line = entries
+                .iter()
+                .rev()
+                .find(|e| e.key == "IP_ADDRESS")
+                .map_or(0, |e| e.line);
+            if let Some((ip, other)) = c
+                .ip_address
+                .iter()
+                .find_map(|a| addresses.get(&a.ip).map(|o| (a.ip, *o)))
+            {
+                let dd = Diag {
+                    severity: Severity::Error,
+                    file: path.clone(),
+                    line,
+                    key: Some("IP_ADDRESS".into()),
+                    message: format!(
+                        "{ip} is already an address of VE {other}: an address belongs to one VE                          (remove it from one of them)"
+                    ),
+                };
+                d.push(dd.clone());
+                result = Err(vec![dd]);
+            } else {
+                for a in &c.ip_address {
+                    addresses.insert(a.ip, veid);
                 }
             }
         }
@@ -1762,11 +1816,11 @@ mod tests {
         assert_eq!(count(&|k| k.scope == Scope::Global), 37);
         assert_eq!(
             count(&|k| k.scope != Scope::Global && k.status == Status::Implemented),
-            48
+            49
         );
         assert_eq!(
             count(&|k| k.scope != Scope::Global && k.status == Status::NotYet),
-            51
+            50
         );
         // Every resource key changes on a running VE.
         for k in KEYS.iter().filter(|k| {
@@ -2136,6 +2190,47 @@ mod tests {
     }
 
     #[test]
+    fn ip_address_is_checked_with_its_line() {
+        let (cfg, _) = check("IP_ADDRESS=\"192.0.2.5 2001:db8::5/64\"\n");
+        let cfg = cfg.expect("valid");
+        assert_eq!(
+            net::render_ip_list(&cfg.ip_address),
+            "192.0.2.5 2001:db8::5/64"
+        );
+        let (cfg, diags) = check("ONBOOT=yes\nIP_ADDRESS=\"192.0.2.300\"\n");
+        assert!(cfg.is_none());
+        let d = diags
+            .iter()
+            .find(|d| d.severity == Severity::Error)
+            .expect("an error");
+        assert_eq!((d.line, d.key.as_deref()), (2, Some("IP_ADDRESS")));
+        assert!(d.message.contains("192.0.2.300"), "{d}");
+    }
+
+    #[test]
+    fn an_address_of_two_ves_stops_the_second() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("conf")).expect("mkdir");
+        std::fs::write(dir.path().join("vz.conf"), "DEF_OSTEMPLATE=busybox\n").expect("write");
+        std::fs::write(
+            dir.path().join("conf/101.conf"),
+            "IP_ADDRESS=\"192.0.2.5\"\n",
+        )
+        .expect("write");
+        std::fs::write(
+            dir.path().join("conf/102.conf"),
+            "ONBOOT=yes\nIP_ADDRESS=\"198.51.100.7 192.0.2.5/24\"\n",
+        )
+        .expect("write");
+        let loaded = load_dir(dir.path(), &tpl());
+        let v = |n: u32| loaded.ves.get(&VeId(n)).expect("loaded");
+        assert!(v(101).is_ok());
+        let errs = v(102).as_ref().expect_err("duplicate");
+        assert_eq!(errs[0].line, 2);
+        assert!(errs[0].message.contains("VE 101"), "{}", errs[0]);
+    }
+
+    #[test]
     fn every_set_option_maps_to_a_typed_parameter_and_back() {
         let sample = |k: &KeyDef| match k.kind {
             ValueKind::YesNo => "yes",
@@ -2155,6 +2250,7 @@ mod tests {
             ValueKind::DiskSpace | ValueKind::DiskInodes => "100:200",
             ValueKind::DevNodes => "net/tun:rw",
             ValueKind::Devices => "c:10:200:rw",
+            ValueKind::IpList => "192.0.2.5 2001:db8::5",
         };
         let with_option: Vec<&KeyDef> = KEYS.iter().filter(|k| k.option.is_some()).collect();
         assert!(with_option.len() >= 7);

@@ -131,6 +131,10 @@ pub enum SetParam {
     /// whole list after the change).
     DevNodes(Text),
     Devices(Text),
+    /// `--ipadd` and `--ipdel`: addresses (`ADDR[/PREFIX]`, space
+    /// separated, checked); `--ipdel all` removes every one.
+    IpAdd(LongText),
+    IpDel(LongText),
 }
 
 /// Beancounters in the order `/proc/user_beancounters` prints them (the
@@ -265,6 +269,9 @@ pub struct VeInfo {
     pub error: Text,
     pub private: Text,
     pub root: Text,
+    /// The VE's addresses, space-separated: those in force while it runs
+    /// (no prefix, as the kernel holds them), else IP_ADDRESS as written.
+    pub ip: LongText,
 }
 
 /// A partition of the appliance and how it was found at boot.
@@ -363,6 +370,9 @@ pub struct SetupSpec {
     pub pty_max: u32,
     /// DEVNODES to make in the VE's /dev: paths under /dev, space-separated.
     pub devnodes: Text,
+    /// IP_ADDRESS (`ADDR[/PREFIX]`, space-separated): the VE gets `venet0`
+    /// with them before its init runs; none, no `venet0`.
+    pub ipaddr: LongText,
 }
 
 /// What `vesetup` reports to vmmgr (one frame, kind [`Kind::Setup`]); with

@@ -35,7 +35,12 @@ fn main() {
             vmmgr::procfs::MOUNT_DIR
         );
     }
+    if let Err(e) = vmmgr::net::appliance_sysctls() {
+        log::error!("routing for VEs: {e}; VE addresses may not be reachable");
+    }
     manager.adopt();
+    // The VEs' firewall, with what the adopted ones hold.
+    manager.net_resync();
     manager.start_sampler();
     let ctx = vmmgr::server::Ctx {
         paths: Paths::default(),

@@ -26,6 +26,7 @@ Usage: vzctl [--quiet] [--verbose] <command> <VEID|name> [options]
              [--vm_overcommit F] [--ioprio 0-7] [--iolimit N[BKMG]] [--iopslimit N]
              [--diskspace S[:H]] [--diskinodes S[:H]] [--quotatime SECONDS]
              [--devnodes dev:rw|none] [--devices c|b:major:minor|all:rw|none]
+             [--ipadd ADDR[/PREFIX]] [--ipdel ADDR|all]
              [--userpasswd user:password] [--save]
   ubc [<VEID|name|0>...]       (/proc/user_beancounters: 0 is the appliance; all running by default)";
 
@@ -235,6 +236,22 @@ pub fn parse(args: &[OsString]) -> Result<(Cmd, bool), Usage> {
                 let v = i
                     .next()
                     .ok_or_else(|| Usage(format!("{f} needs a value"), ExitCode::BadParam))?;
+                // --ipdel ADDR or all: the daemon takes it from the
+                // addresses in force.
+                if f == "--ipdel" {
+                    let list = if v == "all" {
+                        "all".to_owned()
+                    } else {
+                        vzconfig::net::parse_ip_list(v)
+                            .map(|l| vzconfig::net::render_ip_list(&l))
+                            .map_err(|m| Usage(format!("--ipdel: {m}"), ExitCode::BadValue))?
+                    };
+                    let text = proto::LongText::try_from(list.as_str()).map_err(|_| {
+                        Usage("--ipdel: too many addresses".into(), ExitCode::BadValue)
+                    })?;
+                    params.push(SetParam::IpDel(text));
+                    continue;
+                }
                 if f == "--userpasswd" {
                     if !v.contains(':') {
                         return Err(Usage(

@@ -507,7 +507,7 @@ fn value(c: &Col, r: &Row) -> String {
         "ctid" => v.veid.to_string(),
         "numproc" => v.numproc.map_or("-".into(), |n| n.to_string()),
         "status" => v.status.to_string(),
-        "ip" => "-".into(),
+        "ip" => dash(&v.ip),
         // An invalid VE shows why where its hostname would be.
         "hostname" if !v.error.is_empty() => format!("(invalid config: {})", v.error),
         "hostname" => dash(&v.hostname),
@@ -678,6 +678,12 @@ pub fn table(o: &Opts, rows: &[Row]) -> String {
                 l.push(' ');
             }
             let last = i + 1 == fields.len();
+            // OpenVZ shows a VE's first address unless the column is last.
+            let c = if f.name == "ip" && !last {
+                c.split(' ').next().unwrap_or("").to_owned()
+            } else {
+                c
+            };
             let w = f.width.unsigned_abs() as usize;
             if f.width > 0 {
                 let _ = write!(l, "{c:>w$}");
@@ -776,7 +782,13 @@ fn json_value(f: &Field, r: &Row) -> String {
     match f.name {
         "ctid" => v.veid.to_string(),
         "status" => json_str(&v.status),
-        "ip" => "[]".into(),
+        "ip" => format!(
+            "[{}]",
+            v.ip.split_whitespace()
+                .map(json_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         "hostname" => s_or_null(&v.hostname),
         "name" => s_or_null(&v.name),
         "description" => s_or_null(&v.description),

@@ -52,6 +52,7 @@ impl Manager {
             error: Text::new(),
             private: Text::new(),
             root: Text::new(),
+            ip: proto::LongText::new(),
         };
         match cfg {
             Some(Ok(c)) => {
@@ -64,6 +65,16 @@ impl Manager {
                 info.disabled = c.disabled;
                 info.private = text(&c.ve_private.to_string_lossy());
                 info.root = text(&c.ve_root.to_string_lossy());
+                let ips = if running.is_some() {
+                    self.net_addresses(veid)
+                        .iter()
+                        .map(|a| a.ip.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                } else {
+                    vzconfig::net::render_ip_list(&c.ip_address)
+                };
+                info.ip = proto::LongText::try_from(ips.as_str()).unwrap_or_default();
             }
             Some(Err(diags)) => {
                 let msg: Vec<String> = diags.iter().map(|d| d.to_string()).collect();

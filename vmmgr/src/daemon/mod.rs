@@ -21,6 +21,7 @@ pub mod devices;
 mod info;
 pub mod limits;
 mod mount;
+mod net;
 pub mod quota;
 mod resources;
 mod set;
@@ -129,6 +130,8 @@ struct State {
     /// DEVNODES and DEVICES in force in each running VE (a `vzctl set`
     /// without `--save` changes them and not the config).
     devices: BTreeMap<VeId, Devices>,
+    /// The routed addresses in force in each running VE (`net`).
+    net: BTreeMap<VeId, Vec<vzconfig::net::IpNet>>,
 }
 
 /// A VE's DEVNODES and DEVICES.
@@ -222,6 +225,29 @@ impl Manager {
             .into_iter()
             .filter(|v| Some(*v) != except)
             .find(|v| self.info(*v).name.as_str() == name)
+    }
+
+    /// The VE other than `except` that has address `ip`: in force in a
+    /// running VE, or in a config.
+    fn address_owner(&self, ip: std::net::IpAddr, except: VeId) -> Option<VeId> {
+        let st = self.lock();
+        let in_force = st
+            .net
+            .iter()
+            .find(|(v, l)| **v != except && l.iter().any(|a| a.ip == ip))
+            .map(|(v, _)| *v);
+        in_force.or_else(|| {
+            st.loaded.as_ref().and_then(|l| {
+                l.ves
+                    .iter()
+                    .filter(|(v, _)| **v != except)
+                    .find(|(_, c)| {
+                        c.as_ref()
+                            .is_ok_and(|c| c.ip_address.iter().any(|a| a.ip == ip))
+                    })
+                    .map(|(v, _)| *v)
+            })
+        })
     }
 
     fn config_of(&self, veid: VeId) -> Option<Result<VeConfig, Vec<Diag>>> {

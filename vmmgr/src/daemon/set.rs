@@ -37,7 +37,48 @@ impl Manager {
             })
             .collect();
         let mut updates: Vec<(&str, Option<String>)> = Vec::new();
-        for (k, v) in params.iter().map(config::set_param_entry) {
+        // --ipadd/--ipdel change the addresses in force (or, stopped, the
+        // config's); `--ipdel all` takes them all.
+        let ip_params: Vec<&proto::SetParam> = params
+            .iter()
+            .filter(|p| matches!(p, proto::SetParam::IpAdd(_) | proto::SetParam::IpDel(_)))
+            .collect();
+        if !ip_params.is_empty() {
+            let mut list = if self.is_running(veid) {
+                self.net_addresses(veid)
+            } else {
+                current
+                    .iter()
+                    .rev()
+                    .find(|e| e.key == "IP_ADDRESS")
+                    .and_then(|e| vzconfig::net::parse_ip_list(&e.value).ok())
+                    .unwrap_or_default()
+            };
+            for p in ip_params {
+                match p {
+                    proto::SetParam::IpAdd(v) => {
+                        for a in vzconfig::net::parse_ip_list(v).unwrap_or_default() {
+                            if !list.iter().any(|l| l.ip == a.ip) {
+                                list.push(a);
+                            }
+                        }
+                    }
+                    proto::SetParam::IpDel(v) if v.trim() == "all" => list.clear(),
+                    proto::SetParam::IpDel(v) => {
+                        let gone = vzconfig::net::parse_ip_list(v).unwrap_or_default();
+                        list.retain(|l| !gone.iter().any(|g| g.ip == l.ip));
+                    }
+                    _ => {}
+                }
+            }
+            let v = vzconfig::net::render_ip_list(&list);
+            updates.push(("IP_ADDRESS", (!v.is_empty()).then_some(v)));
+        }
+        for (k, v) in params
+            .iter()
+            .filter(|p| !matches!(p, proto::SetParam::IpAdd(_) | proto::SetParam::IpDel(_)))
+            .map(config::set_param_entry)
+        {
             let v = match lists.get_mut(k) {
                 Some(list) => {
                     *list = merge_devices(k, list, &v);
@@ -64,6 +105,16 @@ impl Manager {
                 format!("nothing changed: {}", errors.join("; ")),
             );
         };
+        if let Some((ip, other)) = cfg
+            .ip_address
+            .iter()
+            .find_map(|a| self.address_owner(a.ip, veid).map(|o| (a.ip, o)))
+        {
+            return Outcome::fail(
+                ExitCode::IpInUse,
+                format!("nothing changed: {ip} is already an address of VE {other}"),
+            );
+        }
         if let Some(n) = &cfg.name {
             if let Some(other) = self.name_owner(n, Some(veid)) {
                 return Outcome::fail(
@@ -230,6 +281,36 @@ impl Manager {
             match set_shmall(&init, cfg.local_uid, shm(cfg)) {
                 Ok(()) => applied.push("shmpages".to_owned()),
                 Err(e) => log::warn!("VE {veid}: SHMPAGES as kernel.shmall: {e}"),
+            }
+        }
+        // Addresses: both sides at once, or neither.
+        let had = self.net_addresses(veid);
+        let add: Vec<vzconfig::net::IpNet> = cfg
+            .ip_address
+            .iter()
+            .filter(|a| !had.iter().any(|h| h.ip == a.ip))
+            .copied()
+            .collect();
+        let del: Vec<vzconfig::net::IpNet> = had
+            .iter()
+            .filter(|h| !cfg.ip_address.iter().any(|a| a.ip == h.ip))
+            .copied()
+            .collect();
+        if !add.is_empty() || !del.is_empty() {
+            self.net_change(veid, init.as_fd(), &add, &del)
+                .map_err(|e| fail(ExitCode::IpAddFailed, e))?;
+            {
+                let init = Arc::clone(&init);
+                let (add, del) = (add.clone(), del.clone());
+                undo.push(move || {
+                    let _ = self.net_change(veid, init.as_fd(), &del, &add);
+                });
+            }
+            for a in &add {
+                applied.push(format!("ipadd {a}"));
+            }
+            for d in &del {
+                applied.push(format!("ipdel {d}"));
             }
         }
         for (k, v) in updates {

@@ -37,6 +37,7 @@ impl Manager {
                 .filter(|d| d.access.any())
                 .map(|d| d.path.clone())
                 .collect(),
+            ipaddr: cfg.ip_address.clone(),
         }
     }
 
@@ -127,6 +128,12 @@ impl Manager {
             self.cleanup_cgroup(veid);
             return Outcome::fail(ExitCode::System, format!("VE {veid}: its devices: {e}"));
         }
+        // Its addresses in the firewall before its pair exists (fails
+        // closed: an interface with none sends nothing).
+        if let Err(e) = self.net_prepare(veid, &cfg.ip_address) {
+            self.cleanup_cgroup(veid);
+            return Outcome::fail(ExitCode::System, format!("VE {veid}: {e}"));
+        }
         let (pid, start, fd) = match crate::setup::spawn_helper(&self.layout.helper, &spec) {
             crate::setup::Outcome::Started {
                 pid,
@@ -141,6 +148,8 @@ impl Manager {
                 // after the init started) must not outlive the failure.
                 let _ = crate::daemon::cgroup::kill(&cg);
                 self.cleanup_cgroup(veid);
+                self.lock().net.insert(veid, cfg.ip_address.clone());
+                self.net_down(veid);
                 log::error!("VE {veid}: start failed: {message}");
                 let c = if broken_init {
                     ExitCode::Broken
@@ -171,6 +180,19 @@ impl Manager {
                     path.display()
                 ),
             );
+        }
+        // The routes to its addresses and the neighbour answers: a VE
+        // whose addresses cannot be routed does not run half-reachable.
+        self.lock().net.insert(veid, cfg.ip_address.clone());
+        if let Err(e) = self.net_up(veid, &cfg.ip_address) {
+            log::error!("VE {veid}: {e}; stopping it");
+            let _ = crate::daemon::cgroup::kill(&cg);
+            let _ = rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL);
+            let _ = reap(&fd);
+            let _ = std::fs::remove_file(&path);
+            self.cleanup_cgroup(veid);
+            self.net_down(veid);
+            return Outcome::fail(ExitCode::System, format!("Unable to start VE {veid}: {e}"));
         }
         // SHMPAGES: the VE's System V shared memory, in its IPC namespace.
         if let Some(pages) = cfg.limits.ubc("shmpages").and_then(|b| b.limit.get()) {

@@ -143,6 +143,7 @@ impl Manager {
         }
         drop(st);
         self.cleanup_cgroup(veid);
+        self.net_down(veid);
         self.changed.notify_all();
         if restart {
             // `reboot` inside the VE: OpenVZ starts it again (`halt` stops it).

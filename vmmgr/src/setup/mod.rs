@@ -31,6 +31,7 @@ pub mod helper;
 mod init;
 mod kernfs;
 mod layers;
+mod net;
 mod pivot;
 pub mod procview;
 mod userns;
@@ -66,6 +67,8 @@ pub struct Spec {
     pub pty_max: u32,
     /// DEVNODES made in the VE's /dev (paths under /dev).
     pub devnodes: Vec<String>,
+    /// IP_ADDRESS: `venet0` gets them before the init runs (`net`).
+    pub ipaddr: Vec<vzconfig::net::IpNet>,
 }
 
 /// The step that failed, with its cause.
@@ -213,8 +216,13 @@ pub fn run(spec: &Spec) -> Result<Started, SetupError> {
         &spec.devnodes,
     )?;
 
-    // 7. The VE's first process and its init, waiting.
+    // 7. The VE's first process and its init, waiting; its network
+    // interface while it waits.
     let waiting = init::spawn(spec, &cx, userns.as_fd(), &policy)?;
+    if let Err(e) = net::configure(&cx, spec, waiting.pidfd.as_fd()) {
+        waiting.abort();
+        return Err(e);
+    }
 
     // 8. /proc, /sys, cgroup2 and the masks, from the VE's namespaces.
     // 9. The overlay becomes the root of A (and of the waiting init).
@@ -251,6 +259,12 @@ impl From<&proto::SetupSpec> for Spec {
             init: s.init.as_str().into(),
             pty_max: s.pty_max,
             devnodes: s.devnodes.split_whitespace().map(str::to_owned).collect(),
+            // Checked by vmmgr; a token that does not parse is dropped.
+            ipaddr: s
+                .ipaddr
+                .split_whitespace()
+                .filter_map(|t| vzconfig::net::parse_ip(t).ok())
+                .collect(),
         }
     }
 }
@@ -285,6 +299,10 @@ impl Spec {
             pty_max: self.pty_max,
             devnodes: proto::Text::try_from(self.devnodes.join(" ").as_str())
                 .map_err(|_| "DEVNODES is longer than 256 bytes: grant fewer nodes".to_owned())?,
+            ipaddr: proto::LongText::try_from(vzconfig::net::render_ip_list(&self.ipaddr).as_str())
+                .map_err(|_| {
+                    "IP_ADDRESS is longer than 1024 bytes: give the VE fewer addresses".to_owned()
+                })?,
         })
     }
 }

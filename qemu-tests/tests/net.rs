@@ -1,0 +1,128 @@
+//! VE networking on the appliance kernel: routed addresses (`IP_ADDRESS`,
+//! `--ipadd`/`--ipdel`) on `venet0`, VEs reaching each other and the
+//! appliance through its routing, live changes, and the appliance's
+//! anti-spoofing against VE root.
+
+use qemu_tests::Appliance;
+
+/// Whether one ping from the appliance shell (or a VE) gets an answer.
+fn pings(a: &mut Appliance, from: &str, to: &str) -> anyhow::Result<bool> {
+    let ping = if to.contains(':') { "ping6" } else { "ping" };
+    let cmd = match from {
+        "appliance" => format!("{ping} -c 1 -W 2 {to}"),
+        ve => format!("vzctl exec {ve} {ping} -c 1 -W 2 {to}"),
+    };
+    Ok(a.run_rc(&cmd)?.1 == 0)
+}
+
+/// The packets the appliance dropped from `venet<VEID>` for a source
+/// address that is not the VE's.
+fn spoof_drops(a: &mut Appliance, veid: u32) -> anyhow::Result<u64> {
+    let set = a.run_ok("nft list set inet vz ve_if")?;
+    let needle = format!("\"venet{veid}\" counter packets ");
+    Ok(set
+        .split(&needle)
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0))
+}
+
+#[test]
+fn routed_addresses_live_and_held_to_their_own() -> anyhow::Result<()> {
+    let mut a = Appliance::boot("net")?;
+    a.enter_shell()?;
+    a.run_ok("vzctl --quiet create 101 && vzctl set 101 --ipadd 192.0.2.10 --save")?;
+    a.run_ok("vzctl --quiet create 102 && vzctl set 102 --ipadd 198.51.100.20 --ipadd 2001:db8::20 --save")?;
+    a.run_ok("vzctl --quiet start 101 && vzctl --quiet start 102")?;
+
+    // Inside: venet0 with its addresses, a default route through it, and
+    // nothing else of the appliance's networks.
+    let links = a.run_ok("vzctl exec 101 ip -o link")?;
+    let names: Vec<&str> = links
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n))
+        .collect();
+    assert_eq!(names, vec!["lo", "venet0"], "{links}");
+    let addrs = a.run_ok("vzctl exec 101 ip -o addr show dev venet0")?;
+    assert!(addrs.contains("inet 192.0.2.10/32"), "{addrs}");
+    let routes = a.run_ok("vzctl exec 101 ip route")?;
+    assert!(routes.contains("default dev venet0"), "{routes}");
+    let routes6 = a.run_ok("vzctl exec 102 ip -6 route")?;
+    assert!(
+        routes6.contains("default via fe80::ffff:1:1 dev venet0"),
+        "{routes6}"
+    );
+
+    // Reached from the appliance, and VE to VE through its routing.
+    if !pings(&mut a, "appliance", "192.0.2.10")? {
+        for c in ["vzctl exec 101 ping -c1 -W2 198.51.100.20", "vzctl exec 101 ip neigh", "vzctl exec 102 ip neigh", "ip neigh", "nft list set inet vz ve_if", "cat /proc/sys/net/ipv4/conf/venet101/proxy_arp /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/conf/venet101/rp_filter"] {
+            let (o, rc) = a.run_rc(c)?;
+            println!("DEBUG {c} rc={rc}:\n{o}");
+        }
+    }
+    assert!(pings(&mut a, "appliance", "192.0.2.10")?);
+    assert!(pings(&mut a, "appliance", "2001:db8::20")?);
+    assert!(pings(&mut a, "101", "198.51.100.20")?);
+    assert!(pings(&mut a, "102", "192.0.2.10")?);
+    // TCP: a web server in 102, fetched from 101.
+    a.run_ok("vzctl exec 102 'mkdir -p /www && echo hello-from-102 > /www/index.html && httpd -p 80 -h /www'")?;
+    let page = a.run_ok("vzctl exec 101 wget -q -O - http://198.51.100.20/")?;
+    assert!(page.contains("hello-from-102"), "{page}");
+    let list = a.run_ok("vzlist -H -o ctid,ip")?;
+    assert!(list.contains("101 192.0.2.10"), "{list}");
+    let json = a.run_ok("vzlist -j -o ctid,ip 102")?;
+    assert!(
+        json.contains("\"ip\": [\"198.51.100.20\", \"2001:db8::20\"]"),
+        "{json}"
+    );
+
+    // Live: a new address works at once, a deleted one stops at once.
+    a.run_ok("vzctl set 101 --ipadd 192.0.2.11")?;
+    assert!(pings(&mut a, "appliance", "192.0.2.11")?);
+    a.run_ok("vzctl set 101 --ipdel 192.0.2.10")?;
+    assert!(
+        !pings(&mut a, "appliance", "192.0.2.10")?,
+        "deleted, still answers"
+    );
+    let addrs = a.run_ok("vzctl exec 101 ip -o addr show dev venet0")?;
+    assert!(
+        !addrs.contains("192.0.2.10/") && addrs.contains("192.0.2.11/32"),
+        "{addrs}"
+    );
+    // Not saved: the config still has the old list.
+    let conf = a.run_ok("grep IP_ADDRESS /etc/vz/conf/101.conf")?;
+    assert!(conf.contains("\"192.0.2.10\""), "{conf}");
+    // An address of another VE is refused (OpenVZ's 78), nothing changes.
+    let (out, rc) = a.run_rc("vzctl set 101 --ipadd 198.51.100.20")?;
+    assert_eq!(rc, 78, "{out}");
+
+    // VE root gives itself an address that is not its own and sends from
+    // it: the appliance drops it (and counts it), VE root cannot undo that.
+    let before = spoof_drops(&mut a, 101)?;
+    a.run_ok("vzctl exec2 101 'ip addr add 198.51.100.99/32 dev venet0'")?;
+    let spoofed = a.run_rc("vzctl exec 101 ping -c 2 -W 2 -I 198.51.100.99 198.51.100.20")?;
+    assert_ne!(
+        spoofed.1, 0,
+        "a spoofed source got an answer:\n{}",
+        spoofed.0
+    );
+    let after = spoof_drops(&mut a, 101)?;
+    println!(
+        "net: spoofed packets dropped from VE 101: {}",
+        after - before
+    );
+    assert!(after >= before + 2, "drops {before} -> {after}");
+    let (out, rc) =
+        a.run_rc("vzctl exec2 101 'nft flush ruleset; echo 1 > /proc/sys/net/ipv4/ip_forward'")?;
+    assert_ne!(rc, 0, "{out}");
+    // Its own address still works.
+    assert!(pings(&mut a, "101", "198.51.100.20")?);
+
+    // A restart brings the saved addresses back.
+    a.run_ok("vzctl --quiet restart 101")?;
+    assert!(pings(&mut a, "appliance", "192.0.2.10")?);
+    assert!(!pings(&mut a, "appliance", "192.0.2.11")?);
+    Ok(())
+}

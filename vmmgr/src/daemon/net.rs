@@ -1,0 +1,238 @@
+//! A VE's routed addresses from vmmgr's side (`net::routed` has the
+//! design): the firewall's allowed sources before the VE runs, the routes
+//! and neighbour answers once it runs, all of them again on `--ipadd` and
+//! `--ipdel`, and away when it stops.
+
+use super::Manager;
+use crate::config::VeId;
+use crate::net::{firewall, routed};
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::{AsFd, BorrowedFd};
+use vzcommon::rtnl::{self, Rtnl};
+use vzconfig::net::IpNet;
+
+/// The appliance's interfaces that answer ARP and neighbour solicitations
+/// for VE addresses: up, not loopback, not a VE's pair, not a bridge port,
+/// holding a global address (OpenVZ's `NEIGHBOUR_DEVS=detect`-like rule).
+pub fn neighbour_devs(nl: &mut Rtnl) -> io::Result<Vec<u32>> {
+    let links = nl.links()?;
+    let addrs = nl.addresses(None)?;
+    Ok(links
+        .iter()
+        .filter(|l| l.up && !l.loopback && l.master.is_none())
+        .filter(|l| !l.name.starts_with("venet") && l.kind.as_deref() != Some("veth"))
+        .filter(|l| {
+            addrs.iter().any(|a| {
+                a.index == l.index
+                    && match a.ip {
+                        IpAddr::V4(v4) => !v4.is_link_local() && !v4.is_loopback(),
+                        IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 != 0xfe80 && !v6.is_loopback(),
+                    }
+            })
+        })
+        .map(|l| l.index)
+        .collect())
+}
+
+/// Every interface a proxy entry may sit on (for taking them away).
+fn all_devs(nl: &mut Rtnl) -> io::Result<Vec<u32>> {
+    Ok(nl
+        .links()?
+        .iter()
+        .filter(|l| !l.loopback && !l.name.starts_with("venet"))
+        .map(|l| l.index)
+        .collect())
+}
+
+fn ips(list: &[IpNet]) -> Vec<IpAddr> {
+    list.iter().map(|n| n.ip).collect()
+}
+
+/// A socket in the network namespace of the process behind `pidfd`, and a
+/// file of that namespace (for moving links into it).
+fn open_in(pidfd: BorrowedFd<'_>) -> io::Result<(std::fs::File, Rtnl)> {
+    rtnl::in_netns(pidfd, || {
+        let ns = std::fs::File::open("/proc/thread-self/ns/net")?;
+        Ok((ns, Rtnl::new()?))
+    })
+}
+
+impl Manager {
+    /// Before VE `veid` starts: its addresses become allowed sources on its
+    /// pair's name (the firewall drops everything else from it, so a VE
+    /// whose addresses could not be allowed has none that work: its start
+    /// fails).
+    pub(super) fn net_prepare(&self, veid: VeId, addrs: &[IpNet]) -> Result<(), String> {
+        if addrs.is_empty() {
+            return Ok(());
+        }
+        firewall::allow(&routed::host_ifname(veid.get()), &ips(addrs))
+            .map_err(|e| format!("allowing its addresses in the appliance's firewall: {e}"))
+    }
+
+    /// Once VE `veid` runs (its pair made by vesetup): the routes to its
+    /// addresses and the neighbour answers on the uplinks.
+    pub(super) fn net_up(&self, veid: VeId, addrs: &[IpNet]) -> Result<(), String> {
+        if addrs.is_empty() {
+            return Ok(());
+        }
+        let run = || -> io::Result<()> {
+            let mut nl = Rtnl::new()?;
+            let host = nl.index(&routed::host_ifname(veid.get()))?;
+            let devs = neighbour_devs(&mut nl)?;
+            for a in addrs {
+                routed::host_add(&mut nl, host, &devs, a.ip)?;
+            }
+            Ok(())
+        };
+        run().map_err(|e| format!("routing its addresses: {e}"))?;
+        self.lock().net.insert(veid, addrs.to_vec());
+        Ok(())
+    }
+
+    /// After VE `veid` ended (its pair went with its network namespace):
+    /// its neighbour answers and allowed sources go.
+    pub(super) fn net_down(&self, veid: VeId) {
+        let Some(addrs) = self.lock().net.remove(&veid) else {
+            return;
+        };
+        let list = ips(&addrs);
+        let cleaned = Rtnl::new().and_then(|mut nl| {
+            let devs = all_devs(&mut nl)?;
+            for ip in &list {
+                routed::host_del(&mut nl, None, &devs, *ip)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = cleaned {
+            log::warn!("VE {veid}: taking its neighbour answers away: {e}");
+        }
+        if let Err(e) = firewall::revoke(&routed::host_ifname(veid.get()), &list) {
+            log::warn!("VE {veid}: taking its addresses out of the firewall: {e}");
+        }
+    }
+
+    /// `--ipadd`/`--ipdel` on running VE `veid` (init behind `pidfd`): takes
+    /// effect at once on both sides. On an error, what this call did is
+    /// undone and the VE keeps the addresses it had.
+    pub(super) fn net_change(
+        &self,
+        veid: VeId,
+        pidfd: BorrowedFd<'_>,
+        add: &[IpNet],
+        del: &[IpNet],
+    ) -> Result<(), String> {
+        let had = self.lock().net.get(&veid).cloned().unwrap_or_default();
+        let add: Vec<IpNet> = add
+            .iter()
+            .filter(|a| !had.iter().any(|h| h.ip == a.ip))
+            .copied()
+            .collect();
+        let del: Vec<IpNet> = del
+            .iter()
+            .filter_map(|d| had.iter().find(|h| h.ip == d.ip).copied())
+            .collect();
+        if add.is_empty() && del.is_empty() {
+            return Ok(());
+        }
+        let name = routed::host_ifname(veid.get());
+        firewall::allow(&name, &ips(&add))
+            .map_err(|e| format!("allowing the new addresses in the appliance's firewall: {e}"))?;
+        let result = (|| -> io::Result<()> {
+            let (ns, mut ve) = open_in(pidfd)?;
+            let mut nl = Rtnl::new()?;
+            let fresh = nl.link(&name)?.is_none();
+            if fresh {
+                routed::make_pair(&mut nl, veid.get(), ns.as_fd())?;
+                routed::ve_up(&mut ve, &[])?;
+            }
+            let host = nl.index(&name)?;
+            let index = ve.index(routed::VE_IFNAME)?;
+            let devs = neighbour_devs(&mut nl)?;
+            let mut done: Vec<IpNet> = Vec::new();
+            for a in &add {
+                let step = routed::ve_add(&mut ve, index, a)
+                    .and_then(|()| routed::host_add(&mut nl, host, &devs, a.ip));
+                if let Err(e) = step {
+                    for d in done.iter().chain(std::iter::once(a)) {
+                        let _ = routed::ve_del(&mut ve, index, d);
+                        let _ = routed::host_del(&mut nl, Some(host), &devs, d.ip);
+                    }
+                    return Err(e);
+                }
+                done.push(*a);
+            }
+            let all = all_devs(&mut nl)?;
+            for d in &del {
+                routed::ve_del(&mut ve, index, d)?;
+                routed::host_del(&mut nl, Some(host), &all, d.ip)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = firewall::revoke(&name, &ips(&add));
+            return Err(format!("changing its addresses: {e}"));
+        }
+        if let Err(e) = firewall::revoke(&name, &ips(&del)) {
+            log::warn!("VE {veid}: taking deleted addresses out of the firewall: {e}");
+        }
+        let mut now: Vec<IpNet> = had
+            .into_iter()
+            .filter(|h| !del.iter().any(|d| d.ip == h.ip))
+            .collect();
+        now.extend(add);
+        self.lock().net.insert(veid, now);
+        Ok(())
+    }
+
+    /// After a vmmgr restart: what each adopted VE holds (read from its
+    /// `venet0`), and the firewall loaded again with exactly those (a VE
+    /// that ended while no vmmgr ran leaves nothing allowed behind).
+    pub fn net_resync(&self) {
+        let running: Vec<(VeId, std::sync::Arc<std::os::fd::OwnedFd>)> = self
+            .lock()
+            .running
+            .iter()
+            .map(|(v, r)| (*v, std::sync::Arc::clone(&r.pidfd)))
+            .collect();
+        let mut allowed = Vec::new();
+        for (veid, fd) in running {
+            let read = open_in(fd.as_fd()).and_then(|(_, mut ve)| {
+                let Some(link) = ve.link(routed::VE_IFNAME)? else {
+                    return Ok(Vec::new());
+                };
+                Ok(ve
+                    .addresses(Some(link.index))?
+                    .into_iter()
+                    .filter(|a| match a.ip {
+                        IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 != 0xfe80,
+                        IpAddr::V4(_) => true,
+                    })
+                    .map(|a| IpNet {
+                        ip: a.ip,
+                        prefix: Some(a.prefix),
+                    })
+                    .collect::<Vec<_>>())
+            });
+            match read {
+                Ok(addrs) if !addrs.is_empty() => {
+                    allowed.push((routed::host_ifname(veid.get()), ips(&addrs)));
+                    self.lock().net.insert(veid, addrs);
+                }
+                Ok(_) => {}
+                Err(e) => log::warn!("VE {veid}: reading its addresses: {e}"),
+            }
+        }
+        if let Err(e) = firewall::load(&allowed) {
+            log::error!(
+                "the VEs' firewall (nftables table inet vz) could not be loaded: {e};                  VEs with addresses will not start"
+            );
+        }
+    }
+
+    /// The addresses VE `veid` holds now (running), for vzlist.
+    pub fn net_addresses(&self, veid: VeId) -> Vec<IpNet> {
+        self.lock().net.get(&veid).cloned().unwrap_or_default()
+    }
+}

@@ -1,0 +1,231 @@
+//! The appliance's firewall for VEs: one nftables table, `inet vz`, that VE
+//! root cannot reach (it lives in the appliance's network namespace).
+//!
+//! Anti-spoofing: a packet that comes in from a VE's pair (`venet*`) with a
+//! source address that is not that VE's is dropped before connection
+//! tracking (prerouting, priority raw) and counted per VE (the counter of
+//! the interface's element in `ve_if`). The allowed pairs are the sets
+//! `ve_addr4` (`ifname . ipv4_addr`) and `ve_addr6`, changed element by
+//! element as addresses come and go. A reverse-path check (`fib saddr .
+//! iif oif missing`) is the second line. An interface without elements
+//! sends nothing: a VE's addresses are allowed before its pair exists, and
+//! a pair whose VE has no allowed address is dropped whole.
+//!
+//! Driven by Debian's `nft` with rules as text on its standard input: one
+//! run is one kernel transaction. (nft 1.0.6's JSON input silently turns a
+//! map with concatenated data into a plain set, and the `nftables` crate
+//! emits exactly that form: text is the interface that works; see
+//! docs/architecture.md.)
+
+use std::fmt::Write as _;
+use std::io::{self, Write as _};
+use std::net::IpAddr;
+use std::process::{Command, Stdio};
+
+/// Debian's nft, in the image (rootfs/files.list).
+pub const NFT: &str = "/usr/sbin/nft";
+
+/// The table, with its sets holding `allowed` (interface, addresses).
+pub fn ruleset(allowed: &[(String, Vec<IpAddr>)]) -> String {
+    let mut s = String::from(
+        "add table inet vz\n\
+         delete table inet vz\n\
+         table inet vz {\n",
+    );
+    let ifs: Vec<String> = allowed.iter().map(|(i, _)| format!("\"{i}\"")).collect();
+    let _ = writeln!(s, "\tset ve_if {{\n\t\ttype ifname\n\t\tcounter");
+    if !ifs.is_empty() {
+        let _ = writeln!(s, "\t\telements = {{ {} }}", ifs.join(", "));
+    }
+    s.push_str("\t}\n");
+    for (name, v6) in [("ve_addr4", false), ("ve_addr6", true)] {
+        let elems: Vec<String> = allowed
+            .iter()
+            .flat_map(|(i, ips)| {
+                ips.iter()
+                    .filter(move |ip| ip.is_ipv6() == v6)
+                    .map(move |ip| format!("\"{i}\" . {ip}"))
+            })
+            .collect();
+        let ty = if v6 { "ipv6_addr" } else { "ipv4_addr" };
+        let _ = writeln!(s, "\tset {name} {{\n\t\ttype ifname . {ty}");
+        if !elems.is_empty() {
+            let _ = writeln!(s, "\t\telements = {{ {} }}", elems.join(", "));
+        }
+        s.push_str("\t}\n");
+    }
+    s.push_str(
+        "\tchain antispoof {\n\
+         \t\ttype filter hook prerouting priority raw; policy accept;\n\
+         \t\tiifname != \"venet*\" return\n\
+         \t\tiifname . ip saddr @ve_addr4 meta nfproto ipv4 fib saddr . iif oif != 0 return\n\
+         \t\tiifname . ip6 saddr @ve_addr6 fib saddr . iif oif != 0 return\n\
+         \t\tip6 saddr fe80::/10 ip6 daddr { fe80::/10, ff02::/16 } return\n\
+         \t\tip6 saddr :: ip6 daddr ff02::/16 icmpv6 type { nd-neighbor-solicit, mld2-listener-report } return\n\
+         \t\tgoto spoofed\n\
+         \t}\n\
+         \tchain spoofed {\n\
+         \t\tiifname @ve_if drop\n\
+         \t\tcounter drop\n\
+         \t}\n\
+         }\n",
+    );
+    s
+}
+
+/// Runs nft with `script` on its standard input (one transaction).
+fn nft(args: &[&str], script: &str) -> io::Result<String> {
+    let mut child = Command::new(NFT)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| io::Error::new(e.kind(), format!("running {NFT}: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(script.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(io::Error::other(format!(
+            "nft refused: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// Loads the whole table (at vmmgr's start, with the running VEs' pairs),
+/// replacing what was there, atomically.
+pub fn load(allowed: &[(String, Vec<IpAddr>)]) -> io::Result<()> {
+    nft(&["-f", "-"], &ruleset(allowed)).map(drop)
+}
+
+fn elements(ifname: &str, ips: &[IpAddr], verb: &str) -> String {
+    let mut s = String::new();
+    for ip in ips {
+        let set = if ip.is_ipv4() { "ve_addr4" } else { "ve_addr6" };
+        let _ = writeln!(s, "{verb} element inet vz {set} {{ \"{ifname}\" . {ip} }}");
+    }
+    s
+}
+
+/// Lets `ifname` send from `ips` (and registers it as a VE's interface).
+pub fn allow(ifname: &str, ips: &[IpAddr]) -> io::Result<()> {
+    if ips.is_empty() {
+        return Ok(());
+    }
+    let mut s = format!("add element inet vz ve_if {{ \"{ifname}\" }}\n");
+    s.push_str(&elements(ifname, ips, "add"));
+    nft(&["-f", "-"], &s).map(drop)
+}
+
+/// Takes `ips` away from `ifname` (those already gone are no error).
+pub fn revoke(ifname: &str, ips: &[IpAddr]) -> io::Result<()> {
+    if ips.is_empty() {
+        return Ok(());
+    }
+    // nft 1.0.6 has no `destroy element`: an add first makes the delete
+    // of a missing element succeed.
+    let mut s = elements(ifname, ips, "add");
+    s.push_str(&elements(ifname, ips, "delete"));
+    nft(&["-f", "-"], &s).map(drop)
+}
+
+/// Packets dropped per VE interface for a spoofed source (`ve_if`'s
+/// element counters).
+pub fn dropped() -> io::Result<Vec<(String, u64)>> {
+    let out = nft(&["list", "set", "inet", "vz", "ve_if"], "")?;
+    Ok(parse_counters(&out))
+}
+
+/// Reads `"venet101" counter packets 3 bytes 128` out of a set listing.
+fn parse_counters(text: &str) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(q) = rest.find('"') {
+        let after = &rest[q + 1..];
+        let Some(end) = after.find('"') else { break };
+        let name = &after[..end];
+        let tail = &after[end + 1..];
+        let packets = tail
+            .trim_start()
+            .strip_prefix("counter packets ")
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|n| n.parse().ok());
+        if let Some(p) = packets {
+            out.push((name.to_owned(), p));
+        }
+        rest = tail;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ruleset_holds_each_pair_in_its_family() {
+        let r = ruleset(&[(
+            "venet101".into(),
+            vec![
+                "192.0.2.10".parse().expect("ip"),
+                "2001:db8::10".parse().expect("ip"),
+            ],
+        )]);
+        assert!(r.contains("elements = { \"venet101\" }"), "{r}");
+        assert!(r.contains("\"venet101\" . 192.0.2.10 }"), "{r}");
+        assert!(r.contains("\"venet101\" . 2001:db8::10 }"), "{r}");
+        assert!(r.starts_with("add table inet vz\ndelete table inet vz\n"));
+        let empty = ruleset(&[]);
+        assert!(!empty.contains("elements"), "{empty}");
+    }
+
+    #[test]
+    fn revoke_tolerates_missing_elements() {
+        let s = elements("venet7", &["198.51.100.1".parse().expect("ip")], "delete");
+        assert_eq!(
+            s,
+            "delete element inet vz ve_addr4 { \"venet7\" . 198.51.100.1 }\n"
+        );
+    }
+
+    #[test]
+    fn counters_per_interface() {
+        let text = "table inet vz {\n\tset ve_if {\n\t\ttype ifname\n\t\tcounter\n\t\telements = { \"venet101\" counter packets 3 bytes 128,\n\t\t\t     \"venet102\" counter packets 0 bytes 0 }\n\t}\n}\n";
+        assert_eq!(
+            parse_counters(text),
+            vec![("venet101".to_owned(), 3), ("venet102".to_owned(), 0)]
+        );
+    }
+
+    /// With nft on this machine and root: the ruleset loads in a network
+    /// namespace of the test's own.
+    #[test]
+    fn ruleset_loads_in_a_scratch_namespace() {
+        if !std::path::Path::new(NFT).exists() {
+            eprintln!("skipping: no {NFT}");
+            return;
+        }
+        let r = std::thread::spawn(|| {
+            // SAFETY: only this thread's network namespace changes.
+            unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }
+                .map_err(io::Error::from)?;
+            load(&[("venet101".into(), vec!["192.0.2.10".parse().expect("ip")])])?;
+            allow("venet101", &["2001:db8::10".parse().expect("ip")])?;
+            revoke("venet101", &["192.0.2.99".parse().expect("ip")])?;
+            dropped()
+        })
+        .join()
+        .expect("thread");
+        match r {
+            Ok(d) => assert_eq!(d, vec![("venet101".to_owned(), 0)]),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                eprintln!("skipping: {e}")
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}

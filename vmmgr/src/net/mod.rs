@@ -1,0 +1,23 @@
+//! VE networking on the appliance's side: routed addresses (`routed`), the
+//! firewall that holds VEs to their own addresses (`firewall`).
+
+pub mod firewall;
+pub mod routed;
+
+/// The appliance routes for its VEs (as OpenVZ's `99-vzctl.conf` sets up a
+/// host): forwarding on, proxy neighbour entries answered on IPv6 too, no
+/// redirects sent to VEs (their routes all point at the appliance).
+pub fn appliance_sysctls() -> std::io::Result<()> {
+    for (path, value) in [
+        ("/proc/sys/net/ipv4/ip_forward", "1"),
+        ("/proc/sys/net/ipv6/conf/all/forwarding", "1"),
+        ("/proc/sys/net/ipv6/conf/all/proxy_ndp", "1"),
+        ("/proc/sys/net/ipv4/conf/all/send_redirects", "0"),
+        ("/proc/sys/net/ipv4/conf/default/send_redirects", "0"),
+    ] {
+        std::fs::write(path, value).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("writing {value} to {path}: {e}"))
+        })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,362 @@
+//! Network values: a VE's `IP_ADDRESS`, `NAMESERVER` and `SEARCHDOMAIN`,
+//! and the appliance's own interfaces (`vz/net.conf`, see [`Uplink`]).
+
+use std::fmt;
+use std::net::IpAddr;
+
+/// An address with the prefix it was given (`IP_ADDRESS` keeps what the
+/// administrator wrote: `192.0.2.5` or `192.0.2.5/24`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IpNet {
+    pub ip: IpAddr,
+    pub prefix: Option<u8>,
+}
+
+impl IpNet {
+    /// The prefix, or the host prefix of the family.
+    pub fn prefix_or_host(&self) -> u8 {
+        self.prefix
+            .unwrap_or(if self.ip.is_ipv4() { 32 } else { 128 })
+    }
+}
+
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.prefix {
+            Some(p) => write!(f, "{}/{p}", self.ip),
+            None => write!(f, "{}", self.ip),
+        }
+    }
+}
+
+/// Why an address cannot be a VE's or an interface's.
+fn unusable(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) if v4.is_loopback() => Some("a loopback address"),
+        IpAddr::V4(v4) if v4.is_multicast() => Some("a multicast address"),
+        IpAddr::V4(v4) if v4.is_broadcast() => Some("the broadcast address"),
+        IpAddr::V4(v4) if v4.is_link_local() => Some("a link-local address"),
+        IpAddr::V6(v6) if v6.is_loopback() => Some("the loopback address"),
+        IpAddr::V6(v6) if v6.is_multicast() => Some("a multicast address"),
+        IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80 => Some("a link-local address"),
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => {
+            Some("an IPv4-mapped address (write the IPv4 address)")
+        }
+        _ => None,
+    }
+}
+
+/// Parses `ADDR` or `ADDR/PREFIX` (IPv4 or IPv6), canonical on output.
+pub fn parse_ip(token: &str) -> Result<IpNet, String> {
+    let (addr, prefix) = match token.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (token, None),
+    };
+    let ip: IpAddr = addr.parse().map_err(|_| {
+        format!("{token:?} is not an IPv4 or IPv6 address (e.g. 192.0.2.5, 2001:db8::5/64)")
+    })?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        None => None,
+        Some(p) => Some(
+            p.parse::<u8>()
+                .ok()
+                .filter(|n| *n <= max)
+                .ok_or_else(|| format!("{token:?}: the prefix must be 0 to {max}"))?,
+        ),
+    };
+    if let Some(why) = unusable(ip) {
+        return Err(format!(
+            "{token:?} is {why}: it cannot be given to a VE or an interface"
+        ));
+    }
+    Ok(IpNet { ip, prefix })
+}
+
+/// Parses a space-separated address list (`IP_ADDRESS`, `--ipadd`) as
+/// OpenVZ does: `0.0.0.0` and `::` are skipped, a repeated address (with
+/// any prefix) counts once.
+pub fn parse_ip_list(v: &str) -> Result<Vec<IpNet>, String> {
+    let mut out: Vec<IpNet> = Vec::new();
+    for token in v.split_whitespace() {
+        let bare = token.split('/').next().unwrap_or(token);
+        if matches!(bare.parse::<IpAddr>(), Ok(ip) if ip.is_unspecified()) {
+            continue;
+        }
+        let net = parse_ip(token)?;
+        if !out.iter().any(|n| n.ip == net.ip) {
+            out.push(net);
+        }
+    }
+    Ok(out)
+}
+
+/// Renders an address list back (`IP_ADDRESS="..."`).
+pub fn render_ip_list(list: &[IpNet]) -> String {
+    list.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `NAMESERVER`: addresses, or `inherit` (the appliance's own servers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameServers {
+    Inherit,
+    List(Vec<IpAddr>),
+}
+
+pub fn parse_nameservers(v: &str) -> Result<NameServers, String> {
+    if v.trim() == "inherit" {
+        return Ok(NameServers::Inherit);
+    }
+    let mut list = Vec::new();
+    for t in v.split_whitespace() {
+        let ip: IpAddr = t
+            .parse()
+            .map_err(|_| format!("{t:?} is not an IPv4 or IPv6 address (or write inherit)"))?;
+        if !list.contains(&ip) {
+            list.push(ip);
+        }
+    }
+    Ok(NameServers::List(list))
+}
+
+/// `SEARCHDOMAIN`: domain names, or `inherit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SearchDomains {
+    Inherit,
+    List(Vec<String>),
+}
+
+pub fn parse_searchdomains(v: &str) -> Result<SearchDomains, String> {
+    if v.trim() == "inherit" {
+        return Ok(SearchDomains::Inherit);
+    }
+    let mut list = Vec::new();
+    for t in v.split_whitespace() {
+        if !crate::valid_hostname(t) {
+            return Err(format!(
+                "{t:?} is not a domain name (letters, digits, - and ., 253 at most; or write inherit)"
+            ));
+        }
+        list.push(t.to_owned());
+    }
+    Ok(SearchDomains::List(list))
+}
+
+/// Whether `name` can be a network interface's name (the kernel's rules:
+/// 1 to 15 bytes, no `/`, `:` or white space, not `.` or `..`).
+pub fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < 16
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':' && b != b'=' && b != b',')
+}
+
+/// One of the appliance's interfaces (`NETIF` of `vz/net.conf`, in the
+/// syntax of a VE's NETIF: `ifname=eth0,dhcp=yes;ifname=vmbr0,type=bridge,
+/// ports=eth1,ip=192.0.2.2/24,gw=192.0.2.1`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Uplink {
+    pub ifname: String,
+    /// IPv4 by DHCP.
+    pub dhcp: bool,
+    /// IPv6 by router advertisements (SLAAC).
+    pub auto6: bool,
+    pub addresses: Vec<IpNet>,
+    pub gateway: Option<IpAddr>,
+    pub gateway6: Option<IpAddr>,
+    /// A bridge the appliance makes, with these ports (None: an existing
+    /// interface).
+    pub bridge_ports: Option<Vec<String>>,
+}
+
+/// Parses the appliance's `NETIF`. Errors name the entry and the field.
+pub fn parse_uplinks(v: &str) -> Result<Vec<Uplink>, String> {
+    let mut out: Vec<Uplink> = Vec::new();
+    for (n, entry) in v.split(';').enumerate() {
+        let entry = entry.trim();
+        if entry.is_empty() {
+            continue;
+        }
+        let at = |msg: String| format!("entry {} ({entry:?}): {msg}", n + 1);
+        let mut u = Uplink::default();
+        let mut bridge = false;
+        let mut ports: Option<Vec<String>> = None;
+        for field in entry.split(',') {
+            let field = field.trim();
+            let Some((k, val)) = field.split_once('=') else {
+                return Err(at(format!("{field:?} is not a field=value pair")));
+            };
+            let val = val.trim();
+            let yes_no = |what: &str| match val {
+                "yes" => Ok(true),
+                "no" => Ok(false),
+                _ => Err(at(format!("{what}= takes yes or no, not {val:?}"))),
+            };
+            match k.trim() {
+                "ifname" => {
+                    if !valid_ifname(val) {
+                        return Err(at(format!(
+                            "{val:?} is not an interface name (1 to 15 characters, no / : , =)"
+                        )));
+                    }
+                    u.ifname = val.to_owned();
+                }
+                "dhcp" => u.dhcp = yes_no("dhcp")?,
+                "dhcp6" | "auto6" => u.auto6 = yes_no(k.trim())?,
+                "ip" | "ip6" => {
+                    for t in val.split_whitespace() {
+                        let net = parse_ip(t).map_err(at)?;
+                        if net.prefix.is_none() {
+                            return Err(at(format!(
+                                "{t:?}: give the prefix of the interface's network, e.g. {t}/24"
+                            )));
+                        }
+                        u.addresses.push(net);
+                    }
+                }
+                "gw" => {
+                    let ip: IpAddr = val
+                        .parse()
+                        .ok()
+                        .filter(IpAddr::is_ipv4)
+                        .ok_or_else(|| at(format!("gw={val:?} is not an IPv4 address")))?;
+                    u.gateway = Some(ip);
+                }
+                "gw6" => {
+                    let ip: IpAddr = val
+                        .parse()
+                        .ok()
+                        .filter(IpAddr::is_ipv6)
+                        .ok_or_else(|| at(format!("gw6={val:?} is not an IPv6 address")))?;
+                    u.gateway6 = Some(ip);
+                }
+                "type" => match val {
+                    "bridge" => bridge = true,
+                    "ethernet" | "" => {}
+                    _ => return Err(at(format!("type={val:?}: bridge or ethernet"))),
+                },
+                "ports" => {
+                    let list: Vec<String> = val.split_whitespace().map(str::to_owned).collect();
+                    if let Some(bad) = list.iter().find(|p| !valid_ifname(p)) {
+                        return Err(at(format!("ports: {bad:?} is not an interface name")));
+                    }
+                    ports = Some(list);
+                }
+                other => {
+                    return Err(at(format!(
+                        "unknown field {other:?} (ifname, dhcp, auto6, ip, gw, gw6, type, ports)"
+                    )))
+                }
+            }
+        }
+        if u.ifname.is_empty() {
+            return Err(at("ifname= is missing".into()));
+        }
+        if ports.is_some() && !bridge {
+            return Err(at("ports= is for type=bridge".into()));
+        }
+        if bridge {
+            u.bridge_ports = Some(ports.unwrap_or_default());
+        }
+        if out.iter().any(|o| o.ifname == u.ifname) {
+            return Err(at(format!("{} is configured twice", u.ifname)));
+        }
+        out.push(u);
+    }
+    // A port of a bridge is not configured on its own.
+    for u in &out {
+        for p in u.bridge_ports.iter().flatten() {
+            if out.iter().any(|o| &o.ifname == p) {
+                return Err(format!(
+                    "{p} is a port of bridge {} and has an entry of its own: a bridge port has no addresses",
+                    u.ifname
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_lists_as_openvz_reads_them() {
+        let l = parse_ip_list("192.0.2.5 2001:DB8::5/64 0.0.0.0 192.0.2.5/24 ::").expect("ok");
+        assert_eq!(render_ip_list(&l), "192.0.2.5 2001:db8::5/64");
+        assert_eq!(l[0].prefix_or_host(), 32);
+        assert_eq!(l[1].prefix_or_host(), 64);
+        for bad in [
+            "192.0.2.300",
+            "192.0.2.5/33",
+            "2001:db8::/129",
+            "127.0.0.1",
+            "fe80::1",
+            "224.0.0.1",
+            "x",
+        ] {
+            let e = parse_ip_list(bad).expect_err(bad);
+            assert!(e.contains(bad.split('/').next().unwrap_or(bad)), "{e}");
+        }
+    }
+
+    #[test]
+    fn nameservers_and_domains() {
+        assert_eq!(parse_nameservers("inherit"), Ok(NameServers::Inherit));
+        assert_eq!(
+            parse_nameservers("192.0.2.53 2001:db8::53"),
+            Ok(NameServers::List(vec![
+                "192.0.2.53".parse().expect("ip"),
+                "2001:db8::53".parse().expect("ip")
+            ]))
+        );
+        assert!(parse_nameservers("ns.example.com").is_err());
+        assert_eq!(
+            parse_searchdomains("example.com example.org"),
+            Ok(SearchDomains::List(vec![
+                "example.com".into(),
+                "example.org".into()
+            ]))
+        );
+        assert!(parse_searchdomains("bad_domain!").is_err());
+    }
+
+    #[test]
+    fn uplinks_in_netif_syntax() {
+        let u = parse_uplinks(
+            "ifname=eth0,dhcp=yes; ifname=vmbr0,type=bridge,ports=eth1 eth2,ip=192.0.2.2/24,ip=2001:db8::2/64,gw=192.0.2.1,gw6=2001:db8::1",
+        )
+        .expect("ok");
+        assert_eq!(u.len(), 2);
+        assert!(u[0].dhcp && u[0].addresses.is_empty());
+        assert_eq!(
+            u[1].bridge_ports.as_deref(),
+            Some(&["eth1".to_owned(), "eth2".to_owned()][..])
+        );
+        assert_eq!(u[1].addresses.len(), 2);
+        assert_eq!(u[1].gateway, Some("192.0.2.1".parse().expect("ip")));
+        for (bad, says) in [
+            ("dhcp=yes", "ifname= is missing"),
+            ("ifname=eth0,ip=192.0.2.2", "prefix"),
+            ("ifname=eth0,gw=2001:db8::1", "not an IPv4"),
+            ("ifname=eth0,speed=10", "unknown field"),
+            ("ifname=eth0;ifname=eth0", "twice"),
+            ("ifname=eth0,ports=eth1", "type=bridge"),
+            (
+                "ifname=vmbr0,type=bridge,ports=eth0;ifname=eth0,dhcp=yes",
+                "port of bridge",
+            ),
+            ("ifname=eth0/1", "interface name"),
+        ] {
+            let e = parse_uplinks(bad).expect_err(bad);
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+}

@@ -514,6 +514,8 @@ fn stage_root(
     std::fs::write(tree.join("etc/modules.load"), load_list)?;
     symlink("/boot/vz", &tree.join("etc/vz"))?;
     symlink("/proc/self/mounts", &tree.join("etc/mtab"))?;
+    // vmmgr (net.conf) or the DHCP client writes it.
+    symlink("/run/resolv.conf", &tree.join("etc/resolv.conf"))?;
     symlink("/vz/log", &tree.join("var/log"))?;
     symlink("/run", &tree.join("var/run"))?;
     std::fs::write(

@@ -93,7 +93,12 @@ impl Machine {
             c.arg("-qmp")
                 .arg(format!("unix:{},server=on,wait=off", q.display()));
         }
-        let mut net = String::from("user,id=net0,restrict=off");
+        // QEMU's own network in the documentation ranges: the appliance
+        // gets 203.0.113.15 by DHCP (the gateway is .2, DNS .3).
+        let mut net = String::from(
+            "user,id=net0,restrict=off,net=203.0.113.0/24,host=203.0.113.2,\
+             dns=203.0.113.3,dhcpstart=203.0.113.15,ipv6-net=2001:db8:ffff::/64",
+        );
         for h in &self.hostfwd {
             net.push(',');
             net.push_str(&hostfwd_arg(h)?);

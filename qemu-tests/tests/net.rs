@@ -35,6 +35,20 @@ fn routed_addresses_live_and_held_to_their_own() -> anyhow::Result<()> {
     a.run_ok("vzctl --quiet create 101 && vzctl set 101 --ipadd 192.0.2.10 --save")?;
     a.run_ok("vzctl --quiet create 102 && vzctl set 102 --ipadd 198.51.100.20 --ipadd 2001:db8::20 --save")?;
     a.run_ok("vzctl --quiet start 101 && vzctl --quiet start 102")?;
+    // The appliance's own network (net.conf's default: DHCP on eth0, from
+    // QEMU's user network) in `status`, over the management channel.
+    let st = a.status()?;
+    let net: Vec<String> = st.network.iter().map(|l| l.to_string()).collect();
+    println!("net: the appliance's network: {net:?}");
+    assert!(
+        net.iter()
+            .any(|l| l.starts_with("eth0 up") && l.contains(" 203.0.113.15/24")),
+        "{net:?}"
+    );
+    assert!(
+        net.iter().any(|l| l == "default via 203.0.113.2 dev eth0"),
+        "{net:?}"
+    );
 
     // Inside: venet0 with its addresses, a default route through it, and
     // nothing else of the appliance's networks.
@@ -56,12 +70,6 @@ fn routed_addresses_live_and_held_to_their_own() -> anyhow::Result<()> {
     );
 
     // Reached from the appliance, and VE to VE through its routing.
-    if !pings(&mut a, "appliance", "192.0.2.10")? {
-        for c in ["vzctl exec 101 ping -c1 -W2 198.51.100.20", "vzctl exec 101 ip neigh", "vzctl exec 102 ip neigh", "ip neigh", "nft list set inet vz ve_if", "cat /proc/sys/net/ipv4/conf/venet101/proxy_arp /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/conf/venet101/rp_filter"] {
-            let (o, rc) = a.run_rc(c)?;
-            println!("DEBUG {c} rc={rc}:\n{o}");
-        }
-    }
     assert!(pings(&mut a, "appliance", "192.0.2.10")?);
     assert!(pings(&mut a, "appliance", "2001:db8::20")?);
     assert!(pings(&mut a, "101", "198.51.100.20")?);

@@ -161,6 +161,11 @@ pub fn status(paths: &Paths) -> ApplianceStatus {
         mem_available_kib: meminfo_kib(&meminfo, "MemAvailable"),
         processes,
         zombies,
+        network: crate::net::uplink::describe()
+            .iter()
+            .take(24)
+            .map(|l| truncated::<256>(l))
+            .collect(),
     }
 }
 

@@ -141,6 +141,10 @@ pub fn format_status(
         mib(st.mem_available_kib)
     );
     let _ = writeln!(s, "  processes   {} ({} zombies)", st.processes, st.zombies);
+    let _ = writeln!(s, "Network (interface, state, addresses; default routes)");
+    for l in &st.network {
+        let _ = writeln!(s, "  {l}");
+    }
     let _ = writeln!(
         s,
         "Partitions (label, device, mount point, state at boot, options)"

@@ -301,6 +301,9 @@ pub struct ApplianceStatus {
     /// Processes on the appliance, and how many of them are zombies.
     pub processes: u32,
     pub zombies: u32,
+    /// The appliance's interfaces with their addresses, and its default
+    /// routes, one line each.
+    pub network: Vec<Text, 24>,
 }
 
 /// Errors vmmgr reports to a client.
@@ -555,6 +558,8 @@ mod tests {
             mem_available_kib: 2,
             processes: 7,
             zombies: 0,
+            network: Vec::from_slice(&[Text::try_from("eth0 up 203.0.113.15/24").expect("fits")])
+                .expect("fits"),
         }
     }
 

@@ -38,6 +38,16 @@ fn main() {
     if let Err(e) = vmmgr::net::appliance_sysctls() {
         log::error!("routing for VEs: {e}; VE addresses may not be reachable");
     }
+    // The appliance's own interfaces (the boot config's net.conf), before
+    // any VE starts.
+    let (net, diags) = vmmgr::net::uplink::load(&vmmgr::daemon::Layout::default().config_dir);
+    for d in diags {
+        match d.severity {
+            vzconfig::Severity::Error => log::error!("{d}"),
+            vzconfig::Severity::Warning => log::warn!("{d}"),
+        }
+    }
+    vmmgr::net::uplink::apply(&net);
     manager.adopt();
     // The VEs' firewall, with what the adopted ones hold.
     manager.net_resync();

@@ -856,6 +856,7 @@ mod tests {
             error: Default::default(),
             private: Default::default(),
             root: Default::default(),
+            ip: Default::default(),
         }
     }
 
@@ -1038,6 +1039,7 @@ pub(crate) mod tests_support {
             error: Default::default(),
             private: Default::default(),
             root: Default::default(),
+            ip: Default::default(),
         }
     }
 }

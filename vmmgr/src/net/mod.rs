@@ -1,8 +1,10 @@
 //! VE networking on the appliance's side: routed addresses (`routed`), the
-//! firewall that holds VEs to their own addresses (`firewall`).
+//! firewall that holds VEs to their own addresses (`firewall`), and the
+//! appliance's own interfaces (`uplink`).
 
 pub mod firewall;
 pub mod routed;
+pub mod uplink;
 
 /// The appliance routes for its VEs (as OpenVZ's `99-vzctl.conf` sets up a
 /// host): forwarding on, proxy neighbour entries answered on IPv6 too, no

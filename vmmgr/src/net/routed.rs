@@ -71,6 +71,8 @@ pub fn make_pair(host: &mut Rtnl, veid: u32, ve_ns: BorrowedFd<'_>) -> io::Resul
         })?;
     let index = host.index(&name)?;
     sysctl(&format!("/proc/sys/net/ipv4/conf/{name}/proxy_arp"), "1")?;
+    // Strict reverse-path filtering: behind the firewall's check.
+    sysctl(&format!("/proc/sys/net/ipv4/conf/{name}/rp_filter"), "1")?;
     // The appliance's end takes no router advertisements from the VE.
     sysctl(&format!("/proc/sys/net/ipv6/conf/{name}/accept_ra"), "0")?;
     host.set_up(index, true)?;

@@ -416,6 +416,7 @@ mod tests {
             init: "/sbin/init".into(),
             pty_max: 256,
             devnodes: vec!["net/tun".into()],
+            ipaddr: vzconfig::net::parse_ip_list("192.0.2.5 2001:db8::5/64").expect("ips"),
         }
     }
 

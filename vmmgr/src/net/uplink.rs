@@ -1,0 +1,293 @@
+//! The appliance's own interfaces, from `vz/net.conf` on VZBOOT (ours:
+//! OpenVZ leaves the host's network to its distribution). Its `NETIF` has
+//! the syntax of a VE's (`vzconfig::net::parse_uplinks`): per interface,
+//! DHCP (busybox `udhcpc`, whose script is `/etc/udhcpc/default.script`),
+//! router advertisements, static addresses and gateways; bridges the
+//! appliance makes, with their ports. `NAMESERVER` and `SEARCHDOMAIN` make
+//! the appliance's `/etc/resolv.conf` (which DHCP fills otherwise).
+//!
+//! A mistake in the file is logged with its file, line and key, and only
+//! what it names is left out: the console works regardless, and VEs start
+//! (their routed addresses do not depend on the uplink's configuration).
+
+use std::io;
+use std::net::IpAddr;
+use std::path::Path;
+use vzcommon::rtnl::{Route, Rtnl};
+use vzconfig::net::{NameServers, SearchDomains, Uplink};
+
+/// Where it is read from (the boot config directory).
+pub const FILE: &str = "net.conf";
+/// The appliance's resolv.conf (`/etc/resolv.conf` links here).
+pub const RESOLV: &str = "/run/resolv.conf";
+/// The DHCP client's script.
+pub const DHCP_SCRIPT: &str = "/etc/udhcpc/default.script";
+
+/// `net.conf`, validated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetConf {
+    pub uplinks: Vec<Uplink>,
+    pub nameservers: Vec<IpAddr>,
+    pub searchdomains: Vec<String>,
+}
+
+/// The configuration the appliance has without a `net.conf`: DHCP on eth0.
+pub fn default_uplinks() -> Vec<Uplink> {
+    vec![Uplink {
+        ifname: "eth0".into(),
+        dhcp: true,
+        auto6: true,
+        ..Uplink::default()
+    }]
+}
+
+/// Parses `net.conf`; every problem is a diagnostic with file and line.
+pub fn parse(text: &str, file: &Path) -> (NetConf, Vec<vzconfig::Diag>) {
+    let (entries, mut diags) = vzconfig::parse(text, file);
+    let mut conf = NetConf {
+        uplinks: default_uplinks(),
+        ..NetConf::default()
+    };
+    let err = |line: usize, key: &str, message: String| vzconfig::Diag {
+        severity: vzconfig::Severity::Error,
+        file: file.to_owned(),
+        line,
+        key: Some(key.to_owned()),
+        message,
+    };
+    for e in entries {
+        match e.key.as_str() {
+            "NETIF" => match vzconfig::net::parse_uplinks(&e.value) {
+                Ok(u) => conf.uplinks = u,
+                Err(m) => {
+                    diags.push(err(
+                        e.line,
+                        &e.key,
+                        format!("{m}; the appliance's interfaces are left unconfigured"),
+                    ));
+                    conf.uplinks = Vec::new();
+                }
+            },
+            "NAMESERVER" => match vzconfig::net::parse_nameservers(&e.value) {
+                Ok(NameServers::List(l)) => conf.nameservers = l,
+                Ok(NameServers::Inherit) => diags.push(err(
+                    e.line,
+                    &e.key,
+                    "inherit is for VEs; the appliance's servers are addresses (or from DHCP)"
+                        .into(),
+                )),
+                Err(m) => diags.push(err(e.line, &e.key, m)),
+            },
+            "SEARCHDOMAIN" => match vzconfig::net::parse_searchdomains(&e.value) {
+                Ok(SearchDomains::List(l)) => conf.searchdomains = l,
+                Ok(SearchDomains::Inherit) => diags.push(err(
+                    e.line,
+                    &e.key,
+                    "inherit is for VEs; write the appliance's domains".into(),
+                )),
+                Err(m) => diags.push(err(e.line, &e.key, m)),
+            },
+            other => diags.push(vzconfig::Diag {
+                severity: vzconfig::Severity::Warning,
+                file: file.to_owned(),
+                line: e.line,
+                key: Some(other.to_owned()),
+                message: "unknown key (net.conf has NETIF, NAMESERVER, SEARCHDOMAIN); ignored"
+                    .into(),
+            }),
+        }
+    }
+    (conf, diags)
+}
+
+/// Reads `<config_dir>/net.conf` (absent: the default).
+pub fn load(config_dir: &Path) -> (NetConf, Vec<vzconfig::Diag>) {
+    let path = config_dir.join(FILE);
+    match std::fs::read(&path) {
+        Ok(b) => parse(&String::from_utf8_lossy(&b), &path),
+        Err(_) => (
+            NetConf {
+                uplinks: default_uplinks(),
+                ..NetConf::default()
+            },
+            Vec::new(),
+        ),
+    }
+}
+
+fn sysctl(path: &str, value: &str) -> io::Result<()> {
+    std::fs::write(path, value)
+        .map_err(|e| io::Error::new(e.kind(), format!("writing {value} to {path}: {e}")))
+}
+
+/// Brings one uplink up as configured.
+fn apply_one(nl: &mut Rtnl, u: &Uplink) -> io::Result<()> {
+    if let Some(ports) = &u.bridge_ports {
+        if nl.link(&u.ifname)?.is_none() {
+            nl.add_bridge(&u.ifname)?;
+        }
+        let br = nl.index(&u.ifname)?;
+        for p in ports {
+            let port = nl.index(p)?;
+            nl.set_master(port, br)?;
+            nl.set_up(port, true)?;
+        }
+    }
+    let index = nl.index(&u.ifname)?;
+    // Router advertisements even though the appliance forwards (2), when
+    // asked for; never otherwise.
+    let ra = if u.auto6 { "2" } else { "0" };
+    sysctl(
+        &format!("/proc/sys/net/ipv6/conf/{}/accept_ra", u.ifname),
+        ra,
+    )?;
+    nl.set_up(index, true)?;
+    for a in &u.addresses {
+        match nl.add_address(index, a.ip, a.prefix_or_host()) {
+            Err(e) if vzcommon::rtnl::errno(&e) == Some(libc::EEXIST) => {}
+            other => other.map_err(|e| io::Error::new(e.kind(), format!("address {a}: {e}")))?,
+        }
+    }
+    if let Some(gw) = u.gateway {
+        nl.add_route(&Route::default_via(false, index, Some(gw)))
+            .map_err(|e| io::Error::new(e.kind(), format!("gateway {gw}: {e}")))?;
+    }
+    if let Some(gw) = u.gateway6 {
+        let mut r = Route::default_via(true, index, Some(gw));
+        r.onlink = false;
+        nl.add_route(&r)
+            .map_err(|e| io::Error::new(e.kind(), format!("gateway {gw}: {e}")))?;
+    }
+    if u.dhcp {
+        start_dhcp(&u.ifname)?;
+    }
+    Ok(())
+}
+
+/// busybox udhcpc in the background for `ifname` (it keeps the lease).
+fn start_dhcp(ifname: &str) -> io::Result<()> {
+    let pidfile = format!("/run/udhcpc.{ifname}.pid");
+    std::process::Command::new("/bin/busybox")
+        .args(["udhcpc", "-b", "-R", "-t", "5", "-T", "2", "-S"])
+        .args(["-i", ifname, "-s", DHCP_SCRIPT, "-p", &pidfile])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map_err(|e| io::Error::new(e.kind(), format!("starting udhcpc: {e}")))
+        .map(drop)
+}
+
+/// The appliance's resolv.conf from `conf` (when it names servers).
+fn write_resolv(conf: &NetConf) -> io::Result<()> {
+    if conf.nameservers.is_empty() && conf.searchdomains.is_empty() {
+        return Ok(());
+    }
+    let mut s = String::from("# written by vmmgr from the boot config's net.conf\n");
+    if !conf.searchdomains.is_empty() {
+        s.push_str(&format!("search {}\n", conf.searchdomains.join(" ")));
+    }
+    for n in &conf.nameservers {
+        s.push_str(&format!("nameserver {n}\n"));
+    }
+    crate::fsutil::write_atomic(Path::new(RESOLV), &s)
+}
+
+/// Configures the appliance's interfaces (at vmmgr's start). Each uplink
+/// is done or logged on its own: one that fails does not hold the others.
+pub fn apply(conf: &NetConf) {
+    let mut nl = match Rtnl::new() {
+        Ok(n) => n,
+        Err(e) => {
+            log::error!("network: rtnetlink: {e}; the appliance's interfaces are not configured");
+            return;
+        }
+    };
+    for u in &conf.uplinks {
+        match apply_one(&mut nl, u) {
+            Ok(()) => log::info!("network: {} configured", u.ifname),
+            Err(e) => log::error!("network: {} ({FILE}, NETIF): {e}; left as it is", u.ifname),
+        }
+    }
+    if let Err(e) = write_resolv(conf) {
+        log::error!("network: writing {RESOLV}: {e}");
+    }
+}
+
+/// The appliance's interfaces, addresses and routes, one line each, for
+/// `status`.
+pub fn describe() -> Vec<String> {
+    let Ok(mut nl) = Rtnl::new() else {
+        return vec!["(rtnetlink unavailable)".into()];
+    };
+    let links = nl.links().unwrap_or_default();
+    let addrs = nl.addresses(None).unwrap_or_default();
+    let mut out = Vec::new();
+    for l in links.iter().filter(|l| !l.name.starts_with("venet")) {
+        let mut line = format!(
+            "{} {}{}",
+            l.name,
+            if l.up { "up" } else { "down" },
+            if l.up && !l.carrier && !l.loopback {
+                " (no carrier)"
+            } else {
+                ""
+            }
+        );
+        if let Some(m) = l.master.and_then(|m| links.iter().find(|x| x.index == m)) {
+            line.push_str(&format!(" in {}", m.name));
+        }
+        for a in addrs.iter().filter(|a| a.index == l.index) {
+            line.push_str(&format!(" {}/{}", a.ip, a.prefix));
+        }
+        out.push(line);
+    }
+    let name = |i: Option<u32>| {
+        i.and_then(|i| links.iter().find(|l| l.index == i))
+            .map_or("?".to_owned(), |l| l.name.clone())
+    };
+    for r in nl.routes().unwrap_or_default() {
+        let Some(gw) = r.gateway else { continue };
+        if r.dst.is_none() {
+            out.push(format!("default via {gw} dev {}", name(r.oif)));
+        }
+    }
+    let venets = links.iter().filter(|l| l.name.starts_with("venet")).count();
+    if venets > 0 {
+        out.push(format!("{venets} VE interfaces (venet*)"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn net_conf_with_diagnostics() {
+        let (c, d) = parse(
+            "NETIF=\"ifname=eth1,ip=192.0.2.2/24,gw=192.0.2.1\"\nNAMESERVER=\"192.0.2.53\"\n",
+            Path::new("net.conf"),
+        );
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(c.uplinks.len(), 1);
+        assert_eq!(
+            c.nameservers,
+            vec!["192.0.2.53".parse::<IpAddr>().expect("ip")]
+        );
+        let (c, d) = parse(
+            "# x\nNETIF=\"ifname=eth0,ip=192.0.2.2\"\nFOO=1\n",
+            Path::new("net.conf"),
+        );
+        assert!(c.uplinks.is_empty());
+        assert_eq!(d.len(), 2);
+        assert_eq!((d[0].line, d[0].key.as_deref()), (2, Some("NETIF")));
+        assert!(
+            d[0].to_string().starts_with("net.conf:2: error: NETIF:"),
+            "{}",
+            d[0]
+        );
+        let (c, _) = parse("", Path::new("net.conf"));
+        assert_eq!(c.uplinks, default_uplinks());
+    }
+}

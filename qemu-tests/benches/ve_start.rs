@@ -98,6 +98,7 @@ fn main() -> anyhow::Result<()> {
         init: "/sbin/init".into(),
         pty_max: 256,
         devnodes: vec![],
+        ipaddr: vec![],
     };
     // A group left by an interrupted run (the cgroup2 hierarchy outlives it).
     let _ = std::fs::remove_dir(&spec.cgroup);

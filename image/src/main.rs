@@ -140,6 +140,7 @@ fn run(mut args: std::vec::IntoIter<String>, ws: PathBuf) -> Result<()> {
         qmp_socket: None,
         hostfwd,
         extra_disks: vec![],
+        links: vec![],
     };
     eprintln!(
         "booting {} ({}), management channel on {}; ctrl-a x quits",

@@ -32,6 +32,20 @@ pub struct Machine {
     pub hostfwd: Vec<String>,
     /// More raw disks, read-only (tests use them to hand files in).
     pub extra_disks: Vec<PathBuf>,
+    /// Second NICs on a virtual link between appliances, over a TCP
+    /// socket on 127.0.0.1 (QEMU's `-netdev socket`).
+    pub links: Vec<Link>,
+}
+
+/// One end of a virtual Ethernet link between two QEMU machines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// 127.0.0.1's port the link runs over.
+    pub port: u16,
+    /// This end listens (start it first); the other connects.
+    pub listen: bool,
+    /// The NIC's MAC (each end needs its own).
+    pub mac: String,
 }
 
 /// Turns `tcp:2222:22` into QEMU's `hostfwd=tcp:127.0.0.1:2222-:22`.
@@ -105,6 +119,13 @@ impl Machine {
         }
         c.args(["-netdev", &net])
             .args(["-device", "virtio-net-pci,netdev=net0"]);
+        for (i, l) in self.links.iter().enumerate() {
+            let how = if l.listen { "listen" } else { "connect" };
+            c.arg("-netdev")
+                .arg(format!("socket,id=link{i},{how}=127.0.0.1:{}", l.port))
+                .arg("-device")
+                .arg(format!("virtio-net-pci,netdev=link{i},mac={}", l.mac));
+        }
         Ok(c)
     }
 }
@@ -163,6 +184,7 @@ mod tests {
             mgmt_socket: "/tmp/m.sock".into(),
             qmp_socket: None,
             hostfwd: vec![],
+            links: vec![],
             extra_disks: vec![],
         };
         let args: Vec<String> = m

@@ -86,7 +86,7 @@ pub struct Appliance {
     disk: Arc<Disk>,
     run_dir: tempfile::TempDir,
     mgmt: Option<UnixStream>,
-    extra_disks: Vec<PathBuf>,
+    opts: Opts,
     /// Size of the `ve-probe` binary on the second disk, when booted with it.
     probe_size: Option<u64>,
 }
@@ -99,7 +99,79 @@ impl std::fmt::Debug for Appliance {
     }
 }
 
+/// What a machine has besides its disk.
+#[derive(Debug, Clone, Default)]
+pub struct Opts {
+    /// More raw disks, read-only.
+    pub extra_disks: Vec<PathBuf>,
+    /// Second NICs on virtual links to other appliances.
+    pub links: Vec<image::qemu::Link>,
+    /// `tcp:HOSTPORT:GUESTPORT` forwards from 127.0.0.1.
+    pub hostfwd: Vec<String>,
+}
+
+/// Waits until something listens on 127.0.0.1:`port`.
+fn wait_listening(port: u16, timeout: Duration) -> Result<()> {
+    let needle = format!("0100007F:{port:04X} 00000000:0000 0A");
+    let t = std::time::Instant::now();
+    while t.elapsed() < timeout {
+        let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        if tcp.contains(&needle) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("nothing listens on 127.0.0.1:{port} after {timeout:?}: the first appliance's QEMU did not start")
+}
+
+/// A free TCP port on 127.0.0.1 (for a link or a forward).
+pub fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
 impl Appliance {
+    /// Boots two appliances joined by a virtual Ethernet link (their
+    /// `eth1`s), each waited for until `ready`: the first listens on the
+    /// link's socket, the second connects to it.
+    pub fn boot_pair(name: &str) -> Result<(Appliance, Appliance)> {
+        let port = free_port()?;
+        let end = |listen: bool, n: u8| Opts {
+            links: vec![image::qemu::Link {
+                port,
+                listen,
+                mac: format!("52:54:00:00:01:{n:02x}"),
+            }],
+            ..Opts::default()
+        };
+        let mut a = Appliance::start_opts(
+            &format!("{name}-a"),
+            Arc::new(Disk::new()?),
+            1,
+            end(true, 1),
+        )?;
+        // The connecting end fails if nobody listens yet: wait for the
+        // socket (read from /proc, a probe connection would be taken as
+        // the peer).
+        wait_listening(port, Duration::from_secs(30))?;
+        let mut b = Appliance::start_opts(
+            &format!("{name}-b"),
+            Arc::new(Disk::new()?),
+            1,
+            end(false, 2),
+        )?;
+        a.wait_ready()?;
+        b.wait_ready()?;
+        Ok((a, b))
+    }
+
+    /// Boots the image on a fresh overlay with `opts` and waits for `ready`.
+    pub fn boot_with(name: &str, opts: Opts) -> Result<Appliance> {
+        let mut a = Appliance::start_opts(name, Arc::new(Disk::new()?), 1, opts)?;
+        a.wait_ready()?;
+        Ok(a)
+    }
+
     /// Boots the image on a fresh overlay and waits for `ready`.
     pub fn boot(name: &str) -> Result<Appliance> {
         let disk = Arc::new(Disk::new()?);
@@ -120,6 +192,19 @@ impl Appliance {
         boots: u32,
         extra_disks: Vec<PathBuf>,
     ) -> Result<Appliance> {
+        Appliance::start_opts(
+            name,
+            disk,
+            boots,
+            Opts {
+                extra_disks,
+                ..Opts::default()
+            },
+        )
+    }
+
+    /// Starts QEMU on `disk` with `opts`, without waiting.
+    pub fn start_opts(name: &str, disk: Arc<Disk>, boots: u32, opts: Opts) -> Result<Appliance> {
         let run_dir = tempfile::tempdir()?;
         let machine = image::qemu::Machine {
             disk: disk.overlay.clone(),
@@ -130,8 +215,9 @@ impl Appliance {
             console: image::qemu::Console::Pipes,
             mgmt_socket: run_dir.path().join("mgmt.sock"),
             qmp_socket: Some(run_dir.path().join("qmp.sock")),
-            hostfwd: vec![],
-            extra_disks: extra_disks.clone(),
+            hostfwd: opts.hostfwd.clone(),
+            extra_disks: opts.extra_disks.clone(),
+            links: opts.links.clone(),
         };
         let mut cmd = machine.command()?;
         cmd.stdin(Stdio::piped())
@@ -167,7 +253,7 @@ impl Appliance {
             disk,
             run_dir,
             mgmt: None,
-            extra_disks,
+            opts,
             probe_size: None,
         })
     }
@@ -432,9 +518,9 @@ impl Appliance {
         let name = self.name.clone();
         let disk = Arc::clone(&self.disk);
         let boots = self.boots + 1;
-        let extra = self.extra_disks.clone();
+        let opts = self.opts.clone();
         drop(self);
-        let mut a = Appliance::start_with(&name, disk, boots, extra)?;
+        let mut a = Appliance::start_opts(&name, disk, boots, opts)?;
         a.wait_ready()?;
         Ok(a)
     }

@@ -134,3 +134,93 @@ fn routed_addresses_live_and_held_to_their_own() -> anyhow::Result<()> {
     assert!(!pings(&mut a, "appliance", "192.0.2.11")?);
     Ok(())
 }
+
+/// Writes the appliance's net.conf and restarts vmmgr to apply it (init
+/// starts it again; running VEs are adopted).
+fn configure_link(a: &mut Appliance, v4: &str, v6: &str) -> anyhow::Result<()> {
+    a.run_ok(&format!(
+        "printf 'NETIF=\"ifname=eth0,dhcp=yes;ifname=eth1,ip={v4}/24,ip={v6}/64\"\\n' > /etc/vz/net.conf"
+    ))?;
+    a.run_ok("kill -9 $(pidof vmmgr)")?;
+    for _ in 0..60 {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        if a.run_rc("vzlist -a -H -o ctid")?.1 == 0 {
+            let ip = a.run_ok("ip -o addr show dev eth1")?;
+            if ip.contains(v4) {
+                return Ok(());
+            }
+        }
+    }
+    anyhow::bail!(
+        "{v4} not configured on eth1:\n{}",
+        a.run_ok("ip addr; tail -5 /run/vz/log")?
+    )
+}
+
+/// ICMP echo requests the appliance received.
+fn echos_in(a: &mut Appliance) -> anyhow::Result<u64> {
+    let snmp = a.run_ok("cat /proc/net/snmp")?;
+    let mut lines = snmp.lines().filter(|l| l.starts_with("Icmp:"));
+    let (names, values) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
+    let at = names
+        .split_whitespace()
+        .position(|n| n == "InEchos")
+        .unwrap_or(0);
+    Ok(values
+        .split_whitespace()
+        .nth(at)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0))
+}
+
+#[test]
+fn a_ve_is_reached_from_another_appliance_through_neighbour_answers() -> anyhow::Result<()> {
+    let (mut a, mut b) = Appliance::boot_pair("net2")?;
+    a.enter_shell()?;
+    b.enter_shell()?;
+    configure_link(&mut a, "192.0.2.1", "2001:db8:2::1")?;
+    configure_link(&mut b, "192.0.2.2", "2001:db8:2::2")?;
+    a.run_ok("vzctl --quiet create 101 && vzctl set 101 --ipadd 192.0.2.10 --ipadd 2001:db8:2::10 --save && vzctl --quiet start 101")?;
+    a.run_ok("vzctl exec 101 'mkdir -p /www && echo hello-from-a > /www/index.html && httpd -p 80 -h /www'")?;
+    b.run_ok("vzctl --quiet create 201 && vzctl set 201 --ipadd 192.0.2.20 --save && vzctl --quiet start 201")?;
+
+    // From B and from a VE on B: ping and TCP, to an address A answers
+    // ARP and neighbour solicitations for.
+    assert!(pings(&mut b, "appliance", "192.0.2.10")?);
+    assert!(pings(&mut b, "appliance", "2001:db8:2::10")?);
+    assert!(pings(&mut b, "201", "192.0.2.10")?);
+    let page = b.run_ok("vzctl exec 201 wget -q -O - http://192.0.2.10/")?;
+    assert!(page.contains("hello-from-a"), "{page}");
+    let neigh = b.run_ok("ip neigh show 192.0.2.10")?;
+    assert!(
+        neigh.contains("52:54:00:00:01:01"),
+        "A's link MAC answers for its VE: {neigh}"
+    );
+
+    // --ipdel: unreachable at once; --ipadd: a new one reachable at once.
+    a.run_ok("vzctl set 101 --ipdel 192.0.2.10")?;
+    assert!(
+        !pings(&mut b, "appliance", "192.0.2.10")?,
+        "deleted, still answers"
+    );
+    a.run_ok("vzctl set 101 --ipadd 192.0.2.11")?;
+    // (Its last IPv4 address went with the --ipdel: so did the kernel's
+    // routes through venet0, which the --ipadd puts back.)
+    assert!(pings(&mut b, "appliance", "192.0.2.11")?);
+
+    // A spoofed source from VE root on A never reaches B.
+    a.run_ok("vzctl exec2 101 'ip addr add 192.0.2.99/32 dev venet0'")?;
+    let before = echos_in(&mut b)?;
+    let (_, rc) = a.run_rc("vzctl exec 101 ping -c 3 -W 1 -I 192.0.2.99 192.0.2.2")?;
+    assert_ne!(rc, 0, "a spoofed ping was answered");
+    let after = echos_in(&mut b)?;
+    println!(
+        "net: echo requests at B from a spoofed source: {}",
+        after - before
+    );
+    assert_eq!(after, before, "spoofed packets reached B");
+    // Its own address does reach B.
+    assert!(pings(&mut a, "101", "192.0.2.2")?);
+    assert!(echos_in(&mut b)? > after);
+    Ok(())
+}

@@ -168,7 +168,7 @@ impl Manager {
                 routed::ve_del(&mut ve, index, d)?;
                 routed::host_del(&mut nl, Some(host), &all, d.ip)?;
             }
-            Ok(())
+            routed::ve_routes(&mut ve, index)
         })();
         if let Err(e) = result {
             let _ = firewall::revoke(&name, &ips(&add));

@@ -110,9 +110,14 @@ pub fn ve_up(ve: &mut Rtnl, addrs: &[IpNet]) -> io::Result<()> {
     for a in addrs {
         ve_add(ve, index, a)?;
     }
+    ve_routes(ve, index)
+}
+
+/// The VE's default routes through `venet0` (again after a change: the
+/// kernel drops a device's IPv4 routes with its last IPv4 address).
+pub fn ve_routes(ve: &mut Rtnl, index: u32) -> io::Result<()> {
     ve.add_route(&Route::default_via(false, index, None))?;
-    ve.add_route(&Route::default_via(true, index, Some(IpAddr::V6(GW6))))?;
-    Ok(())
+    ve.add_route(&Route::default_via(true, index, Some(IpAddr::V6(GW6))))
 }
 
 /// Adds one address to the VE's `venet0` (index `index`).

@@ -167,6 +167,14 @@ fn apply_one(nl: &mut Rtnl, u: &Uplink) -> io::Result<()> {
 /// busybox udhcpc in the background for `ifname` (it keeps the lease).
 fn start_dhcp(ifname: &str) -> io::Result<()> {
     let pidfile = format!("/run/udhcpc.{ifname}.pid");
+    // The client of an earlier vmmgr keeps the lease no more.
+    if let Some(pid) = std::fs::read_to_string(&pidfile)
+        .ok()
+        .and_then(|t| t.trim().parse::<i32>().ok())
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
     std::process::Command::new("/bin/busybox")
         .args(["udhcpc", "-b", "-R", "-t", "5", "-T", "2", "-S"])
         .args(["-i", ifname, "-s", DHCP_SCRIPT, "-p", &pidfile])

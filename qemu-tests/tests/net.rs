@@ -3,7 +3,8 @@
 //! appliance through its routing, live changes, and the appliance's
 //! anti-spoofing against VE root.
 
-use qemu_tests::Appliance;
+use qemu_tests::{Appliance, Opts};
+use std::io::{Read, Write};
 
 /// Whether one ping from the appliance shell (or a VE) gets an answer.
 fn pings(a: &mut Appliance, from: &str, to: &str) -> anyhow::Result<bool> {
@@ -30,7 +31,15 @@ fn spoof_drops(a: &mut Appliance, veid: u32) -> anyhow::Result<u64> {
 
 #[test]
 fn routed_addresses_live_and_held_to_their_own() -> anyhow::Result<()> {
-    let mut a = Appliance::boot("net")?;
+    // The build machine's 127.0.0.1:PORT goes to the appliance's 8080.
+    let port = qemu_tests::free_port()?;
+    let mut a = Appliance::boot_with(
+        "net",
+        Opts {
+            hostfwd: vec![format!("tcp:{port}:8080")],
+            ..Opts::default()
+        },
+    )?;
     a.enter_shell()?;
     a.run_ok("vzctl --quiet create 101 && vzctl set 101 --ipadd 192.0.2.10 --save")?;
     a.run_ok("vzctl --quiet create 102 && vzctl set 102 --ipadd 198.51.100.20 --ipadd 2001:db8::20 --save")?;
@@ -78,6 +87,17 @@ fn routed_addresses_live_and_held_to_their_own() -> anyhow::Result<()> {
     a.run_ok("vzctl exec 102 'mkdir -p /www && echo hello-from-102 > /www/index.html && httpd -p 80 -h /www'")?;
     let page = a.run_ok("vzctl exec 101 wget -q -O - http://198.51.100.20/")?;
     assert!(page.contains("hello-from-102"), "{page}");
+    // A forwarded port (ours: PORTFWD): from the build machine through
+    // QEMU's forward to the appliance's 8080, on to 102's web server.
+    a.run_ok("vzctl set 102 --portfwd tcp:8080:80 --save")?;
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(20)))?;
+    conn.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply)?;
+    assert!(reply.contains("hello-from-102"), "{reply}");
+    let fwd = a.run_ok("vzlist -H -o ctid,portfwd 102")?;
+    assert!(fwd.contains("tcp:8080:80"), "{fwd}");
     let list = a.run_ok("vzlist -H -o ctid,ip")?;
     assert!(list.contains("101 192.0.2.10"), "{list}");
     let json = a.run_ok("vzlist -j -o ctid,ip 102")?;
@@ -137,9 +157,9 @@ fn routed_addresses_live_and_held_to_their_own() -> anyhow::Result<()> {
 
 /// Writes the appliance's net.conf and restarts vmmgr to apply it (init
 /// starts it again; running VEs are adopted).
-fn configure_link(a: &mut Appliance, v4: &str, v6: &str) -> anyhow::Result<()> {
+fn configure_link(a: &mut Appliance, v4: &str, v6: &str, extra: &str) -> anyhow::Result<()> {
     a.run_ok(&format!(
-        "printf 'NETIF=\"ifname=eth0,dhcp=yes;ifname=eth1,ip={v4}/24,ip={v6}/64\"\\n' > /etc/vz/net.conf"
+        "printf 'NETIF=\"ifname=eth0,dhcp=yes;ifname=eth1,ip={v4}/24,ip={v6}/64\"\\n{extra}\\n' > /etc/vz/net.conf"
     ))?;
     a.run_ok("kill -9 $(pidof vmmgr)")?;
     for _ in 0..60 {
@@ -178,8 +198,14 @@ fn a_ve_is_reached_from_another_appliance_through_neighbour_answers() -> anyhow:
     let (mut a, mut b) = Appliance::boot_pair("net2")?;
     a.enter_shell()?;
     b.enter_shell()?;
-    configure_link(&mut a, "192.0.2.1", "2001:db8:2::1")?;
-    configure_link(&mut b, "192.0.2.2", "2001:db8:2::2")?;
+    // A masquerades its VEs' 198.51.100.0/24, which B has no route back to.
+    configure_link(
+        &mut a,
+        "192.0.2.1",
+        "2001:db8:2::1",
+        "MASQUERADE=\"198.51.100.0/24\"",
+    )?;
+    configure_link(&mut b, "192.0.2.2", "2001:db8:2::2", "")?;
     a.run_ok("vzctl --quiet create 101 && vzctl set 101 --ipadd 192.0.2.10 --ipadd 2001:db8:2::10 --save && vzctl --quiet start 101")?;
     a.run_ok("vzctl exec 101 'mkdir -p /www && echo hello-from-a > /www/index.html && httpd -p 80 -h /www'")?;
     b.run_ok("vzctl --quiet create 201 && vzctl set 201 --ipadd 192.0.2.20 --save && vzctl --quiet start 201")?;
@@ -222,5 +248,12 @@ fn a_ve_is_reached_from_another_appliance_through_neighbour_answers() -> anyhow:
     // Its own address does reach B.
     assert!(pings(&mut a, "101", "192.0.2.2")?);
     assert!(echos_in(&mut b)? > after);
+
+    // A VE with an address B cannot route back to reaches B masqueraded.
+    a.run_ok("vzctl --quiet create 102 && vzctl set 102 --ipadd 198.51.100.30 --save && vzctl --quiet start 102")?;
+    assert!(pings(&mut a, "102", "192.0.2.2")?, "masqueraded ping");
+    b.run_ok("vzctl exec 201 'mkdir -p /www && echo hello-from-b > /www/index.html && httpd -p 80 -h /www'")?;
+    let page = a.run_ok("vzctl exec 102 wget -q -O - http://192.0.2.20/")?;
+    assert!(page.contains("hello-from-b"), "{page}");
     Ok(())
 }

@@ -200,6 +200,8 @@ pub enum ValueKind {
     Overcommit,
     /// IP_ADDRESS: `ADDR[/PREFIX]`, space-separated.
     IpList,
+    /// PORTFWD: `[tcp|udp:]APPLIANCEPORT:VEPORT`, space-separated.
+    PortFwd,
     /// IOPRIO 0..7.
     IoPrio,
     /// IOLIMIT: `N[B|K|M|G]`, MB/s by default.
@@ -492,6 +494,12 @@ pub const KEYS: &[KeyDef] = &[
         .live()
         .kind(ValueKind::IpList)
         .option("--ipadd"),
+    // Ours: appliance ports forwarded to the VE (net::PortFwd).
+    KeyDef::per_ve("PORTFWD")
+        .ve_only()
+        .live()
+        .kind(ValueKind::PortFwd)
+        .option("--portfwd"),
     KeyDef::later("NAMESERVER"),
     KeyDef::later("SEARCHDOMAIN"),
     KeyDef::later("NETIF"),
@@ -920,6 +928,8 @@ pub struct VeConfig {
     pub limits: resources::Limits,
     /// IP_ADDRESS: the VE's routed addresses (`net`).
     pub ip_address: Vec<net::IpNet>,
+    /// PORTFWD (ours): appliance ports forwarded to the VE.
+    pub portfwd: Vec<net::PortFwd>,
 }
 
 /// First uid of the ranges given to VEs (LOCAL_UID in vz.conf), and range size.
@@ -941,6 +951,7 @@ pub fn check_value(def: &KeyDef, v: &str) -> Result<(), String> {
         ValueKind::CpuList => return resources::parse_cpulist(v).map(|_| ()),
         ValueKind::Overcommit => return resources::parse_overcommit(v).map(|_| ()),
         ValueKind::IpList => return net::parse_ip_list(v).map(|_| ()),
+        ValueKind::PortFwd => return net::parse_portfwd(v).map(|_| ()),
         ValueKind::IoPrio => return resources::parse_ioprio(v).map(|_| ()),
         ValueKind::IoLimit => return resources::parse_iolimit(v).map(|_| ()),
         ValueKind::IopsLimit => return resources::parse_iopslimit(v).map(|_| ()),
@@ -1011,6 +1022,7 @@ pub fn set_param(def: &KeyDef, v: &str) -> Result<proto::SetParam, String> {
             proto::LongText::try_from(net::render_ip_list(&net::parse_ip_list(v)?).as_str())
                 .map_err(|_| "too many addresses for one call (1024 characters)".to_owned())?,
         ),
+        "PORTFWD" => P::PortFwd(text()?),
         "DEVNODES" => P::DevNodes(text()?),
         "DEVICES" => P::Devices(text()?),
         other => {
@@ -1122,6 +1134,7 @@ pub fn set_param_entry(p: &proto::SetParam) -> (&'static str, String) {
         P::DevNodes(v) => ("DEVNODES", v.to_string()),
         P::Devices(v) => ("DEVICES", v.to_string()),
         P::IpAdd(v) | P::IpDel(v) => ("IP_ADDRESS", v.to_string()),
+        P::PortFwd(v) => ("PORTFWD", v.to_string()),
     }
 }
 
@@ -1393,6 +1406,13 @@ pub fn validate_ve(
             Vec::new()
         }),
     };
+    let portfwd = match get("PORTFWD") {
+        None => Vec::new(),
+        Some((v, origin)) => net::parse_portfwd(v).unwrap_or_else(|m| {
+            errors.push(err(origin, "PORTFWD", m));
+            Vec::new()
+        }),
+    };
     let ve_root = ve_dir(VeDir::Root, &mut diags, &mut errors);
     let ve_private = ve_dir(VeDir::Private, &mut diags, &mut errors);
     let failed = !errors.is_empty() || diags.iter().any(|d| d.severity == Severity::Error);
@@ -1417,6 +1437,7 @@ pub fn validate_ve(
         origin_sample: get("ORIGIN_SAMPLE").map(|(v, _)| v.to_owned()),
         limits,
         ip_address,
+        portfwd,
     };
     (Some(cfg), diags)
 }
@@ -1460,6 +1481,7 @@ pub fn load_dir(dir: &Path, templates: &[String]) -> Loaded {
     files.sort();
     let mut names: BTreeMap<String, VeId> = BTreeMap::new();
     let mut addresses: BTreeMap<std::net::IpAddr, VeId> = BTreeMap::new();
+    let mut ports: BTreeMap<(bool, u16), VeId> = BTreeMap::new();
     for path in files {
         let Some(fname) = path.file_name().and_then(|f| f.to_str()) else {
             continue;
@@ -1574,9 +1596,35 @@ pub fn load_dir(dir: &Path, templates: &[String]) -> Loaded {
                 };
                 d.push(dd.clone());
                 result = Err(vec![dd]);
+            } else if let Some((f, other)) = c
+                .portfwd
+                .iter()
+                .find_map(|f| ports.get(&(f.udp, f.outer)).map(|o| (*f, *o)))
+            {
+                let line = entries
+                    .iter()
+                    .rev()
+                    .find(|e| e.key == "PORTFWD")
+                    .map_or(0, |e| e.line);
+                let dd = Diag {
+                    severity: Severity::Error,
+                    file: path.clone(),
+                    line,
+                    key: Some("PORTFWD".into()),
+                    message: format!(
+                        "the appliance's {} port {} already goes to VE {other}",
+                        f.proto(),
+                        f.outer
+                    ),
+                };
+                d.push(dd.clone());
+                result = Err(vec![dd]);
             } else {
                 for a in &c.ip_address {
                     addresses.insert(a.ip, veid);
+                }
+                for f in &c.portfwd {
+                    ports.insert((f.udp, f.outer), veid);
                 }
             }
         }
@@ -1807,7 +1855,7 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), KEYS.len(), "a key is listed twice");
-        assert_eq!(KEYS.len(), 136);
+        assert_eq!(KEYS.len(), 137);
         assert!(KEYS.iter().all(|k| k
             .name
             .bytes()
@@ -1816,7 +1864,7 @@ mod tests {
         assert_eq!(count(&|k| k.scope == Scope::Global), 37);
         assert_eq!(
             count(&|k| k.scope != Scope::Global && k.status == Status::Implemented),
-            49
+            50
         );
         assert_eq!(
             count(&|k| k.scope != Scope::Global && k.status == Status::NotYet),
@@ -2251,6 +2299,7 @@ mod tests {
             ValueKind::DevNodes => "net/tun:rw",
             ValueKind::Devices => "c:10:200:rw",
             ValueKind::IpList => "192.0.2.5 2001:db8::5",
+            ValueKind::PortFwd => "tcp:8080:80",
         };
         let with_option: Vec<&KeyDef> = KEYS.iter().filter(|k| k.option.is_some()).collect();
         assert!(with_option.len() >= 7);

@@ -99,6 +99,81 @@ pub fn render_ip_list(list: &[IpNet]) -> String {
         .join(" ")
 }
 
+/// A forwarded port (`PORTFWD`, ours): the appliance's `outer` port of
+/// `proto` goes to the VE's `inner` port (at its first address of the
+/// packet's family).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortFwd {
+    pub udp: bool,
+    pub outer: u16,
+    pub inner: u16,
+}
+
+impl PortFwd {
+    pub fn proto(&self) -> &'static str {
+        if self.udp {
+            "udp"
+        } else {
+            "tcp"
+        }
+    }
+}
+
+impl fmt::Display for PortFwd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.proto(), self.outer, self.inner)
+    }
+}
+
+/// Parses `PORTFWD`: `[tcp|udp:]APPLIANCEPORT:VEPORT`, space-separated.
+pub fn parse_portfwd(v: &str) -> Result<Vec<PortFwd>, String> {
+    let mut out: Vec<PortFwd> = Vec::new();
+    for t in v.split_whitespace() {
+        let f: Vec<&str> = t.split(':').collect();
+        let (proto, outer, inner) = match f.as_slice() {
+            [o, i] if o.bytes().all(|b| b.is_ascii_digit()) => ("tcp", *o, *i),
+            [p, o, i] => (*p, *o, *i),
+            _ => {
+                return Err(format!(
+                    "{t:?}: write [tcp|udp:]APPLIANCEPORT:VEPORT, e.g. tcp:8080:80"
+                ))
+            }
+        };
+        let udp = match proto {
+            "tcp" => false,
+            "udp" => true,
+            _ => return Err(format!("{t:?}: the protocol is tcp or udp, not {proto:?}")),
+        };
+        let port = |p: &str| {
+            p.parse::<u16>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("{t:?}: {p:?} is not a port (1-65535)"))
+        };
+        let fwd = PortFwd {
+            udp,
+            outer: port(outer)?,
+            inner: port(inner)?,
+        };
+        if out.iter().any(|o| o.udp == fwd.udp && o.outer == fwd.outer) {
+            return Err(format!(
+                "{t:?}: the appliance's {} port {} is forwarded twice",
+                fwd.proto(),
+                fwd.outer
+            ));
+        }
+        out.push(fwd);
+    }
+    Ok(out)
+}
+
+pub fn render_portfwd(l: &[PortFwd]) -> String {
+    l.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// `NAMESERVER`: addresses, or `inherit` (the appliance's own servers).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NameServers {
@@ -304,6 +379,21 @@ mod tests {
         ] {
             let e = parse_ip_list(bad).expect_err(bad);
             assert!(e.contains(bad.split('/').next().unwrap_or(bad)), "{e}");
+        }
+    }
+
+    #[test]
+    fn forwarded_ports() {
+        let l = parse_portfwd("tcp:8080:80 udp:5353:53 2222:22").expect("ok");
+        assert_eq!(render_portfwd(&l), "tcp:8080:80 udp:5353:53 tcp:2222:22");
+        for (bad, says) in [
+            ("sctp:1:2", "tcp or udp"),
+            ("tcp:0:80", "not a port"),
+            ("tcp:8080", "APPLIANCEPORT:VEPORT"),
+            ("tcp:8080:80 tcp:8080:81", "twice"),
+        ] {
+            let e = parse_portfwd(bad).expect_err(bad);
+            assert!(e.contains(says), "{bad}: {e}");
         }
     }
 

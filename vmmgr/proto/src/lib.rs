@@ -135,6 +135,8 @@ pub enum SetParam {
     /// separated, checked); `--ipdel all` removes every one.
     IpAdd(LongText),
     IpDel(LongText),
+    /// `--portfwd`: the whole PORTFWD list (ours), checked.
+    PortFwd(Text),
 }
 
 /// Beancounters in the order `/proc/user_beancounters` prints them (the
@@ -272,6 +274,9 @@ pub struct VeInfo {
     /// The VE's addresses, space-separated: those in force while it runs
     /// (no prefix, as the kernel holds them), else IP_ADDRESS as written.
     pub ip: LongText,
+    /// Forwarded appliance ports (ours, PORTFWD): in force while it runs,
+    /// else as configured.
+    pub portfwd: Text,
 }
 
 /// A partition of the appliance and how it was found at boot.

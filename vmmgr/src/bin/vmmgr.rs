@@ -50,7 +50,7 @@ fn main() {
     vmmgr::net::uplink::apply(&net);
     manager.adopt();
     // The VEs' firewall, with what the adopted ones hold.
-    manager.net_resync();
+    manager.net_resync(&net.masquerade);
     manager.start_sampler();
     let ctx = vmmgr::server::Ctx {
         paths: Paths::default(),

@@ -55,6 +55,13 @@ const FIELDS: &[Field] = &[
         header: "DESCRIPTION",
         width: -32,
     },
+    // Ours: appliance ports forwarded to the VE.
+    Field {
+        name: "portfwd",
+        aliases: &[],
+        header: "PORTFWD",
+        width: -24,
+    },
     Field {
         name: "ostemplate",
         aliases: &[],
@@ -513,6 +520,7 @@ fn value(c: &Col, r: &Row) -> String {
         "hostname" => dash(&v.hostname),
         "name" => dash(&v.name),
         "description" => dash(&v.description),
+        "portfwd" => dash(&v.portfwd),
         "ostemplate" => dash(&v.ostemplate),
         "onboot" => yes_no(v.onboot),
         "bootorder" => v.bootorder.to_string(),
@@ -792,6 +800,14 @@ fn json_value(f: &Field, r: &Row) -> String {
         "hostname" => s_or_null(&v.hostname),
         "name" => s_or_null(&v.name),
         "description" => s_or_null(&v.description),
+        "portfwd" => format!(
+            "[{}]",
+            v.portfwd
+                .split_whitespace()
+                .map(json_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         "ostemplate" => s_or_null(&v.ostemplate),
         "onboot" => v.onboot.map_or("null".into(), |b| b.to_string()),
         "bootorder" => v.bootorder.to_string(),
@@ -857,6 +873,7 @@ mod tests {
             private: Default::default(),
             root: Default::default(),
             ip: Default::default(),
+            portfwd: Default::default(),
         }
     }
 
@@ -1040,6 +1057,7 @@ pub(crate) mod tests_support {
             private: Default::default(),
             root: Default::default(),
             ip: Default::default(),
+            portfwd: Default::default(),
         }
     }
 }

@@ -53,6 +53,7 @@ impl Manager {
             private: Text::new(),
             root: Text::new(),
             ip: proto::LongText::new(),
+            portfwd: Text::new(),
         };
         match cfg {
             Some(Ok(c)) => {
@@ -75,6 +76,12 @@ impl Manager {
                     vzconfig::net::render_ip_list(&c.ip_address)
                 };
                 info.ip = proto::LongText::try_from(ips.as_str()).unwrap_or_default();
+                let fwd = if running.is_some() {
+                    self.fwd_in_force(veid)
+                } else {
+                    c.portfwd.clone()
+                };
+                info.portfwd = text(&vzconfig::net::render_portfwd(&fwd));
             }
             Some(Err(diags)) => {
                 let msg: Vec<String> = diags.iter().map(|d| d.to_string()).collect();

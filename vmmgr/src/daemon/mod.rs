@@ -132,6 +132,8 @@ struct State {
     devices: BTreeMap<VeId, Devices>,
     /// The routed addresses in force in each running VE (`net`).
     net: BTreeMap<VeId, Vec<vzconfig::net::IpNet>>,
+    /// Its forwarded ports in force, with the address each goes to.
+    fwd: BTreeMap<VeId, Vec<(vzconfig::net::PortFwd, std::net::IpAddr)>>,
 }
 
 /// A VE's DEVNODES and DEVICES.
@@ -250,7 +252,25 @@ impl Manager {
         })
     }
 
-    fn config_of(&self, veid: VeId) -> Option<Result<VeConfig, Vec<Diag>>> {
+    /// The VE other than `except` that an appliance port goes to.
+    fn port_owner(&self, f: &vzconfig::net::PortFwd, except: VeId) -> Option<VeId> {
+        let st = self.lock();
+        st.loaded.as_ref().and_then(|l| {
+            l.ves
+                .iter()
+                .filter(|(v, _)| **v != except)
+                .find(|(_, c)| {
+                    c.as_ref().is_ok_and(|c| {
+                        c.portfwd
+                            .iter()
+                            .any(|p| p.udp == f.udp && p.outer == f.outer)
+                    })
+                })
+                .map(|(v, _)| *v)
+        })
+    }
+
+    pub(super) fn config_of(&self, veid: VeId) -> Option<Result<VeConfig, Vec<Diag>>> {
         self.lock()
             .loaded
             .as_ref()

@@ -10,7 +10,21 @@ use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, BorrowedFd};
 use vzcommon::rtnl::{self, Rtnl};
-use vzconfig::net::IpNet;
+use vzconfig::net::{IpNet, PortFwd};
+
+/// Where each forwarded port goes: the VE's first address of each family.
+pub fn fwd_targets(portfwd: &[PortFwd], addrs: &[IpNet]) -> Vec<(PortFwd, IpAddr)> {
+    let first = |v6: bool| addrs.iter().find(|a| a.ip.is_ipv6() == v6).map(|a| a.ip);
+    portfwd
+        .iter()
+        .flat_map(|f| {
+            [first(false), first(true)]
+                .into_iter()
+                .flatten()
+                .map(move |ip| (*f, ip))
+        })
+        .collect()
+}
 
 /// The appliance's interfaces that answer ARP and neighbour solicitations
 /// for VE addresses: up, not loopback, not a VE's pair, not a bridge port,
@@ -91,9 +105,45 @@ impl Manager {
         Ok(())
     }
 
+    /// Makes VE `veid`'s forwarded ports `new` (what changed only).
+    pub(super) fn fwd_apply(&self, veid: VeId, new: Vec<(PortFwd, IpAddr)>) -> Result<(), String> {
+        let old = self.lock().fwd.get(&veid).cloned().unwrap_or_default();
+        let gone: Vec<_> = old.iter().filter(|o| !new.contains(o)).copied().collect();
+        let added: Vec<_> = new.iter().filter(|n| !old.contains(n)).copied().collect();
+        firewall::forward_del(&gone).map_err(|e| format!("forwarded ports: {e}"))?;
+        if let Err(e) = firewall::forward_add(&added) {
+            let _ = firewall::forward_add(&gone);
+            return Err(format!("forwarded ports: {e}"));
+        }
+        let mut st = self.lock();
+        if new.is_empty() {
+            st.fwd.remove(&veid);
+        } else {
+            st.fwd.insert(veid, new);
+        }
+        Ok(())
+    }
+
+    /// The forwarded ports in force for VE `veid`.
+    pub fn fwd_in_force(&self, veid: VeId) -> Vec<PortFwd> {
+        let mut v: Vec<PortFwd> = self
+            .lock()
+            .fwd
+            .get(&veid)
+            .map(|l| l.iter().map(|(f, _)| *f).collect())
+            .unwrap_or_default();
+        v.dedup();
+        v
+    }
+
     /// After VE `veid` ended (its pair went with its network namespace):
-    /// its neighbour answers and allowed sources go.
+    /// its neighbour answers, allowed sources and forwarded ports go.
     pub(super) fn net_down(&self, veid: VeId) {
+        if let Some(f) = self.lock().fwd.remove(&veid) {
+            if let Err(e) = firewall::forward_del(&f) {
+                log::warn!("VE {veid}: removing its forwarded ports: {e}");
+            }
+        }
         let Some(addrs) = self.lock().net.remove(&veid) else {
             return;
         };
@@ -189,7 +239,7 @@ impl Manager {
     /// After a vmmgr restart: what each adopted VE holds (read from its
     /// `venet0`), and the firewall loaded again with exactly those (a VE
     /// that ended while no vmmgr ran leaves nothing allowed behind).
-    pub fn net_resync(&self) {
+    pub fn net_resync(&self, masquerade: &[IpNet]) {
         let running: Vec<(VeId, std::sync::Arc<std::os::fd::OwnedFd>)> = self
             .lock()
             .running
@@ -197,6 +247,7 @@ impl Manager {
             .map(|(v, r)| (*v, std::sync::Arc::clone(&r.pidfd)))
             .collect();
         let mut allowed = Vec::new();
+        let mut forwards = Vec::new();
         for (veid, fd) in running {
             let read = open_in(fd.as_fd()).and_then(|(_, mut ve)| {
                 let Some(link) = ve.link(routed::VE_IFNAME)? else {
@@ -218,13 +269,28 @@ impl Manager {
             match read {
                 Ok(addrs) if !addrs.is_empty() => {
                     allowed.push((routed::host_ifname(veid.get()), ips(&addrs)));
-                    self.lock().net.insert(veid, addrs);
+                    let portfwd = match self.config_of(veid) {
+                        Some(Ok(c)) => c.portfwd,
+                        _ => Vec::new(),
+                    };
+                    let f = fwd_targets(&portfwd, &addrs);
+                    forwards.extend(f.iter().copied());
+                    let mut st = self.lock();
+                    st.net.insert(veid, addrs);
+                    if !f.is_empty() {
+                        st.fwd.insert(veid, f);
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => log::warn!("VE {veid}: reading its addresses: {e}"),
             }
         }
-        if let Err(e) = firewall::load(&allowed) {
+        let table = firewall::Table {
+            allowed,
+            forwards,
+            masquerade: masquerade.to_vec(),
+        };
+        if let Err(e) = firewall::load(&table) {
             log::error!(
                 "the VEs' firewall (nftables table inet vz) could not be loaded: {e};                  VEs with addresses will not start"
             );

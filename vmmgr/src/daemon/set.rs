@@ -115,6 +115,20 @@ impl Manager {
                 format!("nothing changed: {ip} is already an address of VE {other}"),
             );
         }
+        if let Some((f, other)) = cfg
+            .portfwd
+            .iter()
+            .find_map(|f| self.port_owner(f, veid).map(|o| (*f, o)))
+        {
+            return Outcome::fail(
+                ExitCode::BadValue,
+                format!(
+                    "nothing changed: the appliance's {} port {} already goes to VE {other}",
+                    f.proto(),
+                    f.outer
+                ),
+            );
+        }
         if let Some(n) = &cfg.name {
             if let Some(other) = self.name_owner(n, Some(veid)) {
                 return Outcome::fail(
@@ -312,6 +326,17 @@ impl Manager {
             for d in &del {
                 applied.push(format!("ipdel {d}"));
             }
+        }
+        // Forwarded ports: to the VE's first address of each family now.
+        let fwd_now = super::net::fwd_targets(&cfg.portfwd, &self.net_addresses(veid));
+        let fwd_before = self.lock().fwd.get(&veid).cloned().unwrap_or_default();
+        if fwd_now != fwd_before {
+            self.fwd_apply(veid, fwd_now)
+                .map_err(|e| fail(ExitCode::BadValue, e))?;
+            undo.push(move || {
+                let _ = self.fwd_apply(veid, fwd_before);
+            });
+            applied.push("forwarded ports".to_owned());
         }
         for (k, v) in updates {
             if let ("HOSTNAME", Some(h)) = (*k, v) {

@@ -184,7 +184,11 @@ impl Manager {
         // The routes to its addresses and the neighbour answers: a VE
         // whose addresses cannot be routed does not run half-reachable.
         self.lock().net.insert(veid, cfg.ip_address.clone());
-        if let Err(e) = self.net_up(veid, &cfg.ip_address) {
+        let net = self.net_up(veid, &cfg.ip_address).and_then(|()| {
+            let f = super::net::fwd_targets(&cfg.portfwd, &cfg.ip_address);
+            self.fwd_apply(veid, f)
+        });
+        if let Err(e) = net {
             log::error!("VE {veid}: {e}; stopping it");
             let _ = crate::daemon::cgroup::kill(&cg);
             let _ = rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL);

@@ -21,25 +21,50 @@ use std::fmt::Write as _;
 use std::io::{self, Write as _};
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
+use vzconfig::net::{IpNet, PortFwd};
 
 /// Debian's nft, in the image (rootfs/files.list).
 pub const NFT: &str = "/usr/sbin/nft";
 
-/// The table, with its sets holding `allowed` (interface, addresses).
-pub fn ruleset(allowed: &[(String, Vec<IpAddr>)]) -> String {
+/// What the table holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Table {
+    /// Each VE interface and the source addresses it may use.
+    pub allowed: Vec<(String, Vec<IpAddr>)>,
+    /// Forwarded ports and the VE address each goes to.
+    pub forwards: Vec<(PortFwd, IpAddr)>,
+    /// Sources masqueraded behind the appliance when they leave through
+    /// an interface that is not a VE's (net.conf's MASQUERADE).
+    pub masquerade: Vec<IpNet>,
+}
+
+fn set_block(s: &mut String, name: &str, ty: &str, flags: &str, elems: &[String]) {
+    let _ = writeln!(s, "\tset {name} {{\n\t\ttype {ty}");
+    if !flags.is_empty() {
+        let _ = writeln!(s, "\t\t{flags}");
+    }
+    if !elems.is_empty() {
+        let _ = writeln!(s, "\t\telements = {{ {} }}", elems.join(", "));
+    }
+    s.push_str("\t}\n");
+}
+
+fn fwd_elem(f: &PortFwd, to: IpAddr) -> String {
+    format!("{} . {} : {to} . {}", f.proto(), f.outer, f.inner)
+}
+
+/// The whole table as nft text (replacing an earlier one atomically).
+pub fn ruleset(t: &Table) -> String {
     let mut s = String::from(
         "add table inet vz\n\
          delete table inet vz\n\
          table inet vz {\n",
     );
-    let ifs: Vec<String> = allowed.iter().map(|(i, _)| format!("\"{i}\"")).collect();
-    let _ = writeln!(s, "\tset ve_if {{\n\t\ttype ifname\n\t\tcounter");
-    if !ifs.is_empty() {
-        let _ = writeln!(s, "\t\telements = {{ {} }}", ifs.join(", "));
-    }
-    s.push_str("\t}\n");
+    let ifs: Vec<String> = t.allowed.iter().map(|(i, _)| format!("\"{i}\"")).collect();
+    set_block(&mut s, "ve_if", "ifname", "counter", &ifs);
     for (name, v6) in [("ve_addr4", false), ("ve_addr6", true)] {
-        let elems: Vec<String> = allowed
+        let elems: Vec<String> = t
+            .allowed
             .iter()
             .flat_map(|(i, ips)| {
                 ips.iter()
@@ -47,12 +72,40 @@ pub fn ruleset(allowed: &[(String, Vec<IpAddr>)]) -> String {
                     .map(move |ip| format!("\"{i}\" . {ip}"))
             })
             .collect();
-        let ty = if v6 { "ipv6_addr" } else { "ipv4_addr" };
-        let _ = writeln!(s, "\tset {name} {{\n\t\ttype ifname . {ty}");
+        let ty = if v6 {
+            "ifname . ipv6_addr"
+        } else {
+            "ifname . ipv4_addr"
+        };
+        set_block(&mut s, name, ty, "", &elems);
+    }
+    for (name, v6) in [("fwd4", false), ("fwd6", true)] {
+        let elems: Vec<String> = t
+            .forwards
+            .iter()
+            .filter(|(_, ip)| ip.is_ipv6() == v6)
+            .map(|(f, ip)| fwd_elem(f, *ip))
+            .collect();
+        let ty = if v6 {
+            "inet_proto . inet_service : ipv6_addr . inet_service"
+        } else {
+            "inet_proto . inet_service : ipv4_addr . inet_service"
+        };
+        let _ = writeln!(s, "\tmap {name} {{\n\t\ttype {ty}");
         if !elems.is_empty() {
             let _ = writeln!(s, "\t\telements = {{ {} }}", elems.join(", "));
         }
         s.push_str("\t}\n");
+    }
+    for (name, v6) in [("masq4", false), ("masq6", true)] {
+        let elems: Vec<String> = t
+            .masquerade
+            .iter()
+            .filter(|n| n.ip.is_ipv6() == v6)
+            .map(|n| format!("{}/{}", n.ip, n.prefix_or_host()))
+            .collect();
+        let ty = if v6 { "ipv6_addr" } else { "ipv4_addr" };
+        set_block(&mut s, name, ty, "flags interval", &elems);
     }
     s.push_str(
         "\tchain antispoof {\n\
@@ -67,6 +120,16 @@ pub fn ruleset(allowed: &[(String, Vec<IpAddr>)]) -> String {
          \tchain spoofed {\n\
          \t\tiifname @ve_if drop\n\
          \t\tcounter drop\n\
+         \t}\n\
+         \tchain dstnat {\n\
+         \t\ttype nat hook prerouting priority dstnat; policy accept;\n\
+         \t\tmeta nfproto ipv4 fib daddr type local dnat ip to meta l4proto . th dport map @fwd4\n\
+         \t\tmeta nfproto ipv6 fib daddr type local dnat ip6 to meta l4proto . th dport map @fwd6\n\
+         \t}\n\
+         \tchain srcnat {\n\
+         \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
+         \t\toifname != \"venet*\" oifname != \"lo\" ip saddr @masq4 masquerade\n\
+         \t\toifname != \"venet*\" oifname != \"lo\" ip6 saddr @masq6 masquerade\n\
          \t}\n\
          }\n",
     );
@@ -96,10 +159,43 @@ fn nft(args: &[&str], script: &str) -> io::Result<String> {
     }
 }
 
-/// Loads the whole table (at vmmgr's start, with the running VEs' pairs),
-/// replacing what was there, atomically.
-pub fn load(allowed: &[(String, Vec<IpAddr>)]) -> io::Result<()> {
-    nft(&["-f", "-"], &ruleset(allowed)).map(drop)
+/// Loads the whole table (at vmmgr's start, with the running VEs'
+/// addresses and forwards), replacing what was there, atomically.
+pub fn load(t: &Table) -> io::Result<()> {
+    nft(&["-f", "-"], &ruleset(t)).map(drop)
+}
+
+/// Adds forwarded ports (`forward`: port and VE address).
+pub fn forward_add(fwds: &[(PortFwd, IpAddr)]) -> io::Result<()> {
+    if fwds.is_empty() {
+        return Ok(());
+    }
+    let mut s = String::new();
+    for (f, ip) in fwds {
+        let map = if ip.is_ipv4() { "fwd4" } else { "fwd6" };
+        let _ = writeln!(s, "add element inet vz {map} {{ {} }}", fwd_elem(f, *ip));
+    }
+    nft(&["-f", "-"], &s).map(drop)
+}
+
+/// Removes forwarded ports (those already gone are no error). Connections
+/// already made through one go on (conntrack keeps them).
+pub fn forward_del(fwds: &[(PortFwd, IpAddr)]) -> io::Result<()> {
+    if fwds.is_empty() {
+        return Ok(());
+    }
+    let mut s = String::new();
+    for (f, ip) in fwds {
+        let map = if ip.is_ipv4() { "fwd4" } else { "fwd6" };
+        let _ = writeln!(s, "add element inet vz {map} {{ {} }}", fwd_elem(f, *ip));
+        let _ = writeln!(
+            s,
+            "delete element inet vz {map} {{ {} . {} }}",
+            f.proto(),
+            f.outer
+        );
+    }
+    nft(&["-f", "-"], &s).map(drop)
 }
 
 fn elements(ifname: &str, ips: &[IpAddr], verb: &str) -> String {
@@ -168,18 +264,34 @@ mod tests {
 
     #[test]
     fn ruleset_holds_each_pair_in_its_family() {
-        let r = ruleset(&[(
-            "venet101".into(),
-            vec![
+        let r = ruleset(&Table {
+            allowed: vec![(
+                "venet101".into(),
+                vec![
+                    "192.0.2.10".parse().expect("ip"),
+                    "2001:db8::10".parse().expect("ip"),
+                ],
+            )],
+            forwards: vec![(
+                PortFwd {
+                    udp: false,
+                    outer: 8080,
+                    inner: 80,
+                },
                 "192.0.2.10".parse().expect("ip"),
-                "2001:db8::10".parse().expect("ip"),
-            ],
-        )]);
+            )],
+            masquerade: vec![vzconfig::net::parse_ip("192.0.2.0/24").expect("net")],
+        });
+        assert!(
+            r.contains("elements = { tcp . 8080 : 192.0.2.10 . 80 }"),
+            "{r}"
+        );
+        assert!(r.contains("elements = { 192.0.2.0/24 }"), "{r}");
         assert!(r.contains("elements = { \"venet101\" }"), "{r}");
         assert!(r.contains("\"venet101\" . 192.0.2.10 }"), "{r}");
         assert!(r.contains("\"venet101\" . 2001:db8::10 }"), "{r}");
         assert!(r.starts_with("add table inet vz\ndelete table inet vz\n"));
-        let empty = ruleset(&[]);
+        let empty = ruleset(&Table::default());
         assert!(!empty.contains("elements"), "{empty}");
     }
 
@@ -213,7 +325,10 @@ mod tests {
             // SAFETY: only this thread's network namespace changes.
             unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }
                 .map_err(io::Error::from)?;
-            load(&[("venet101".into(), vec!["192.0.2.10".parse().expect("ip")])])?;
+            load(&Table {
+                allowed: vec![("venet101".into(), vec!["192.0.2.10".parse().expect("ip")])],
+                ..Table::default()
+            })?;
             allow("venet101", &["2001:db8::10".parse().expect("ip")])?;
             revoke("venet101", &["192.0.2.99".parse().expect("ip")])?;
             dropped()

@@ -14,7 +14,7 @@ use std::io;
 use std::net::IpAddr;
 use std::path::Path;
 use vzcommon::rtnl::{Route, Rtnl};
-use vzconfig::net::{NameServers, SearchDomains, Uplink};
+use vzconfig::net::{IpNet, NameServers, SearchDomains, Uplink};
 
 /// Where it is read from (the boot config directory).
 pub const FILE: &str = "net.conf";
@@ -29,6 +29,56 @@ pub struct NetConf {
     pub uplinks: Vec<Uplink>,
     pub nameservers: Vec<IpAddr>,
     pub searchdomains: Vec<String>,
+    /// Sources masqueraded behind the appliance on the way out (VE
+    /// addresses the uplink's network cannot route back).
+    pub masquerade: Vec<IpNet>,
+}
+
+/// Parses `MASQUERADE`: prefixes (`192.0.2.0/24 2001:db8:1::/64`), or
+/// `all` (every VE address).
+pub fn parse_masquerade(v: &str) -> Result<Vec<IpNet>, String> {
+    let mut out = Vec::new();
+    for t in v.split_whitespace() {
+        if t == "all" {
+            out.push(IpNet {
+                ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                prefix: Some(0),
+            });
+            out.push(IpNet {
+                ip: IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+                prefix: Some(0),
+            });
+            continue;
+        }
+        let n = vzconfig::net::parse_ip(t)?;
+        let Some(p) = n.prefix else {
+            return Err(format!("{t:?}: give a prefix (e.g. {t}/24), or write all"));
+        };
+        // The network address itself, as nft wants an interval.
+        let ip = match n.ip {
+            IpAddr::V4(v4) => {
+                let mask = if p == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - u32::from(p))
+                };
+                IpAddr::V4((u32::from(v4) & mask).into())
+            }
+            IpAddr::V6(v6) => {
+                let mask = if p == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - u32::from(p))
+                };
+                IpAddr::V6((u128::from(v6) & mask).into())
+            }
+        };
+        out.push(IpNet {
+            ip,
+            prefix: Some(p),
+        });
+    }
+    Ok(out)
 }
 
 /// The configuration the appliance has without a `net.conf`: DHCP on eth0.
@@ -78,6 +128,10 @@ pub fn parse(text: &str, file: &Path) -> (NetConf, Vec<vzconfig::Diag>) {
                 )),
                 Err(m) => diags.push(err(e.line, &e.key, m)),
             },
+            "MASQUERADE" => match parse_masquerade(&e.value) {
+                Ok(l) => conf.masquerade = l,
+                Err(m) => diags.push(err(e.line, &e.key, format!("{m}; nothing is masqueraded"))),
+            },
             "SEARCHDOMAIN" => match vzconfig::net::parse_searchdomains(&e.value) {
                 Ok(SearchDomains::List(l)) => conf.searchdomains = l,
                 Ok(SearchDomains::Inherit) => diags.push(err(
@@ -92,7 +146,8 @@ pub fn parse(text: &str, file: &Path) -> (NetConf, Vec<vzconfig::Diag>) {
                 file: file.to_owned(),
                 line: e.line,
                 key: Some(other.to_owned()),
-                message: "unknown key (net.conf has NETIF, NAMESERVER, SEARCHDOMAIN); ignored"
+                message: "unknown key (net.conf has NETIF, NAMESERVER, SEARCHDOMAIN, \
+                          MASQUERADE); ignored"
                     .into(),
             }),
         }
@@ -297,5 +352,10 @@ mod tests {
         );
         let (c, _) = parse("", Path::new("net.conf"));
         assert_eq!(c.uplinks, default_uplinks());
+        let m = parse_masquerade("198.51.100.7/24 2001:db8:1::5/64").expect("ok");
+        assert_eq!(m[0].to_string(), "198.51.100.0/24");
+        assert_eq!(m[1].to_string(), "2001:db8:1::/64");
+        assert_eq!(parse_masquerade("all").expect("all").len(), 2);
+        assert!(parse_masquerade("198.51.100.7").is_err());
     }
 }

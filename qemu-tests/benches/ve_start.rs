@@ -99,6 +99,8 @@ fn main() -> anyhow::Result<()> {
         pty_max: 256,
         devnodes: vec![],
         ipaddr: vec![],
+        nameservers: vec![],
+        searchdomains: vec![],
     };
     // A group left by an interrupted run (the cgroup2 hierarchy outlives it).
     let _ = std::fs::remove_dir(&spec.cgroup);

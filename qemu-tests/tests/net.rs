@@ -42,6 +42,7 @@ fn routed_addresses_live_and_held_to_their_own() -> anyhow::Result<()> {
     )?;
     a.enter_shell()?;
     a.run_ok("vzctl --quiet create 101 && vzctl set 101 --ipadd 192.0.2.10 --save")?;
+    a.run_ok("vzctl set 101 --hostname web.example.com --nameserver 192.0.2.53 --searchdomain example.com --save")?;
     a.run_ok("vzctl --quiet create 102 && vzctl set 102 --ipadd 198.51.100.20 --ipadd 2001:db8::20 --save")?;
     a.run_ok("vzctl --quiet start 101 && vzctl --quiet start 102")?;
     // The appliance's own network (net.conf's default: DHCP on eth0, from
@@ -77,6 +78,35 @@ fn routed_addresses_live_and_held_to_their_own() -> anyhow::Result<()> {
         routes6.contains("default via fe80::ffff:1:1 dev venet0"),
         "{routes6}"
     );
+
+    // Its resolv.conf, hosts and hostname as OpenVZ writes them; 102 has
+    // vz.conf's NAMESERVER=inherit: the appliance's server (from DHCP).
+    let files = a.run_ok("vzctl exec 101 cat /etc/resolv.conf /etc/hosts /etc/hostname")?;
+    for line in [
+        "search example.com",
+        "nameserver 192.0.2.53",
+        "192.0.2.10 web.example.com web",
+        "127.0.0.1 localhost",
+    ] {
+        assert!(files.contains(line), "{line:?} in\n{files}");
+    }
+    assert_eq!(files.lines().last(), Some("web"), "{files}");
+    let inherited = a.run_ok("vzctl exec 102 cat /etc/resolv.conf")?;
+    assert!(inherited.contains("nameserver 203.0.113.3"), "{inherited}");
+    // Live, and symlink-safe: 102's root links its resolv.conf to an
+    // appliance path; nothing is written there.
+    a.run_ok("vzctl set 101 --nameserver 198.51.100.53")?;
+    let r = a.run_ok("vzctl exec 101 cat /etc/resolv.conf")?;
+    assert!(
+        r.contains("nameserver 198.51.100.53") && !r.contains("192.0.2.53"),
+        "{r}"
+    );
+    let before = a.run_ok("md5sum /etc/vz/vz.conf")?;
+    a.run_ok("vzctl exec2 102 'ln -sf /etc/vz/vz.conf /etc/resolv.conf'")?;
+    a.run_ok("vzctl set 102 --nameserver 198.51.100.53 --hostname evil")?;
+    assert_eq!(a.run_ok("md5sum /etc/vz/vz.conf")?, before);
+    let link = a.run_ok("vzctl exec 102 readlink /etc/resolv.conf")?;
+    assert_eq!(link.trim(), "/etc/vz/vz.conf");
 
     // Reached from the appliance, and VE to VE through its routing.
     assert!(pings(&mut a, "appliance", "192.0.2.10")?);

@@ -202,6 +202,10 @@ pub enum ValueKind {
     IpList,
     /// PORTFWD: `[tcp|udp:]APPLIANCEPORT:VEPORT`, space-separated.
     PortFwd,
+    /// NAMESERVER: addresses or `inherit`.
+    NameServers,
+    /// SEARCHDOMAIN: domain names or `inherit`.
+    SearchDomains,
     /// IOPRIO 0..7.
     IoPrio,
     /// IOLIMIT: `N[B|K|M|G]`, MB/s by default.
@@ -500,8 +504,14 @@ pub const KEYS: &[KeyDef] = &[
         .live()
         .kind(ValueKind::PortFwd)
         .option("--portfwd"),
-    KeyDef::later("NAMESERVER"),
-    KeyDef::later("SEARCHDOMAIN"),
+    KeyDef::per_ve("NAMESERVER")
+        .live()
+        .kind(ValueKind::NameServers)
+        .option("--nameserver"),
+    KeyDef::per_ve("SEARCHDOMAIN")
+        .live()
+        .kind(ValueKind::SearchDomains)
+        .option("--searchdomain"),
     KeyDef::later("NETIF"),
     KeyDef::later("NETDEV"),
     KeyDef::later("NETFILTER"),
@@ -930,6 +940,9 @@ pub struct VeConfig {
     pub ip_address: Vec<net::IpNet>,
     /// PORTFWD (ours): appliance ports forwarded to the VE.
     pub portfwd: Vec<net::PortFwd>,
+    /// NAMESERVER and SEARCHDOMAIN (`None`: not set, the VE's own stay).
+    pub nameserver: Option<net::NameServers>,
+    pub searchdomain: Option<net::SearchDomains>,
 }
 
 /// First uid of the ranges given to VEs (LOCAL_UID in vz.conf), and range size.
@@ -952,6 +965,8 @@ pub fn check_value(def: &KeyDef, v: &str) -> Result<(), String> {
         ValueKind::Overcommit => return resources::parse_overcommit(v).map(|_| ()),
         ValueKind::IpList => return net::parse_ip_list(v).map(|_| ()),
         ValueKind::PortFwd => return net::parse_portfwd(v).map(|_| ()),
+        ValueKind::NameServers => return net::parse_nameservers(v).map(|_| ()),
+        ValueKind::SearchDomains => return net::parse_searchdomains(v).map(|_| ()),
         ValueKind::IoPrio => return resources::parse_ioprio(v).map(|_| ()),
         ValueKind::IoLimit => return resources::parse_iolimit(v).map(|_| ()),
         ValueKind::IopsLimit => return resources::parse_iopslimit(v).map(|_| ()),
@@ -1023,6 +1038,8 @@ pub fn set_param(def: &KeyDef, v: &str) -> Result<proto::SetParam, String> {
                 .map_err(|_| "too many addresses for one call (1024 characters)".to_owned())?,
         ),
         "PORTFWD" => P::PortFwd(text()?),
+        "NAMESERVER" => P::NameServer(text()?),
+        "SEARCHDOMAIN" => P::SearchDomain(text()?),
         "DEVNODES" => P::DevNodes(text()?),
         "DEVICES" => P::Devices(text()?),
         other => {
@@ -1135,6 +1152,8 @@ pub fn set_param_entry(p: &proto::SetParam) -> (&'static str, String) {
         P::Devices(v) => ("DEVICES", v.to_string()),
         P::IpAdd(v) | P::IpDel(v) => ("IP_ADDRESS", v.to_string()),
         P::PortFwd(v) => ("PORTFWD", v.to_string()),
+        P::NameServer(v) => ("NAMESERVER", v.to_string()),
+        P::SearchDomain(v) => ("SEARCHDOMAIN", v.to_string()),
     }
 }
 
@@ -1413,6 +1432,16 @@ pub fn validate_ve(
             Vec::new()
         }),
     };
+    let nameserver = get("NAMESERVER").and_then(|(v, origin)| {
+        net::parse_nameservers(v)
+            .map_err(|m| errors.push(err(origin, "NAMESERVER", m)))
+            .ok()
+    });
+    let searchdomain = get("SEARCHDOMAIN").and_then(|(v, origin)| {
+        net::parse_searchdomains(v)
+            .map_err(|m| errors.push(err(origin, "SEARCHDOMAIN", m)))
+            .ok()
+    });
     let ve_root = ve_dir(VeDir::Root, &mut diags, &mut errors);
     let ve_private = ve_dir(VeDir::Private, &mut diags, &mut errors);
     let failed = !errors.is_empty() || diags.iter().any(|d| d.severity == Severity::Error);
@@ -1438,6 +1467,8 @@ pub fn validate_ve(
         limits,
         ip_address,
         portfwd,
+        nameserver,
+        searchdomain,
     };
     (Some(cfg), diags)
 }
@@ -1864,11 +1895,11 @@ mod tests {
         assert_eq!(count(&|k| k.scope == Scope::Global), 37);
         assert_eq!(
             count(&|k| k.scope != Scope::Global && k.status == Status::Implemented),
-            50
+            52
         );
         assert_eq!(
             count(&|k| k.scope != Scope::Global && k.status == Status::NotYet),
-            50
+            48
         );
         // Every resource key changes on a running VE.
         for k in KEYS.iter().filter(|k| {
@@ -2300,6 +2331,8 @@ mod tests {
             ValueKind::Devices => "c:10:200:rw",
             ValueKind::IpList => "192.0.2.5 2001:db8::5",
             ValueKind::PortFwd => "tcp:8080:80",
+            ValueKind::NameServers => "192.0.2.53",
+            ValueKind::SearchDomains => "example.com",
         };
         let with_option: Vec<&KeyDef> = KEYS.iter().filter(|k| k.option.is_some()).collect();
         assert!(with_option.len() >= 7);

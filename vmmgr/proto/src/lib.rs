@@ -137,6 +137,9 @@ pub enum SetParam {
     IpDel(LongText),
     /// `--portfwd`: the whole PORTFWD list (ours), checked.
     PortFwd(Text),
+    /// `--nameserver`, `--searchdomain`: the whole list, or `inherit`.
+    NameServer(Text),
+    SearchDomain(Text),
 }
 
 /// Beancounters in the order `/proc/user_beancounters` prints them (the
@@ -381,6 +384,9 @@ pub struct SetupSpec {
     /// IP_ADDRESS (`ADDR[/PREFIX]`, space-separated): the VE gets `venet0`
     /// with them before its init runs; none, no `venet0`.
     pub ipaddr: LongText,
+    /// NAMESERVER and SEARCHDOMAIN for its resolv.conf, space-separated.
+    pub nameservers: Text,
+    pub searchdomains: Text,
 }
 
 /// What `vesetup` reports to vmmgr (one frame, kind [`Kind::Setup`]); with

@@ -19,7 +19,9 @@ fn main() {
         std::process::exit(2);
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if let Some(mode @ ("devnodes" | "procview" | "ptymax")) = args.first().map(String::as_str) {
+    if let Some(mode @ ("devnodes" | "procview" | "ptymax" | "netfiles")) =
+        args.first().map(String::as_str)
+    {
         helper_mode(mode, &args[1..]);
     }
     // SAFETY: fd 3 is the channel vmmgr passed for this purpose, taken once.
@@ -82,6 +84,7 @@ fn helper_mode(mode: &str, args: &[String]) -> ! {
             Some(n) if n > 0 => vmmgr::setup::procview::set_pty_max(init.as_fd(), n),
             _ => Err("ptymax: give a number of ptys".into()),
         },
+        "netfiles" => netfiles(init.as_fd(), args),
         _ => devnodes(init.as_fd(), args),
     };
     match r {
@@ -91,6 +94,19 @@ fn helper_mode(mode: &str, args: &[String]) -> ! {
             std::process::exit(1);
         }
     }
+}
+
+/// `vesetup netfiles UID:GID HOSTNAME IP NAMESERVERS SEARCHDOMAINS`.
+fn netfiles(init: BorrowedFd<'_>, args: &[String]) -> Result<(), String> {
+    let (owner, rest) = args
+        .split_first()
+        .ok_or("netfiles: the first argument is the VE root's UID:GID")?;
+    let (u, g) = owner
+        .split_once(':')
+        .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)))
+        .ok_or("netfiles: the first argument is the VE root's UID:GID")?;
+    let live = vmmgr::setup::netfiles::Live::from_args(rest)?;
+    vmmgr::setup::netfiles::run_live(init, (u, g), &live)
 }
 
 /// `vesetup devnodes UID:GID +path -path ...`.

@@ -338,6 +338,30 @@ impl Manager {
             });
             applied.push("forwarded ports".to_owned());
         }
+        // Its resolv.conf, hosts and hostname files, when what they say
+        // changed.
+        let touched = !add.is_empty()
+            || !del.is_empty()
+            || updates
+                .iter()
+                .any(|(k, _)| matches!(*k, "HOSTNAME" | "NAMESERVER" | "SEARCHDOMAIN"));
+        if touched {
+            let (nameservers, searchdomains) = super::start::dns(cfg);
+            let live = crate::setup::netfiles::Live {
+                hostname: cfg.hostname.clone().unwrap_or_else(|| format!("ve{veid}")),
+                ip: self.net_addresses(veid).first().map(|a| a.ip),
+                nameservers,
+                searchdomains,
+            };
+            crate::setup::netfiles::spawn_live(
+                helper,
+                &init,
+                (cfg.local_uid, cfg.local_gid),
+                &live,
+            )
+            .map_err(|e| fail(ExitCode::System, format!("its network files: {e}")))?;
+            applied.push("network files".to_owned());
+        }
         for (k, v) in updates {
             if let ("HOSTNAME", Some(h)) = (*k, v) {
                 set_hostname(&init, h)

@@ -10,6 +10,7 @@ use crate::runstate::VeRecord;
 use crate::setup::Spec;
 use std::sync::Arc;
 use std::time::Instant;
+use vzconfig::net::{NameServers, SearchDomains};
 
 impl Manager {
     pub(super) fn spec(&self, cfg: &VeConfig) -> Spec {
@@ -38,6 +39,8 @@ impl Manager {
                 .map(|d| d.path.clone())
                 .collect(),
             ipaddr: cfg.ip_address.clone(),
+            nameservers: dns(cfg).0,
+            searchdomains: dns(cfg).1,
         }
     }
 
@@ -217,6 +220,22 @@ impl Manager {
             "Starting VE {veid} ...\nVE start in progress...\nVE {veid} started (init pid {pid})"
         ))
     }
+}
+
+/// A VE's NAMESERVER and SEARCHDOMAIN with `inherit` resolved to the
+/// appliance's own.
+pub(super) fn dns(cfg: &VeConfig) -> (Vec<std::net::IpAddr>, Vec<String>) {
+    let servers = match &cfg.nameserver {
+        None => Vec::new(),
+        Some(NameServers::Inherit) => crate::net::uplink::appliance_resolv().0,
+        Some(NameServers::List(l)) => l.clone(),
+    };
+    let search = match &cfg.searchdomain {
+        None => Vec::new(),
+        Some(SearchDomains::Inherit) => crate::net::uplink::appliance_resolv().1,
+        Some(SearchDomains::List(l)) => l.clone(),
+    };
+    (servers, search)
 }
 
 /// The devpts `max=` of a VE: NUMPTY's limit, or the default.

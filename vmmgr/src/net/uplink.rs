@@ -277,6 +277,27 @@ pub fn apply(conf: &NetConf) {
     }
 }
 
+/// The appliance's own DNS servers and search domains (its resolv.conf,
+/// read as glibc does: every `nameserver`, the last `search`/`domain`):
+/// what a VE's `NAMESERVER=inherit` and `SEARCHDOMAIN=inherit` copy.
+pub fn appliance_resolv() -> (Vec<IpAddr>, Vec<String>) {
+    parse_resolv(&std::fs::read_to_string(RESOLV).unwrap_or_default())
+}
+
+fn parse_resolv(text: &str) -> (Vec<IpAddr>, Vec<String>) {
+    let mut servers = Vec::new();
+    let mut search = Vec::new();
+    for l in text.lines() {
+        let mut w = l.split_whitespace();
+        match w.next() {
+            Some("nameserver") => servers.extend(w.next().and_then(|a| a.parse::<IpAddr>().ok())),
+            Some("search") | Some("domain") => search = w.map(str::to_owned).collect(),
+            _ => {}
+        }
+    }
+    (servers, search)
+}
+
 /// The appliance's interfaces, addresses and routes, one line each, for
 /// `status`.
 pub fn describe() -> Vec<String> {
@@ -357,5 +378,10 @@ mod tests {
         assert_eq!(m[1].to_string(), "2001:db8:1::/64");
         assert_eq!(parse_masquerade("all").expect("all").len(), 2);
         assert!(parse_masquerade("198.51.100.7").is_err());
+        let (s, d) = parse_resolv(
+            "# x\nsearch a.example\nnameserver 192.0.2.53\ndomain b.example\nnameserver bad\n",
+        );
+        assert_eq!(s, vec!["192.0.2.53".parse::<IpAddr>().expect("ip")]);
+        assert_eq!(d, vec!["b.example".to_owned()]);
     }
 }

@@ -276,6 +276,10 @@ fn finish(
         rustix::system::sethostname(spec.hostname.as_bytes()),
     )?;
     cx.at("bringing up lo", vzcommon::interface_up("lo"))?;
+    cx.at(
+        "writing /etc/resolv.conf, /etc/hosts and /etc/hostname",
+        super::netfiles::write_all(spec),
+    )?;
     cx.at("new session", rustix::process::setsid())?;
     let null = cx.at(
         "opening /dev/null",

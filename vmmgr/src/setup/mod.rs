@@ -32,6 +32,7 @@ mod init;
 mod kernfs;
 mod layers;
 mod net;
+pub mod netfiles;
 mod pivot;
 pub mod procview;
 mod userns;
@@ -69,6 +70,10 @@ pub struct Spec {
     pub devnodes: Vec<String>,
     /// IP_ADDRESS: `venet0` gets them before the init runs (`net`).
     pub ipaddr: Vec<vzconfig::net::IpNet>,
+    /// NAMESERVER and SEARCHDOMAIN (`inherit` already resolved) for the
+    /// VE's resolv.conf (`netfiles`); empty: left as it is.
+    pub nameservers: Vec<std::net::IpAddr>,
+    pub searchdomains: Vec<String>,
 }
 
 /// The step that failed, with its cause.
@@ -265,6 +270,16 @@ impl From<&proto::SetupSpec> for Spec {
                 .split_whitespace()
                 .filter_map(|t| vzconfig::net::parse_ip(t).ok())
                 .collect(),
+            nameservers: s
+                .nameservers
+                .split_whitespace()
+                .filter_map(|t| t.parse().ok())
+                .collect(),
+            searchdomains: s
+                .searchdomains
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect(),
         }
     }
 }
@@ -303,6 +318,17 @@ impl Spec {
                 .map_err(|_| {
                     "IP_ADDRESS is longer than 1024 bytes: give the VE fewer addresses".to_owned()
                 })?,
+            nameservers: proto::Text::try_from(
+                self.nameservers
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .as_str(),
+            )
+            .map_err(|_| "NAMESERVER is longer than 256 bytes".to_owned())?,
+            searchdomains: proto::Text::try_from(self.searchdomains.join(" ").as_str())
+                .map_err(|_| "SEARCHDOMAIN is longer than 256 bytes".to_owned())?,
         })
     }
 }
@@ -417,6 +443,8 @@ mod tests {
             pty_max: 256,
             devnodes: vec!["net/tun".into()],
             ipaddr: vzconfig::net::parse_ip_list("192.0.2.5 2001:db8::5/64").expect("ips"),
+            nameservers: vec!["192.0.2.53".parse().expect("ip")],
+            searchdomains: vec!["example.com".into()],
         }
     }
 

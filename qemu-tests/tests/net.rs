@@ -182,6 +182,34 @@ fn routed_addresses_live_and_held_to_their_own() -> anyhow::Result<()> {
     a.run_ok("vzctl --quiet restart 101")?;
     assert!(pings(&mut a, "appliance", "192.0.2.10")?);
     assert!(!pings(&mut a, "appliance", "192.0.2.11")?);
+
+    // An appliance reboot: 101 (ONBOOT) comes back with its address, the
+    // forwarded port of 102 works again once 102 runs.
+    a.run_ok("vzctl set 101 --onboot yes --save")?;
+    a.exit_shell()?;
+    a.send("reboot\r")?;
+    a.expect("init: reboot now", std::time::Duration::from_secs(120))?;
+    a.rebooted()?;
+    a.enter_shell()?;
+    let mut up = false;
+    for _ in 0..20 {
+        if pings(&mut a, "appliance", "192.0.2.10")? {
+            up = true;
+            break;
+        }
+    }
+    assert!(up, "101 reachable after the reboot");
+    a.run_ok("vzctl --quiet start 102")?;
+    a.run_ok("vzctl exec 102 'httpd -p 80 -h /www'")?;
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(20)))?;
+    conn.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply)?;
+    assert!(
+        reply.contains("hello-from-102"),
+        "after the reboot: {reply}"
+    );
     Ok(())
 }
 

@@ -101,6 +101,8 @@ fn main() -> anyhow::Result<()> {
         ipaddr: vec![],
         nameservers: vec![],
         searchdomains: vec![],
+        netif: vec![],
+        netdev: vec![],
     };
     // A group left by an interrupted run (the cgroup2 hierarchy outlives it).
     let _ = std::fs::remove_dir(&spec.cgroup);

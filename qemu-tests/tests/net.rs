@@ -213,24 +213,31 @@ fn routed_addresses_live_and_held_to_their_own() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes the appliance's net.conf and restarts vmmgr to apply it (init
-/// starts it again; running VEs are adopted).
-fn configure_link(a: &mut Appliance, v4: &str, v6: &str, extra: &str) -> anyhow::Result<()> {
+/// Writes the appliance's net.conf (eth0 by DHCP, then `link`) and
+/// restarts vmmgr to apply it (init starts it again; running VEs are
+/// adopted); waits until `dev` holds `v4`.
+fn configure_link(
+    a: &mut Appliance,
+    link: &str,
+    dev: &str,
+    v4: &str,
+    extra: &str,
+) -> anyhow::Result<()> {
     a.run_ok(&format!(
-        "printf 'NETIF=\"ifname=eth0,dhcp=yes;ifname=eth1,ip={v4}/24,ip={v6}/64\"\\n{extra}\\n' > /etc/vz/net.conf"
+        "printf 'NETIF=\"ifname=eth0,dhcp=yes;{link}\"\\n{extra}\\n' > /etc/vz/net.conf"
     ))?;
     a.run_ok("kill -9 $(pidof vmmgr)")?;
     for _ in 0..60 {
         std::thread::sleep(std::time::Duration::from_millis(500));
         if a.run_rc("vzlist -a -H -o ctid")?.1 == 0 {
-            let ip = a.run_ok("ip -o addr show dev eth1")?;
+            let ip = a.run_rc(&format!("ip -o addr show dev {dev}"))?.0;
             if ip.contains(v4) {
                 return Ok(());
             }
         }
     }
     anyhow::bail!(
-        "{v4} not configured on eth1:\n{}",
+        "{v4} not configured on {dev}:\n{}",
         a.run_ok("ip addr; tail -5 /run/vz/log")?
     )
 }
@@ -257,13 +264,21 @@ fn a_ve_is_reached_from_another_appliance_through_neighbour_answers() -> anyhow:
     a.enter_shell()?;
     b.enter_shell()?;
     // A masquerades its VEs' 198.51.100.0/24, which B has no route back to.
+    // A's link is a port of its bridge vmbr0, which holds A's addresses.
     configure_link(
         &mut a,
+        "ifname=vmbr0,type=bridge,ports=eth1,ip=192.0.2.1/24,ip=2001:db8:2::1/64",
+        "vmbr0",
         "192.0.2.1",
-        "2001:db8:2::1",
         "MASQUERADE=\"198.51.100.0/24\"",
     )?;
-    configure_link(&mut b, "192.0.2.2", "2001:db8:2::2", "")?;
+    configure_link(
+        &mut b,
+        "ifname=eth1,ip=192.0.2.2/24,ip=2001:db8:2::2/64",
+        "eth1",
+        "192.0.2.2",
+        "",
+    )?;
     a.run_ok("vzctl --quiet create 101 && vzctl set 101 --ipadd 192.0.2.10 --ipadd 2001:db8:2::10 --save && vzctl --quiet start 101")?;
     a.run_ok("vzctl exec 101 'mkdir -p /www && echo hello-from-a > /www/index.html && httpd -p 80 -h /www'")?;
     b.run_ok("vzctl --quiet create 201 && vzctl set 201 --ipadd 192.0.2.20 --save && vzctl --quiet start 201")?;
@@ -313,5 +328,42 @@ fn a_ve_is_reached_from_another_appliance_through_neighbour_answers() -> anyhow:
     b.run_ok("vzctl exec 201 'mkdir -p /www && echo hello-from-b > /www/index.html && httpd -p 80 -h /www'")?;
     let page = a.run_ok("vzctl exec 102 wget -q -O - http://192.0.2.20/")?;
     assert!(page.contains("hello-from-b"), "{page}");
+
+    // A bridged interface (NETIF): the VE configures it itself, and is
+    // reached from B over A's bridge.
+    a.run_ok("vzctl --quiet create 104 && vzctl set 104 --netif_add eth0,,,,vmbr0 --save")?;
+    let conf = a.run_ok("grep NETIF /etc/vz/conf/104.conf")?;
+    assert!(conf.contains("ifname=eth0,bridge=vmbr0"), "{conf}");
+    a.run_ok("vzctl --quiet start 104")?;
+    let host_end = a.run_ok("ip -o link show veth104.0")?;
+    assert!(host_end.contains("master vmbr0"), "{host_end}");
+    a.run_ok("vzctl exec2 104 'ip addr add 192.0.2.40/24 dev eth0 && ip link set eth0 up'")?;
+    assert!(
+        pings(&mut b, "appliance", "192.0.2.40")?,
+        "bridged VE from B"
+    );
+    assert!(pings(&mut a, "104", "192.0.2.2")?);
+
+    // A physical interface moved in (NETDEV): B's link goes into VE 202,
+    // works there, and comes back to B with its name when 202 stops.
+    b.run_ok("vzctl --quiet create 202 && vzctl --quiet start 202")?;
+    b.run_ok("vzctl set 202 --netdev_add eth1 --save")?;
+    let (_, rc) = b.run_rc("ip link show eth1")?;
+    assert_ne!(rc, 0, "eth1 left B's namespace");
+    b.run_ok("vzctl exec2 202 'ip addr add 192.0.2.60/24 dev eth1 && ip link set eth1 up'")?;
+    assert!(
+        pings(&mut b, "202", "192.0.2.1")?,
+        "the moved NIC works inside"
+    );
+    b.run_ok("vzctl --quiet stop 202")?;
+    let mut back = false;
+    for _ in 0..20 {
+        if b.run_rc("ip link show eth1")?.1 == 0 {
+            back = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(back, "eth1 came back to B with its name");
     Ok(())
 }

@@ -356,6 +356,14 @@ impl Rtnl {
         self.ack(Rt::SetLink(m), 0)
     }
 
+    /// Renames link `index` (it must be down).
+    pub fn set_name(&mut self, index: u32, name: &str) -> io::Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::IfName(name.into()));
+        self.ack(Rt::SetLink(m), 0)
+    }
+
     /// Deletes link `index` (a veth takes its peer with it).
     pub fn delete_link(&mut self, index: u32) -> io::Result<()> {
         let mut m = LinkMessage::default();

@@ -204,6 +204,10 @@ pub enum ValueKind {
     PortFwd,
     /// NAMESERVER: addresses or `inherit`.
     NameServers,
+    /// NETIF: `ifname=..,mac=..,host_ifname=..,host_mac=..,bridge=..;...`
+    NetIf,
+    /// NETDEV: interface names.
+    NetDev,
     /// SEARCHDOMAIN: domain names or `inherit`.
     SearchDomains,
     /// IOPRIO 0..7.
@@ -512,8 +516,14 @@ pub const KEYS: &[KeyDef] = &[
         .live()
         .kind(ValueKind::SearchDomains)
         .option("--searchdomain"),
-    KeyDef::later("NETIF"),
-    KeyDef::later("NETDEV"),
+    KeyDef::per_ve("NETIF")
+        .ve_only()
+        .live()
+        .kind(ValueKind::NetIf),
+    KeyDef::per_ve("NETDEV")
+        .ve_only()
+        .live()
+        .kind(ValueKind::NetDev),
     KeyDef::later("NETFILTER"),
     KeyDef::later("IPTABLES"),
     KeyDef::later("MEMINFO"),
@@ -943,6 +953,9 @@ pub struct VeConfig {
     /// NAMESERVER and SEARCHDOMAIN (`None`: not set, the VE's own stay).
     pub nameserver: Option<net::NameServers>,
     pub searchdomain: Option<net::SearchDomains>,
+    /// NETIF: bridged interfaces; NETDEV: appliance interfaces moved in.
+    pub netif: Vec<net::NetIf>,
+    pub netdev: Vec<String>,
 }
 
 /// First uid of the ranges given to VEs (LOCAL_UID in vz.conf), and range size.
@@ -966,6 +979,8 @@ pub fn check_value(def: &KeyDef, v: &str) -> Result<(), String> {
         ValueKind::IpList => return net::parse_ip_list(v).map(|_| ()),
         ValueKind::PortFwd => return net::parse_portfwd(v).map(|_| ()),
         ValueKind::NameServers => return net::parse_nameservers(v).map(|_| ()),
+        ValueKind::NetIf => return net::parse_netifs(v).map(|_| ()),
+        ValueKind::NetDev => return net::parse_netdevs(v).map(|_| ()),
         ValueKind::SearchDomains => return net::parse_searchdomains(v).map(|_| ()),
         ValueKind::IoPrio => return resources::parse_ioprio(v).map(|_| ()),
         ValueKind::IoLimit => return resources::parse_iolimit(v).map(|_| ()),
@@ -1153,6 +1168,8 @@ pub fn set_param_entry(p: &proto::SetParam) -> (&'static str, String) {
         P::IpAdd(v) | P::IpDel(v) => ("IP_ADDRESS", v.to_string()),
         P::PortFwd(v) => ("PORTFWD", v.to_string()),
         P::NameServer(v) => ("NAMESERVER", v.to_string()),
+        P::NetIfAdd(v) | P::NetIfDel(v) => ("NETIF", v.to_string()),
+        P::NetDevAdd(v) | P::NetDevDel(v) => ("NETDEV", v.to_string()),
         P::SearchDomain(v) => ("SEARCHDOMAIN", v.to_string()),
     }
 }
@@ -1442,6 +1459,18 @@ pub fn validate_ve(
             .map_err(|m| errors.push(err(origin, "SEARCHDOMAIN", m)))
             .ok()
     });
+    let netif = get("NETIF").map_or_else(Vec::new, |(v, origin)| {
+        net::parse_netifs(v).unwrap_or_else(|m| {
+            errors.push(err(origin, "NETIF", m));
+            Vec::new()
+        })
+    });
+    let netdev = get("NETDEV").map_or_else(Vec::new, |(v, origin)| {
+        net::parse_netdevs(v).unwrap_or_else(|m| {
+            errors.push(err(origin, "NETDEV", m));
+            Vec::new()
+        })
+    });
     let ve_root = ve_dir(VeDir::Root, &mut diags, &mut errors);
     let ve_private = ve_dir(VeDir::Private, &mut diags, &mut errors);
     let failed = !errors.is_empty() || diags.iter().any(|d| d.severity == Severity::Error);
@@ -1469,6 +1498,8 @@ pub fn validate_ve(
         portfwd,
         nameserver,
         searchdomain,
+        netif,
+        netdev,
     };
     (Some(cfg), diags)
 }
@@ -1895,11 +1926,11 @@ mod tests {
         assert_eq!(count(&|k| k.scope == Scope::Global), 37);
         assert_eq!(
             count(&|k| k.scope != Scope::Global && k.status == Status::Implemented),
-            52
+            54
         );
         assert_eq!(
             count(&|k| k.scope != Scope::Global && k.status == Status::NotYet),
-            48
+            46
         );
         // Every resource key changes on a running VE.
         for k in KEYS.iter().filter(|k| {
@@ -2332,6 +2363,8 @@ mod tests {
             ValueKind::IpList => "192.0.2.5 2001:db8::5",
             ValueKind::PortFwd => "tcp:8080:80",
             ValueKind::NameServers => "192.0.2.53",
+            ValueKind::NetIf => "ifname=eth0,bridge=vmbr0",
+            ValueKind::NetDev => "eth1",
             ValueKind::SearchDomains => "example.com",
         };
         let with_option: Vec<&KeyDef> = KEYS.iter().filter(|k| k.option.is_some()).collect();

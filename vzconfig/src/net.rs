@@ -174,6 +174,200 @@ pub fn render_portfwd(l: &[PortFwd]) -> String {
         .join(" ")
 }
 
+/// A MAC address, `00:18:51:AB:CD:EF`.
+pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let mut mac = [0u8; 6];
+    if parts.len() != 6 || s.len() != 17 {
+        return Err(format!(
+            "{s:?} is not a MAC address (six hex pairs: 00:18:51:AB:CD:EF)"
+        ));
+    }
+    for (m, p) in mac.iter_mut().zip(parts) {
+        *m = u8::from_str_radix(p, 16).map_err(|_| {
+            format!("{s:?} is not a MAC address (six hex pairs: 00:18:51:AB:CD:EF)")
+        })?;
+    }
+    if mac[0] & 1 == 1 {
+        return Err(format!(
+            "{s:?} is a multicast MAC address: an interface needs a unicast one"
+        ));
+    }
+    Ok(mac)
+}
+
+pub fn render_mac(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// A MAC from a name, stable (OpenVZ's prefix 00:18:51 and three bytes of
+/// the name's hash).
+pub fn stable_mac(seed: &str) -> [u8; 6] {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in seed.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    let [a, b, c, _] = h.to_be_bytes();
+    [0x00, 0x18, 0x51, a, b, c]
+}
+
+/// A bridged interface of a VE (`NETIF`): a veth pair, `ifname` in the VE,
+/// `host_ifname` on the appliance, enslaved to `bridge` when given.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NetIf {
+    pub ifname: String,
+    pub mac: Option<[u8; 6]>,
+    pub host_ifname: Option<String>,
+    pub host_mac: Option<[u8; 6]>,
+    pub bridge: Option<String>,
+}
+
+impl NetIf {
+    /// With the names and MACs OpenVZ generates when they are not given:
+    /// `veth<VEID>.<N>` (N: the number in `ifname`), MACs stable per VE and
+    /// name.
+    pub fn filled(&self, veid: u32) -> NetIf {
+        let n: String = self.ifname.chars().filter(char::is_ascii_digit).collect();
+        let n = if n.is_empty() { "0".to_owned() } else { n };
+        let host = self
+            .host_ifname
+            .clone()
+            .unwrap_or_else(|| format!("veth{veid}.{n}"));
+        NetIf {
+            ifname: self.ifname.clone(),
+            mac: Some(
+                self.mac
+                    .unwrap_or_else(|| stable_mac(&format!("{}:{veid}", self.ifname))),
+            ),
+            host_mac: Some(
+                self.host_mac
+                    .unwrap_or_else(|| stable_mac(&format!("{host}:{veid}:host"))),
+            ),
+            host_ifname: Some(host),
+            bridge: self.bridge.clone(),
+        }
+    }
+
+    /// OpenVZ's order: `ifname,bridge,mac,host_ifname,host_mac`.
+    pub fn render(&self) -> String {
+        let mut f = vec![format!("ifname={}", self.ifname)];
+        if let Some(b) = &self.bridge {
+            f.push(format!("bridge={b}"));
+        }
+        if let Some(m) = &self.mac {
+            f.push(format!("mac={}", render_mac(m)));
+        }
+        if let Some(h) = &self.host_ifname {
+            f.push(format!("host_ifname={h}"));
+        }
+        if let Some(m) = &self.host_mac {
+            f.push(format!("host_mac={}", render_mac(m)));
+        }
+        f.join(",")
+    }
+}
+
+/// Parses `NETIF` (entries `;`-separated, fields `key=value`).
+pub fn parse_netifs(v: &str) -> Result<Vec<NetIf>, String> {
+    let mut out: Vec<NetIf> = Vec::new();
+    for entry in v.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+        let mut n = NetIf::default();
+        for field in entry.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+            let Some((k, val)) = field.split_once('=') else {
+                return Err(format!("{entry:?}: {field:?} is not a key=value field"));
+            };
+            let name = |val: &str| {
+                if valid_ifname(val) {
+                    Ok(val.to_owned())
+                } else {
+                    Err(format!(
+                        "{entry:?}: {k}={val:?} is not an interface name (1 to 15 characters)"
+                    ))
+                }
+            };
+            match k {
+                "ifname" => n.ifname = name(val)?,
+                "host_ifname" => n.host_ifname = Some(name(val)?),
+                "bridge" => n.bridge = Some(name(val)?),
+                "mac" => n.mac = Some(parse_mac(val).map_err(|e| format!("{entry:?}: {e}"))?),
+                "host_mac" => {
+                    n.host_mac = Some(parse_mac(val).map_err(|e| format!("{entry:?}: {e}"))?)
+                }
+                // OpenVZ's MAC filter needs its kernel; accepted, not acted on.
+                "mac_filter" if val == "on" || val == "off" => {}
+                other => {
+                    return Err(format!(
+                        "{entry:?}: unknown field {other:?} (ifname, mac, host_ifname, host_mac, bridge)"
+                    ))
+                }
+            }
+        }
+        if n.ifname.is_empty() {
+            return Err(format!("{entry:?}: ifname= is missing"));
+        }
+        if out.iter().any(|o| o.ifname == n.ifname) {
+            return Err(format!("{}: configured twice", n.ifname));
+        }
+        out.push(n);
+    }
+    Ok(out)
+}
+
+pub fn render_netifs(l: &[NetIf]) -> String {
+    l.iter().map(NetIf::render).collect::<Vec<_>>().join(";")
+}
+
+/// `--netif_add ifname[,mac,host_ifname,host_mac,bridge]` (positional; an
+/// empty field is generated).
+pub fn parse_netif_cmd(v: &str) -> Result<NetIf, String> {
+    let f: Vec<&str> = v.split(',').map(str::trim).collect();
+    if f.len() > 5 {
+        return Err(format!("{v:?}: ifname[,mac,host_ifname,host_mac,bridge]"));
+    }
+    let get = |i: usize| f.get(i).copied().filter(|s| !s.is_empty());
+    let mut text = format!("ifname={}", get(0).unwrap_or(""));
+    for (i, k) in [
+        (1, "mac"),
+        (2, "host_ifname"),
+        (3, "host_mac"),
+        (4, "bridge"),
+    ] {
+        if let Some(x) = get(i) {
+            text.push_str(&format!(",{k}={x}"));
+        }
+    }
+    parse_netifs(&text)?
+        .pop()
+        .ok_or_else(|| format!("{v:?}: ifname[,mac,host_ifname,host_mac,bridge]"))
+}
+
+/// Parses `NETDEV`: the appliance's interfaces moved into the VE.
+pub fn parse_netdevs(v: &str) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for n in v.split_whitespace() {
+        if !valid_ifname(n) {
+            return Err(format!("{n:?} is not an interface name"));
+        }
+        if n == "lo"
+            || ["venet", "veth", "tun", "tap"]
+                .iter()
+                .any(|p| n.starts_with(p))
+        {
+            return Err(format!(
+                "{n:?}: a physical interface of the appliance is moved in, not lo, venet, veth, tun or tap"
+            ));
+        }
+        if !out.iter().any(|o| o == n) {
+            out.push(n.to_owned());
+        }
+    }
+    Ok(out)
+}
+
 /// `NAMESERVER`: addresses, or `inherit` (the appliance's own servers).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NameServers {
@@ -380,6 +574,38 @@ mod tests {
             let e = parse_ip_list(bad).expect_err(bad);
             assert!(e.contains(bad.split('/').next().unwrap_or(bad)), "{e}");
         }
+    }
+
+    #[test]
+    fn netif_as_openvz_writes_it() {
+        let l = parse_netifs("ifname=eth0,mac=00:18:51:22:24:81,host_ifname=veth101.0,host_mac=00:18:51:B6:1A:F1,bridge=vmbr0;ifname=eth1").expect("ok");
+        assert_eq!(l.len(), 2);
+        assert_eq!(
+            render_netifs(&l),
+            "ifname=eth0,bridge=vmbr0,mac=00:18:51:22:24:81,host_ifname=veth101.0,host_mac=00:18:51:B6:1A:F1;ifname=eth1"
+        );
+        let f = l[1].filled(101);
+        assert_eq!(f.host_ifname.as_deref(), Some("veth101.1"));
+        assert_eq!(f, l[1].filled(101), "stable");
+        assert_eq!(f.mac.expect("mac")[..3], [0x00, 0x18, 0x51]);
+        assert_ne!(f.mac, f.host_mac);
+        let c = parse_netif_cmd("eth2,,,,vmbr0").expect("cmd");
+        assert_eq!(c.bridge.as_deref(), Some("vmbr0"));
+        for (bad, says) in [
+            ("mac=00:18:51:00:00:01", "ifname= is missing"),
+            ("ifname=eth0,mac=01:18:51:00:00:01", "multicast"),
+            ("ifname=eth0,mac=00:18:51", "not a MAC"),
+            ("ifname=eth0;ifname=eth0", "twice"),
+            ("ifname=eth0,speed=1", "unknown field"),
+        ] {
+            let e = parse_netifs(bad).expect_err(bad);
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        assert_eq!(
+            parse_netdevs("eth1 eth2 eth1").expect("ok"),
+            vec!["eth1", "eth2"]
+        );
+        assert!(parse_netdevs("venet0").is_err());
     }
 
     #[test]

@@ -140,6 +140,13 @@ pub enum SetParam {
     /// `--nameserver`, `--searchdomain`: the whole list, or `inherit`.
     NameServer(Text),
     SearchDomain(Text),
+    /// `--netif_add ifname[,mac,host_ifname,host_mac,bridge]` (as NETIF
+    /// writes it), `--netif_del ifname|all`.
+    NetIfAdd(Text),
+    NetIfDel(Text),
+    /// `--netdev_add NAME`, `--netdev_del NAME`.
+    NetDevAdd(Name),
+    NetDevDel(Name),
 }
 
 /// Beancounters in the order `/proc/user_beancounters` prints them (the
@@ -387,6 +394,9 @@ pub struct SetupSpec {
     /// NAMESERVER and SEARCHDOMAIN for its resolv.conf, space-separated.
     pub nameservers: Text,
     pub searchdomains: Text,
+    /// NETIF with names and MACs filled in, and NETDEV.
+    pub netif: LongText,
+    pub netdev: Text,
 }
 
 /// What `vesetup` reports to vmmgr (one frame, kind [`Kind::Setup`]); with

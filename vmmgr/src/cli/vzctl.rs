@@ -26,7 +26,10 @@ Usage: vzctl [--quiet] [--verbose] <command> <VEID|name> [options]
              [--vm_overcommit F] [--ioprio 0-7] [--iolimit N[BKMG]] [--iopslimit N]
              [--diskspace S[:H]] [--diskinodes S[:H]] [--quotatime SECONDS]
              [--devnodes dev:rw|none] [--devices c|b:major:minor|all:rw|none]
-             [--ipadd ADDR[/PREFIX]] [--ipdel ADDR|all]
+             [--ipadd ADDR[/PREFIX]] [--ipdel ADDR|all] [--portfwd tcp:8080:80 ...]
+             [--nameserver ADDR|inherit] [--searchdomain DOMAIN|inherit]
+             [--netif_add ifname[,mac,host_ifname,host_mac,bridge]] [--netif_del ifname|all]
+             [--netdev_add NAME] [--netdev_del NAME]
              [--userpasswd user:password] [--save]
   ubc [<VEID|name|0>...]       (/proc/user_beancounters: 0 is the appliance; all running by default)";
 
@@ -250,6 +253,43 @@ pub fn parse(args: &[OsString]) -> Result<(Cmd, bool), Usage> {
                         Usage("--ipdel: too many addresses".into(), ExitCode::BadValue)
                     })?;
                     params.push(SetParam::IpDel(text));
+                    continue;
+                }
+                // --netif_add/--netif_del, --netdev_add/--netdev_del: one
+                // entry each, merged into the lists by vmmgr.
+                if f == "--netif_add" {
+                    let n = vzconfig::net::parse_netif_cmd(v)
+                        .map_err(|m| Usage(format!("--netif_add: {m}"), ExitCode::BadValue))?;
+                    let text = proto::Text::try_from(n.render().as_str())
+                        .map_err(|_| Usage("--netif_add: too long".into(), ExitCode::BadValue))?;
+                    params.push(SetParam::NetIfAdd(text));
+                    continue;
+                }
+                if f == "--netif_del" || f == "--netdev_add" || f == "--netdev_del" {
+                    if f != "--netif_del" || v != "all" {
+                        vzconfig::net::parse_netdevs(v)
+                            .ok()
+                            .filter(|l| l.len() == 1)
+                            .or_else(|| {
+                                (f == "--netif_del" && vzconfig::net::valid_ifname(v))
+                                    .then(Vec::new)
+                            })
+                            .ok_or_else(|| {
+                                Usage(
+                                    format!("{f}: {v:?} is not an interface name"),
+                                    ExitCode::BadValue,
+                                )
+                            })?;
+                    }
+                    let name = proto::Name::try_from(v.as_str())
+                        .map_err(|_| Usage(format!("{f}: too long"), ExitCode::BadValue))?;
+                    params.push(match f.as_str() {
+                        "--netif_del" => SetParam::NetIfDel(
+                            proto::Text::try_from(name.as_str()).unwrap_or_default(),
+                        ),
+                        "--netdev_add" => SetParam::NetDevAdd(name),
+                        _ => SetParam::NetDevDel(name),
+                    });
                     continue;
                 }
                 if f == "--userpasswd" {

@@ -139,6 +139,13 @@ impl Manager {
     /// After VE `veid` ended (its pair went with its network namespace):
     /// its neighbour answers, allowed sources and forwarded ports go.
     pub(super) fn net_down(&self, veid: VeId) {
+        if let Some(devs) = self.lock().netdev.remove(&veid) {
+            if let Ok(mut nl) = Rtnl::new() {
+                for m in crate::net::bridged::returned(&mut nl, &devs) {
+                    log::warn!("VE {veid}: NETDEV {m}");
+                }
+            }
+        }
         if let Some(f) = self.lock().fwd.remove(&veid) {
             if let Err(e) = firewall::forward_del(&f) {
                 log::warn!("VE {veid}: removing its forwarded ports: {e}");
@@ -295,6 +302,63 @@ impl Manager {
                 "the VEs' firewall (nftables table inet vz) could not be loaded: {e};                  VEs with addresses will not start"
             );
         }
+    }
+
+    /// NETIF pairs and NETDEV devices of running VE `veid` from `old_*` to
+    /// `new_*` (a failure leaves what it did undone by the caller's undo).
+    pub(super) fn net_links(
+        &self,
+        veid: VeId,
+        pidfd: BorrowedFd<'_>,
+        old_ifs: &[vzconfig::net::NetIf],
+        new_ifs: &[vzconfig::net::NetIf],
+        old_devs: &[String],
+        new_devs: &[String],
+    ) -> Result<(), String> {
+        use crate::net::bridged;
+        let run = || -> io::Result<()> {
+            let (ns, mut ve) = open_in(pidfd)?;
+            let mut nl = Rtnl::new()?;
+            let own = std::fs::File::open("/proc/self/ns/net")?;
+            for n in old_ifs.iter().filter(|n| !new_ifs.contains(n)) {
+                bridged::remove(&mut nl, n)?;
+            }
+            for n in new_ifs.iter().filter(|n| !old_ifs.contains(n)) {
+                bridged::add(&mut nl, n, ns.as_fd())?;
+            }
+            for d in old_devs.iter().filter(|d| !new_devs.contains(d)) {
+                bridged::move_out(&mut ve, d, own.as_fd(), d)?;
+                if let Some(l) = self.lock().netdev.get_mut(&veid) {
+                    l.retain(|(n, _)| n != d);
+                }
+            }
+            for d in new_devs.iter().filter(|d| !old_devs.contains(d)) {
+                let index = bridged::move_in(&mut nl, d, ns.as_fd())?;
+                self.lock()
+                    .netdev
+                    .entry(veid)
+                    .or_default()
+                    .push((d.clone(), index));
+            }
+            Ok(())
+        };
+        run().map_err(|e| format!("its interfaces: {e}"))
+    }
+
+    /// Before VE `veid` starts: where its NETDEV interfaces are on the
+    /// appliance (they come back there, by index, when it stops).
+    pub(super) fn netdev_prepare(&self, veid: VeId, devs: &[String]) {
+        if devs.is_empty() {
+            return;
+        }
+        let found: Vec<(String, u32)> = Rtnl::new()
+            .map(|mut nl| {
+                devs.iter()
+                    .filter_map(|d| nl.link(d).ok().flatten().map(|l| (d.clone(), l.index)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.lock().netdev.insert(veid, found);
     }
 
     /// The addresses VE `veid` holds now (running), for vzlist.

@@ -74,9 +74,69 @@ impl Manager {
             let v = vzconfig::net::render_ip_list(&list);
             updates.push(("IP_ADDRESS", (!v.is_empty()).then_some(v)));
         }
+        // --netif_add/--netif_del and --netdev_add/--netdev_del change the
+        // config's lists one entry at a time.
+        let value_of = |k: &str| {
+            current
+                .iter()
+                .rev()
+                .find(|e| e.key == k)
+                .map_or(String::new(), |e| e.value.clone())
+        };
+        let mut netif = vzconfig::net::parse_netifs(&value_of("NETIF")).unwrap_or_default();
+        let mut netdev = vzconfig::net::parse_netdevs(&value_of("NETDEV")).unwrap_or_default();
+        let (mut netif_changed, mut netdev_changed) = (false, false);
+        for p in params {
+            match p {
+                proto::SetParam::NetIfAdd(v) => {
+                    for n in vzconfig::net::parse_netifs(v).unwrap_or_default() {
+                        netif.retain(|o| o.ifname != n.ifname);
+                        netif.push(n);
+                        netif_changed = true;
+                    }
+                }
+                proto::SetParam::NetIfDel(v) => {
+                    if v.as_str() == "all" {
+                        netif.clear();
+                    } else {
+                        netif.retain(|o| o.ifname != v.as_str());
+                    }
+                    netif_changed = true;
+                }
+                proto::SetParam::NetDevAdd(v) => {
+                    if !netdev.iter().any(|d| d == v.as_str()) {
+                        netdev.push(v.to_string());
+                    }
+                    netdev_changed = true;
+                }
+                proto::SetParam::NetDevDel(v) => {
+                    netdev.retain(|d| d != v.as_str());
+                    netdev_changed = true;
+                }
+                _ => {}
+            }
+        }
+        if netif_changed {
+            let v = vzconfig::net::render_netifs(&netif);
+            updates.push(("NETIF", (!v.is_empty()).then_some(v)));
+        }
+        if netdev_changed {
+            let v = netdev.join(" ");
+            updates.push(("NETDEV", (!v.is_empty()).then_some(v)));
+        }
         for (k, v) in params
             .iter()
-            .filter(|p| !matches!(p, proto::SetParam::IpAdd(_) | proto::SetParam::IpDel(_)))
+            .filter(|p| {
+                !matches!(
+                    p,
+                    proto::SetParam::IpAdd(_)
+                        | proto::SetParam::IpDel(_)
+                        | proto::SetParam::NetIfAdd(_)
+                        | proto::SetParam::NetIfDel(_)
+                        | proto::SetParam::NetDevAdd(_)
+                        | proto::SetParam::NetDevDel(_)
+                )
+            })
             .map(config::set_param_entry)
         {
             let v = match lists.get_mut(k) {
@@ -326,6 +386,36 @@ impl Manager {
             for d in &del {
                 applied.push(format!("ipdel {d}"));
             }
+        }
+        // NETIF and NETDEV: pairs made or removed, devices moved in or out.
+        let ifs = |c: &config::VeConfig| -> Vec<vzconfig::net::NetIf> {
+            c.netif.iter().map(|n| n.filled(veid.get())).collect()
+        };
+        let (old_ifs, new_ifs) = (before.map(ifs).unwrap_or_default(), ifs(cfg));
+        let old_devs = before.map(|b| b.netdev.clone()).unwrap_or_default();
+        if old_ifs != new_ifs || old_devs != cfg.netdev {
+            self.net_links(
+                veid,
+                init.as_fd(),
+                &old_ifs,
+                &new_ifs,
+                &old_devs,
+                &cfg.netdev,
+            )
+            .map_err(|e| fail(ExitCode::System, e))?;
+            {
+                let (o, n, od, nd) = (
+                    old_ifs.clone(),
+                    new_ifs.clone(),
+                    old_devs.clone(),
+                    cfg.netdev.clone(),
+                );
+                let init = Arc::clone(&init);
+                undo.push(move || {
+                    let _ = self.net_links(veid, init.as_fd(), &n, &o, &nd, &od);
+                });
+            }
+            applied.push("interfaces".to_owned());
         }
         // Forwarded ports: to the VE's first address of each family now.
         let fwd_now = super::net::fwd_targets(&cfg.portfwd, &self.net_addresses(veid));

@@ -41,6 +41,8 @@ impl Manager {
             ipaddr: cfg.ip_address.clone(),
             nameservers: dns(cfg).0,
             searchdomains: dns(cfg).1,
+            netif: cfg.netif.iter().map(|n| n.filled(veid.get())).collect(),
+            netdev: cfg.netdev.clone(),
         }
     }
 
@@ -131,6 +133,7 @@ impl Manager {
             self.cleanup_cgroup(veid);
             return Outcome::fail(ExitCode::System, format!("VE {veid}: its devices: {e}"));
         }
+        self.netdev_prepare(veid, &cfg.netdev);
         // Its addresses in the firewall before its pair exists (fails
         // closed: an interface with none sends nothing).
         if let Err(e) = self.net_prepare(veid, &cfg.ip_address) {

@@ -1,7 +1,9 @@
-//! VE networking on the appliance's side: routed addresses (`routed`), the
+//! VE networking on the appliance's side: routed addresses (`routed`),
+//! bridged interfaces and moved-in devices (`bridged`), the
 //! firewall that holds VEs to their own addresses (`firewall`), and the
 //! appliance's own interfaces (`uplink`).
 
+pub mod bridged;
 pub mod firewall;
 pub mod routed;
 pub mod uplink;

@@ -74,6 +74,10 @@ pub struct Spec {
     /// VE's resolv.conf (`netfiles`); empty: left as it is.
     pub nameservers: Vec<std::net::IpAddr>,
     pub searchdomains: Vec<String>,
+    /// NETIF (names and MACs filled in) and NETDEV, made or moved before
+    /// the init runs (`net`).
+    pub netif: Vec<vzconfig::net::NetIf>,
+    pub netdev: Vec<String>,
 }
 
 /// The step that failed, with its cause.
@@ -280,6 +284,8 @@ impl From<&proto::SetupSpec> for Spec {
                 .split_whitespace()
                 .map(str::to_owned)
                 .collect(),
+            netif: vzconfig::net::parse_netifs(&s.netif).unwrap_or_default(),
+            netdev: vzconfig::net::parse_netdevs(&s.netdev).unwrap_or_default(),
         }
     }
 }
@@ -329,6 +335,10 @@ impl Spec {
             .map_err(|_| "NAMESERVER is longer than 256 bytes".to_owned())?,
             searchdomains: proto::Text::try_from(self.searchdomains.join(" ").as_str())
                 .map_err(|_| "SEARCHDOMAIN is longer than 256 bytes".to_owned())?,
+            netif: proto::LongText::try_from(vzconfig::net::render_netifs(&self.netif).as_str())
+                .map_err(|_| "NETIF is longer than 1024 bytes".to_owned())?,
+            netdev: proto::Text::try_from(self.netdev.join(" ").as_str())
+                .map_err(|_| "NETDEV is longer than 256 bytes".to_owned())?,
         })
     }
 }
@@ -445,6 +455,12 @@ mod tests {
             ipaddr: vzconfig::net::parse_ip_list("192.0.2.5 2001:db8::5/64").expect("ips"),
             nameservers: vec!["192.0.2.53".parse().expect("ip")],
             searchdomains: vec!["example.com".into()],
+            netif: vzconfig::net::parse_netifs("ifname=eth0,bridge=vmbr0")
+                .expect("netif")
+                .iter()
+                .map(|n| n.filled(101))
+                .collect(),
+            netdev: vec!["eth1".into()],
         }
     }
 

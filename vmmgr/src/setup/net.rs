@@ -11,7 +11,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use vzcommon::rtnl::Rtnl;
 
 pub(super) fn configure(cx: &Ctx, spec: &Spec, init: BorrowedFd<'_>) -> Result<(), SetupError> {
-    if spec.ipaddr.is_empty() {
+    if spec.ipaddr.is_empty() && spec.netif.is_empty() && spec.netdev.is_empty() {
         return Ok(());
     }
     let own = cx.at(
@@ -31,13 +31,27 @@ pub(super) fn configure(cx: &Ctx, spec: &Spec, init: BorrowedFd<'_>) -> Result<(
         nix::sched::setns(own.as_fd(), CloneFlags::CLONE_NEWNET),
     )?;
     let (ve_ns, mut ve) = cx.at("opening rtnetlink in the VE", inside)?;
-    cx.at(
-        format!("making {}", routed::host_ifname(spec.veid)),
-        routed::make_pair(&mut host, spec.veid, ve_ns.as_fd()),
-    )?;
-    cx.at(
-        format!("configuring the VE's {}", routed::VE_IFNAME),
-        routed::ve_up(&mut ve, &spec.ipaddr),
-    )?;
+    if !spec.ipaddr.is_empty() {
+        cx.at(
+            format!("making {}", routed::host_ifname(spec.veid)),
+            routed::make_pair(&mut host, spec.veid, ve_ns.as_fd()),
+        )?;
+        cx.at(
+            format!("configuring the VE's {}", routed::VE_IFNAME),
+            routed::ve_up(&mut ve, &spec.ipaddr),
+        )?;
+    }
+    for n in &spec.netif {
+        cx.at(
+            format!("NETIF {}", n.ifname),
+            crate::net::bridged::add(&mut host, n, ve_ns.as_fd()),
+        )?;
+    }
+    for d in &spec.netdev {
+        cx.at(
+            format!("NETDEV {d}"),
+            crate::net::bridged::move_in(&mut host, d, ve_ns.as_fd()),
+        )?;
+    }
     Ok(())
 }

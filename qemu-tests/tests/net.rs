@@ -406,5 +406,30 @@ fn a_ve_is_reached_from_another_appliance_through_neighbour_answers() -> anyhow:
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
     assert!(back, "eth1 came back to B with its name");
+
+    // A VE whose bridge is not there does not start, and says why.
+    b.run_ok("vzctl --quiet create 203 && vzctl set 203 --netif_add eth0,,,,vmbr9 --save")?;
+    let (out, rc) = b.run_rc("vzctl start 203")?;
+    assert_eq!(rc, 130, "{out}");
+    assert!(
+        out.contains("203.conf: NETIF: bridge vmbr9 does not exist"),
+        "{out}"
+    );
+
+    // A mistake in net.conf: logged with its file and line; the appliance
+    // keeps its console, and a VE with routed addresses still starts.
+    b.run_ok("printf 'NETIF=\"ifname=eth1,ip=192.0.2.2\"\\n' > /etc/vz/net.conf")?;
+    b.run_ok("kill -9 $(pidof vmmgr)")?;
+    let mut logged = String::new();
+    for _ in 0..40 {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        logged = b.run_rc("grep net.conf /run/vz/log")?.0;
+        if logged.contains("net.conf:1: error: NETIF") {
+            break;
+        }
+    }
+    assert!(logged.contains("net.conf:1: error: NETIF"), "{logged}");
+    b.run_ok("vzctl --quiet restart 201")?;
+    assert!(pings(&mut b, "appliance", "192.0.2.20")?);
     Ok(())
 }

@@ -30,8 +30,12 @@ pub enum ExitCode {
     /// The address belongs to another VE.
     IpInUse = 78,
     TemplateNotFound = 91,
+    /// A NETDEV interface could not be moved into the VE.
+    NetDevFailed = 104,
     StartDisabled = 105,
     ConfigInvalid = 109,
+    /// A NETIF pair could not be made (its bridge, its names).
+    VethFailed = 130,
     SaveFailed = 139,
 }
 

@@ -12,7 +12,7 @@ Usage: vzctl [--quiet] [--verbose] <command> <VEID|name> [options]
   start <VEID> [--force] [--wait]
   stop <VEID> [--fast]
   restart <VEID>
-  status <VEID>
+  status <VEID> [-j]           (-j: JSON, with the VE's addresses)
   mount <VEID> | umount <VEID>
   exec <VEID> <command...>     (exit code 8 if the command fails; '-' reads stdin)
   exec2 <VEID> <command...>    (exit code is the command's)
@@ -56,6 +56,8 @@ pub enum Cmd {
     },
     /// `/proc/user_beancounters` of these VEs (every running one if none).
     Ubc(Vec<String>),
+    /// `status -j`: the status as a JSON object, with the VE's addresses.
+    StatusJson(String),
 }
 
 /// A command-line error: the message and OpenVZ's exit code (20 or 21).
@@ -183,7 +185,9 @@ pub fn parse(args: &[OsString]) -> Result<(Cmd, bool), Usage> {
             op(VeOp::Restart)
         }
         "status" => {
-            flags_only(&[])?;
+            if !flags_only(&["-j", "--json"])?.is_empty() {
+                return Ok((Cmd::StatusJson(target.clone()), quiet));
+            }
             op(VeOp::Status)
         }
         "mount" => {
@@ -545,7 +549,8 @@ pub fn main(args: &[OsString]) -> i32 {
         Cmd::Op(t, _)
         | Cmd::Exec { target: t, .. }
         | Cmd::Enter { target: t, .. }
-        | Cmd::Set { target: t, .. } => t.clone(),
+        | Cmd::Set { target: t, .. }
+        | Cmd::StatusJson(t) => t.clone(),
         Cmd::Ubc(targets) => return run_ubc(targets),
     };
     let veid = match resolve(&target) {
@@ -590,7 +595,48 @@ pub fn main(args: &[OsString]) -> i32 {
             }
         },
         Cmd::Ubc(targets) => run_ubc(&targets),
+        Cmd::StatusJson(_) => match super::call(&Request::Ve {
+            veid,
+            op: VeOp::Status,
+        }) {
+            Ok(Response::VeDone {
+                code,
+                info: Some(i),
+                ..
+            }) => {
+                println!("{}", status_json(veid, &i));
+                i32::from(code)
+            }
+            Ok(other) => {
+                eprintln!("unexpected reply from vmmgr: {other:?}");
+                super::NO_VMMGR
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                super::NO_VMMGR
+            }
+        },
     }
+}
+
+/// `status -j`: the five words' facts and the VE's addresses.
+pub fn status_json(veid: u32, info: &VeInfo) -> String {
+    let ips: Vec<String> = info
+        .ip
+        .split_whitespace()
+        .map(|a| format!("\"{a}\""))
+        .collect();
+    format!(
+        "{{\"veid\": {veid}, \"exist\": {}, \"mounted\": {}, \"status\": \"{}\", \"ip\": [{}]}}",
+        info.exists,
+        info.mounted,
+        if info.status.as_str() == "running" {
+            "running"
+        } else {
+            "down"
+        },
+        ips.join(", ")
+    )
 }
 
 #[cfg(test)]
@@ -739,5 +785,11 @@ mod tests {
         let mut i = crate::cli::vzlist::tests_support::info(102, "stopped");
         i.exists = false;
         assert_eq!(status_line(102, &i), "VEID 102 deleted unmounted down");
+        let mut r = crate::cli::vzlist::tests_support::info(101, "running");
+        r.ip = "192.0.2.10 2001:db8::10".try_into().expect("fits");
+        assert_eq!(
+            status_json(101, &r),
+            "{\"veid\": 101, \"exist\": true, \"mounted\": false, \"status\": \"running\", \"ip\": [\"192.0.2.10\", \"2001:db8::10\"]}"
+        );
     }
 }

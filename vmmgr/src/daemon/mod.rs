@@ -279,7 +279,7 @@ impl Manager {
             .and_then(|l| l.ves.get(&veid).cloned())
     }
 
-    fn conf_path(&self, veid: VeId) -> PathBuf {
+    pub(super) fn conf_path(&self, veid: VeId) -> PathBuf {
         self.layout
             .config_dir
             .join("conf")

@@ -361,6 +361,53 @@ impl Manager {
         self.lock().netdev.insert(veid, found);
     }
 
+    /// The bridges of VE `veid`'s NETIF and the interfaces of its NETDEV
+    /// exist on the appliance.
+    pub(super) fn check_links(
+        &self,
+        veid: VeId,
+        cfg: &vzconfig::VeConfig,
+    ) -> Result<(), super::Outcome> {
+        use crate::exitcode::ExitCode;
+        if cfg.netif.is_empty() && cfg.netdev.is_empty() {
+            return Ok(());
+        }
+        let file = self.conf_path(veid);
+        let mut nl = Rtnl::new()
+            .map_err(|e| super::Outcome::fail(ExitCode::System, format!("rtnetlink: {e}")))?;
+        for b in cfg.netif.iter().filter_map(|n| n.bridge.as_ref()) {
+            let ok = nl
+                .link(b)
+                .ok()
+                .flatten()
+                .is_some_and(|l| l.kind.as_deref() == Some("bridge"));
+            if !ok {
+                return Err(super::Outcome::fail(
+                    ExitCode::VethFailed,
+                    format!(
+                        "VE {veid}: {}: NETIF: bridge {b} does not exist on the appliance; \
+                         define it in the boot config's net.conf \
+                         (NETIF=\"ifname={b},type=bridge,ports=...\")",
+                        file.display()
+                    ),
+                ));
+            }
+        }
+        for d in &cfg.netdev {
+            if nl.link(d).ok().flatten().is_none() {
+                return Err(super::Outcome::fail(
+                    ExitCode::NetDevFailed,
+                    format!(
+                        "VE {veid}: {}: NETDEV: the appliance has no interface {d} \
+                         (another VE may hold it)",
+                        file.display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The addresses VE `veid` holds now (running), for vzlist.
     pub fn net_addresses(&self, veid: VeId) -> Vec<IpNet> {
         self.lock().net.get(&veid).cloned().unwrap_or_default()

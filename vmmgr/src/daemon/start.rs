@@ -73,6 +73,11 @@ impl Manager {
         if cfg.disabled && !force {
             return Outcome::fail(ExitCode::StartDisabled, format!("VE {veid} is disabled (DISABLED=\"yes\"): use --force, or vzctl set {veid} --disabled no --save"));
         }
+        // What its interfaces need of the appliance, before anything of it
+        // is made: a VE whose bridge or device is not there does not start.
+        if let Err(o) = self.check_links(veid, &cfg) {
+            return o;
+        }
         let t0 = Instant::now();
         // Processes in the VE's cgroup that vmmgr does not track (it could not
         // adopt them): a second start would mount a second overlay on the same

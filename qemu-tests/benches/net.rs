@@ -48,21 +48,59 @@ fn link(a: &mut Appliance, v4: &str) -> anyhow::Result<()> {
     anyhow::bail!("{v4} not configured")
 }
 
-/// MB/s of one TCP stream of `mb` MiB from B to `to`:5001, where `server`
-/// (a command on A) listens.
+/// MB/s of one TCP stream of `mb` MiB from B to `to`:5001, where A (or
+/// its VE `ve`) listens and counts what arrives (a short count is an
+/// error, not a figure).
 fn stream(
     a: &mut Appliance,
     b: &mut Appliance,
-    server: &str,
+    ve: Option<u32>,
     to: &str,
     mb: u32,
 ) -> anyhow::Result<f64> {
-    a.run_ok(&format!("({server} </dev/null >/dev/null 2>&1 &)"))?;
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (server, listening) = match ve {
+        None => (
+            "nc -l -p 5001 | wc -c > /tmp/rx".to_owned(),
+            "netstat -ltn".to_owned(),
+        ),
+        Some(v) => (
+            format!("vzctl exec {v} 'nc -l -p 5001 | wc -c' > /tmp/rx"),
+            format!("vzctl exec {v} netstat -ltn"),
+        ),
+    };
+    a.run_ok("rm -f /tmp/rx")?;
+    a.run_ok(&format!(
+        "(sh -c \"{server}\" </dev/null >/dev/null 2>&1 &)"
+    ))?;
+    let mut up = false;
+    for _ in 0..50 {
+        if a.run_ok(&listening)?.contains(":5001") {
+            up = true;
+            break;
+        }
+    }
+    anyhow::ensure!(up, "nothing listens on 5001");
     let ns = timed(
         b,
         &format!("dd if=/dev/zero bs=65536 count={} | nc {to} 5001", mb * 16),
     )?;
+    let mut got = 0u64;
+    for _ in 0..50 {
+        got = a
+            .run_ok("cat /tmp/rx 2>/dev/null")?
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        if got > 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    anyhow::ensure!(
+        got == u64::from(mb) << 20,
+        "{to}: {got} bytes arrived of {}",
+        u64::from(mb) << 20
+    );
     Ok(f64::from(mb) / (ns / 1e9))
 }
 
@@ -91,17 +129,11 @@ fn main() -> anyhow::Result<()> {
     // Warm the neighbour caches.
     b.run_ok("ping -c 2 192.0.2.1 && ping -c 2 192.0.2.10")?;
 
-    let mb = if quick { 8 } else { 32 };
+    let mb = if quick { 64 } else { 512 };
     let (mut app, mut ve) = (Vec::new(), Vec::new());
     for _ in 0..runs {
-        app.push(stream(&mut a, &mut b, "nc -l -p 5001", "192.0.2.1", mb)?);
-        ve.push(stream(
-            &mut a,
-            &mut b,
-            "vzctl exec 101 'nc -l -p 5001 >/dev/null'",
-            "192.0.2.10",
-            mb,
-        )?);
+        app.push(stream(&mut a, &mut b, None, "192.0.2.1", mb)?);
+        ve.push(stream(&mut a, &mut b, Some(101), "192.0.2.10", mb)?);
     }
     let (ta, tv) = (median(app.clone()), median(ve.clone()));
     println!("| measure | B -> A | B -> VE on A | ratio |");

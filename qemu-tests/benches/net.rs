@@ -50,7 +50,8 @@ fn link(a: &mut Appliance, v4: &str) -> anyhow::Result<()> {
 
 /// MB/s of one TCP stream of `mb` MiB from B to `to`:5001, where A (or
 /// its VE `ve`) listens and counts what arrives (a short count is an
-/// error, not a figure).
+/// error, not a figure). The listener's stdin stays open (busybox nc ends
+/// a connection when its stdin ends).
 fn stream(
     a: &mut Appliance,
     b: &mut Appliance,
@@ -60,11 +61,11 @@ fn stream(
 ) -> anyhow::Result<f64> {
     let (server, listening) = match ve {
         None => (
-            "nc -l -p 5001 | wc -c > /tmp/rx".to_owned(),
+            "sleep 600 | nc -l -p 5001 | wc -c > /tmp/rx".to_owned(),
             "netstat -ltn".to_owned(),
         ),
         Some(v) => (
-            format!("vzctl exec {v} 'nc -l -p 5001 | wc -c' > /tmp/rx"),
+            format!("vzctl exec {v} 'sleep 600 | nc -l -p 5001 | wc -c' > /tmp/rx"),
             format!("vzctl exec {v} netstat -ltn"),
         ),
     };
@@ -129,7 +130,7 @@ fn main() -> anyhow::Result<()> {
     // Warm the neighbour caches.
     b.run_ok("ping -c 2 192.0.2.1 && ping -c 2 192.0.2.10")?;
 
-    let mb = if quick { 64 } else { 512 };
+    let mb = if quick { 16 } else { 64 };
     let (mut app, mut ve) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         app.push(stream(&mut a, &mut b, None, "192.0.2.1", mb)?);

@@ -130,6 +130,11 @@ fn routed_addresses_live_and_held_to_their_own() -> anyhow::Result<()> {
     assert!(fwd.contains("tcp:8080:80"), "{fwd}");
     let list = a.run_ok("vzlist -H -o ctid,ip")?;
     assert!(list.contains("101 192.0.2.10"), "{list}");
+    let st = a.run_ok("vzctl status 102 -j")?;
+    assert!(
+        st.contains("\"status\": \"running\", \"ip\": [\"198.51.100.20\", \"2001:db8::20\"]"),
+        "{st}"
+    );
     let json = a.run_ok("vzlist -j -o ctid,ip 102")?;
     assert!(
         json.contains("\"ip\": [\"198.51.100.20\", \"2001:db8::20\"]"),
@@ -384,6 +389,13 @@ fn a_ve_is_reached_from_another_appliance_through_neighbour_answers() -> anyhow:
         "bridged VE from B"
     );
     assert!(pings(&mut a, "104", "192.0.2.2")?);
+    // A restart makes the pair again, in the bridge.
+    a.run_ok("vzctl --quiet restart 104")?;
+    a.run_ok("vzctl exec2 104 'ip addr add 192.0.2.40/24 dev eth0 && ip link set eth0 up'")?;
+    assert!(
+        pings(&mut b, "appliance", "192.0.2.40")?,
+        "bridged VE after a restart"
+    );
 
     // A physical interface moved in (NETDEV): B's link goes into VE 202,
     // works there, and comes back to B with its name when 202 stops.

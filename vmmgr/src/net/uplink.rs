@@ -330,11 +330,21 @@ pub fn describe() -> Vec<String> {
         i.and_then(|i| links.iter().find(|l| l.index == i))
             .map_or("?".to_owned(), |l| l.name.clone())
     };
+    let mut to_ves = 0;
     for r in nl.routes().unwrap_or_default() {
-        let Some(gw) = r.gateway else { continue };
-        if r.dst.is_none() {
-            out.push(format!("default via {gw} dev {}", name(r.oif)));
+        let dev = name(r.oif);
+        if dev.starts_with("venet") {
+            to_ves += 1;
+            continue;
         }
+        match (r.dst, r.gateway) {
+            (None, Some(gw)) => out.push(format!("default via {gw} dev {dev}")),
+            (Some((d, p)), Some(gw)) => out.push(format!("{d}/{p} via {gw} dev {dev}")),
+            _ => {}
+        }
+    }
+    if to_ves > 0 {
+        out.push(format!("{to_ves} routes to VE addresses"));
     }
     let venets = links.iter().filter(|l| l.name.starts_with("venet")).count();
     if venets > 0 {

@@ -223,6 +223,23 @@ fn routed_addresses_live_and_held_to_their_own() -> anyhow::Result<()> {
         .contains("chain antispoof"));
     // Its own address still works.
     assert!(pings(&mut a, "101", "198.51.100.20")?);
+    // A restarted vmmgr loads the firewall again from what the appliance
+    // gave 101 (its host routes), not from what 101 put on its venet0.
+    a.run_ok("kill -9 $(pidof vmmgr)")?;
+    let mut back = false;
+    for _ in 0..40 {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        if a.run_rc("vzlist -H -o ctid 101")?.1 == 0 {
+            back = true;
+            break;
+        }
+    }
+    assert!(back, "vmmgr restarted");
+    let set = a.run_ok("nft list set inet vz ve_addr4")?;
+    assert!(!set.contains("198.51.100.99"), "{set}");
+    let (_, rc) = a.run_rc("vzctl exec 101 ping -c 1 -W 2 -I 198.51.100.99 198.51.100.20")?;
+    assert_ne!(rc, 0, "spoofing after a vmmgr restart");
+    assert!(pings(&mut a, "101", "198.51.100.20")?);
 
     // A restart brings the saved addresses back.
     a.run_ok("vzctl --quiet restart 101")?;

@@ -255,24 +255,45 @@ impl Manager {
             .collect();
         let mut allowed = Vec::new();
         let mut forwards = Vec::new();
+        // What a VE holds is read from the appliance's own state, which VE
+        // root cannot change: the host routes through its pair (they exist
+        // only for the addresses vmmgr gave it, and die with the pair). The
+        // addresses VE root put on its venet0 itself are not its.
+        let routes = Rtnl::new().and_then(|mut nl| Ok((nl.links()?, nl.routes()?)));
+        let (links, routes) = match routes {
+            Ok(r) => r,
+            Err(e) => {
+                log::error!("reading the appliance's routes: {e}");
+                (Vec::new(), Vec::new())
+            }
+        };
         for (veid, fd) in running {
-            let read = open_in(fd.as_fd()).and_then(|(_, mut ve)| {
-                let Some(link) = ve.link(routed::VE_IFNAME)? else {
-                    return Ok(Vec::new());
-                };
-                Ok(ve
-                    .addresses(Some(link.index))?
-                    .into_iter()
-                    .filter(|a| match a.ip {
-                        IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 != 0xfe80,
-                        IpAddr::V4(_) => true,
-                    })
-                    .map(|a| IpNet {
-                        ip: a.ip,
-                        prefix: Some(a.prefix),
-                    })
-                    .collect::<Vec<_>>())
-            });
+            let name = routed::host_ifname(veid.get());
+            let Some(host) = links.iter().find(|l| l.name == name) else {
+                continue;
+            };
+            let given: Vec<IpAddr> = routes
+                .iter()
+                .filter(|r| r.oif == Some(host.index) && r.gateway.is_none())
+                .filter_map(|r| r.dst)
+                .filter(|(ip, p)| *p == if ip.is_ipv4() { 32 } else { 128 })
+                .map(|(ip, _)| ip)
+                .filter(|ip| !matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80))
+                .collect();
+            // The prefixes as the VE's venet0 holds them (for vzlist).
+            let held = open_in(fd.as_fd())
+                .and_then(|(_, mut ve)| match ve.link(routed::VE_IFNAME)? {
+                    Some(l) => ve.addresses(Some(l.index)),
+                    None => Ok(Vec::new()),
+                })
+                .unwrap_or_default();
+            let read: io::Result<Vec<IpNet>> = Ok(given
+                .iter()
+                .map(|ip| IpNet {
+                    ip: *ip,
+                    prefix: held.iter().find(|a| a.ip == *ip).map(|a| a.prefix),
+                })
+                .collect());
             match read {
                 Ok(addrs) if !addrs.is_empty() => {
                     allowed.push((routed::host_ifname(veid.get()), ips(&addrs)));

@@ -441,7 +441,7 @@ fn a_ve_is_reached_from_another_appliance_through_neighbour_answers() -> anyhow:
     let (out, rc) = b.run_rc("vzctl start 203")?;
     assert_eq!(rc, 130, "{out}");
     assert!(
-        out.contains("203.conf: NETIF: bridge vmbr9 does not exist"),
+        out.contains("203.conf:") && out.contains(": NETIF: bridge vmbr9 does not exist"),
         "{out}"
     );
 

@@ -393,7 +393,16 @@ impl Manager {
         if cfg.netif.is_empty() && cfg.netdev.is_empty() {
             return Ok(());
         }
-        let file = self.conf_path(veid);
+        let path = self.conf_path(veid);
+        // Where the key is written (file:line, as every config error).
+        let at = |key: &str| {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let (entries, _) = vzconfig::parse(&text, &path);
+            match entries.iter().rev().find(|e| e.key == key) {
+                Some(e) => format!("{}:{}: {key}", path.display(), e.line),
+                None => format!("{} (vz.conf's default): {key}", path.display()),
+            }
+        };
         let mut nl = Rtnl::new()
             .map_err(|e| super::Outcome::fail(ExitCode::System, format!("rtnetlink: {e}")))?;
         for b in cfg.netif.iter().filter_map(|n| n.bridge.as_ref()) {
@@ -406,10 +415,10 @@ impl Manager {
                 return Err(super::Outcome::fail(
                     ExitCode::VethFailed,
                     format!(
-                        "VE {veid}: {}: NETIF: bridge {b} does not exist on the appliance; \
+                        "VE {veid}: {}: bridge {b} does not exist on the appliance; \
                          define it in the boot config's net.conf \
                          (NETIF=\"ifname={b},type=bridge,ports=...\")",
-                        file.display()
+                        at("NETIF")
                     ),
                 ));
             }
@@ -419,9 +428,9 @@ impl Manager {
                 return Err(super::Outcome::fail(
                     ExitCode::NetDevFailed,
                     format!(
-                        "VE {veid}: {}: NETDEV: the appliance has no interface {d} \
+                        "VE {veid}: {}: the appliance has no interface {d} \
                          (another VE may hold it)",
-                        file.display()
+                        at("NETDEV")
                     ),
                 ));
             }

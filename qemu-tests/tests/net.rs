@@ -425,6 +425,9 @@ fn a_ve_is_reached_from_another_appliance_through_neighbour_answers() -> anyhow:
         pings(&mut b, "202", "192.0.2.1")?,
         "the moved NIC works inside"
     );
+    // VE root renames it; it still comes back as eth1 (found by its
+    // permanent MAC, not by a name the VE chose).
+    b.run_ok("vzctl exec2 202 'ip link set eth1 down && ip link set eth1 name x0'")?;
     b.run_ok("vzctl --quiet stop 202")?;
     let mut back = false;
     for _ in 0..20 {

@@ -86,6 +86,9 @@ pub struct Link {
     pub carrier: bool,
     pub loopback: bool,
     pub mac: Option<[u8; 6]>,
+    /// The hardware's own MAC (`IFLA_PERM_ADDRESS`, physical devices):
+    /// whoever holds the device cannot change it.
+    pub perm_mac: Option<[u8; 6]>,
     /// The bridge it is enslaved to.
     pub master: Option<u32>,
     /// `veth`, `bridge`, ... (None for physical devices).
@@ -260,8 +263,10 @@ impl Rtnl {
         let mut m = LinkMessage::default();
         m.attributes.push(LinkAttribute::IfName(name.into()));
         match self.request(Rt::GetLink(m), 0) {
+            // The kernel also finds a link by an alternative name: only
+            // the link that has this name counts.
             Ok(mut v) => Ok(match v.pop() {
-                Some(Rt::NewLink(l)) => Some(link_of(&l)),
+                Some(Rt::NewLink(l)) => Some(link_of(&l)).filter(|l| l.name == name),
                 _ => None,
             }),
             Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
@@ -505,6 +510,7 @@ fn link_of(l: &LinkMessage) -> Link {
         carrier: l.header.flags.contains(LinkFlags::LowerUp),
         loopback: l.header.flags.contains(LinkFlags::Loopback),
         mac: None,
+        perm_mac: None,
         master: None,
         kind: None,
     };
@@ -512,6 +518,13 @@ fn link_of(l: &LinkMessage) -> Link {
         match a {
             LinkAttribute::IfName(n) => link.name = n.clone(),
             LinkAttribute::Address(m) => link.mac = m.as_slice().try_into().ok(),
+            LinkAttribute::PermAddress(m) => {
+                link.perm_mac = m
+                    .as_slice()
+                    .try_into()
+                    .ok()
+                    .filter(|m: &[u8; 6]| m.iter().any(|b| *b != 0))
+            }
             LinkAttribute::Controller(c) if *c != 0 => link.master = Some(*c),
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {

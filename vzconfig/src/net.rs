@@ -414,8 +414,9 @@ pub fn parse_searchdomains(v: &str) -> Result<SearchDomains, String> {
     Ok(SearchDomains::List(list))
 }
 
-/// Whether `name` can be a network interface's name (the kernel's rules:
-/// 1 to 15 bytes, no `/`, `:` or white space, not `.` or `..`).
+/// Whether `name` can be an interface name here: 1 to 15 of letters,
+/// digits, `_`, `.` and `-` (within the kernel's rules; nothing a shell or
+/// an nft rule would read as syntax), not `.` or `..`.
 pub fn valid_ifname(name: &str) -> bool {
     !name.is_empty()
         && name.len() < 16
@@ -423,7 +424,7 @@ pub fn valid_ifname(name: &str) -> bool {
         && name != ".."
         && name
             .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':' && b != b'=' && b != b',')
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
 }
 
 /// One of the appliance's interfaces (`NETIF` of `vz/net.conf`, in the

@@ -54,7 +54,7 @@ fn main() {
             (e.reply(), None)
         }
     };
-    let mut buf = [0u8; proto::HEADER_LEN + 2048];
+    let mut buf = [0u8; proto::HEADER_LEN + 8192];
     let sent = proto::encode(proto::Kind::Setup, &reply, &mut buf)
         .map_err(|e| std::io::Error::other(format!("{e:?}")))
         .and_then(|n| {
@@ -124,7 +124,7 @@ fn devnodes(init: BorrowedFd<'_>, args: &[String]) -> Result<(), String> {
 }
 
 fn read_spec(chan: BorrowedFd<'_>) -> Result<vmmgr::setup::Spec, String> {
-    let mut buf = [0u8; proto::HEADER_LEN + 4096];
+    let mut buf = [0u8; proto::HEADER_LEN + 8192];
     let (n, _) =
         vmmgr::fdpass::recv(chan, &mut buf).map_err(|e| format!("reading the spec: {e}"))?;
     let (kind, s): (proto::Kind, proto::SetupSpec) =

@@ -134,8 +134,8 @@ struct State {
     net: BTreeMap<VeId, Vec<vzconfig::net::IpNet>>,
     /// Its forwarded ports in force, with the address each goes to.
     fwd: BTreeMap<VeId, Vec<(vzconfig::net::PortFwd, std::net::IpAddr)>>,
-    /// Its NETDEV interfaces and their indexes on the appliance.
-    netdev: BTreeMap<VeId, Vec<(String, u32)>>,
+    /// Its NETDEV interfaces: name and permanent MAC.
+    netdev: BTreeMap<VeId, Vec<(String, [u8; 6])>>,
 }
 
 /// A VE's DEVNODES and DEVICES.

@@ -247,12 +247,7 @@ impl Manager {
     /// `venet0`), and the firewall loaded again with exactly those (a VE
     /// that ended while no vmmgr ran leaves nothing allowed behind).
     pub fn net_resync(&self, masquerade: &[IpNet]) {
-        let running: Vec<(VeId, std::sync::Arc<std::os::fd::OwnedFd>)> = self
-            .lock()
-            .running
-            .iter()
-            .map(|(v, r)| (*v, std::sync::Arc::clone(&r.pidfd)))
-            .collect();
+        let running: Vec<VeId> = self.lock().running.keys().copied().collect();
         let mut allowed = Vec::new();
         let mut forwards = Vec::new();
         // What a VE holds is read from the appliance's own state, which VE
@@ -267,7 +262,7 @@ impl Manager {
                 (Vec::new(), Vec::new())
             }
         };
-        for (veid, fd) in running {
+        for veid in running {
             let name = routed::host_ifname(veid.get());
             let Some(host) = links.iter().find(|l| l.name == name) else {
                 continue;
@@ -280,18 +275,23 @@ impl Manager {
                 .map(|(ip, _)| ip)
                 .filter(|ip| !matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80))
                 .collect();
-            // The prefixes as the VE's venet0 holds them (for vzlist).
-            let held = open_in(fd.as_fd())
-                .and_then(|(_, mut ve)| match ve.link(routed::VE_IFNAME)? {
-                    Some(l) => ve.addresses(Some(l.index)),
-                    None => Ok(Vec::new()),
-                })
-                .unwrap_or_default();
+            // The prefixes as configured (for vzlist); nothing is read from
+            // the VE.
+            let configured = match self.config_of(veid) {
+                Some(Ok(c)) => c.ip_address,
+                _ => Vec::new(),
+            };
             let read: io::Result<Vec<IpNet>> = Ok(given
                 .iter()
-                .map(|ip| IpNet {
-                    ip: *ip,
-                    prefix: held.iter().find(|a| a.ip == *ip).map(|a| a.prefix),
+                .map(|ip| {
+                    configured
+                        .iter()
+                        .find(|a| a.ip == *ip)
+                        .copied()
+                        .unwrap_or(IpNet {
+                            ip: *ip,
+                            prefix: None,
+                        })
                 })
                 .collect());
             match read {
@@ -348,18 +348,24 @@ impl Manager {
                 bridged::add(&mut nl, n, ns.as_fd())?;
             }
             for d in old_devs.iter().filter(|d| !new_devs.contains(d)) {
-                bridged::move_out(&mut ve, d, own.as_fd(), d)?;
+                let perm = self
+                    .lock()
+                    .netdev
+                    .get(&veid)
+                    .and_then(|l| l.iter().find(|(n, _)| n == d).map(|(_, p)| *p));
+                let Some(perm) = perm else { continue };
+                bridged::move_out(&mut ve, perm, own.as_fd(), d)?;
                 if let Some(l) = self.lock().netdev.get_mut(&veid) {
                     l.retain(|(n, _)| n != d);
                 }
             }
             for d in new_devs.iter().filter(|d| !old_devs.contains(d)) {
-                let index = bridged::move_in(&mut nl, d, ns.as_fd())?;
+                let perm = bridged::move_in(&mut nl, d, ns.as_fd())?;
                 self.lock()
                     .netdev
                     .entry(veid)
                     .or_default()
-                    .push((d.clone(), index));
+                    .push((d.clone(), perm));
             }
             Ok(())
         };
@@ -372,10 +378,16 @@ impl Manager {
         if devs.is_empty() {
             return;
         }
-        let found: Vec<(String, u32)> = Rtnl::new()
+        let found: Vec<(String, [u8; 6])> = Rtnl::new()
             .map(|mut nl| {
                 devs.iter()
-                    .filter_map(|d| nl.link(d).ok().flatten().map(|l| (d.clone(), l.index)))
+                    .filter_map(|d| {
+                        nl.link(d)
+                            .ok()
+                            .flatten()
+                            .and_then(|l| l.perm_mac)
+                            .map(|p| (d.clone(), p))
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -405,6 +417,26 @@ impl Manager {
         };
         let mut nl = Rtnl::new()
             .map_err(|e| super::Outcome::fail(ExitCode::System, format!("rtnetlink: {e}")))?;
+        let mut names: Vec<String> = Vec::new();
+        for n in cfg.netif.iter().map(|n| n.filled(veid.get())) {
+            let h = n.host_ifname.unwrap_or_default();
+            let bad = if !vzconfig::net::valid_ifname(&h) {
+                Some("is not a usable interface name (15 characters at most): set host_ifname")
+            } else if h.starts_with("venet") {
+                Some("is a routed pair's name (venet*): choose another host_ifname")
+            } else if names.contains(&h) {
+                Some("is the appliance end of two of its NETIF entries: set host_ifname")
+            } else {
+                None
+            };
+            if let Some(why) = bad {
+                return Err(super::Outcome::fail(
+                    ExitCode::VethFailed,
+                    format!("VE {veid}: {}: {h} {why}", at("NETIF")),
+                ));
+            }
+            names.push(h);
+        }
         for b in cfg.netif.iter().filter_map(|n| n.bridge.as_ref()) {
             let ok = nl
                 .link(b)
@@ -424,7 +456,18 @@ impl Manager {
             }
         }
         for d in &cfg.netdev {
-            if nl.link(d).ok().flatten().is_none() {
+            let link = nl.link(d).ok().flatten();
+            if link.as_ref().is_some_and(|l| l.perm_mac.is_none()) {
+                return Err(super::Outcome::fail(
+                    ExitCode::NetDevFailed,
+                    format!(
+                        "VE {veid}: {}: {d} is not a physical interface (no permanent MAC): \
+                         give a VE a virtual one with NETIF",
+                        at("NETDEV")
+                    ),
+                ));
+            }
+            if link.is_none() {
                 return Err(super::Outcome::fail(
                     ExitCode::NetDevFailed,
                     format!(

@@ -443,14 +443,17 @@ impl Manager {
                 nameservers,
                 searchdomains,
             };
-            crate::setup::netfiles::spawn_live(
+            // The VE's own files: written if they can be, never a reason to
+            // take the other changes back (VE root decides what its /etc is).
+            match crate::setup::netfiles::spawn_live(
                 helper,
                 &init,
                 (cfg.local_uid, cfg.local_gid),
                 &live,
-            )
-            .map_err(|e| fail(ExitCode::System, format!("its network files: {e}")))?;
-            applied.push("network files".to_owned());
+            ) {
+                Ok(()) => applied.push("network files".to_owned()),
+                Err(e) => log::warn!("VE {veid}: its resolv.conf, hosts, hostname: {e}"),
+            }
         }
         for (k, v) in updates {
             if let ("HOSTNAME", Some(h)) = (*k, v) {

@@ -33,7 +33,16 @@ pub fn add(host: &mut Rtnl, n: &NetIf, ve_ns: BorrowedFd<'_>) -> io::Result<()> 
         ),
         None => None,
     };
+    // Only a leftover pair of this very name (a VE whose namespace the
+    // kernel had not freed yet) is taken away; any other interface of that
+    // name is not the VE's to replace.
     if let Some(old) = host.link(&name)? {
+        if old.kind.as_deref() != Some("veth") || !name.starts_with("veth") {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("the appliance already has an interface named {name}: choose another host_ifname"),
+            ));
+        }
         host.delete_link(old.index)?;
     }
     host.add_veth(
@@ -60,50 +69,62 @@ pub fn remove(host: &mut Rtnl, n: &NetIf) -> io::Result<()> {
     }
 }
 
-/// Moves the appliance's interface `name` into `ve_ns`; returns its index
-/// on the appliance (the kernel keeps it when it comes back, if free).
-pub fn move_in(host: &mut Rtnl, name: &str, ve_ns: BorrowedFd<'_>) -> io::Result<u32> {
+/// Moves the appliance's interface `name` into `ve_ns`; returns its
+/// permanent MAC, by which it is found again (inside the VE every name is
+/// VE root's to choose). Only a device with one (a physical NIC) moves.
+pub fn move_in(host: &mut Rtnl, name: &str, ve_ns: BorrowedFd<'_>) -> io::Result<[u8; 6]> {
     let l = host.link(name)?.ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::NotFound,
             format!("the appliance has no interface {name}"),
         )
     })?;
+    let perm = l.perm_mac.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name} has no permanent MAC: only a physical interface moves into a VE"),
+        )
+    })?;
     host.set_up(l.index, false)?;
     host.move_to(l.index, ve_ns, None)?;
-    Ok(l.index)
+    Ok(perm)
 }
 
-/// Moves interface `name` of the VE (a socket of its namespace) back into
-/// the appliance's namespace `own_ns`, renamed `back_as`.
+/// Moves the device with permanent MAC `perm` out of the VE (a socket of
+/// its namespace) into the appliance's namespace `own_ns`, named `back_as`.
 pub fn move_out(
     ve: &mut Rtnl,
-    name: &str,
+    perm: [u8; 6],
     own_ns: BorrowedFd<'_>,
     back_as: &str,
 ) -> io::Result<()> {
-    let l = ve.link(name)?.ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("the VE has no interface {name}"),
-        )
-    })?;
+    let l = ve
+        .links()?
+        .into_iter()
+        .find(|l| l.perm_mac == Some(perm))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "the VE no longer holds {back_as} (permanent MAC {})",
+                    vzconfig::net::render_mac(&perm)
+                ),
+            )
+        })?;
     ve.set_up(l.index, false)?;
     ve.move_to(l.index, own_ns, Some(back_as))
 }
 
-/// After a VE ended: its NETDEV interfaces come back to the appliance as
-/// the kernel frees the namespace (asynchronously); each is waited for by
-/// its index, given its name back if the VE renamed it, and left down.
-pub fn returned(nl: &mut Rtnl, devs: &[(String, u32)]) -> Vec<String> {
+/// After a VE ended: its NETDEV devices come back to the appliance as the
+/// kernel frees the namespace (asynchronously); each is waited for by its
+/// permanent MAC, given its name back if the VE renamed it, and left down.
+pub fn returned(nl: &mut Rtnl, devs: &[(String, [u8; 6])]) -> Vec<String> {
     let mut missing = Vec::new();
-    for (name, index) in devs {
+    for (name, perm) in devs {
         let mut found = None;
         for _ in 0..50 {
             if let Ok(links) = nl.links() {
-                found = links
-                    .into_iter()
-                    .find(|l| l.index == *index || &l.name == name);
+                found = links.into_iter().find(|l| l.perm_mac == Some(*perm));
             }
             if found.is_some() {
                 break;

@@ -110,6 +110,8 @@ pub fn ruleset(t: &Table) -> String {
     s.push_str(
         "\tchain antispoof {\n\
          \t\ttype filter hook prerouting priority raw; policy accept;\n\
+         \t\tiifname \"veth*\" counter drop comment \"a NETIF pair outside any bridge\"\n\
+         \t\tiifname != \"venet*\" fib saddr oifname \"venet*\" counter drop comment \"a VE's address from elsewhere\"\n\
          \t\tiifname != \"venet*\" return\n\
          \t\tiifname . ip saddr @ve_addr4 meta nfproto ipv4 fib saddr . iif oif != 0 return\n\
          \t\tiifname . ip6 saddr @ve_addr6 fib saddr . iif oif != 0 return\n\

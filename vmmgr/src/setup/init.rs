@@ -276,10 +276,6 @@ fn finish(
         rustix::system::sethostname(spec.hostname.as_bytes()),
     )?;
     cx.at("bringing up lo", vzcommon::interface_up("lo"))?;
-    cx.at(
-        "writing /etc/resolv.conf, /etc/hosts and /etc/hostname",
-        super::netfiles::write_all(spec),
-    )?;
     cx.at("new session", rustix::process::setsid())?;
     let null = cx.at(
         "opening /dev/null",
@@ -296,6 +292,11 @@ fn finish(
     cx.at(
         "closing descriptors",
         crate::sys::close_fds_except(&[errors]),
+    )?;
+    // Its network files, as VE root with nothing of vesetup's open.
+    cx.at(
+        "writing /etc/resolv.conf, /etc/hosts and /etc/hostname",
+        super::netfiles::write_all(spec),
     )?;
     for cap in crate::policy::caps::to_drop(&policy.keep_caps) {
         // A capability newer than this kernel is simply not there to drop.

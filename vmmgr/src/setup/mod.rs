@@ -383,7 +383,7 @@ pub fn spawn_helper(helper: &std::path::Path, spec: &Spec) -> Outcome {
         Err(e) => return failed(format!("running {}: {e}", helper.display())),
     };
     drop(cmd);
-    let mut buf = [0u8; proto::HEADER_LEN + 2048];
+    let mut buf = [0u8; proto::HEADER_LEN + 8192];
     let frame = proto::encode(proto::Kind::Setup, &wire, &mut buf)
         .map_err(|e| std::io::Error::other(format!("{e:?}")))
         .and_then(|n| crate::fdpass::send(ours.as_fd(), &buf[..n], None));
@@ -467,7 +467,7 @@ mod tests {
     #[test]
     fn the_spec_crosses_to_the_helper_unchanged() {
         let wire = spec().to_wire().expect("fits");
-        let mut buf = [0u8; proto::HEADER_LEN + 2048];
+        let mut buf = [0u8; proto::HEADER_LEN + 8192];
         let n = proto::encode(proto::Kind::Setup, &wire, &mut buf).expect("encode");
         let (kind, back): (proto::Kind, proto::SetupSpec) =
             proto::decode(&buf[..n]).expect("decode");

@@ -50,7 +50,7 @@ pub(super) fn configure(cx: &Ctx, spec: &Spec, init: BorrowedFd<'_>) -> Result<(
     for d in &spec.netdev {
         cx.at(
             format!("NETDEV {d}"),
-            crate::net::bridged::move_in(&mut host, d, ve_ns.as_fd()),
+            crate::net::bridged::move_in(&mut host, d, ve_ns.as_fd()).map(drop),
         )?;
     }
     Ok(())

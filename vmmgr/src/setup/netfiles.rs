@@ -82,6 +82,10 @@ pub fn render_hosts(old: &str, hostname: &str, ip: Option<IpAddr>) -> String {
     format!("{head}{out}{HOSTS_MARK}\n{addr} {names}\n")
 }
 
+/// The largest file read (a hosts file of a million names is ~40 MiB; one
+/// that size is the VE's to keep).
+const MAX_SIZE: i64 = 4 << 20;
+
 const IN_ROOT_NO_LINKS: rustix::fs::ResolveFlags = rustix::fs::ResolveFlags::IN_ROOT
     .union(rustix::fs::ResolveFlags::NO_SYMLINKS)
     .union(rustix::fs::ResolveFlags::NO_MAGICLINKS);
@@ -115,20 +119,27 @@ pub fn update(
         }
         Err(e) => return Err(e.into()),
     };
+    // Non-blocking and checked before reading: a FIFO or a device the VE
+    // put there is left alone (never waited on), and so is a file larger
+    // than any of these files is (never read into memory).
     let old = match rustix::fs::openat(
         &etc,
         name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
         Mode::empty(),
     ) {
         Ok(fd) => {
             let st = rustix::fs::fstat(&fd)?;
             if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile
+                || st.st_size > MAX_SIZE
             {
                 return Ok(());
             }
             let mut s = String::new();
-            std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut s)?;
+            std::io::Read::read_to_string(
+                &mut std::io::Read::take(std::fs::File::from(fd), MAX_SIZE as u64),
+                &mut s,
+            )?;
             s
         }
         // A link the VE made: its own.
@@ -333,6 +344,19 @@ mod tests {
             std::fs::read_to_string(root.join("etc/hosts")).expect("read"),
             "x\n"
         );
+        // A FIFO is never waited on.
+        let root3 = t.path().join("root3");
+        std::fs::create_dir_all(root3.join("etc")).expect("mkdir");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            root3.join("etc/hostname"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .expect("mkfifo");
+        let r3 = std::fs::File::open(&root3).expect("root");
+        update(r3.as_fd(), "hostname", |_| "x\n".into()).expect("skip");
         // An etc that is a link: nothing written.
         let root2 = t.path().join("root2");
         std::fs::create_dir_all(&root2).expect("mkdir");

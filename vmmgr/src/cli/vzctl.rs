@@ -444,28 +444,15 @@ pub fn resolve(target: &str) -> Result<u32, (String, ExitCode)> {
         .ok_or_else(|| (format!("no VE is named {target:?}"), ExitCode::ConfNotFound))
 }
 
-/// Sends an operation; prints the outcome; returns the exit code.
-pub fn run_op(veid: u32, op: VeOp, quiet: bool) -> i32 {
-    let is_status = matches!(op, VeOp::Status);
+/// Sends an operation; `done` gets vmmgr's answer (code, message, info)
+/// and returns the exit code; an error reaching vmmgr is said here.
+fn run_op_with(veid: u32, op: VeOp, done: impl FnOnce(u8, &str, Option<VeInfo>) -> i32) -> i32 {
     match super::call(&Request::Ve { veid, op }) {
         Ok(Response::VeDone {
             code,
             message,
             info,
-        }) => {
-            if is_status {
-                if let Some(i) = info {
-                    println!("{}", status_line(veid, &i));
-                }
-            } else if code == 0 {
-                if !quiet && !message.is_empty() {
-                    println!("{message}");
-                }
-            } else {
-                eprintln!("{message}");
-            }
-            i32::from(code)
-        }
+        }) => done(code, &message, info),
         Ok(other) => {
             eprintln!("unexpected reply from vmmgr: {other:?}");
             super::NO_VMMGR
@@ -475,6 +462,25 @@ pub fn run_op(veid: u32, op: VeOp, quiet: bool) -> i32 {
             super::NO_VMMGR
         }
     }
+}
+
+/// Sends an operation; prints the outcome; returns the exit code.
+pub fn run_op(veid: u32, op: VeOp, quiet: bool) -> i32 {
+    let is_status = matches!(op, VeOp::Status);
+    run_op_with(veid, op, |code, message, info| {
+        if is_status {
+            if let Some(i) = info {
+                println!("{}", status_line(veid, &i));
+            }
+        } else if code == 0 {
+            if !quiet && !message.is_empty() {
+                println!("{message}");
+            }
+        } else {
+            eprintln!("{message}");
+        }
+        i32::from(code)
+    })
 }
 
 /// `set`: parameters go to vmmgr; `--userpasswd` changes the password in the VE.
@@ -595,27 +601,12 @@ pub fn main(args: &[OsString]) -> i32 {
             }
         },
         Cmd::Ubc(targets) => run_ubc(&targets),
-        Cmd::StatusJson(_) => match super::call(&Request::Ve {
-            veid,
-            op: VeOp::Status,
-        }) {
-            Ok(Response::VeDone {
-                code,
-                info: Some(i),
-                ..
-            }) => {
+        Cmd::StatusJson(_) => run_op_with(veid, VeOp::Status, |code, _, info| {
+            if let Some(i) = info {
                 println!("{}", status_json(veid, &i));
-                i32::from(code)
             }
-            Ok(other) => {
-                eprintln!("unexpected reply from vmmgr: {other:?}");
-                super::NO_VMMGR
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                super::NO_VMMGR
-            }
-        },
+            i32::from(code)
+        }),
     }
 }
 

@@ -167,17 +167,32 @@ pub fn load(t: &Table) -> io::Result<()> {
     nft(&["-f", "-"], &ruleset(t)).map(drop)
 }
 
-/// Adds forwarded ports (`forward`: port and VE address).
-pub fn forward_add(fwds: &[(PortFwd, IpAddr)]) -> io::Result<()> {
-    if fwds.is_empty() {
-        return Ok(());
-    }
+/// The nft lines adding (or, `delete`, removing) forwarded ports. A delete
+/// adds first: nft 1.0.6 has no `destroy element`, and a delete of a
+/// missing element would fail the whole run.
+fn forward_script(fwds: &[(PortFwd, IpAddr)], delete: bool) -> String {
     let mut s = String::new();
     for (f, ip) in fwds {
         let map = if ip.is_ipv4() { "fwd4" } else { "fwd6" };
         let _ = writeln!(s, "add element inet vz {map} {{ {} }}", fwd_elem(f, *ip));
+        if delete {
+            let _ = writeln!(
+                s,
+                "delete element inet vz {map} {{ {} . {} }}",
+                f.proto(),
+                f.outer
+            );
+        }
     }
-    nft(&["-f", "-"], &s).map(drop)
+    s
+}
+
+/// Adds forwarded ports (port and the VE address it goes to).
+pub fn forward_add(fwds: &[(PortFwd, IpAddr)]) -> io::Result<()> {
+    if fwds.is_empty() {
+        return Ok(());
+    }
+    nft(&["-f", "-"], &forward_script(fwds, false)).map(drop)
 }
 
 /// Removes forwarded ports (those already gone are no error). Connections
@@ -186,18 +201,7 @@ pub fn forward_del(fwds: &[(PortFwd, IpAddr)]) -> io::Result<()> {
     if fwds.is_empty() {
         return Ok(());
     }
-    let mut s = String::new();
-    for (f, ip) in fwds {
-        let map = if ip.is_ipv4() { "fwd4" } else { "fwd6" };
-        let _ = writeln!(s, "add element inet vz {map} {{ {} }}", fwd_elem(f, *ip));
-        let _ = writeln!(
-            s,
-            "delete element inet vz {map} {{ {} . {} }}",
-            f.proto(),
-            f.outer
-        );
-    }
-    nft(&["-f", "-"], &s).map(drop)
+    nft(&["-f", "-"], &forward_script(fwds, true)).map(drop)
 }
 
 fn elements(ifname: &str, ips: &[IpAddr], verb: &str) -> String {

@@ -108,6 +108,8 @@ pub struct Opts {
     pub links: Vec<image::qemu::Link>,
     /// `tcp:HOSTPORT:GUESTPORT` forwards from 127.0.0.1.
     pub hostfwd: Vec<String>,
+    /// The `ve-probe` test helper on a second disk (see [`probe_disk`]).
+    pub probe: bool,
 }
 
 /// Waits until something listens on 127.0.0.1:`port`.
@@ -206,6 +208,13 @@ impl Appliance {
     /// Starts QEMU on `disk` with `opts`, without waiting.
     pub fn start_opts(name: &str, disk: Arc<Disk>, boots: u32, opts: Opts) -> Result<Appliance> {
         let run_dir = tempfile::tempdir()?;
+        let mut extra_disks = opts.extra_disks.clone();
+        let mut probe_size = None;
+        if opts.probe {
+            let (probe, size) = probe_disk()?;
+            extra_disks.insert(0, probe);
+            probe_size = Some(size);
+        }
         let machine = image::qemu::Machine {
             disk: disk.overlay.clone(),
             disk_format: "qcow2",
@@ -216,7 +225,7 @@ impl Appliance {
             mgmt_socket: run_dir.path().join("mgmt.sock"),
             qmp_socket: Some(run_dir.path().join("qmp.sock")),
             hostfwd: opts.hostfwd.clone(),
-            extra_disks: opts.extra_disks.clone(),
+            extra_disks,
             links: opts.links.clone(),
         };
         let mut cmd = machine.command()?;
@@ -254,7 +263,7 @@ impl Appliance {
             run_dir,
             mgmt: None,
             opts,
-            probe_size: None,
+            probe_size,
         })
     }
 

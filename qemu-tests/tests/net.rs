@@ -33,10 +33,12 @@ fn spoof_drops(a: &mut Appliance, veid: u32) -> anyhow::Result<u64> {
 fn routed_addresses_live_and_held_to_their_own() -> anyhow::Result<()> {
     // The build machine's 127.0.0.1:PORT goes to the appliance's 8080.
     let port = qemu_tests::free_port()?;
+    let uport = qemu_tests::free_port()?;
     let mut a = Appliance::boot_with(
         "net",
         Opts {
-            hostfwd: vec![format!("tcp:{port}:8080")],
+            hostfwd: vec![format!("tcp:{port}:8080"), format!("udp:{uport}:5353")],
+            probe: true,
             ..Opts::default()
         },
     )?;
@@ -126,8 +128,24 @@ fn routed_addresses_live_and_held_to_their_own() -> anyhow::Result<()> {
     let mut reply = String::new();
     conn.read_to_string(&mut reply)?;
     assert!(reply.contains("hello-from-102"), "{reply}");
+    // And UDP: a datagram from the build machine reaches 102's port 5353.
+    a.run_ok("vzctl set 102 --portfwd 'tcp:8080:80 udp:5353:5353' --save")?;
+    a.install_probe(102)?;
+    a.run_ok("(vzctl exec 102 ve-probe udp-recv 5353 > /tmp/udp 2>&1 </dev/null &)")?;
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let mut got = String::new();
+    for _ in 0..20 {
+        udp.send_to(b"hello-udp", ("127.0.0.1", uport))?;
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        got = a.run_ok("cat /tmp/udp")?;
+        if got.contains("udp:") {
+            break;
+        }
+    }
+    assert!(got.contains("udp: got \"hello-udp\""), "{got}");
     let fwd = a.run_ok("vzlist -H -o ctid,portfwd 102")?;
-    assert!(fwd.contains("tcp:8080:80"), "{fwd}");
+    assert!(fwd.contains("tcp:8080:80 udp:5353:5353"), "{fwd}");
     let list = a.run_ok("vzlist -H -o ctid,ip")?;
     assert!(list.contains("101 192.0.2.10"), "{list}");
     let st = a.run_ok("vzctl status 102 -j")?;

@@ -164,6 +164,20 @@ fn main() {
                 Err(e) => println!("tun: open failed ({e})"),
             }
         }
+        Some("udp-recv") => {
+            // One datagram on PORT (any address), within 30 s.
+            let port: u16 = args.get(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+            let r = std::net::UdpSocket::bind(("::", port)).and_then(|s| {
+                s.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+                let mut buf = [0u8; 512];
+                let (n, from) = s.recv_from(&mut buf)?;
+                Ok((String::from_utf8_lossy(&buf[..n]).into_owned(), from))
+            });
+            match r {
+                Ok((text, from)) => println!("udp: got {text:?} from {from}"),
+                Err(e) => println!("udp: nothing ({e})"),
+            }
+        }
         Some("fuse") => {
             // What a FUSE filesystem does: /dev/fuse, then mount with it.
             match std::fs::OpenOptions::new()

@@ -161,6 +161,15 @@ fn routed_addresses_live_and_held_to_their_own() -> anyhow::Result<()> {
 
     // Live: a new address works at once, a deleted one stops at once.
     a.run_ok("vzctl set 101 --ipadd 192.0.2.11")?;
+    // A VE whose config names an address another VE holds live (unsaved)
+    // does not start with it.
+    a.run_ok(
+        "vzctl --quiet create 105 && echo 'IP_ADDRESS=\"192.0.2.11\"' >> /etc/vz/conf/105.conf",
+    )?;
+    let (out, rc) = a.run_rc("vzctl start 105")?;
+    assert_eq!(rc, 78, "{out}");
+    assert!(out.contains("192.0.2.11 is an address of VE 101"), "{out}");
+    a.run_ok("vzctl --quiet destroy 105")?;
     assert!(pings(&mut a, "appliance", "192.0.2.11")?);
     a.run_ok("vzctl set 101 --ipdel 192.0.2.10")?;
     assert!(

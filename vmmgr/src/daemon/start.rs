@@ -78,6 +78,18 @@ impl Manager {
         if let Err(o) = self.check_links(veid, &cfg) {
             return o;
         }
+        // An address another VE holds now (given it live, unsaved) is not
+        // routed to this one as well.
+        if let Some((ip, other)) = cfg
+            .ip_address
+            .iter()
+            .find_map(|a| self.address_owner(a.ip, veid).map(|o| (a.ip, o)))
+        {
+            return Outcome::fail(
+                ExitCode::IpInUse,
+                format!("VE {veid}: {ip} is an address of VE {other}; not starting"),
+            );
+        }
         let t0 = Instant::now();
         // Processes in the VE's cgroup that vmmgr does not track (it could not
         // adopt them): a second start would mount a second overlay on the same

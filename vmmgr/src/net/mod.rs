@@ -18,6 +18,12 @@ pub fn appliance_sysctls() -> std::io::Result<()> {
         ("/proc/sys/net/ipv6/conf/all/proxy_ndp", "1"),
         ("/proc/sys/net/ipv4/conf/all/send_redirects", "0"),
         ("/proc/sys/net/ipv4/conf/default/send_redirects", "0"),
+        // Room in the neighbour tables (shared by every namespace) for
+        // many VEs and their peers, as OpenVZ's host settings give.
+        ("/proc/sys/net/ipv4/neigh/default/gc_thresh2", "2048"),
+        ("/proc/sys/net/ipv4/neigh/default/gc_thresh3", "4096"),
+        ("/proc/sys/net/ipv6/neigh/default/gc_thresh2", "2048"),
+        ("/proc/sys/net/ipv6/neigh/default/gc_thresh3", "4096"),
     ] {
         std::fs::write(path, value).map_err(|e| {
             std::io::Error::new(e.kind(), format!("writing {value} to {path}: {e}"))

@@ -488,6 +488,13 @@ fn a_ve_is_reached_from_another_appliance_through_neighbour_answers() -> anyhow:
         }
     }
     assert!(logged.contains("net.conf:1: error: NETIF"), "{logged}");
+    // (The log line comes before vmmgr listens.)
+    for _ in 0..40 {
+        if b.run_rc("vzlist -a -H -o ctid")?.1 == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
     b.run_ok("vzctl --quiet restart 201")?;
     assert!(pings(&mut b, "appliance", "192.0.2.20")?);
     Ok(())

@@ -6,6 +6,10 @@
 use qemu_tests::{Appliance, Opts};
 use std::io::{Read, Write};
 
+/// Kills vmmgr (init starts it again) a moment after the command returned:
+/// init's console line about it must not land inside the command's output.
+const KILL_VMMGR: &str = "(sleep 1; kill -9 $(pidof vmmgr)) >/dev/null 2>&1 &";
+
 /// Whether one ping from the appliance shell (or a VE) gets an answer.
 fn pings(a: &mut Appliance, from: &str, to: &str) -> anyhow::Result<bool> {
     let ping = if to.contains(':') { "ping6" } else { "ping" };
@@ -252,7 +256,8 @@ fn routed_addresses_live_and_held_to_their_own() -> anyhow::Result<()> {
     assert!(pings(&mut a, "101", "198.51.100.20")?);
     // A restarted vmmgr loads the firewall again from what the appliance
     // gave 101 (its host routes), not from what 101 put on its venet0.
-    a.run_ok("kill -9 $(pidof vmmgr)")?;
+    a.run_ok(KILL_VMMGR)?;
+    std::thread::sleep(std::time::Duration::from_secs(2));
     let mut back = false;
     for _ in 0..40 {
         std::thread::sleep(std::time::Duration::from_millis(500));
@@ -262,6 +267,8 @@ fn routed_addresses_live_and_held_to_their_own() -> anyhow::Result<()> {
         }
     }
     assert!(back, "vmmgr restarted");
+    // init's console line about the new vmmgr passes first.
+    std::thread::sleep(std::time::Duration::from_secs(1));
     let set = a.run_ok("nft list set inet vz ve_addr4")?;
     assert!(!set.contains("198.51.100.99"), "{set}");
     let (_, rc) = a.run_rc("vzctl exec 101 ping -c 1 -W 2 -I 198.51.100.99 198.51.100.20")?;
@@ -316,12 +323,14 @@ fn configure_link(
     a.run_ok(&format!(
         "printf 'NETIF=\"ifname=eth0,dhcp=yes;{link}\"\\n{extra}\\n' > /etc/vz/net.conf"
     ))?;
-    a.run_ok("kill -9 $(pidof vmmgr)")?;
+    a.run_ok(KILL_VMMGR)?;
     for _ in 0..60 {
         std::thread::sleep(std::time::Duration::from_millis(500));
         if a.run_rc("vzlist -a -H -o ctid")?.1 == 0 {
             let ip = a.run_rc(&format!("ip -o addr show dev {dev}"))?.0;
             if ip.contains(v4) {
+                // init's console line about the new vmmgr passes first.
+                std::thread::sleep(std::time::Duration::from_secs(1));
                 return Ok(());
             }
         }
@@ -478,7 +487,7 @@ fn a_ve_is_reached_from_another_appliance_through_neighbour_answers() -> anyhow:
     // A mistake in net.conf: logged with its file and line; the appliance
     // keeps its console, and a VE with routed addresses still starts.
     b.run_ok("printf 'NETIF=\"ifname=eth1,ip=192.0.2.2\"\\n' > /etc/vz/net.conf")?;
-    b.run_ok("kill -9 $(pidof vmmgr)")?;
+    b.run_ok(KILL_VMMGR)?;
     let mut logged = String::new();
     for _ in 0..40 {
         std::thread::sleep(std::time::Duration::from_millis(500));
@@ -495,6 +504,7 @@ fn a_ve_is_reached_from_another_appliance_through_neighbour_answers() -> anyhow:
         }
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
+    std::thread::sleep(std::time::Duration::from_secs(1));
     b.run_ok("vzctl --quiet restart 201")?;
     assert!(pings(&mut b, "appliance", "192.0.2.20")?);
     Ok(())

@@ -14,5 +14,6 @@ else
     echo "test.sh: cargo-fuzz or the nightly toolchain is missing; skipping the fuzz run" \
          "(cargo install cargo-fuzz)" >&2
 fi
-cargo run -q --locked -p image -- build
+# Every template: the end-to-end tests boot VEs of each.
+cargo run -q --locked -p image -- build --template all
 cargo test --workspace --locked

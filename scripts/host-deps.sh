@@ -20,6 +20,8 @@ mcopy:mtools
 sfdisk:fdisk
 mkfs.erofs:erofs-utils
 mkfs.ext4:e2fsprogs
+debugfs:e2fsprogs
+mmdebstrap:mmdebstrap
 gcc-12:gcc-12
 make:make
 strip:binutils
@@ -54,7 +56,7 @@ fi
 if [ -n "$missing" ]; then
     install=""
     for pkg in $missing; do
-        case "$pkg" in qemu-system-x86 | qemu-utils) ;; *) install="$install $pkg" ;; esac
+        case "$pkg" in qemu-system-x86 | qemu-utils | mmdebstrap) ;; *) install="$install $pkg" ;; esac
     done
     case " $missing " in
     *" qemu-system-x86 "* | *" qemu-utils "*)
@@ -67,8 +69,17 @@ if [ -n "$missing" ]; then
         install="$install qemu-system-x86=$qv qemu-utils=$qv"
         ;;
     esac
-    echo "host-deps: installing$install" >&2
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --allow-downgrades $install
+    if [ -n "$install" ]; then
+        echo "host-deps: installing$install" >&2
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --allow-downgrades $install
+    fi
+    # mmdebstrap (the OS templates) alone, without its Recommends: those are
+    # for modes we do not use (fakechroot, user namespaces as non-root).
+    case " $missing " in *" mmdebstrap "*)
+        echo "host-deps: installing mmdebstrap (no recommends)" >&2
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends mmdebstrap
+        ;;
+    esac
 fi
 
 # Every tool must be there now (apt may have removed one to install another).

@@ -18,6 +18,8 @@ pub struct Options {
     pub out: PathBuf,
     /// Downloaded packages, kept between builds.
     pub cache: PathBuf,
+    /// Built OS templates, kept between builds by a key over their inputs.
+    pub templates_cache: PathBuf,
     /// Scratch space, emptied at the start of each build.
     pub work: PathBuf,
     /// A directory whose files replace the default boot config (`vz/`).
@@ -29,7 +31,12 @@ pub struct Options {
     /// Cargo target directory for the appliance binaries (default: the
     /// workspace's, or `$CARGO_TARGET_DIR`).
     pub cargo_target_dir: Option<PathBuf>,
+    /// The Debian templates to build into VZDATA (busybox is always in VZROOT).
+    pub templates: Vec<String>,
 }
+
+/// The Debian template an image gets when `--template` is not given.
+pub const DEFAULT_TEMPLATE: &str = "debian-12-minimal";
 
 /// The default output path (also in the README).
 pub const DEFAULT_OUT: &str = "out/vz.img";
@@ -37,19 +44,37 @@ pub const DEFAULT_OUT: &str = "out/vz.img";
 impl Options {
     pub fn new(workspace: PathBuf) -> Self {
         let target = workspace.join("target/vz-image");
+        let cache = default_cache(&target);
         Options {
             out: workspace.join(DEFAULT_OUT),
-            cache: std::env::var_os("VZ_IMAGE_CACHE")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| target.join("cache")),
+            templates_cache: cache.join("templates"),
+            cache,
             work: target.join("work"),
             config: None,
             boot_size: 64 * MIB,
             data_size: 512 * MIB,
             epoch: source_date_epoch(&workspace),
             cargo_target_dir: std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from),
+            templates: vec![DEFAULT_TEMPLATE.to_owned()],
             workspace,
         }
+    }
+}
+
+/// Where downloaded packages and built templates are kept: `$VZ_IMAGE_CACHE`,
+/// else `~/.cache/vz-image` (shared by every clone on the machine: entries
+/// are named by sha256 and input keys, so clones cannot disagree), else under
+/// the target directory.
+fn default_cache(target: &Path) -> PathBuf {
+    if let Some(c) = std::env::var_os("VZ_IMAGE_CACHE") {
+        return PathBuf::from(c);
+    }
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("vz-image");
+    }
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(h) => PathBuf::from(h).join(".cache/vz-image"),
+        None => target.join("cache"),
     }
 }
 
@@ -117,7 +142,7 @@ pub fn build(opts: &Options) -> Result<Summary> {
     let mut p = Progress {
         start: Instant::now(),
         step: 0,
-        total: 9,
+        total: 10,
     };
     hosttools::require(hosttools::BUILD_TOOLS)?;
     let rootfs = opts.workspace.join("rootfs");
@@ -268,17 +293,55 @@ pub fn build(opts: &Options) -> Result<Summary> {
         t.elapsed().as_secs_f64()
     );
 
-    let t = p.step("writing VZDATA (ext4, quota, project)");
+    let t = p.step("OS templates (Debian, mmdebstrap + erofs; cached)");
+    let data_tree = opts.work.join("vzdata");
+    let cache_dir = data_tree.join("template/cache");
+    std::fs::create_dir_all(&cache_dir)?;
+    let mut templates_size = 0;
+    for name in &opts.templates {
+        let tt = Instant::now();
+        let b = crate::template::build(
+            &opts.workspace,
+            name,
+            &opts.cache,
+            &opts.templates_cache,
+            &opts.work.with_file_name("template-work"),
+            opts.epoch,
+        )?;
+        let dst = cache_dir.join(format!("{name}-{}.erofs", &b.sha256[..12]));
+        if std::fs::hard_link(&b.image, &dst).is_err() {
+            copy_file(&b.image, &dst)?;
+        }
+        copy_file(&b.conf, &cache_dir.join(format!("{name}.conf")))?;
+        templates_size += b.size;
+        eprintln!(
+            "      {name} {}: {} packages, erofs {}, {} in {:.1} s",
+            b.version,
+            b.packages,
+            human(b.size),
+            if b.cached { "from the cache" } else { "built" },
+            tt.elapsed().as_secs_f64()
+        );
+    }
+    if opts.templates.is_empty() {
+        eprintln!("      none (busybox only, in VZROOT)");
+    }
+    let _ = t;
+
+    let t = p.step("writing VZDATA (ext4, quota, project, the templates)");
     let data_img = opts.work.join("vzdata.img");
+    // The room asked for is free room for VEs: the templates come on top.
+    let data_size = opts.data_size + disk::round_mib(templates_size + templates_size / 16);
     disk::build_ext4(
         &data_img,
-        opts.data_size,
+        data_size,
         &disk::derived_uuid(seed.as_bytes(), "VZDATA-fs"),
         opts.epoch,
+        Some(&data_tree),
     )?;
     eprintln!(
         "      {} in {:.1} s",
-        human(opts.data_size),
+        human(data_size),
         t.elapsed().as_secs_f64()
     );
 
@@ -305,7 +368,7 @@ pub fn build(opts: &Options) -> Result<Summary> {
             type_guid: disk::TYPE_LINUX_FS,
             uuid: disk::derived_uuid(seed.as_bytes(), "VZDATA"),
             image: data_img,
-            size: opts.data_size,
+            size: data_size,
             bios_bootable: false,
         },
     ];
@@ -391,7 +454,15 @@ fn build_rust(
     }
     let dir = target_dir.join(target).join("release");
     let mut bins = BTreeMap::new();
-    for name in ["init", "vmmgr", "vzconsole", "vesetup", "vzctl", "vzlist"] {
+    for name in [
+        "init",
+        "vmmgr",
+        "vzconsole",
+        "vesetup",
+        "vzctl",
+        "vzlist",
+        "vzpkg",
+    ] {
         let p = dir.join(name);
         if !p.exists() {
             bail!("cargo did not produce {}", p.display());

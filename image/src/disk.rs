@@ -133,8 +133,15 @@ pub fn build_fat(out: &Path, spec: &FatSpec<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Builds the `VZDATA` ext4 partition image: quota and project features.
-pub fn build_ext4(out: &Path, size: u64, uuid: &str, epoch: u64) -> Result<()> {
+/// Builds the `VZDATA` ext4 partition image: quota and project features,
+/// holding the files of `populate` (owners kept) when given.
+pub fn build_ext4(
+    out: &Path,
+    size: u64,
+    uuid: &str,
+    epoch: u64,
+    populate: Option<&Path>,
+) -> Result<()> {
     create_sized(out, size)?;
     let mut c = Command::new(crate::hosttools::which("mkfs.ext4").unwrap_or("mkfs.ext4".into()));
     c.env("E2FSPROGS_FAKE_TIME", epoch.to_string())
@@ -143,9 +150,47 @@ pub fn build_ext4(out: &Path, size: u64, uuid: &str, epoch: u64) -> Result<()> {
         .arg(format!(
             "hash_seed={uuid},root_owner=0:0,lazy_itable_init=0,lazy_journal_init=0"
         ))
-        .args(["-O", "quota,project", "-I", "256", "-b", "4096"])
-        .arg(out);
+        .args(["-O", "quota,project", "-I", "256", "-b", "4096"]);
+    if let Some(dir) = populate {
+        c.arg("-d").arg(dir);
+    }
+    c.arg(out);
     run(&mut c, "formatting VZDATA (mkfs.ext4)")?;
+    if let Some(dir) = populate {
+        // mke2fs -d copies each file's atime and ctime from the build
+        // machine (FAKE_TIME covers only its own stamps): set them to the
+        // epoch, so the bytes depend on the inputs only.
+        let mut cmds = String::new();
+        let mut stack = vec![dir.to_owned()];
+        while let Some(d) = stack.pop() {
+            let mut es: Vec<_> = std::fs::read_dir(&d)?.filter_map(|e| e.ok()).collect();
+            es.sort_by_key(|e| e.file_name());
+            for e in es {
+                let rel = e
+                    .path()
+                    .strip_prefix(dir)
+                    .unwrap_or(&e.path())
+                    .display()
+                    .to_string();
+                for f in ["atime", "ctime", "mtime"] {
+                    cmds.push_str(&format!("sif \"/{rel}\" {f} {epoch}\n"));
+                }
+                if e.file_type()?.is_dir() {
+                    stack.push(e.path());
+                }
+            }
+        }
+        let script = out.with_extension("debugfs");
+        std::fs::write(&script, cmds)?;
+        let mut c = Command::new(crate::hosttools::which("debugfs").unwrap_or("debugfs".into()));
+        c.env("E2FSPROGS_FAKE_TIME", epoch.to_string())
+            .arg("-w")
+            .arg("-f")
+            .arg(&script)
+            .arg(out);
+        run(&mut c, "stamping VZDATA's files (debugfs)")?;
+        let _ = std::fs::remove_file(&script);
+    }
     Ok(())
 }
 
@@ -419,20 +464,24 @@ mod tests {
         }
         let dir = tempfile::tempdir().expect("tempdir");
         let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-        build_ext4(
-            &a,
-            64 * MIB,
-            "11111111-2222-4333-8444-555555555555",
-            1_700_000_000,
-        )
-        .expect("a");
-        build_ext4(
-            &b,
-            64 * MIB,
-            "11111111-2222-4333-8444-555555555555",
-            1_700_000_000,
-        )
-        .expect("b");
+        // With files in it, whose ctime and atime differ between the builds.
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(tree.join("template/cache")).expect("mk");
+        let build = |out: &Path| {
+            std::fs::write(tree.join("template/cache/t.conf"), "SIZE=1\n").expect("w");
+            let _ = std::fs::read_dir(tree.join("template")).map(|d| d.count());
+            build_ext4(
+                out,
+                64 * MIB,
+                "11111111-2222-4333-8444-555555555555",
+                1_700_000_000,
+                Some(&tree),
+            )
+            .expect("build");
+        };
+        build(&a);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        build(&b);
         assert!(std::fs::read(a).expect("a") == std::fs::read(b).expect("b"));
     }
 }

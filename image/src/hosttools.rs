@@ -14,11 +14,19 @@ pub const BUILD_TOOLS: &[(&str, &str)] = &[
     ("sfdisk", "fdisk"),
     ("mkfs.erofs", "erofs-utils"),
     ("mkfs.ext4", "e2fsprogs"),
+    ("debugfs", "e2fsprogs"),
     // Our kernel modules (rootfs/kmod), with the kernel's own compiler.
     ("gcc-12", "gcc-12"),
     ("make", "make"),
     ("strip", "binutils"),
     ("cargo", "(the Rust toolchain: https://rustup.rs)"),
+];
+
+/// `(program, package)` for building the Debian templates (as root).
+pub const TEMPLATE_TOOLS: &[(&str, &str)] = &[
+    ("mmdebstrap", "mmdebstrap"),
+    ("unshare", "util-linux"),
+    ("dpkg-query", "dpkg"),
 ];
 
 /// `(program, package)` for booting it.

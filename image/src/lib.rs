@@ -10,6 +10,7 @@ pub mod hosttools;
 pub mod kbuild;
 pub mod kmod;
 pub mod qemu;
+pub mod template;
 
 /// The repository root, known at compile time.
 pub fn workspace_dir() -> std::path::PathBuf {

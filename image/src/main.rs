@@ -1,22 +1,31 @@
 //! `image`: build, boot and pin the appliance image.
 
 use anyhow::{bail, Context, Result};
-use image::{build, debs, hosttools, qemu};
+use image::{build, debs, hosttools, qemu, template};
 use std::path::PathBuf;
 
 const USAGE: &str = "\
 usage: image <command> [options]
 
 commands:
-  build [--out FILE] [--config DIR] [--data-size MIB]
+  build [--out FILE] [--config DIR] [--data-size MIB] [--template NAME|all|none]...
         build the disk image (default out/vz.img); --config DIR bakes the
-        files of DIR (vz.conf, conf/<VEID>.conf) into the boot config
+        files of DIR (vz.conf, conf/<VEID>.conf) into the boot config;
+        --template picks the Debian OS templates that go in beside busybox
+        (default: debian-12-minimal; built as root, and cached)
   run [--image FILE] [--kvm] [--persistent] [--hostfwd [tcp:]HOST:GUEST]... [--memory MIB]
         boot the image under QEMU (TCG unless --kvm) with the console on this
         terminal; changes go to a throw-away overlay unless --persistent.
         ctrl-a x quits QEMU, ctrl-a c toggles the QEMU monitor
-  pin   refresh rootfs/packages.lock from rootfs/packages.list with the
-        archive's current versions (run `apt-get update` first)
+  template NAME [--out DIR]
+        build (or take from the cache) one Debian OS template: NAME.erofs and
+        NAME.conf (its settings, version, size, sha256), as `vzpkg install`
+        takes them on a running appliance; --out copies both into DIR
+  pin [--template NAME]
+        refresh rootfs/packages.lock from rootfs/packages.list with the
+        archive's current versions (run `apt-get update` first); with
+        --template, the Debian template's rootfs/templates/NAME/packages.lock
+        (its whole closure)
 ";
 
 fn main() {
@@ -40,7 +49,8 @@ fn real_main() -> Result<()> {
     let ws = image::workspace_dir();
     match cmd.as_str() {
         "build" => {
-            let mut opts = build::Options::new(ws);
+            let mut opts = build::Options::new(ws.clone());
+            let mut templates_given = false;
             while let Some(a) = args.next() {
                 match a.as_str() {
                     "--out" => opts.out = PathBuf::from(value(&mut args, &a)?),
@@ -51,6 +61,31 @@ fn real_main() -> Result<()> {
                             format!("--data-size {v:?}: expected a size in MiB, at least 64")
                         })?;
                         opts.data_size = mib * image::disk::MIB;
+                    }
+                    "--template" => {
+                        let v = value(&mut args, &a)?;
+                        let debian: Vec<String> = template::all(&ws.join("rootfs"))?
+                            .into_iter()
+                            .filter(|t| t.1)
+                            .map(|t| t.0)
+                            .collect();
+                        if !templates_given {
+                            opts.templates.clear();
+                            templates_given = true;
+                        }
+                        match v.as_str() {
+                            "all" => opts.templates = debian,
+                            "none" | "busybox" => {}
+                            _ if debian.contains(&v) => {
+                                if !opts.templates.contains(&v) {
+                                    opts.templates.push(v);
+                                }
+                            }
+                            _ => bail!(
+                                "--template {v:?}: no such template; known: busybox (always in), {}, all, none",
+                                debian.join(", ")
+                            ),
+                        }
                     }
                     _ => bail!("build: unknown option {a:?}\n\n{USAGE}"),
                 }
@@ -67,9 +102,88 @@ fn real_main() -> Result<()> {
             Ok(())
         }
         "run" => run(args, ws),
+        "template" => {
+            let mut name = None;
+            let mut out = None;
+            while let Some(a) = args.next() {
+                match a.as_str() {
+                    "--out" => out = Some(PathBuf::from(value(&mut args, &a)?)),
+                    _ if name.is_none() && !a.starts_with('-') => name = Some(a),
+                    _ => bail!("template: unexpected argument {a:?}\n\n{USAGE}"),
+                }
+            }
+            let name = name.with_context(|| format!("template: which one?\n\n{USAGE}"))?;
+            let opts = build::Options::new(ws.clone());
+            let debian: Vec<String> = template::all(&ws.join("rootfs"))?
+                .into_iter()
+                .filter(|t| t.1)
+                .map(|t| t.0)
+                .collect();
+            if !debian.contains(&name) {
+                bail!(
+                    "template: {name:?} is not a Debian template; they are: {}",
+                    debian.join(", ")
+                );
+            }
+            let b = template::build(
+                &ws,
+                &name,
+                &opts.cache,
+                &opts.templates_cache,
+                &opts.work.with_file_name("template-work"),
+                opts.epoch,
+            )?;
+            let (image, conf) = match out {
+                Some(dir) => {
+                    std::fs::create_dir_all(&dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
+                    let i = dir.join(format!("{name}.erofs"));
+                    let c = dir.join(format!("{name}.conf"));
+                    std::fs::copy(&b.image, &i)
+                        .with_context(|| format!("writing {}", i.display()))?;
+                    std::fs::copy(&b.conf, &c)
+                        .with_context(|| format!("writing {}", c.display()))?;
+                    (i, c)
+                }
+                None => (b.image.clone(), b.conf.clone()),
+            };
+            println!("template: {name} {}", b.version);
+            println!("image:    {}", image.display());
+            println!("conf:     {}", conf.display());
+            println!(
+                "size:     {} bytes ({:.1} MiB)",
+                b.size,
+                b.size as f64 / 1048576.0
+            );
+            println!("packages: {}", b.packages);
+            println!("sha256:   {}", b.sha256);
+            Ok(())
+        }
         "pin" => {
-            if let Some(a) = args.next() {
-                bail!("pin: unexpected argument {a:?}\n\n{USAGE}");
+            let mut template = None;
+            while let Some(a) = args.next() {
+                match a.as_str() {
+                    "--template" => template = Some(value(&mut args, &a)?),
+                    _ => bail!("pin: unexpected argument {a:?}\n\n{USAGE}"),
+                }
+            }
+            if let Some(name) = template {
+                let rootfs = ws.join("rootfs");
+                let known = template::all(&rootfs)?;
+                if !known.iter().any(|(n, debian)| *n == name && *debian) {
+                    let debian: Vec<_> = known.iter().filter(|t| t.1).map(|t| &t.0).collect();
+                    bail!("pin: {name:?} is not a Debian template; they are: {debian:?}");
+                }
+                let pins = template::pin(&rootfs, &name)?;
+                let lock = rootfs.join("templates").join(&name).join("packages.lock");
+                std::fs::write(&lock, template::render_lock(&name, &pins))
+                    .with_context(|| format!("writing {}", lock.display()))?;
+                println!(
+                    "pinned {} packages in {}; review with `git diff`",
+                    pins.len(),
+                    lock.display()
+                );
+                return Ok(());
             }
             let list_path = ws.join("rootfs/packages.list");
             let text = std::fs::read_to_string(&list_path)

@@ -66,6 +66,25 @@ pub fn handle(req: &Request, ctx: &Ctx) -> Response {
             let more = all.len() > ves.len();
             Response::List { ves, more }
         }
+        Request::Templates => {
+            let Some(m) = &ctx.ves else {
+                return unavailable();
+            };
+            Response::Templates {
+                list: m.template_list(),
+            }
+        }
+        Request::TemplateInstall { path } => {
+            let Some(m) = &ctx.ves else {
+                return unavailable();
+            };
+            let out = m.install_template(std::path::Path::new(path.as_str()));
+            Response::VeDone {
+                code: out.code.get(),
+                message: appliance::text(&out.message),
+                info: None,
+            }
+        }
         Request::Resources { veid } => {
             let Some(m) = &ctx.ves else {
                 return unavailable();

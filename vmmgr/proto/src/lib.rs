@@ -57,6 +57,25 @@ pub enum Request {
     List { after: u32 },
     /// A VE's resources: beancounters, disk quota, CPU and I/O settings.
     Resources { veid: u32 },
+    /// `vzpkg list`: the OS templates present.
+    Templates,
+    /// `vzpkg install`: a template image on the appliance (`NAME.erofs`,
+    /// with `NAME.conf` beside it). Answered by `VeDone` without `info`.
+    TemplateInstall { path: Text },
+}
+
+/// One OS template as `vzpkg list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateInfo {
+    pub name: Name,
+    pub version: Name,
+    /// Bytes on disk.
+    pub size: u64,
+    /// `image` (on VZDATA, replaceable) or `builtin` (part of the appliance).
+    pub kind: Name,
+    pub description: Text,
+    /// VE configs naming it.
+    pub ves: u32,
 }
 
 /// `vzctl` operations carried to vmmgr.
@@ -359,6 +378,9 @@ pub enum Response {
         more: bool,
     },
     Resources(Resources),
+    Templates {
+        list: Vec<TemplateInfo, 32>,
+    },
 }
 
 /// Messages longer than [`Text`] (setup errors name paths and options).

@@ -1,9 +1,10 @@
-//! The OpenVZ command-line tools: `vzctl` and `vzlist`, clients of vmmgr.
+//! The OpenVZ command-line tools: `vzctl`, `vzlist` and `vzpkg`, clients of vmmgr.
 
 pub mod exec;
 pub mod join;
 pub mod vzctl;
 pub mod vzlist;
+pub mod vzpkg;
 
 use proto::{Request, Response, VeInfo};
 use std::os::unix::net::UnixStream;

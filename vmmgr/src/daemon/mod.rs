@@ -27,6 +27,7 @@ mod resources;
 mod set;
 mod start;
 mod stop;
+pub mod templates;
 #[cfg(test)]
 mod tests;
 mod watch;
@@ -46,7 +47,12 @@ use std::time::Instant;
 #[derive(Debug, Clone)]
 pub struct Layout {
     pub config_dir: PathBuf,
+    /// Template trees on VZROOT (busybox).
     pub template_dir: PathBuf,
+    /// Template images and their confs (OpenVZ's `$TEMPLATE/cache`).
+    pub template_cache: PathBuf,
+    /// Where each template image version is mounted.
+    pub template_mounts: PathBuf,
     pub cgroup_root: PathBuf,
     pub state_dir: PathBuf,
     pub policy_dir: PathBuf,
@@ -71,6 +77,8 @@ impl Default for Layout {
         Layout {
             config_dir: "/etc/vz".into(),
             template_dir: "/usr/share/vz/template".into(),
+            template_cache: "/vz/template/cache".into(),
+            template_mounts: "/run/vz/template".into(),
             cgroup_root: "/sys/fs/cgroup/vz".into(),
             state_dir: "/run/vz/ve".into(),
             policy_dir: crate::policy::POLICY_DIR.into(),
@@ -176,16 +184,7 @@ impl Manager {
 
     /// Names of the installed templates.
     pub fn templates(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(&self.layout.template_dir)
-            .map(|d| {
-                d.filter_map(|e| e.ok())
-                    .filter(|e| e.path().is_dir())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
+        self.layout.template_names()
     }
 
     /// (Re)reads the boot config; logs every diagnostic once.

@@ -28,6 +28,10 @@ impl Manager {
                 ),
             );
         }
+        let lower = match self.lower(&cfg) {
+            Ok(l) => l,
+            Err(o) => return o,
+        };
         let private = self.layout.on_disk(&cfg.ve_private);
         let root = self.layout.on_disk(&cfg.ve_root);
         if let Err(o) = make_private(&private, false, veid) {
@@ -41,7 +45,7 @@ impl Manager {
         // must this one, or it would show what the VE deleted.
         let opts = format!(
             "lowerdir={},upperdir={},workdir={},userxattr",
-            self.layout.template_dir.join(&cfg.ostemplate).display(),
+            lower.display(),
             private.join("upper").display(),
             private.join("work").display()
         );

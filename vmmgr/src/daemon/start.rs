@@ -13,11 +13,30 @@ use std::time::Instant;
 use vzconfig::net::{NameServers, SearchDomains};
 
 impl Manager {
-    pub(super) fn spec(&self, cfg: &VeConfig) -> Spec {
+    /// The template's lower layer for a VE of `cfg` (mounting its image if
+    /// needed).
+    pub(super) fn lower(&self, cfg: &VeConfig) -> Result<std::path::PathBuf, Outcome> {
+        let veid = cfg.veid;
+        let Some(t) = self.layout.template(&cfg.ostemplate) else {
+            return Err(Outcome::fail(
+                ExitCode::TemplateNotFound,
+                format!(
+                    "VE {veid}: OS template {:?} not found; available: {}",
+                    cfg.ostemplate,
+                    self.templates().join(", ")
+                ),
+            ));
+        };
+        self.layout
+            .template_lower(&t)
+            .map_err(|e| Outcome::fail(ExitCode::TemplateNotFound, format!("VE {veid}: {e}")))
+    }
+
+    pub(super) fn spec(&self, cfg: &VeConfig, lower: std::path::PathBuf) -> Spec {
         let veid = cfg.veid;
         Spec {
             veid: veid.get(),
-            template: self.layout.template_dir.join(&cfg.ostemplate),
+            template: lower,
             private: self.layout.on_disk(&cfg.ve_private),
             root: self.layout.on_disk(&cfg.ve_root),
             cgroup: crate::daemon::cgroup::delegated(&crate::daemon::cgroup::dir(
@@ -117,7 +136,11 @@ impl Manager {
         if let Err(e) = self.apply_quota(veid, &cfg) {
             return Outcome::fail(ExitCode::System, format!("VE {veid}: {e}"));
         }
-        let spec = self.spec(&cfg);
+        let lower = match self.lower(&cfg) {
+            Ok(l) => l,
+            Err(o) => return o,
+        };
+        let spec = self.spec(&cfg, lower);
         if let Err(e) = std::fs::create_dir_all(&spec.root) {
             return Outcome::fail(
                 ExitCode::System,

@@ -1,10 +1,9 @@
 //! `vzctl stop`: the template's halt signal, then `cgroup.kill`.
 
 use super::{Layout, Manager, Outcome};
-use crate::config::{self, VeId};
+use crate::config::VeId;
 use crate::exitcode::ExitCode;
 use std::os::fd::AsFd;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -77,13 +76,7 @@ impl Manager {
 
 /// A template's halt signal (`HALT_SIGNAL` in `<name>.conf`), SIGUSR1 if unset.
 fn halt_signal(layout: &Layout, template: &str) -> rustix::process::Signal {
-    let conf = std::fs::read_to_string(layout.template_dir.join(format!("{template}.conf")))
-        .unwrap_or_default();
-    let (entries, _) = config::parse(&conf, Path::new("template.conf"));
-    let name = entries
-        .iter()
-        .find(|e| e.key == "HALT_SIGNAL")
-        .map(|e| e.value.clone());
+    let name = layout.template(template).and_then(|t| t.halt_signal);
     match name.as_deref() {
         Some("SIGTERM") => rustix::process::Signal::TERM,
         Some("SIGINT") => rustix::process::Signal::INT,

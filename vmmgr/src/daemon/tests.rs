@@ -40,6 +40,8 @@ fn fixture() -> Fixture {
     let layout = Layout {
         config_dir: p.join("etc/vz"),
         template_dir: p.join("tpl"),
+        template_cache: p.join("vz/template/cache"),
+        template_mounts: p.join("run/template"),
         cgroup_root: p.join("cg"),
         state_dir: p.join("run"),
         policy_dir: p.join("policy"),

@@ -1,0 +1,23 @@
+#!/bin/sh
+# mmdebstrap customize hook for debian-12-web: $1 is the new root.
+set -eu
+root=$1
+# No ttys in a VE: the getty lines would respawn-fail forever. SIGPWR (the
+# template's HALT_SIGNAL) halts: sysvinit runs the powerwait line.
+sed -i -E -e '/^[0-9]+:[0-9]+:respawn:\/sbin\/getty/d' \
+    -e 's|^pf::powerwait:.*|pf::powerwait:/sbin/shutdown -t1 -h -P now|' \
+    "$root/etc/inittab"
+grep -q '^pf::powerwait:/sbin/shutdown' "$root/etc/inittab"
+# Disk checks and unmounts belong to the appliance.
+for s in checkroot.sh checkfs.sh checkroot-bootclean.sh; do
+    chroot "$root" update-rc.d "$s" disable >/dev/null 2>&1
+done
+for s in umountfs umountroot; do
+    chroot "$root" update-rc.d -f "$s" remove >/dev/null 2>&1
+done
+chroot "$root" update-rc.d ssh-hostkeys defaults >/dev/null
+# The kernel log is the appliance's (reading it needs CAP_SYSLOG).
+sed -i 's/^module(load="imklog"/#&/' "$root/etc/rsyslog.conf"
+chroot "$root" a2enconf vz >/dev/null
+. "$(dirname "$0")/../common.sh"
+common_cleanup "$root"

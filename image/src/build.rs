@@ -603,17 +603,17 @@ fn stage_root(
 /// Where VE templates live on VZROOT (read-only, shared by every VE).
 pub const TEMPLATE_DIR: &str = "usr/share/vz/template";
 
-/// Builds each template of `rootfs/templates/<name>/`: a busybox userland plus
-/// the template's own files; its `template.conf` goes beside the tree.
+/// Builds each busybox template of `rootfs/templates/<name>/` (those without
+/// a `packages.list`; the Debian ones are images, `crate::template`): a
+/// busybox userland plus the template's own files; its `template.conf` goes
+/// beside the tree.
 fn stage_templates(tree: &Path, sysroot: &Path, rootfs: &Path) -> Result<()> {
     let src = rootfs.join("templates");
-    let mut names: Vec<_> = std::fs::read_dir(&src)
-        .with_context(|| format!("reading {}", src.display()))?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().is_dir())
-        .map(|e| e.file_name())
+    let names: Vec<std::ffi::OsString> = crate::template::all(rootfs)?
+        .into_iter()
+        .filter(|(_, debian)| !debian)
+        .map(|(n, _)| n.into())
         .collect();
-    names.sort();
     let applets = busybox_applets(sysroot)?;
     for name in names {
         let t = tree.join(TEMPLATE_DIR).join(&name);

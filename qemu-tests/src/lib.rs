@@ -110,6 +110,8 @@ pub struct Opts {
     pub hostfwd: Vec<String>,
     /// The `ve-probe` test helper on a second disk (see [`probe_disk`]).
     pub probe: bool,
+    /// Guest memory in MiB (default 1024).
+    pub memory_mib: Option<u32>,
 }
 
 /// Waits until something listens on 127.0.0.1:`port`.
@@ -219,7 +221,7 @@ impl Appliance {
             disk: disk.overlay.clone(),
             disk_format: "qcow2",
             kvm: std::env::var_os("VZ_TEST_KVM").is_some(),
-            memory_mib: 1024,
+            memory_mib: opts.memory_mib.unwrap_or(1024),
             cpus: 2,
             console: image::qemu::Console::Pipes,
             mgmt_socket: run_dir.path().join("mgmt.sock"),
@@ -277,6 +279,18 @@ impl Appliance {
         a.wait_ready()?;
         a.enter_shell()?;
         Ok(a)
+    }
+
+    /// Copies `ve-probe` to `/run/ve-probe` on the appliance itself (from
+    /// the appliance shell).
+    pub fn install_probe_here(&mut self) -> Result<()> {
+        let size = self
+            .probe_size
+            .context("boot with the probe disk to have ve-probe")?;
+        self.run_ok(&format!(
+            "head -c {size} /dev/vdb > /run/ve-probe && chmod 755 /run/ve-probe"
+        ))?;
+        Ok(())
     }
 
     /// Copies `ve-probe` into running VE `veid` as `/bin/ve-probe` (from the

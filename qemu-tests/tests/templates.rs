@@ -202,7 +202,7 @@ fn debian_templates_web_systemd_update() -> anyhow::Result<()> {
             "{p} not running in VE 101:\n{procs}"
         );
     }
-    let dpkg = a.run_ok("vzctl exec 101 dpkg -l apache2 openssh-server")?;
+    let dpkg = a.run_ok("vzctl exec 101 'dpkg -l apache2 openssh-server | cat'")?;
     assert!(
         dpkg.lines().filter(|l| l.starts_with("ii ")).count() == 2,
         "{dpkg}"
@@ -228,8 +228,13 @@ fn debian_templates_web_systemd_update() -> anyhow::Result<()> {
     );
     let syslog = a.run_ok("cat /vz/private/101/upper/var/log/syslog")?;
     assert!(
-        syslog.contains("exiting on signal 15"),
-        "rsyslogd was not stopped by its init script:\n{syslog}"
+        syslog.contains("Switching to runlevel: 0"),
+        "the VE's init did not go to runlevel 0:\n{syslog}"
+    );
+    let apache = a.run_ok("cat /vz/private/101/upper/var/log/apache2/error.log")?;
+    assert!(
+        apache.contains("caught SIGTERM, shutting down"),
+        "Apache was not stopped by its init script:\n{apache}"
     );
     clean_stop(&mut a, 102)?;
 
@@ -252,7 +257,7 @@ fn debian_templates_web_systemd_update() -> anyhow::Result<()> {
         t.elapsed().as_secs_f64()
     );
     assert_eq!(state.trim(), "running", "degraded or starting");
-    let failed = a.run_ok("vzctl exec 103 systemctl --failed --no-legend --plain")?;
+    let failed = a.run_ok("vzctl exec 103 systemctl --failed --no-legend --plain --no-pager")?;
     assert!(failed.trim().is_empty(), "failed units:\n{failed}");
     let target = a.run_ok("vzctl exec 103 systemctl is-active multi-user.target")?;
     assert_eq!(target.trim(), "active");
@@ -271,7 +276,7 @@ fn debian_templates_web_systemd_update() -> anyhow::Result<()> {
     let host_up: f64 = a.run_ok("cut -d' ' -f1 /proc/uptime")?.trim().parse()?;
     println!("templates: uptime in VE 103 {up_s:.1} s, appliance {host_up:.1} s");
     assert!(up_s < host_up - 5.0, "the VE's uptime is its own");
-    a.run_ok("vzctl exec 103 sh -c 'echo mine > /root/mine'")?;
+    a.run_ok("vzctl exec 103 'echo mine > /root/mine'")?;
     let took = clean_stop(&mut a, 103)?;
     println!(
         "templates: systemd VE 103 stopped cleanly in {:.1} s",
@@ -279,9 +284,9 @@ fn debian_templates_web_systemd_update() -> anyhow::Result<()> {
     );
 
     // A truncated template is refused; nothing changes.
-    a.run_ok("mkdir -p /mnt/upd && mount -t vfat -o ro /dev/vdb /mnt/upd")?;
+    a.run_ok("mkdir -p /run/upd && mount -t vfat -o ro /dev/vdb /run/upd")?;
     let before = a.run_ok("vzpkg list")?;
-    let (out, rc) = a.run_rc("vzpkg install /mnt/upd/broken.erofs")?;
+    let (out, rc) = a.run_rc("vzpkg install /run/upd/broken.erofs")?;
     assert_ne!(rc, 0, "{out}");
     assert!(
         out.contains("truncated") && out.contains("nothing was installed"),
@@ -295,7 +300,7 @@ fn debian_templates_web_systemd_update() -> anyhow::Result<()> {
     );
 
     // The update: VE 103 sees the new files at its next start, keeps its own.
-    let out = a.run_ok("vzpkg install /mnt/upd/debian-12-minimal.erofs")?;
+    let out = a.run_ok("vzpkg install /run/upd/debian-12-minimal.erofs")?;
     assert!(out.contains("test-update-2"), "{out}");
     let list = a.run_ok("vzpkg list")?;
     assert!(list.contains("test-update-2"), "{list}");

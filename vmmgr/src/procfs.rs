@@ -477,6 +477,44 @@ impl Filesystem for VzProc {
         reply.ok();
     }
 
+    // What fuser would log as "not implemented" on every `cat` and `ps`:
+    // nothing to flush, access is the mode bits' business (default_permissions),
+    // and these files are no terminals.
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: fuser::LockOwner,
+        reply: fuser::ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn access(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _mask: fuser::AccessFlags,
+        reply: fuser::ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        reply.error(Errno::ENOTTY);
+    }
+
     fn readdir(
         &self,
         _req: &Request,

@@ -10,6 +10,72 @@ fn errno() -> String {
     std::io::Error::last_os_error().to_string()
 }
 
+/// One HTTP GET of `/` on `addr`:80; its time in µs.
+fn http_get(addr: &str) -> Result<u128, String> {
+    use std::io::{Read, Write};
+    let t = std::time::Instant::now();
+    let to = std::time::Duration::from_secs(10);
+    let sa: std::net::SocketAddr = format!("{addr}:80").parse().map_err(|e| format!("{e}"))?;
+    let mut s = std::net::TcpStream::connect_timeout(&sa, to).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(to)).map_err(|e| e.to_string())?;
+    s.write_all(format!("GET / HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut body = Vec::new();
+    s.read_to_end(&mut body).map_err(|e| e.to_string())?;
+    let us = t.elapsed().as_micros();
+    if !body.starts_with(b"HTTP/1.1 200") && !body.starts_with(b"HTTP/1.0 200") {
+        return Err(format!(
+            "{:?}",
+            String::from_utf8_lossy(&body[..body.len().min(40)])
+        ));
+    }
+    Ok(us)
+}
+
+/// The SSH banner on `addr`:22.
+fn ssh_banner(addr: &str) -> Result<(), String> {
+    use std::io::Read;
+    let to = std::time::Duration::from_secs(10);
+    let sa: std::net::SocketAddr = format!("{addr}:22").parse().map_err(|e| format!("{e}"))?;
+    let mut s = std::net::TcpStream::connect_timeout(&sa, to).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(to)).map_err(|e| e.to_string())?;
+    let mut b = [0u8; 8];
+    s.read_exact(&mut b).map_err(|e| e.to_string())?;
+    if &b[..4] == b"SSH-" {
+        Ok(())
+    } else {
+        Err(format!("banner {:?}", String::from_utf8_lossy(&b)))
+    }
+}
+
+fn web(addrs: &[String]) {
+    let mut times = Vec::new();
+    let mut fails = 0;
+    for a in addrs {
+        match http_get(a).and_then(|t| ssh_banner(a).map(|()| t)) {
+            Ok(t) => times.push(t),
+            Err(e) => {
+                fails += 1;
+                println!("web: FAIL {a} {e}");
+            }
+        }
+    }
+    times.sort_unstable();
+    let q = |p: usize| {
+        times
+            .get((times.len() * p / 100).min(times.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "web: ok {} fail {fails} p50 {} p90 {} max {}",
+        times.len(),
+        q(50),
+        q(90),
+        times.last().copied().unwrap_or(0)
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let key: i32 = args.get(1).and_then(|k| k.parse().ok()).unwrap_or(0x5645);
@@ -163,6 +229,12 @@ fn main() {
                 }
                 Err(e) => println!("tun: open failed ({e})"),
             }
+        }
+        Some("web") => {
+            // For each ADDR: an HTTP GET of / (timed) and the SSH banner on
+            // port 22. Prints `web: ok N fail M p50 US p90 US max US` and one
+            // `web: FAIL addr why` line per failure.
+            web(&args[1..]);
         }
         Some("udp-recv") => {
             // One datagram on PORT (any address), within 30 s.

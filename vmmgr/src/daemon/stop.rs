@@ -28,7 +28,7 @@ impl Manager {
         self.lock().stopping.insert(veid);
         if !fast {
             let sig = halt_signal(&self.layout, &template);
-            if let Err(e) = rustix::process::pidfd_send_signal(pidfd.as_fd(), sig) {
+            if let Err(e) = pidfd_signal(pidfd.as_fd(), sig) {
                 log::warn!("VE {veid}: signalling init {pid}: {e}");
             }
             if self.wait_stopped(veid, pid, timeout) {
@@ -74,16 +74,73 @@ impl Manager {
     }
 }
 
-/// A template's halt signal (`HALT_SIGNAL` in `<name>.conf`), SIGUSR1 if unset.
-fn halt_signal(layout: &Layout, template: &str) -> rustix::process::Signal {
+/// A template's halt signal (`HALT_SIGNAL` in `<name>.conf`), SIGUSR1 if
+/// unset: a raw number, as real-time signals (systemd's SIGRTMIN+3) have no
+/// named constant.
+fn halt_signal(layout: &Layout, template: &str) -> i32 {
     let name = layout.template(template).and_then(|t| t.halt_signal);
-    match name.as_deref() {
-        Some("SIGTERM") => rustix::process::Signal::TERM,
-        Some("SIGINT") => rustix::process::Signal::INT,
-        Some("SIGPWR") => rustix::process::Signal::POWER,
-        Some("SIGUSR2") => rustix::process::Signal::USR2,
-        Some("SIGRTMIN+3") => rustix::process::Signal::from_named_raw(libc::SIGRTMIN() + 3)
-            .unwrap_or(rustix::process::Signal::TERM),
-        _ => rustix::process::Signal::USR1,
+    signal_number(name.as_deref().unwrap_or("SIGUSR1")).unwrap_or(libc::SIGUSR1)
+}
+
+/// `SIGTERM`, `TERM`, `15`, `SIGRTMIN+3` ... as a number.
+pub fn signal_number(name: &str) -> Option<i32> {
+    let n = name.trim();
+    let n = n.strip_prefix("SIG").unwrap_or(n);
+    if let Ok(v) = n.parse::<i32>() {
+        return (1..=libc::SIGRTMAX()).contains(&v).then_some(v);
+    }
+    if let Some(off) = n.strip_prefix("RTMIN") {
+        let k: i32 = if off.is_empty() {
+            0
+        } else {
+            off.strip_prefix('+')?.parse().ok()?
+        };
+        let v = libc::SIGRTMIN() + k;
+        return (v <= libc::SIGRTMAX()).then_some(v);
+    }
+    Some(match n {
+        "TERM" => libc::SIGTERM,
+        "INT" => libc::SIGINT,
+        "HUP" => libc::SIGHUP,
+        "PWR" => libc::SIGPWR,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "QUIT" => libc::SIGQUIT,
+        _ => return None,
+    })
+}
+
+/// `pidfd_send_signal(2)` with a raw signal number.
+fn pidfd_signal(pidfd: std::os::fd::BorrowedFd<'_>, sig: i32) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid pidfd, a signal number, no siginfo, no flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0u32,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::signal_number;
+
+    #[test]
+    fn signal_names() {
+        assert_eq!(signal_number("SIGRTMIN+3"), Some(libc::SIGRTMIN() + 3));
+        assert_eq!(signal_number("SIGPWR"), Some(libc::SIGPWR));
+        assert_eq!(signal_number("USR1"), Some(libc::SIGUSR1));
+        assert_eq!(signal_number("15"), Some(15));
+        assert_eq!(signal_number("SIGRTMIN+99"), None);
+        assert_eq!(signal_number("SIGBOGUS"), None);
     }
 }

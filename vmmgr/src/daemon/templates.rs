@@ -578,7 +578,9 @@ fn mount_image(file: &Path, at: &Path) -> std::io::Result<()> {
     let source = format!("source={path}");
     let mnt = crate::mountfd::new_fs(
         "erofs",
-        &[source.as_str()],
+        // "ro": a read-only superblock, or erofs would open the (read-only)
+        // loop device for writing and get EACCES.
+        &[source.as_str(), "ro"],
         MountAttrFlags::MOUNT_ATTR_RDONLY | MountAttrFlags::MOUNT_ATTR_NODEV,
     )?;
     // The mount holds the device now; closing ours lets autoclear free it

@@ -540,7 +540,7 @@ mod tests {
     #[test]
     fn dates() {
         assert_eq!(ymd(0), "19700101");
-        assert_eq!(ymd(1_795_910_400), "20261128");
+        assert_eq!(ymd(1_795_824_000), "20261128");
         assert_eq!(ymd(951_782_400), "20000229");
     }
 

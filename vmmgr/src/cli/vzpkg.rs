@@ -133,7 +133,7 @@ mod tests {
             description: "web".try_into().expect("d"),
             ves: 3,
         };
-        let out = render(&[t.clone()], false);
+        let out = render(std::slice::from_ref(&t), false);
         let lines: Vec<_> = out.lines().collect();
         assert!(lines[0].starts_with("TEMPLATE "), "{out}");
         assert_eq!(

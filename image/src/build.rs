@@ -308,7 +308,7 @@ pub fn build(opts: &Options) -> Result<Summary> {
             &opts.work.with_file_name("template-work"),
             opts.epoch,
         )?;
-        let dst = cache_dir.join(format!("{name}-{}.erofs", &b.sha256[..12]));
+        let dst = cache_dir.join(format!("{name}-{}.erofs", b.sha256));
         if std::fs::hard_link(&b.image, &dst).is_err() {
             copy_file(&b.image, &dst)?;
         }

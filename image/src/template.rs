@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Bumped when the way templates are built changes (invalidates the cache).
-const BUILDER: &str = "vz-template-builder 1";
+const BUILDER: &str = "vz-template-builder 2";
 
 /// The templates of the source tree, sorted: `(name, is_debian)`.
 pub fn all(rootfs: &Path) -> Result<Vec<(String, bool)>> {
@@ -379,8 +379,12 @@ pub fn build(
 
     let tree = work.join("tree");
     let files = dir.join("files");
-    let mut c = Command::new("unshare");
-    c.args(["--mount", "--propagation", "private", "--"])
+    // A fixed umask: the modes of what the hooks write (and of the files
+    // `cp` copies, which keep their mode minus the umask) must not depend on
+    // the build machine's.
+    let mut c = Command::new("sh");
+    c.args(["-c", "umask 022 && exec \"$@\"", "sh"])
+        .args(["unshare", "--mount", "--propagation", "private", "--"])
         .arg("mmdebstrap")
         .env("SOURCE_DATE_EPOCH", epoch.to_string())
         .args([

@@ -4,6 +4,10 @@ common_cleanup() {
     root=$1
     # The build's package source was a local copy of the pinned packages;
     # a VE gets Debian's archive (apt works offline too: dpkg, apt list).
+    # (Each file is removed first: a link there must not be followed.)
+    rm -f "$root/etc/apt/sources.list" "$root/etc/hostname" "$root/etc/resolv.conf" \
+        "$root/etc/hosts"
+    printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"
     cat >"$root/etc/apt/sources.list" <<'SOURCES'
 deb http://deb.debian.org/debian bookworm main
 deb http://deb.debian.org/debian bookworm-updates main

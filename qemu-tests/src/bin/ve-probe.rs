@@ -48,10 +48,21 @@ fn ssh_banner(addr: &str) -> Result<(), String> {
     }
 }
 
-fn web(addrs: &[String]) {
+fn web(args: &[String]) {
+    // `A.B.C.X-Y` stands for A.B.C.X to A.B.C.Y (command lines stay short).
+    let mut addrs = Vec::new();
+    for a in args {
+        match a.rsplit_once('.').and_then(|(net, r)| {
+            let (x, y) = r.split_once('-')?;
+            Some((net, x.parse::<u8>().ok()?, y.parse::<u8>().ok()?))
+        }) {
+            Some((net, x, y)) => addrs.extend((x..=y).map(|h| format!("{net}.{h}"))),
+            None => addrs.push(a.clone()),
+        }
+    }
     let mut times = Vec::new();
     let mut fails = 0;
-    for a in addrs {
+    for a in &addrs {
         match http_get(a).and_then(|t| ssh_banner(a).map(|()| t)) {
             Ok(t) => times.push(t),
             Err(e) => {

@@ -87,7 +87,10 @@ pub fn signal_number(name: &str) -> Option<i32> {
     let n = name.trim();
     let n = n.strip_prefix("SIG").unwrap_or(n);
     if let Ok(v) = n.parse::<i32>() {
-        return (1..=libc::SIGRTMAX()).contains(&v).then_some(v);
+        // KILL and STOP are no requests to halt: the stop would wait out
+        // STOP_TIMEOUT for nothing.
+        let usable = (1..=libc::SIGRTMAX()).contains(&v) && ![libc::SIGKILL, libc::SIGSTOP].contains(&v);
+        return usable.then_some(v);
     }
     if let Some(off) = n.strip_prefix("RTMIN") {
         let k: i32 = if off.is_empty() {
@@ -141,6 +144,7 @@ mod tests {
         assert_eq!(signal_number("USR1"), Some(libc::SIGUSR1));
         assert_eq!(signal_number("15"), Some(15));
         assert_eq!(signal_number("SIGRTMIN+99"), None);
+        assert_eq!(signal_number("9"), None);
         assert_eq!(signal_number("SIGBOGUS"), None);
     }
 }

@@ -5,10 +5,17 @@
 //!   busybox template, part of the appliance image;
 //! - template images on VZDATA (OpenVZ's `$TEMPLATE/cache`,
 //!   `/vz/template/cache/`): `<name>.conf` names the image
-//!   `<name>-<sha12>.erofs` by its `SHA256` and `SIZE`. Each image version is
+//!   `<name>-<sha256>.erofs` by its `SHA256` and `SIZE`. Each image version is
 //!   attached read-only to a loop device and mounted once, at
-//!   `/run/vz/template/<name>@<sha12>`; every VE of that version shares the
+//!   `/run/vz/template/<name>@<sha256>`; every VE of that version shares the
 //!   mount (and so the page cache of its files) as its lower layer.
+//!
+//! Trust: an image is hashed when it is installed (and by the image build);
+//! at mount time only its size is checked against its conf (hashing 100 MiB
+//! at every boot would cost seconds under emulation). The hash proves the
+//! copy is the file its conf describes, not who made it: install templates
+//! you built (`image template`) or got from someone you trust, as with
+//! OpenVZ's template caches.
 //!
 //! `vzpkg install FILE.erofs` (with `FILE.conf` beside it) copies the image
 //! in while hashing it, refuses it unless size and sha256 match its conf and
@@ -49,6 +56,23 @@ pub enum Source {
 fn settings(text: &str, file: &Path) -> std::collections::BTreeMap<String, String> {
     let (entries, _) = config::parse(text, file);
     entries.into_iter().map(|e| (e.key, e.value)).collect()
+}
+
+/// The image a conf names: its `SHA256` (lower-case hex) and `SIZE`.
+fn identity(
+    conf: &std::collections::BTreeMap<String, String>,
+    file: &Path,
+) -> Result<(String, u64), String> {
+    let sha256 = conf
+        .get("SHA256")
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or_else(|| format!("{}: no valid SHA256= (64 hex digits)", file.display()))?
+        .to_ascii_lowercase();
+    let size = conf
+        .get("SIZE")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("{}: no valid SIZE= (bytes)", file.display()))?;
+    Ok((sha256, size))
 }
 
 /// A template name: what `create --ostemplate` and file names accept.
@@ -146,15 +170,7 @@ impl Layout {
         let text = std::fs::read_to_string(&conf_path)
             .map_err(|e| format!("{}: {e}", conf_path.display()))?;
         let conf = settings(&text, &conf_path);
-        let sha256 = conf
-            .get("SHA256")
-            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-            .ok_or_else(|| format!("{}: no valid SHA256", conf_path.display()))?
-            .to_ascii_lowercase();
-        let size: u64 = conf
-            .get("SIZE")
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("{}: no valid SIZE", conf_path.display()))?;
+        let (sha256, size) = identity(&conf, &conf_path)?;
         Ok(Template {
             name: name.to_owned(),
             description: conf.get("DESCRIPTION").cloned().unwrap_or_default(),
@@ -163,7 +179,7 @@ impl Layout {
             source: Source::Image {
                 file: self
                     .template_cache
-                    .join(format!("{name}-{}.erofs", &sha256[..12])),
+                    .join(format!("{name}-{sha256}.erofs")),
                 sha256,
             },
             halt_signal: conf.get("HALT_SIGNAL").cloned(),
@@ -176,11 +192,8 @@ impl Layout {
         match &t.source {
             Source::Tree(p) => Ok(p.clone()),
             Source::Image { file, sha256 } => {
-                let at = self
-                    .template_mounts
-                    .join(format!("{}@{}", t.name, &sha256[..12]));
+                let at = self.template_mounts.join(format!("{}@{sha256}", t.name));
                 // One mount per version, however many VEs start at once.
-                static MOUNTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
                 let _one = MOUNTING.lock().unwrap_or_else(|e| e.into_inner());
                 if is_mountpoint(&at) {
                     return Ok(at);
@@ -247,15 +260,7 @@ impl Layout {
         let conf_text = String::from_utf8(conf_text)
             .map_err(|_| format!("{}: not UTF-8 text", conf_src.display()))?;
         let conf = settings(&conf_text, &conf_src);
-        let want_sha = conf
-            .get("SHA256")
-            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-            .ok_or_else(|| format!("{}: no valid SHA256=", conf_src.display()))?
-            .to_ascii_lowercase();
-        let want_size: u64 = conf
-            .get("SIZE")
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("{}: no valid SIZE=", conf_src.display()))?;
+        let (want_sha, want_size) = identity(&conf, &conf_src)?;
         let mut f = open_no_links(src).map_err(|e| format!("{}: {e}", src.display()))?;
         let len = f.metadata().map_err(|e| e.to_string())?.len();
         if len != want_size {
@@ -268,9 +273,9 @@ impl Layout {
         }
         std::fs::create_dir_all(&self.template_cache)
             .map_err(|e| format!("{}: {e}", self.template_cache.display()))?;
-        let final_image = self
-            .template_cache
-            .join(format!("{name}-{}.erofs", &want_sha[..12]));
+        // One install at a time: the temporary names below are per template.
+        let _one = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
+        let final_image = self.template_cache.join(format!("{name}-{want_sha}.erofs"));
         let tmp = self.template_cache.join(format!(".{name}.erofs.partial"));
         let tmp_conf = self.template_cache.join(format!(".{name}.conf.partial"));
         let cleanup = || {
@@ -298,7 +303,10 @@ impl Layout {
         }
         // The kernel must take it before anything else sees it.
         let probe = self.template_mounts.join(format!(".probe-{name}"));
-        let _ = std::fs::create_dir_all(&probe);
+        if let Err(e) = std::fs::create_dir_all(&probe) {
+            cleanup();
+            return Err(format!("{}: {e}; nothing was installed", probe.display()));
+        }
         let mounted = mount_image(&tmp, &probe);
         let _ = rustix::mount::unmount(&probe, rustix::mount::UnmountFlags::DETACH);
         let _ = std::fs::remove_dir(&probe);
@@ -309,6 +317,10 @@ impl Layout {
                 src.display()
             ));
         }
+        // From here on no VE start mounts this template: it would see the
+        // conf switch half done, or mount the old version again after its
+        // mount was taken away.
+        let _mounting = MOUNTING.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.image_template(name).ok();
         let step = |r: std::io::Result<()>, what: &str| {
             r.map_err(|e| {
@@ -317,18 +329,24 @@ impl Layout {
             })
         };
         step(std::fs::rename(&tmp, &final_image), "placing the image")?;
-        step(
-            std::fs::write(&tmp_conf, &conf_text).and_then(|()| {
+        let committed = std::fs::write(&tmp_conf, &conf_text)
+            .and_then(|()| {
                 std::fs::File::open(&tmp_conf)?.sync_all()?;
                 std::fs::File::open(&final_image)?.sync_all()
-            }),
-            "writing the conf",
-        )?;
-        // The switch.
-        step(
-            std::fs::rename(&tmp_conf, self.template_cache.join(format!("{name}.conf"))),
-            "switching to the new version",
-        )?;
+            })
+            .and_then(|()| {
+                // The switch.
+                std::fs::rename(&tmp_conf, self.template_cache.join(format!("{name}.conf")))
+            });
+        if let Err(e) = committed {
+            cleanup();
+            // The image no conf names: gone, unless it is the current one.
+            let current = matches!(&old, Some(Template { source: Source::Image { file, .. }, .. }) if *file == final_image);
+            if !current {
+                let _ = std::fs::remove_file(&final_image);
+            }
+            return Err(format!("switching to the new version: {e}; nothing was installed"));
+        }
         if let Ok(d) = std::fs::File::open(&self.template_cache) {
             let _ = d.sync_all();
         }
@@ -339,9 +357,7 @@ impl Layout {
         {
             if file != final_image {
                 // Running VEs keep their own mount of the old version.
-                let at = self
-                    .template_mounts
-                    .join(format!("{name}@{}", &sha256[..12]));
+                let at = self.template_mounts.join(format!("{name}@{sha256}"));
                 if is_mountpoint(&at) {
                     let _ = rustix::mount::unmount(&at, rustix::mount::UnmountFlags::DETACH);
                 }
@@ -413,6 +429,12 @@ impl Manager {
     }
 }
 
+/// Held while a template version is being mounted, and while an install
+/// switches versions.
+static MOUNTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// Held for a whole `vzpkg install`.
+static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn is_mountpoint(p: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     match (std::fs::metadata(p), p.parent().map(std::fs::metadata)) {
@@ -450,10 +472,12 @@ fn read_no_links(p: &Path, max: u64) -> std::io::Result<Vec<u8>> {
 /// Copies exactly `len` bytes of `src` to a new file `dst`, synced; their
 /// sha256.
 fn copy_hashing(src: &mut std::fs::File, dst: &Path, len: u64) -> std::io::Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
     let _ = std::fs::remove_file(dst);
     let mut out = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o644)
         .open(dst)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -643,8 +667,8 @@ mod tests {
         assert_eq!(
             t[1].source,
             Source::Image {
-                file: l.template_cache.join("debian-12-web-abababababab.erofs"),
-                sha256: sha
+                file: l.template_cache.join(format!("debian-12-web-{sha}.erofs")),
+                sha256: sha.clone()
             }
         );
         // The image is missing: the start says so, and how to mend it.

@@ -93,7 +93,11 @@ fn wait_all(a: &mut Appliance, addrs: &[String], limit: Duration) -> anyhow::Res
 fn busy(a: &mut Appliance, secs: u64) -> anyhow::Result<f64> {
     let read = |a: &mut Appliance| -> anyhow::Result<(u64, u64)> {
         let l = a.shell("head -1 /proc/stat")?;
-        let v: Vec<u64> = l.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+        let v: Vec<u64> = l
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect();
         let total: u64 = v.iter().sum();
         let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
         Ok((total, idle))
@@ -211,7 +215,11 @@ fn main() -> anyhow::Result<()> {
         let w = wait_all(&mut a, &addrs, Duration::from_secs(600))?;
         let boot = t.elapsed();
         let idle = if w.fail == 0 { settle(&mut a)? } else { 1.0 };
-        let w = if w.fail == 0 { latency(&mut a, &addrs, 3)? } else { w };
+        let w = if w.fail == 0 {
+            latency(&mut a, &addrs, 3)?
+        } else {
+            w
+        };
         let avail = mem_available_mib(&mut a)?;
         println!(
             "web_density: {to} VEs (batch answering after {:.0} s, CPUs {:.0} % busy before measuring): answered {} failed {}, HTTP p50 {} µs p90 {} µs, MemAvailable {avail} MiB",

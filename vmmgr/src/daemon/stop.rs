@@ -89,7 +89,8 @@ pub fn signal_number(name: &str) -> Option<i32> {
     if let Ok(v) = n.parse::<i32>() {
         // KILL and STOP are no requests to halt: the stop would wait out
         // STOP_TIMEOUT for nothing.
-        let usable = (1..=libc::SIGRTMAX()).contains(&v) && ![libc::SIGKILL, libc::SIGSTOP].contains(&v);
+        let usable =
+            (1..=libc::SIGRTMAX()).contains(&v) && ![libc::SIGKILL, libc::SIGSTOP].contains(&v);
         return usable.then_some(v);
     }
     if let Some(off) = n.strip_prefix("RTMIN") {

@@ -177,9 +177,7 @@ impl Layout {
             version: conf.get("VERSION").cloned().unwrap_or_default(),
             size,
             source: Source::Image {
-                file: self
-                    .template_cache
-                    .join(format!("{name}-{sha256}.erofs")),
+                file: self.template_cache.join(format!("{name}-{sha256}.erofs")),
                 sha256,
             },
             halt_signal: conf.get("HALT_SIGNAL").cloned(),
@@ -345,7 +343,9 @@ impl Layout {
             if !current {
                 let _ = std::fs::remove_file(&final_image);
             }
-            return Err(format!("switching to the new version: {e}; nothing was installed"));
+            return Err(format!(
+                "switching to the new version: {e}; nothing was installed"
+            ));
         }
         if let Ok(d) = std::fs::File::open(&self.template_cache) {
             let _ = d.sync_all();

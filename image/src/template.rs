@@ -476,6 +476,7 @@ pub fn build(
     );
     std::fs::write(&conf, text)?;
     std::fs::rename(&tmp, &image)?;
+    prune(out_dir, name, &image, 2);
     Ok(Built {
         name: name.into(),
         image,
@@ -486,6 +487,41 @@ pub fn build(
         packages: pins.len(),
         cached: false,
     })
+}
+
+/// Keeps the newest `keep` builds of template `name` in the cache (the one
+/// just made among them) and removes the older ones: each is 50-100 MiB,
+/// and every change of a template's inputs makes a new one.
+fn prune(dir: &Path, name: &str, newest: &Path, keep: usize) {
+    let prefix = format!("{name}-");
+    let mut builds: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "erofs")
+                && p.file_stem()
+                    .and_then(|s| s.to_str())
+                    .and_then(|s| s.strip_prefix(&prefix))
+                    // The rest is the 16-hex-digit key: not another template
+                    // whose name starts with this one's.
+                    .is_some_and(|k| k.len() == 16 && k.bytes().all(|b| b.is_ascii_hexdigit()))
+        })
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .collect();
+    builds.sort_by(|a, b| b.0.cmp(&a.0));
+    let mut kept = 0;
+    for (_, p) in builds {
+        if p == newest || kept < keep.saturating_sub(1) {
+            if p != newest {
+                kept += 1;
+            }
+            continue;
+        }
+        let _ = std::fs::remove_file(p.with_extension("conf"));
+        let _ = std::fs::remove_file(&p);
+    }
 }
 
 /// Compares `dpkg-query -W` output (status abbreviation, name, version) with
@@ -560,6 +596,43 @@ mod tests {
         assert!(e.to_string().contains("\"b\""), "{e}");
         let e = check_installed("", &pins, "t").expect_err("missing");
         assert!(e.to_string().contains("locked but not installed"), "{e}");
+    }
+
+    #[test]
+    fn prune_keeps_the_newest_builds_of_one_template() {
+        let d = tempfile::tempdir().expect("tmp");
+        let mk = |n: &str, age: u64| {
+            let p = d.path().join(n);
+            std::fs::write(&p, "x").expect("w");
+            std::fs::write(p.with_extension("conf"), "x").expect("w");
+            let t = std::time::SystemTime::now() - std::time::Duration::from_secs(age);
+            std::fs::File::options()
+                .write(true)
+                .open(&p)
+                .and_then(|f| f.set_modified(t))
+                .expect("mtime");
+            p
+        };
+        let new = mk("web-000000000000000a.erofs", 0);
+        mk("web-000000000000000b.erofs", 10);
+        mk("web-000000000000000c.erofs", 20);
+        mk("web-extra-000000000000000d.erofs", 30);
+        prune(d.path(), "web", &new, 2);
+        let mut left: Vec<String> = std::fs::read_dir(d.path())
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".erofs"))
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "web-000000000000000a.erofs",
+                "web-000000000000000b.erofs",
+                "web-extra-000000000000000d.erofs"
+            ]
+        );
     }
 
     #[test]

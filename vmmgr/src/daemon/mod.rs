@@ -117,6 +117,9 @@ struct Running {
     start_time: u64,
     pidfd: Arc<OwnedFd>,
     started: Instant,
+    /// The halt signal of the template version it started with (`None`
+    /// when adopted after a vmmgr restart).
+    halt_signal: Option<i32>,
 }
 
 #[derive(Debug, Default)]

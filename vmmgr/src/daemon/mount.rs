@@ -29,7 +29,7 @@ impl Manager {
             );
         }
         let lower = match self.lower(&cfg) {
-            Ok(l) => l,
+            Ok((l, _)) => l,
             Err(o) => return o,
         };
         let private = self.layout.on_disk(&cfg.ve_private);

@@ -14,8 +14,11 @@ use vzconfig::net::{NameServers, SearchDomains};
 
 impl Manager {
     /// The template's lower layer for a VE of `cfg` (mounting its image if
-    /// needed).
-    pub(super) fn lower(&self, cfg: &VeConfig) -> Result<std::path::PathBuf, Outcome> {
+    /// needed), and the template.
+    pub(super) fn lower(
+        &self,
+        cfg: &VeConfig,
+    ) -> Result<(std::path::PathBuf, super::templates::Template), Outcome> {
         let veid = cfg.veid;
         let Some(t) = self.layout.template(&cfg.ostemplate) else {
             return Err(Outcome::fail(
@@ -29,6 +32,7 @@ impl Manager {
         };
         self.layout
             .template_lower(&t)
+            .map(|l| (l, t))
             .map_err(|e| Outcome::fail(ExitCode::TemplateNotFound, format!("VE {veid}: {e}")))
     }
 
@@ -136,10 +140,12 @@ impl Manager {
         if let Err(e) = self.apply_quota(veid, &cfg) {
             return Outcome::fail(ExitCode::System, format!("VE {veid}: {e}"));
         }
-        let lower = match self.lower(&cfg) {
+        let (lower, template) = match self.lower(&cfg) {
             Ok(l) => l,
             Err(o) => return o,
         };
+        // The halt signal of the version it runs, whatever is installed later.
+        let halt = super::stop::halt_signal_of(&template);
         let spec = self.spec(&cfg, lower);
         if let Err(e) = std::fs::create_dir_all(&spec.root) {
             return Outcome::fail(
@@ -254,7 +260,7 @@ impl Manager {
             veid,
             (cfg.limits.devnodes.clone(), cfg.limits.devices.clone()),
         );
-        self.track(veid, pid, start, fd);
+        self.track(veid, pid, start, fd, Some(halt));
         log::info!(
             "VE {veid}: started, init pid {pid}, in {} ms",
             t0.elapsed().as_millis()

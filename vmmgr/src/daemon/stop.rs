@@ -11,11 +11,11 @@ impl Manager {
     /// Stops a VE: the template's halt signal to its init, then `cgroup.kill`
     /// after STOP_TIMEOUT.
     pub fn stop(&self, veid: VeId, fast: bool) -> Outcome {
-        let Some((pidfd, pid)) = self
+        let Some((pidfd, pid, recorded)) = self
             .lock()
             .running
             .get(&veid)
-            .map(|r| (Arc::clone(&r.pidfd), r.pid))
+            .map(|r| (Arc::clone(&r.pidfd), r.pid, r.halt_signal))
         else {
             return Outcome::fail(ExitCode::NotRunning, format!("VE {veid} is not running"));
         };
@@ -27,7 +27,7 @@ impl Manager {
         let cg = self.layout.cgroup_root.join(veid.to_string());
         self.lock().stopping.insert(veid);
         if !fast {
-            let sig = halt_signal(&self.layout, &template);
+            let sig = recorded.unwrap_or_else(|| halt_signal(&self.layout, &template));
             if let Err(e) = pidfd_signal(pidfd.as_fd(), sig) {
                 log::warn!("VE {veid}: signalling init {pid}: {e}");
             }
@@ -74,12 +74,29 @@ impl Manager {
     }
 }
 
-/// A template's halt signal (`HALT_SIGNAL` in `<name>.conf`), SIGUSR1 if
-/// unset: a raw number, as real-time signals (systemd's SIGRTMIN+3) have no
-/// named constant.
+/// The installed template's halt signal (for a VE adopted after a vmmgr
+/// restart, whose start vmmgr did not see).
 fn halt_signal(layout: &Layout, template: &str) -> i32 {
-    let name = layout.template(template).and_then(|t| t.halt_signal);
-    signal_number(name.as_deref().unwrap_or("SIGUSR1")).unwrap_or(libc::SIGUSR1)
+    layout
+        .template(template)
+        .map_or(libc::SIGUSR1, |t| halt_signal_of(&t))
+}
+
+/// A template's halt signal (`HALT_SIGNAL` in `<name>.conf`), SIGUSR1 if
+/// unset or unusable: a raw number, as real-time signals (systemd's
+/// SIGRTMIN+3) have no named constant.
+pub(super) fn halt_signal_of(t: &super::templates::Template) -> i32 {
+    match t.halt_signal.as_deref().map(|n| (n, signal_number(n))) {
+        None => libc::SIGUSR1,
+        Some((_, Some(sig))) => sig,
+        Some((name, None)) => {
+            log::warn!(
+                "template {}: HALT_SIGNAL={name:?} is not a signal vzctl stop can use; sending SIGUSR1",
+                t.name
+            );
+            libc::SIGUSR1
+        }
+    }
 }
 
 /// `SIGTERM`, `TERM`, `15`, `SIGRTMIN+3` ... as a number.

@@ -75,11 +75,19 @@ impl Manager {
                         }
                     });
             }
-            self.track(veid, pid, st, fd);
+            // Adopted: the halt signal comes from the installed template.
+            self.track(veid, pid, st, fd, None);
         }
     }
 
-    pub(super) fn track(self: &Arc<Self>, veid: VeId, pid: i32, start_time: u64, fd: OwnedFd) {
+    pub(super) fn track(
+        self: &Arc<Self>,
+        veid: VeId,
+        pid: i32,
+        start_time: u64,
+        fd: OwnedFd,
+        halt_signal: Option<i32>,
+    ) {
         let fd = Arc::new(fd);
         let mut st = self.lock();
         st.sampled.remove(&veid);
@@ -90,6 +98,7 @@ impl Manager {
                 start_time,
                 pidfd: Arc::clone(&fd),
                 started: Instant::now(),
+                halt_signal,
             },
         );
         drop(st);

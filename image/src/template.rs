@@ -510,7 +510,7 @@ fn prune(dir: &Path, name: &str, newest: &Path, keep: usize) {
         })
         .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
         .collect();
-    builds.sort_by(|a, b| b.0.cmp(&a.0));
+    builds.sort_by_key(|b| std::cmp::Reverse(b.0));
     let mut kept = 0;
     for (_, p) in builds {
         if p == newest || kept < keep.saturating_sub(1) {

@@ -233,6 +233,13 @@ impl Manager {
             .find(|v| self.info(*v).name.as_str() == name)
     }
 
+    /// The first address of `cfg` that another VE has, and that VE.
+    fn address_taken(&self, cfg: &VeConfig) -> Option<(std::net::IpAddr, VeId)> {
+        cfg.ip_address
+            .iter()
+            .find_map(|a| self.address_owner(a.ip, cfg.veid).map(|o| (a.ip, o)))
+    }
+
     /// The VE other than `except` that has address `ip`: in force in a
     /// running VE, or in a config.
     fn address_owner(&self, ip: std::net::IpAddr, except: VeId) -> Option<VeId> {

@@ -165,11 +165,7 @@ impl Manager {
                 format!("nothing changed: {}", errors.join("; ")),
             );
         };
-        if let Some((ip, other)) = cfg
-            .ip_address
-            .iter()
-            .find_map(|a| self.address_owner(a.ip, veid).map(|o| (a.ip, o)))
-        {
+        if let Some((ip, other)) = self.address_taken(&cfg) {
             return Outcome::fail(
                 ExitCode::IpInUse,
                 format!("nothing changed: {ip} is already an address of VE {other}"),

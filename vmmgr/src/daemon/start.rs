@@ -103,11 +103,7 @@ impl Manager {
         }
         // An address another VE holds now (given it live, unsaved) is not
         // routed to this one as well.
-        if let Some((ip, other)) = cfg
-            .ip_address
-            .iter()
-            .find_map(|a| self.address_owner(a.ip, veid).map(|o| (a.ip, o)))
-        {
+        if let Some((ip, other)) = self.address_taken(&cfg) {
             return Outcome::fail(
                 ExitCode::IpInUse,
                 format!("VE {veid}: {ip} is an address of VE {other}; not starting"),

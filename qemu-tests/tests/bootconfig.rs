@@ -110,6 +110,37 @@ fn baked_boot_config() -> anyhow::Result<()> {
         at("102") < at("101") && at("101") < at("107"),
         "boot order not respected:\n{log}"
     );
+    // Each start is logged with where its time went: vmmgr's steps, then
+    // the setup helper's own (reported by it over its channel).
+    let line = log
+        .lines()
+        .find(|l| l.contains("VE 101: started"))
+        .unwrap_or_default();
+    let (_, steps) = line
+        .split_once("; steps (ms): ")
+        .unwrap_or_else(|| panic!("no step breakdown in {line:?}"));
+    let names: Vec<String> = vmmgr::timing::parse(steps)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    for want in [
+        "checks", "cgroup", "limits", "devices", "vesetup", "process",
+    ]
+    .iter()
+    .chain(proto::SETUP_STEPS.iter())
+    .chain(["record", "routes", "track"].iter())
+    {
+        assert!(
+            names.iter().any(|n| n == want),
+            "step {want} missing: {line}"
+        );
+    }
+    // The modules the root switch did not need were loaded on VZROOT, all.
+    assert!(
+        log.contains("modules of /etc/modules.load loaded:")
+            && log.contains(" 0 failed; slowest: "),
+        "{log}"
+    );
     // One warning per unimplemented key of the sample, logged once; the
     // resource keys are implemented.
     assert_eq!(

@@ -21,6 +21,7 @@ pub mod server;
 pub mod setup;
 pub mod stream;
 pub mod sys;
+pub mod timing;
 pub mod ubc;
 
 /// The control socket clients connect to.

@@ -421,13 +421,24 @@ pub struct SetupSpec {
     pub netdev: Text,
 }
 
+/// The steps of a `vesetup` run, in the order of `SetupReply::Started`'s
+/// `steps_us`.
+pub const SETUP_STEPS: [&str; 10] = [
+    "policy", "mountns", "userns", "layers", "dev", "init", "net", "kernfs", "pivot", "exec",
+];
+
 /// What `vesetup` reports to vmmgr (one frame, kind [`Kind::Setup`]); with
 /// `Started`, a pidfd of the VE init travels beside it (SCM_RIGHTS).
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SetupReply {
-    /// The VE init runs the template's init program.
-    Started { pid: u32, start_time: u64 },
+    /// The VE init runs the template's init program; `steps_us` is how
+    /// long each of [`SETUP_STEPS`] took, in microseconds.
+    Started {
+        pid: u32,
+        start_time: u64,
+        steps_us: Vec<u32, 16>,
+    },
     /// The start failed at `step`; `broken_init` when the template's init
     /// program itself could not be executed (OpenVZ exit code 47).
     Failed {

@@ -46,6 +46,7 @@ fn main() {
             proto::SetupReply::Started {
                 pid: started.pid.as_raw_nonzero().get() as u32,
                 start_time: started.start_time,
+                steps_us: started.steps.micros().map(|(_, us)| us).take(16).collect(),
             },
             Some(started.pidfd),
         ),

@@ -184,6 +184,14 @@ fn pages_or_max(v: Option<u64>) -> String {
     v.map_or("max".to_owned(), |v| v.to_string())
 }
 
+/// Whether `values` (of [`cgroup_values`]) protect any memory (a
+/// `memory.min` or `memory.low` above 0).
+pub fn guarantees(values: &[(&'static str, String)]) -> bool {
+    values.iter().any(|(k, v)| {
+        matches!(*k, "memory.min" | "memory.low") && v.trim().parse::<u64>().map_or(true, |n| n > 0)
+    })
+}
+
 /// Sets the VE subtree's `memory.min` and `memory.low` (the directory
 /// `vz_cg`) to the sums of its VEs': a child is protected only as far as its
 /// parent is, and a parent protected beyond its children's sum would, with
@@ -318,6 +326,10 @@ mod tests {
         assert_eq!(get(&none, "memory.max"), "max");
         assert_eq!(get(&none, "memory.high"), "max");
         assert_eq!(get(&none, "memory.min"), "0");
+        assert!(
+            !guarantees(&none),
+            "no guarantee asked: no walk over the VEs"
+        );
         assert_eq!(get(&none, "io.bfq.weight"), "100");
         assert_eq!(
             get(&none, "io.max"),
@@ -350,6 +362,7 @@ mod tests {
         assert_eq!(get(&v, "memory.swap.max"), "max");
         assert_eq!(get(&v, "memory.min"), (64u64 << 20).to_string());
         assert_eq!(get(&v, "memory.low"), (128u64 << 20).to_string());
+        assert!(guarantees(&v));
         assert_eq!(get(&v, "io.bfq.weight"), "800");
         assert_eq!(get(&v, "io.weight"), "default 800");
         assert_eq!(

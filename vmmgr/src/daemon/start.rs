@@ -9,7 +9,6 @@ use crate::exitcode::ExitCode;
 use crate::runstate::VeRecord;
 use crate::setup::Spec;
 use std::sync::Arc;
-use std::time::Instant;
 use vzconfig::net::{NameServers, SearchDomains};
 
 impl Manager {
@@ -109,7 +108,7 @@ impl Manager {
                 format!("VE {veid}: {ip} is an address of VE {other}; not starting"),
             );
         }
-        let t0 = Instant::now();
+        let mut steps = crate::timing::Steps::new();
         // Processes in the VE's cgroup that vmmgr does not track (it could not
         // adopt them): a second start would mount a second overlay on the same
         // private area. Refuse.
@@ -130,16 +129,20 @@ impl Manager {
             }
             Err(e) => return Outcome::fail(ExitCode::System, format!("VE {veid}: {e}")),
         }
+        steps.mark("checks");
         if let Err(o) = make_private(&self.layout.on_disk(&cfg.ve_private), false, veid) {
             return o;
         }
+        steps.mark("private");
         if let Err(e) = self.apply_quota(veid, &cfg) {
             return Outcome::fail(ExitCode::System, format!("VE {veid}: {e}"));
         }
+        steps.mark("quota");
         let (lower, template) = match self.lower(&cfg) {
             Ok(l) => l,
             Err(o) => return o,
         };
+        steps.mark("template");
         // The halt signal of the version it runs, whatever is installed later.
         let halt = super::stop::halt_signal_of(&template);
         let spec = self.spec(&cfg, lower);
@@ -153,6 +156,7 @@ impl Manager {
             self.cleanup_cgroup(veid);
             return Outcome::fail(ExitCode::System, format!("VE {veid}: its cgroup: {e}"));
         }
+        steps.mark("cgroup");
         // Its limits, before anything of it runs.
         let values = crate::daemon::limits::cgroup_values(veid.get(), &cfg.limits, &self.host);
         match crate::daemon::limits::apply(&cg, &values) {
@@ -160,13 +164,19 @@ impl Manager {
                 for s in skipped {
                     log::info!("VE {veid}: limit not enforced: {s}");
                 }
-                crate::daemon::limits::update_guarantees(&self.layout.cgroup_root);
+                // A VE that asks no memory guarantee leaves their sums as
+                // they are (its fresh cgroup holds 0): no walk over every
+                // VE's cgroup for it.
+                if crate::daemon::limits::guarantees(&values) {
+                    crate::daemon::limits::update_guarantees(&self.layout.cgroup_root);
+                }
             }
             Err(e) => {
                 self.cleanup_cgroup(veid);
                 return Outcome::fail(ExitCode::System, format!("VE {veid}: its limits: {e}"));
             }
         }
+        steps.mark("limits");
         // Which devices it may open, before anything of it runs (fails
         // closed: no program, no start).
         if let Err(e) =
@@ -175,6 +185,7 @@ impl Manager {
             self.cleanup_cgroup(veid);
             return Outcome::fail(ExitCode::System, format!("VE {veid}: its devices: {e}"));
         }
+        steps.mark("devices");
         self.netdev_prepare(veid, &cfg.netdev);
         // Its addresses in the firewall before its pair exists (fails
         // closed: an interface with none sends nothing).
@@ -182,12 +193,20 @@ impl Manager {
             self.cleanup_cgroup(veid);
             return Outcome::fail(ExitCode::System, format!("VE {veid}: {e}"));
         }
+        steps.mark("firewall");
         let (pid, start, fd) = match crate::setup::spawn_helper(&self.layout.helper, &spec) {
             crate::setup::Outcome::Started {
                 pid,
                 start_time,
                 pidfd,
-            } => (pid, start_time, pidfd),
+                steps: helper,
+            } => {
+                steps.mark("vesetup");
+                for (name, d) in helper {
+                    steps.add(name, d);
+                }
+                (pid, start_time, pidfd)
+            }
             crate::setup::Outcome::Failed {
                 message,
                 broken_init,
@@ -229,6 +248,7 @@ impl Manager {
                 ),
             );
         }
+        steps.mark("record");
         // The routes to its addresses and the neighbour answers: a VE
         // whose addresses cannot be routed does not run half-reachable.
         self.lock().net.insert(veid, cfg.ip_address.clone());
@@ -246,6 +266,7 @@ impl Manager {
             self.net_down(veid);
             return Outcome::fail(ExitCode::System, format!("Unable to start VE {veid}: {e}"));
         }
+        steps.mark("routes");
         // SHMPAGES: the VE's System V shared memory, in its IPC namespace.
         if let Some(pages) = cfg.limits.ubc("shmpages").and_then(|b| b.limit.get()) {
             if let Err(e) = super::set::set_shmall(&fd, cfg.local_uid, Some(pages)) {
@@ -257,9 +278,13 @@ impl Manager {
             (cfg.limits.devnodes.clone(), cfg.limits.devices.clone()),
         );
         self.track(veid, pid, start, fd, Some(halt));
+        steps.mark("track");
+        // The step breakdown (ms; `vesetup` is its whole run, the steps
+        // after it are its parts): the start benchmarks read this line.
         log::info!(
-            "VE {veid}: started, init pid {pid}, in {} ms",
-            t0.elapsed().as_millis()
+            "VE {veid}: started, init pid {pid}, in {} ms; steps (ms): {}",
+            steps.total().as_millis(),
+            steps.render()
         );
         Outcome::ok(format!(
             "Starting VE {veid} ...\nVE start in progress...\nVE {veid} started (init pid {pid})"

@@ -186,7 +186,12 @@ fn first_process(
 impl Waiting {
     /// Lets the init go on, and waits until it executed the template's init
     /// (its error pipe closes on exec) or failed.
-    pub(super) fn release(self, spec: &Spec, cx: &Ctx) -> Result<Started, SetupError> {
+    pub(super) fn release(
+        self,
+        spec: &Spec,
+        cx: &Ctx,
+        steps: crate::timing::Steps,
+    ) -> Result<Started, SetupError> {
         let Waiting {
             pidfd,
             pid,
@@ -206,6 +211,7 @@ impl Waiting {
                 pid,
                 start_time,
                 pidfd,
+                steps,
             });
         }
         let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());

@@ -182,13 +182,17 @@ pub struct Started {
     /// Its start time (`/proc/<pid>/stat` field 22), read before the pivot.
     pub start_time: u64,
     pub pidfd: OwnedFd,
+    /// How long each of [`proto::SETUP_STEPS`] took.
+    pub steps: crate::timing::Steps,
 }
 
 /// Builds the VE and starts its init.
 pub fn run(spec: &Spec) -> Result<Started, SetupError> {
     let cx = Ctx { veid: spec.veid };
+    let mut steps = crate::timing::Steps::new();
     // 1. Policy, while /etc/vzpolicy is in reach.
     let policy = read_policy(spec)?;
+    steps.mark("policy");
 
     // 2. Mount namespace A, ours alone.
     cx.at(
@@ -207,12 +211,15 @@ pub fn run(spec: &Spec) -> Result<Started, SetupError> {
     // The null device to bind over masked files, checked, from A's own tree
     // (a mount of another namespace cannot be cloned into this one).
     let null = cx.at("opening /dev/null", crate::mountfd::open_dev_null())?;
+    steps.mark("mountns");
 
     // 3. The VE's user namespace.
     let userns = userns::create(spec, &cx)?;
+    steps.mark("userns");
 
     // 4.-5. Layers and the overlay root, attached in A.
     let root = layers::build_root(spec, &cx, userns.as_fd())?;
+    steps.mark("layers");
 
     // 6. /dev.
     dev::populate(
@@ -224,14 +231,17 @@ pub fn run(spec: &Spec) -> Result<Started, SetupError> {
         spec.pty_max,
         &spec.devnodes,
     )?;
+    steps.mark("dev");
 
     // 7. The VE's first process and its init, waiting; its network
     // interface while it waits.
     let waiting = init::spawn(spec, &cx, userns.as_fd(), &policy)?;
+    steps.mark("init");
     if let Err(e) = net::configure(&cx, spec, waiting.pidfd.as_fd()) {
         waiting.abort();
         return Err(e);
     }
+    steps.mark("net");
 
     // 8. /proc, /sys, cgroup2 and the masks, from the VE's namespaces.
     // 9. The overlay becomes the root of A (and of the waiting init).
@@ -242,14 +252,20 @@ pub fn run(spec: &Spec) -> Result<Started, SetupError> {
         null.as_fd(),
         &policy,
     )
-    .and_then(|()| pivot::pivot_into(&cx, root));
+    .and_then(|()| {
+        steps.mark("kernfs");
+        pivot::pivot_into(&cx, root)
+    });
     if let Err(e) = prepared {
         waiting.abort();
         return Err(e);
     }
+    steps.mark("pivot");
 
     // 10. Let the init lock its mounts and execute the template's init.
-    waiting.release(spec, &cx)
+    let mut started = waiting.release(spec, &cx, steps)?;
+    started.steps.mark("exec");
+    Ok(started)
 }
 
 impl From<&proto::SetupSpec> for Spec {
@@ -350,6 +366,9 @@ pub enum Outcome {
         pid: i32,
         start_time: u64,
         pidfd: OwnedFd,
+        /// The helper's own steps ([`proto::SETUP_STEPS`]), then `process`:
+        /// the rest of the time from its spawn to its reply (exec, exit).
+        steps: Vec<(&'static str, std::time::Duration)>,
     },
     Failed {
         message: String,
@@ -378,6 +397,7 @@ pub fn spawn_helper(helper: &std::path::Path, spec: &Spec) -> Outcome {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     crate::sys::pass_fd_as(&mut cmd, theirs, 3);
+    let t0 = std::time::Instant::now();
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return failed(format!("running {}: {e}", helper.display())),
@@ -408,13 +428,22 @@ pub fn spawn_helper(helper: &std::path::Path, spec: &Spec) -> Outcome {
         }
     };
     match (proto::decode::<proto::SetupReply>(&buf[..n]), fd) {
-        (Ok((proto::Kind::Setup, proto::SetupReply::Started { pid, start_time })), Some(pidfd)) => {
-            Outcome::Started {
-                pid: pid as i32,
-                start_time,
-                pidfd,
-            }
-        }
+        (
+            Ok((
+                proto::Kind::Setup,
+                proto::SetupReply::Started {
+                    pid,
+                    start_time,
+                    steps_us,
+                },
+            )),
+            Some(pidfd),
+        ) => Outcome::Started {
+            pid: pid as i32,
+            start_time,
+            pidfd,
+            steps: helper_steps(&steps_us, t0.elapsed()),
+        },
         (
             Ok((
                 _,
@@ -431,6 +460,22 @@ pub fn spawn_helper(helper: &std::path::Path, spec: &Spec) -> Outcome {
             "the setup helper gave no valid reply (exit {status:?}): {stderr}"
         )),
     }
+}
+
+/// The helper's reported steps by name, then `process`: what remains of
+/// `total` (its exec, start-up and exit).
+fn helper_steps(
+    us: &[u32],
+    total: std::time::Duration,
+) -> Vec<(&'static str, std::time::Duration)> {
+    let mut v: Vec<_> = proto::SETUP_STEPS
+        .iter()
+        .zip(us)
+        .map(|(n, u)| (*n, std::time::Duration::from_micros(u64::from(*u))))
+        .collect();
+    let inside: std::time::Duration = v.iter().map(|(_, d)| *d).sum();
+    v.insert(0, ("process", total.saturating_sub(inside)));
+    v
 }
 
 #[cfg(test)]

@@ -200,14 +200,42 @@ pub fn build(opts: &Options) -> Result<Summary> {
     );
     let kdir = sysroot.join("lib/modules").join(&kernel.release);
     let index = kmod::Kernel::index(&kdir)?;
-    let wanted: Vec<String> = debs::parse_list(&read_text(&rootfs.join("modules.list"))?);
-    let order = index.load_order(&wanted, &mut |p: &Path| kmod::deps_from_file(p))?;
-    let load_list: String = order.iter().map(|p| format!("{}\n", p.display())).collect();
+    let lists = kmod::Lists::parse(&read_text(&rootfs.join("modules.list"))?)?;
+    let mut deps = |p: &Path| kmod::deps_from_file(p);
+    let early = index.load_order(&lists.initramfs, &mut deps)?;
+    let with_fallback = index.load_order(
+        &[lists.initramfs.clone(), lists.fallback.clone()].concat(),
+        &mut deps,
+    )?;
+    let fallback: Vec<PathBuf> = with_fallback
+        .into_iter()
+        .filter(|m| !early.contains(m))
+        .collect();
+    let mut order = index.load_order(&lists.on_root(), &mut deps)?;
+    let load_list = index.dep_lines(&order, &mut deps)?;
+    let to_load = order.len();
+    // VZROOT holds the fallback drivers' files too (not loaded from its list).
+    order.extend(
+        fallback
+            .iter()
+            .filter(|m| !order.contains(m))
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    let plain =
+        |v: &[PathBuf]| -> String { v.iter().map(|p| format!("{}\n", p.display())).collect() };
+    let initramfs_mods = kmod::InitramfsModules {
+        load: plain(&early),
+        fallback: plain(&fallback),
+        files: [early.clone(), fallback.clone()].concat(),
+    };
     eprintln!(
-        "      kernel {}: {} modules to load ({} listed)",
+        "      kernel {}: {} modules to load, {} of them before the root switch ({} more if \
+         the root disk is late)",
         kernel.release,
-        order.len(),
-        wanted.len()
+        to_load,
+        early.len(),
+        fallback.len()
     );
     let _ = t;
 
@@ -244,8 +272,7 @@ pub fn build(opts: &Options) -> Result<Summary> {
         &sysroot,
         &bins,
         &kernel.release,
-        &order,
-        &load_list,
+        &initramfs_mods,
         opts.epoch,
     )?;
     eprintln!(
@@ -725,8 +752,7 @@ fn write_initramfs(
     sysroot: &Path,
     bins: &BTreeMap<&'static str, PathBuf>,
     release: &str,
-    order: &[PathBuf],
-    load_list: &str,
+    mods: &kmod::InitramfsModules,
     epoch: u64,
 ) -> Result<()> {
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
@@ -770,15 +796,20 @@ fn write_initramfs(
         },
     );
     entries.insert("bin/sh".into(), Node::Symlink("busybox".into()));
-    entries.insert(
-        "etc/modules.load".into(),
-        Node::File {
-            data: load_list.as_bytes().to_vec(),
-            executable: false,
-        },
-    );
+    for (name, text) in [
+        ("etc/modules.load", &mods.load),
+        ("etc/modules.fallback", &mods.fallback),
+    ] {
+        entries.insert(
+            name.into(),
+            Node::File {
+                data: text.as_bytes().to_vec(),
+                executable: false,
+            },
+        );
+    }
     let kdir = format!("lib/modules/{release}");
-    for m in order {
+    for m in &mods.files {
         let rel = format!("{kdir}/{}", m.display());
         if let Some((parent, _)) = rel.rsplit_once('/') {
             add_dirs(&mut entries, parent);

@@ -139,6 +139,87 @@ impl Kernel {
     }
 }
 
+/// `rootfs/modules.list`: its `[initramfs]`, `[fallback]` and `[later]`
+/// sections (module names).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Lists {
+    pub initramfs: Vec<String>,
+    pub fallback: Vec<String>,
+    pub later: Vec<String>,
+}
+
+impl Lists {
+    pub fn parse(text: &str) -> Result<Lists> {
+        let mut l = Lists::default();
+        let mut section: Option<&mut Vec<String>> = None;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            section = match line {
+                "[initramfs]" => Some(&mut l.initramfs),
+                "[fallback]" => Some(&mut l.fallback),
+                "[later]" => Some(&mut l.later),
+                _ => {
+                    match section.as_deref_mut() {
+                        Some(v) => v.push(line.to_owned()),
+                        None => bail!(
+                            "rootfs/modules.list:{}: module {line:?} before any section: \
+                             put it under [initramfs], [fallback] or [later]",
+                            n + 1
+                        ),
+                    }
+                    section
+                }
+            };
+        }
+        if l.initramfs.is_empty() {
+            bail!("rootfs/modules.list has no [initramfs] modules: the root disk needs its driver");
+        }
+        Ok(l)
+    }
+
+    /// What VZROOT loads: the initramfs's modules (skipped there, as
+    /// already loaded) and the later ones. The fallback disk drivers only
+    /// load when the initramfs needed them for the root disk.
+    pub fn on_root(&self) -> Vec<String> {
+        [&self.initramfs[..], &self.later[..]].concat()
+    }
+}
+
+/// What the initramfs holds of the modules: its load list, the fallback
+/// list and the files of both.
+#[derive(Debug)]
+pub struct InitramfsModules {
+    pub load: String,
+    pub fallback: String,
+    pub files: Vec<PathBuf>,
+}
+
+impl Kernel {
+    /// `path: dependency-path ...` for each module of `order` (modules.dep's
+    /// form; built-in dependencies are left out).
+    pub fn dep_lines(
+        &self,
+        order: &[PathBuf],
+        deps_of: &mut dyn FnMut(&Path) -> Result<Vec<String>>,
+    ) -> Result<String> {
+        let mut out = String::new();
+        for rel in order {
+            let deps: Vec<String> = deps_of(&self.root.join(rel))?
+                .iter()
+                .filter_map(|d| self.modules.get(&normalize(d)))
+                .map(|p| p.display().to_string())
+                .collect();
+            out.push_str(
+                &format!("{}: {}\n", rel.display(), deps.join(" ")).replace(": \n", ":\n"),
+            );
+        }
+        Ok(out)
+    }
+}
+
 /// Reads a module file's dependencies.
 pub fn deps_from_file(path: &Path) -> Result<Vec<String>> {
     let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -193,6 +274,30 @@ mod tests {
             names,
             vec!["kernel/c.ko", "kernel/b.ko", "kernel/a.ko", "kernel/d_x.ko"]
         );
+    }
+
+    #[test]
+    fn dep_lines_name_dependency_paths_without_builtins() {
+        let k = kernel();
+        let order = k.load_order(&["a".into()], &mut deps).expect("order");
+        assert_eq!(
+            k.dep_lines(&order, &mut deps).expect("lines"),
+            "kernel/c.ko:\nkernel/b.ko: kernel/c.ko\nkernel/a.ko: kernel/b.ko kernel/c.ko\n"
+        );
+    }
+
+    #[test]
+    fn module_list_sections() {
+        let l = Lists::parse(
+            "# c\n[initramfs]\nvirtio_blk # disk\n\n[fallback]\nata_piix\n[later]\nfuse\nveth\n",
+        )
+        .expect("parsed");
+        assert_eq!(l.initramfs, ["virtio_blk"]);
+        assert_eq!(l.fallback, ["ata_piix"]);
+        assert_eq!(l.on_root(), ["virtio_blk", "fuse", "veth"]);
+        let e = Lists::parse("fuse\n[later]\n").expect_err("no section");
+        assert!(e.to_string().contains("modules.list:1"), "{e}");
+        assert!(Lists::parse("[later]\nfuse\n").is_err());
     }
 
     #[test]

@@ -39,6 +39,9 @@ pub const CONSOLE_TTY: &str = "/dev/ttyS0";
 const NEW_ROOT: &str = "/newroot";
 const RAMFS_MAGIC: u32 = 0x8584_58f6;
 const DEVICE_WAIT: Duration = Duration::from_secs(15);
+/// How long the root disk may take on the initramfs's own drivers before
+/// the fallback drivers are loaded too.
+const FALLBACK_WAIT: Duration = Duration::from_secs(1);
 const SERVICE_STOP_TIMEOUT: Duration = Duration::from_secs(15);
 const KILL_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -171,9 +174,9 @@ fn kernel_release() -> String {
 
 use vzcommon::error_chain;
 
-/// Waits (polling sysfs, bounded) for the partition labelled `label`.
-fn wait_for_partition(label: &str) -> Option<PathBuf> {
-    let deadline = Instant::now() + DEVICE_WAIT;
+/// Waits (polling sysfs, at most `wait`) for the partition labelled `label`.
+fn wait_for_partition(label: &str, wait: Duration) -> Option<PathBuf> {
+    let deadline = Instant::now() + wait;
     loop {
         if let Some(dev) = blockdev::find_by_partlabel(Path::new("/sys"), label) {
             if dev.exists() {
@@ -189,15 +192,24 @@ fn wait_for_partition(label: &str) -> Option<PathBuf> {
     }
 }
 
-fn load_modules() -> Result<(), String> {
+/// Loads the modules of `list`: on VZROOT the whole list, on `workers`
+/// threads, skipping what the initramfs loaded; in the initramfs its own
+/// list, in order.
+fn load_modules(list: &str, workers: usize) -> Result<(), String> {
     let dir = Path::new("/lib/modules").join(kernel_release());
-    match modules::load_all(Path::new(modules::LOAD_LIST), &dir) {
+    let loaded = if workers > 1 {
+        modules::load_parallel(Path::new(list), &dir, Path::new("/sys"), workers)
+    } else {
+        modules::load_all(Path::new(list), &dir)
+    };
+    match loaded {
         Ok(r) => {
             klog::step(&format!(
-                "modules loaded: {} new, {} already present, {} failed",
+                "modules of {list} loaded: {} new, {} already present, {} failed; slowest: {}",
                 r.loaded,
                 r.already,
-                r.failed.len()
+                r.failed.len(),
+                r.slowest_text()
             ));
             if r.failed.is_empty() {
                 Ok(())
@@ -211,8 +223,7 @@ fn load_modules() -> Result<(), String> {
             }
         }
         Err(e) => Err(format!(
-            "reading {}: {e}; the initramfs is incomplete: rebuild the image",
-            modules::LOAD_LIST
+            "reading {list}: {e}; the image is incomplete: rebuild the image",
         )),
     }
 }
@@ -220,18 +231,34 @@ fn load_modules() -> Result<(), String> {
 /// The initramfs stage: modules, VZROOT, switch root. An `Err` is the reason
 /// the appliance stays in the initramfs in degraded mode.
 fn stage_initramfs() -> Result<(), String> {
-    if let Err(why) = load_modules() {
+    if let Err(why) = load_modules(modules::LOAD_LIST, 1) {
         // Not fatal by itself: VZROOT may still mount.
         log::error!("{why}");
     }
-    let dev = wait_for_partition(blockdev::ROOT_LABEL).ok_or_else(|| {
-        format!(
-            "no partition labelled {} appeared within {} s: is the disk attached, and was \
+    // The root disk is on virtio where the appliance usually runs; on
+    // another controller its driver is in the fallback list.
+    let dev = wait_for_partition(blockdev::ROOT_LABEL, FALLBACK_WAIT)
+        .or_else(|| {
+            if !Path::new(modules::FALLBACK_LIST).exists() {
+                return None;
+            }
+            klog::step(&format!(
+                "no {} yet: loading the other disk drivers",
+                blockdev::ROOT_LABEL
+            ));
+            if let Err(why) = load_modules(modules::FALLBACK_LIST, 1) {
+                log::error!("{why}");
+            }
+            wait_for_partition(blockdev::ROOT_LABEL, DEVICE_WAIT)
+        })
+        .ok_or_else(|| {
+            format!(
+                "no partition labelled {} appeared within {} s: is the disk attached, and was \
              the image written to it whole (`image flash`)?",
-            blockdev::ROOT_LABEL,
-            DEVICE_WAIT.as_secs()
-        )
-    })?;
+                blockdev::ROOT_LABEL,
+                DEVICE_WAIT.as_secs()
+            )
+        })?;
     klog::step(&format!(
         "found {} at {}",
         blockdev::ROOT_LABEL,
@@ -349,6 +376,13 @@ fn mount_partition(
 fn stage_root() -> Degraded {
     let mut degraded = Degraded::default();
     let _ = std::fs::remove_file(DEGRADED_FILE);
+    // The modules the root switch did not need (networking, FUSE, overlay,
+    // loop, ...), on every CPU while the partitions are mounted; the
+    // services that use them start after.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+    let later = std::thread::Builder::new()
+        .name("modules".into())
+        .spawn(move || load_modules(modules::LOAD_LIST, workers));
     let nosuid = MountFlags::NOSUID | MountFlags::NOEXEC;
     let basic: [(&str, &str, &str, MountFlags, &str); 4] = [
         (
@@ -438,6 +472,15 @@ fn stage_root() -> Degraded {
     match vzcommon::interface_up("lo") {
         Ok(()) => klog::step("lo up"),
         Err(e) => degraded.add(format!("bringing up lo: {e}; local services will not work")),
+    }
+    let loaded = match later {
+        Ok(h) => h
+            .join()
+            .unwrap_or_else(|_| Err("the module loader failed".to_owned())),
+        Err(e) => Err(format!("starting the module loader: {e}")),
+    };
+    if let Err(why) = loaded {
+        degraded.add(why);
     }
     degraded
 }

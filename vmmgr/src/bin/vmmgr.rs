@@ -47,10 +47,27 @@ fn main() {
             vzconfig::Severity::Warning => log::warn!("{d}"),
         }
     }
-    vmmgr::net::uplink::apply(&net);
+    // The VEs' firewall (with what the adopted ones hold) is loaded while
+    // the interfaces are configured: each is a few hundred ms under
+    // emulation, and neither needs the other.
     manager.adopt();
-    // The VEs' firewall, with what the adopted ones hold.
-    manager.net_resync(&net.masquerade);
+    let firewall = {
+        let m = std::sync::Arc::clone(&manager);
+        let masquerade = net.masquerade.clone();
+        std::thread::Builder::new()
+            .name("vmmgr-firewall".into())
+            .spawn(move || m.net_resync(&masquerade))
+    };
+    vmmgr::net::uplink::apply(&net);
+    match firewall {
+        Ok(h) => {
+            let _ = h.join();
+        }
+        Err(e) => {
+            log::warn!("loading the firewall on a thread: {e}; loading it now");
+            manager.net_resync(&net.masquerade);
+        }
+    }
     manager.start_sampler();
     let ctx = vmmgr::server::Ctx {
         paths: Paths::default(),

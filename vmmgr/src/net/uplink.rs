@@ -230,15 +230,25 @@ fn start_dhcp(ifname: &str) -> io::Result<()> {
     {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
     }
-    std::process::Command::new("/bin/busybox")
+    let mut child = std::process::Command::new("/bin/busybox")
         .args(["udhcpc", "-b", "-R", "-t", "5", "-T", "2", "-S"])
         .args(["-i", ifname, "-s", DHCP_SCRIPT, "-p", &pidfile])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .status()
-        .map_err(|e| io::Error::new(e.kind(), format!("starting udhcpc: {e}")))
-        .map(drop)
+        .spawn()
+        .map_err(|e| io::Error::new(e.kind(), format!("starting udhcpc: {e}")))?;
+    // Its first lease (or its move to the background) is not waited for:
+    // vmmgr answers meanwhile, and DHCP's address comes when it comes.
+    let name = ifname.to_owned();
+    let _ = std::thread::Builder::new()
+        .name("udhcpc-wait".into())
+        .spawn(move || match child.wait() {
+            Ok(s) if s.success() => log::info!("network: {name}: DHCP client running"),
+            Ok(s) => log::error!("network: {name}: udhcpc ended ({s}): no DHCP lease"),
+            Err(e) => log::error!("network: {name}: waiting for udhcpc: {e}"),
+        });
+    Ok(())
 }
 
 /// The appliance's resolv.conf from `conf` (when it names servers).

@@ -29,6 +29,59 @@ fn wait_running(a: &mut Appliance, n: usize, limit: Duration) -> anyhow::Result<
     }
 }
 
+/// Median and p99 of each start step over vmmgr's "started ... in N ms;
+/// steps (ms): ..." lines.
+fn print_breakdown(log: &str) {
+    let mut total: Vec<f64> = Vec::new();
+    let mut steps: Vec<(String, Vec<f64>)> = Vec::new();
+    for line in log.lines() {
+        let Some((head, tail)) = line.split_once("; steps (ms): ") else {
+            continue;
+        };
+        if let Some(ms) = head
+            .rsplit(" in ")
+            .next()
+            .and_then(|t| t.trim_end_matches(" ms").parse().ok())
+        {
+            total.push(ms);
+        }
+        for (name, ms) in vmmgr::timing::parse(tail) {
+            match steps.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, v)) => v.push(ms),
+                None => steps.push((name, vec![ms])),
+            }
+        }
+    }
+    let q = |v: &mut Vec<f64>, p: f64| -> f64 {
+        v.sort_by(f64::total_cmp);
+        v.get(((v.len().max(1) - 1) as f64 * p).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    println!(
+        "vzctl start until the VE init runs (TCG, vmmgr's timing, {} starts): median {:.0} ms, p99 {:.0} ms",
+        total.len(),
+        q(&mut total, 0.5),
+        q(&mut total, 0.99)
+    );
+    println!("  step         median ms   p99 ms   (vesetup's parts indented)");
+    let mut inside = false;
+    for (name, v) in &mut steps {
+        let part = inside && name != "record";
+        if name == "vesetup" {
+            inside = true;
+        } else if name == "record" {
+            inside = false;
+        }
+        println!(
+            "  {}{name:<12} {:>8.1} {:>8.1}",
+            if part { "  " } else { "" },
+            q(v, 0.5),
+            q(v, 0.99)
+        );
+    }
+}
+
 fn settle_avail(a: &mut Appliance) -> anyhow::Result<u64> {
     // Drop the page cache the commands above pulled in, then read.
     a.shell("sync; echo 3 > /proc/sys/vm/drop_caches")?;
@@ -58,30 +111,13 @@ fn main() -> anyhow::Result<()> {
     )?;
     wait_running(&mut a, n_mem, Duration::from_secs(600))?;
     let after = settle_avail(&mut a)?;
-    // vmmgr's own figure for each start: request to the VE init running.
+    // vmmgr's own figure for each start: request to the VE init running,
+    // and its steps.
     let log = a.shell_within(
-        "grep -o 'started, init pid [0-9]*, in [0-9]* ms' /run/vz/log",
+        "grep -o 'started, init pid [0-9]*, in [0-9]* ms.*' /run/vz/log",
         long,
     )?;
-    let mut ms: Vec<u64> = log
-        .lines()
-        .filter_map(|l| {
-            l.rsplit(" in ")
-                .next()?
-                .trim_end_matches(" ms")
-                .parse()
-                .ok()
-        })
-        .collect();
-    ms.sort_unstable();
-    if !ms.is_empty() {
-        println!(
-            "vzctl start until the VE init runs (TCG, vmmgr's timing, {} starts): median {} ms, p99 {} ms",
-            ms.len(),
-            ms[ms.len() / 2],
-            ms[((ms.len() - 1) as f64 * 0.99).round() as usize]
-        );
-    }
+    print_breakdown(&log);
     let per = (before.saturating_sub(after)) as f64 / n_mem as f64 / 1024.0;
     println!(
         "memory per idle busybox VE: {per:.2} MiB (MemAvailable {} -> {} MiB over {n_mem} VEs)",
@@ -128,6 +164,35 @@ fn main() -> anyhow::Result<()> {
             .and_then(|s| s.split(' ').next())
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
+        // Where a slow boot's time went: the kernel's longest silences
+        // before init, and init's own timeline.
+        let dmesg = a.shell_within("dmesg", Duration::from_secs(300))?;
+        let mut prev = 0.0f64;
+        for l in dmesg.lines() {
+            let Some((ts, _)) = l
+                .trim_start()
+                .strip_prefix('[')
+                .and_then(|r| r.split_once(']'))
+            else {
+                continue;
+            };
+            let Ok(t) = ts.trim().parse::<f64>() else {
+                continue;
+            };
+            if t - prev > 0.5 {
+                println!(
+                    "    kernel log: {:.2} s of silence before: {}",
+                    t - prev,
+                    l.trim()
+                );
+            }
+            prev = t;
+        }
+        let timeline = a.shell_within("cat /run/vz/timeline", Duration::from_secs(300))?;
+        println!(
+            "    init's timeline: {}",
+            timeline.trim().replace('\n', "; ")
+        );
         println!(
             "{n:>3} ONBOOT VEs: all running {:.2} s after kernel start (VE starts took {took} ms after vmmgr began); {:.1} s from the reboot's reset to all running; {}",
             at_s,

@@ -19,29 +19,39 @@ impl Manager {
                 .map_or(0, |c| c.bootorder);
             groups.entry(order).or_default().push(veid);
         }
-        self.in_groups(groups.into_values(), |me, veid| {
+        // Stops mostly wait for the VEs' inits: all of a group at once.
+        self.in_groups(groups.into_values(), usize::MAX, |me, veid| {
             let o = me.stop(veid, false);
             log::info!("VE {veid}: {}", o.message.replace('\n', "; "));
         });
     }
 
-    /// Runs `f` on every VE, group after group, the VEs of a group in parallel.
-    /// Returns how many VEs it ran on.
+    /// Runs `f` on every VE, group after group, the VEs of a group in
+    /// parallel on at most `workers` threads. Returns how many VEs it ran on.
     pub(super) fn in_groups(
         self: &Arc<Self>,
         groups: impl IntoIterator<Item = Vec<VeId>>,
+        workers: usize,
         f: fn(&Arc<Self>, VeId),
     ) -> usize {
         let mut count = 0;
         for group in groups {
-            let handles: Vec<_> = group
-                .into_iter()
-                .map(|veid| {
+            let n = group.len();
+            count += n;
+            let queue = Arc::new(std::sync::Mutex::new(group.into_iter()));
+            let handles: Vec<_> = (0..workers.clamp(1, n.max(1)))
+                .map(|_| {
                     let me = Arc::clone(self);
-                    std::thread::spawn(move || f(&me, veid))
+                    let queue = Arc::clone(&queue);
+                    std::thread::spawn(move || loop {
+                        let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+                        match next {
+                            Some(veid) => f(&me, veid),
+                            None => return,
+                        }
+                    })
                 })
                 .collect();
-            count += handles.len();
             for h in handles {
                 let _ = h.join();
             }
@@ -67,7 +77,12 @@ impl Manager {
             }
         }
         let t0 = Instant::now();
-        let count = self.in_groups(groups.into_values(), |me, veid| {
+        // Starts are CPU work (and compete with the console for it): as
+        // many at a time as the machine has CPUs, twice, so one waiting on
+        // the kernel leaves the CPU to another; a hundred threads at once
+        // only fight over the same locks.
+        let workers = 2 * std::thread::available_parallelism().map_or(1, |n| n.get());
+        let count = self.in_groups(groups.into_values(), workers, |me, veid| {
             let Some(busy) = me.begin(veid) else { return };
             let o = me.start(veid, false);
             drop(busy);

@@ -133,22 +133,7 @@ impl Layout {
             if !e.path().is_dir() || v.iter().any(|t| t.name == name) {
                 continue;
             }
-            let conf_path = self.template_dir.join(format!("{name}.conf"));
-            let conf = settings(
-                &std::fs::read_to_string(&conf_path).unwrap_or_default(),
-                &conf_path,
-            );
-            v.push(Template {
-                description: conf.get("DESCRIPTION").cloned().unwrap_or_default(),
-                version: conf
-                    .get("VERSION")
-                    .cloned()
-                    .unwrap_or_else(|| format!("appliance {}", env!("CARGO_PKG_VERSION"))),
-                size: dir_size(&e.path()),
-                source: Source::Tree(e.path()),
-                halt_signal: conf.get("HALT_SIGNAL").cloned(),
-                name,
-            });
+            v.push(self.tree_template(name, e.path(), true));
         }
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
@@ -159,8 +144,38 @@ impl Layout {
         self.templates().into_iter().map(|t| t.name).collect()
     }
 
+    /// Template `name` as [`Layout::templates`] lists it, but without
+    /// measuring a tree's size (a walk of every file, at each start).
     pub fn template(&self, name: &str) -> Option<Template> {
-        self.templates().into_iter().find(|t| t.name == name)
+        if !valid_name(name) {
+            return None;
+        }
+        if self.template_cache.join(format!("{name}.conf")).exists() {
+            return self.image_template(name).ok();
+        }
+        let dir = self.template_dir.join(name);
+        dir.is_dir()
+            .then(|| self.tree_template(name.to_owned(), dir, false))
+    }
+
+    /// The tree template `name` at `path` (its size measured if `size`).
+    fn tree_template(&self, name: String, path: PathBuf, size: bool) -> Template {
+        let conf_path = self.template_dir.join(format!("{name}.conf"));
+        let conf = settings(
+            &std::fs::read_to_string(&conf_path).unwrap_or_default(),
+            &conf_path,
+        );
+        Template {
+            description: conf.get("DESCRIPTION").cloned().unwrap_or_default(),
+            version: conf
+                .get("VERSION")
+                .cloned()
+                .unwrap_or_else(|| format!("appliance {}", env!("CARGO_PKG_VERSION"))),
+            size: if size { dir_size(&path) } else { 0 },
+            source: Source::Tree(path),
+            halt_signal: conf.get("HALT_SIGNAL").cloned(),
+            name,
+        }
     }
 
     /// The image template `name` from its conf in the cache; an error says

@@ -135,6 +135,47 @@ fn mem_available_mib(a: &mut Appliance) -> anyhow::Result<u64> {
     Ok(a.status()?.mem_available_kib / 1024)
 }
 
+/// Swap in use and what the zram device holds (vz.conf ZRAM_SWAP).
+fn swap_line(a: &mut Appliance) -> anyhow::Result<String> {
+    let out = a.shell(
+        "awk '/^Swap(Total|Free):/ {v[$1]=$2} END {print v[\"SwapTotal:\"], v[\"SwapFree:\"]}' /proc/meminfo; \
+         cat /sys/block/zram0/mm_stat 2>/dev/null || echo",
+    )?;
+    let mut lines = out.lines();
+    let sw: Vec<u64> = lines
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let mm: Vec<u64> = lines
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let (total, free) = (
+        sw.first().copied().unwrap_or(0),
+        sw.get(1).copied().unwrap_or(0),
+    );
+    Ok(if mm.len() >= 3 {
+        format!(
+            "swap: {} of {} MiB used; zram holds {} MiB of pages in {} MiB ({:.1}x)",
+            (total - free) / 1024,
+            total / 1024,
+            mm[0] >> 20,
+            mm[2] >> 20,
+            mm[0] as f64 / mm[2].max(1) as f64
+        )
+    } else {
+        format!(
+            "swap: {} of {} MiB used; no zram",
+            (total - free) / 1024,
+            total / 1024
+        )
+    })
+}
+
 fn main() -> anyhow::Result<()> {
     let max = env("VZ_BENCH_MAX", 200);
     let batch = env("VZ_BENCH_BATCH", 10).max(1);
@@ -221,6 +262,7 @@ fn main() -> anyhow::Result<()> {
             w
         };
         let avail = mem_available_mib(&mut a)?;
+        println!("web_density: {}", swap_line(&mut a)?);
         println!(
             "web_density: {to} VEs (batch answering after {:.0} s, CPUs {:.0} % busy before measuring): answered {} failed {}, HTTP p50 {} µs p90 {} µs, MemAvailable {avail} MiB",
             boot.as_secs_f64(),

@@ -20,6 +20,7 @@ pub mod runstate;
 pub mod server;
 pub mod setup;
 pub mod stream;
+pub mod swap;
 pub mod sys;
 pub mod timing;
 pub mod ubc;

@@ -224,6 +224,8 @@ pub enum ValueKind {
     DevNodes,
     /// DEVICES `c:10:200:rw`.
     Devices,
+    /// ZRAM_SWAP: `no`, `N%` or a size.
+    ZramSwap,
 }
 
 /// One config key: where it may appear, whether it does anything, what its
@@ -566,6 +568,10 @@ pub const KEYS: &[KeyDef] = &[
     KeyDef::global("VE0CPUUNITS")
         .implemented()
         .kind(ValueKind::CpuUnits),
+    // Ours: compressed swap in RAM for the appliance (docs/config.md).
+    KeyDef::global("ZRAM_SWAP")
+        .implemented()
+        .kind(ValueKind::ZramSwap),
     KeyDef::global("VE_STOP_MODE"),
     KeyDef::global("VE_PARALLEL"),
     KeyDef::global("LOGGING"),
@@ -989,6 +995,7 @@ pub fn check_value(def: &KeyDef, v: &str) -> Result<(), String> {
         ValueKind::DiskInodes => return resources::parse_disk(v, false).map(|_| ()),
         ValueKind::DevNodes => return resources::parse_devnodes(v).map(|_| ()),
         ValueKind::Devices => return resources::parse_devices(v).map(|_| ()),
+        ValueKind::ZramSwap => return resources::parse_zram_swap(v).map(|_| ()),
     };
     if ok {
         return Ok(());
@@ -1917,13 +1924,13 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), KEYS.len(), "a key is listed twice");
-        assert_eq!(KEYS.len(), 137);
+        assert_eq!(KEYS.len(), 138);
         assert!(KEYS.iter().all(|k| k
             .name
             .bytes()
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')));
         let count = |f: &dyn Fn(&KeyDef) -> bool| KEYS.iter().filter(|k| f(k)).count();
-        assert_eq!(count(&|k| k.scope == Scope::Global), 37);
+        assert_eq!(count(&|k| k.scope == Scope::Global), 38);
         assert_eq!(
             count(&|k| k.scope != Scope::Global && k.status == Status::Implemented),
             54
@@ -2360,6 +2367,7 @@ mod tests {
             ValueKind::DiskSpace | ValueKind::DiskInodes => "100:200",
             ValueKind::DevNodes => "net/tun:rw",
             ValueKind::Devices => "c:10:200:rw",
+            ValueKind::ZramSwap => "50%",
             ValueKind::IpList => "192.0.2.5 2001:db8::5",
             ValueKind::PortFwd => "tcp:8080:80",
             ValueKind::NameServers => "192.0.2.53",

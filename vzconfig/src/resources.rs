@@ -301,6 +301,54 @@ pub fn parse_overcommit(v: &str) -> Result<u32, String> {
     }
 }
 
+/// ZRAM_SWAP (vz.conf, ours): compressed swap in RAM for the appliance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZramSwap {
+    Off,
+    /// Percent of the machine's RAM (1..=200: compressed, it may exceed it).
+    Percent(u32),
+    Bytes(u64),
+}
+
+impl ZramSwap {
+    /// The swap device's (uncompressed) size on a machine with `ram` bytes.
+    pub fn bytes(self, ram: u64) -> u64 {
+        match self {
+            ZramSwap::Off => 0,
+            ZramSwap::Percent(p) => ram / 100 * u64::from(p),
+            ZramSwap::Bytes(b) => b,
+        }
+    }
+}
+
+/// ZRAM_SWAP: `no`, `N%` of RAM, or a size `N[K|M|G]` (bytes without a suffix).
+pub fn parse_zram_swap(v: &str) -> Result<ZramSwap, String> {
+    let v = v.trim();
+    let bad = || {
+        format!("{v:?}: use \"no\", a share of RAM like \"50%\" (1-200%), or a size like \"512M\"")
+    };
+    if v == "no" || v == "0" {
+        return Ok(ZramSwap::Off);
+    }
+    if let Some(p) = v.strip_suffix('%') {
+        return match p.parse::<u32>() {
+            Ok(n) if (1..=200).contains(&n) => Ok(ZramSwap::Percent(n)),
+            _ => Err(bad()),
+        };
+    }
+    let (num, mult) = match v.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&v[..i], 1u64 << 10),
+        Some((i, 'M' | 'm')) => (&v[..i], 1 << 20),
+        Some((i, 'G' | 'g')) => (&v[..i], 1 << 30),
+        _ => (v, 1),
+    };
+    match num.parse::<u64>().ok().and_then(|n| n.checked_mul(mult)) {
+        Some(0) => Ok(ZramSwap::Off),
+        Some(b) if b >= 1 << 20 => Ok(ZramSwap::Bytes(b)),
+        _ => Err(bad()),
+    }
+}
+
 /// Access a VE is granted to a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Access {
@@ -586,6 +634,19 @@ mod tests {
         assert_eq!(r[1].render(), "b:8:all:r");
         for bad in ["x:1:2:rw", "c:10:rw", "c:a:1:r", "c:10:200:z"] {
             assert!(parse_devices(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn zram_swap_sizes() {
+        assert_eq!(parse_zram_swap("no"), Ok(ZramSwap::Off));
+        assert_eq!(parse_zram_swap("50%"), Ok(ZramSwap::Percent(50)));
+        assert_eq!(parse_zram_swap("512M"), Ok(ZramSwap::Bytes(512 << 20)));
+        assert_eq!(parse_zram_swap("1g"), Ok(ZramSwap::Bytes(1 << 30)));
+        assert_eq!(ZramSwap::Percent(50).bytes(1000 << 20), 500 << 20);
+        for bad in ["0%", "300%", "12x", "-1", "100", "M"] {
+            let e = parse_zram_swap(bad).expect_err(bad);
+            assert!(e.contains("50%"), "{e}");
         }
     }
 }

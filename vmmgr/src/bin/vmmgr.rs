@@ -27,6 +27,15 @@ fn main() {
     }
     let manager = vmmgr::daemon::Manager::new(vmmgr::daemon::Layout::default());
     manager.reload();
+    // Compressed swap (vz.conf's ZRAM_SWAP), on its own thread: nothing
+    // waits for it, and it is there before the ONBOOT VEs need memory.
+    let zram = manager.zram_swap();
+    let _ = std::thread::Builder::new()
+        .name("vmmgr-zram".into())
+        .spawn(move || match vmmgr::swap::setup(zram) {
+            Ok(what) => log::info!("swap: {what}"),
+            Err(e) => log::error!("swap (vz.conf ZRAM_SWAP): {e}; running without it"),
+        });
     // The VEs' /proc view, before any VE starts (their setup binds it).
     if let Err(e) = vmmgr::procfs::start(std::sync::Arc::clone(&manager)) {
         log::error!(

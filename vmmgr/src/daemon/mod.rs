@@ -216,6 +216,15 @@ impl Manager {
         diags
     }
 
+    /// vz.conf's ZRAM_SWAP (off when absent; a bad value was reported
+    /// with its line when the config was loaded, and counts as absent).
+    pub fn zram_swap(&self) -> vzconfig::resources::ZramSwap {
+        self.global()
+            .get("ZRAM_SWAP")
+            .and_then(|v| vzconfig::resources::parse_zram_swap(v).ok())
+            .unwrap_or(vzconfig::resources::ZramSwap::Off)
+    }
+
     /// The global configuration as last loaded.
     fn global(&self) -> config::Global {
         self.lock()

@@ -22,31 +22,6 @@ pub unsafe fn take_inherited_fd(fd: i32) -> Option<OwnedFd> {
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Makes the child of `cmd` get `fd` as descriptor `target` (and nothing else
-/// of ours: every other descriptor of vmmgr is close-on-exec).
-pub fn pass_fd_as(cmd: &mut std::process::Command, fd: OwnedFd, target: i32) {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::process::CommandExt;
-    let raw = fd.as_raw_fd();
-    // SAFETY: runs between fork and exec; dup2 and fcntl are
-    // async-signal-safe, and the closure only uses `fd`, which the closure
-    // owns (moved in) and keeps open until exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            let _keep = &fd;
-            if raw == target {
-                let flags = libc::fcntl(raw, libc::F_GETFD);
-                if flags < 0 || libc::fcntl(raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            } else if libc::dup2(raw, target) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
 /// Makes the child of `cmd` start with SIGINT and SIGQUIT at their defaults
 /// (the console ignores them, and ignored signals survive exec).
 pub fn default_signals_in_child(cmd: &mut std::process::Command) {
@@ -242,5 +217,224 @@ pub fn seccomp_install_filter(filter: &[seccompiler::sock_filter]) -> std::io::R
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())
+    }
+}
+
+/// A child started by [`spawn_passing`].
+#[derive(Debug)]
+pub struct Spawned {
+    pub pid: libc::pid_t,
+    /// The read end of its stderr.
+    pub stderr: Option<std::fs::File>,
+    reaped: bool,
+}
+
+impl Spawned {
+    fn waitpid(&mut self, flags: libc::c_int) -> std::io::Result<Option<std::process::ExitStatus>> {
+        use std::os::unix::process::ExitStatusExt;
+        if self.reaped {
+            return Err(std::io::Error::other("already reaped"));
+        }
+        loop {
+            let mut status = 0;
+            // SAFETY: waits for our own child; `status` is a valid out pointer.
+            let rc = unsafe { libc::waitpid(self.pid, &mut status, flags) };
+            if rc == self.pid {
+                self.reaped = true;
+                return Ok(Some(std::process::ExitStatus::from_raw(status)));
+            }
+            if rc == 0 {
+                return Ok(None);
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+
+    /// Waits for it to end.
+    pub fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.waitpid(0)
+            .and_then(|s| s.ok_or_else(|| std::io::Error::other("waitpid returned no status")))
+    }
+
+    /// Its status if it ended, without waiting.
+    pub fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        self.waitpid(libc::WNOHANG)
+    }
+
+    /// SIGKILL (it is still ours to reap: no other process can have its pid).
+    pub fn kill(&self) {
+        if !self.reaped {
+            // SAFETY: a plain kill(2) of our own unreaped child.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Runs `program args` with `fd` as its descriptor `target`, stdin and
+/// stdout on /dev/null and stderr on a pipe, through posix_spawn: the C
+/// library starts it with `CLONE_VM | CLONE_VFORK`, so vmmgr's address space
+/// (every thread's stack, the FUSE server's buffers) is never copied, as
+/// `Command` with a `pre_exec` hook would by forking. The child gets an empty
+/// signal mask and SIGPIPE at its default, as `Command` gives.
+pub fn spawn_passing(
+    program: &std::path::Path,
+    args: &[String],
+    fd: BorrowedFd<'_>,
+    target: i32,
+) -> std::io::Result<Spawned> {
+    use std::ffi::CString;
+    use std::os::fd::{AsRawFd, IntoRawFd};
+    use std::os::unix::ffi::OsStrExt;
+    let cstr = |b: &[u8]| CString::new(b).map_err(std::io::Error::other);
+    let prog = cstr(program.as_os_str().as_bytes())?;
+    let mut argv_owned = vec![prog.clone()];
+    for a in args {
+        argv_owned.push(cstr(a.as_bytes())?);
+    }
+    let mut argv: Vec<*mut libc::c_char> =
+        argv_owned.iter().map(|a| a.as_ptr().cast_mut()).collect();
+    argv.push(std::ptr::null_mut());
+    // The descriptor to hand over, at a number that is not `target` (a
+    // dup2 onto itself would keep close-on-exec).
+    let src = rustix::io::fcntl_dupfd_cloexec(fd, target + 1)?;
+    let (err_r, err_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let null = c"/dev/null";
+    let check = |rc: libc::c_int| -> std::io::Result<()> {
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::from_raw_os_error(rc))
+        }
+    };
+    // SAFETY: the file actions and attributes are initialised before use and
+    // destroyed on every path; every pointer given to posix_spawn (program,
+    // argv, environ) is valid and NUL-terminated for the duration of the
+    // call, and the descriptors named stay open until it returns.
+    unsafe {
+        extern "C" {
+            static environ: *const *mut libc::c_char;
+        }
+        let mut fa: libc::posix_spawn_file_actions_t = std::mem::zeroed();
+        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
+        check(libc::posix_spawn_file_actions_init(&mut fa))?;
+        if let Err(e) = check(libc::posix_spawnattr_init(&mut attr)) {
+            libc::posix_spawn_file_actions_destroy(&mut fa);
+            return Err(e);
+        }
+        let mut pid: libc::pid_t = 0;
+        let r = (|| {
+            check(libc::posix_spawn_file_actions_addopen(
+                &mut fa,
+                0,
+                null.as_ptr(),
+                libc::O_RDONLY,
+                0,
+            ))?;
+            check(libc::posix_spawn_file_actions_addopen(
+                &mut fa,
+                1,
+                null.as_ptr(),
+                libc::O_WRONLY,
+                0,
+            ))?;
+            check(libc::posix_spawn_file_actions_adddup2(
+                &mut fa,
+                err_w.as_raw_fd(),
+                2,
+            ))?;
+            check(libc::posix_spawn_file_actions_adddup2(
+                &mut fa,
+                src.as_raw_fd(),
+                target,
+            ))?;
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            let mut pipe_default: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut pipe_default);
+            libc::sigaddset(&mut pipe_default, libc::SIGPIPE);
+            check(libc::posix_spawnattr_setsigmask(&mut attr, &empty))?;
+            check(libc::posix_spawnattr_setsigdefault(
+                &mut attr,
+                &pipe_default,
+            ))?;
+            check(libc::posix_spawnattr_setflags(
+                &mut attr,
+                (libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short,
+            ))?;
+            check(libc::posix_spawn(
+                &mut pid,
+                prog.as_ptr(),
+                &fa,
+                &attr,
+                argv.as_mut_ptr(),
+                environ.cast(),
+            ))
+        })();
+        libc::posix_spawn_file_actions_destroy(&mut fa);
+        libc::posix_spawnattr_destroy(&mut attr);
+        r?;
+        drop((src, err_w));
+        Ok(Spawned {
+            pid,
+            stderr: Some(std::fs::File::from_raw_fd(err_r.into_raw_fd())),
+            reaped: false,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn spawned_child_gets_the_descriptor_as_target_and_its_stderr_is_ours() {
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe");
+        let args = [
+            "-c".to_owned(),
+            "echo to-three >&3; echo to-stderr >&2; read x; echo \"stdin:$x\" >&3; exit 7"
+                .to_owned(),
+        ];
+        let mut child =
+            spawn_passing(std::path::Path::new("/bin/sh"), &args, w.as_fd(), 3).expect("spawn");
+        drop(w);
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .expect("stderr")
+            .read_to_string(&mut err)
+            .expect("read stderr");
+        let status = child.wait().expect("wait");
+        assert_eq!(status.code(), Some(7));
+        assert_eq!(err, "to-stderr\n");
+        let mut out = String::new();
+        std::fs::File::from(r)
+            .read_to_string(&mut out)
+            .expect("read fd 3");
+        // stdin is /dev/null: `read` sees its end.
+        assert_eq!(out, "to-three\nstdin:\n");
+        assert!(child.wait().is_err(), "reaped once");
+    }
+
+    #[test]
+    fn a_running_child_is_polled_and_killed() {
+        let (_r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe");
+        let mut child = spawn_passing(
+            std::path::Path::new("/bin/sh"),
+            &["-c".to_owned(), "sleep 30".to_owned()],
+            w.as_fd(),
+            3,
+        )
+        .expect("spawn");
+        assert!(child.try_wait().expect("poll").is_none());
+        child.kill();
+        let status = child.wait().expect("wait");
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
     }
 }

@@ -4,7 +4,7 @@
 //! works inside its root by descriptor.
 
 use rustix::fs::{Mode, OFlags};
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 /// How long a helper working in a VE's namespace may take: a path in the
 /// VE can be made to block (a FUSE server of the VE behind its /dev), and
@@ -29,19 +29,8 @@ pub fn enter_mount_ns(init: BorrowedFd<'_>) -> Result<OwnedFd, String> {
 /// time is killed and left to be reaped by a thread of its own (a task
 /// blocked in a filesystem may not die at once).
 pub fn spawn(helper: &std::path::Path, init: &OwnedFd, args: &[String]) -> Result<(), String> {
-    let fd = init
-        .try_clone()
-        .map_err(|e| format!("dup of the pidfd: {e}"))?;
-    let mut cmd = std::process::Command::new(helper);
-    cmd.args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    crate::sys::pass_fd_as(&mut cmd, fd, 3);
-    let mut child = cmd
-        .spawn()
+    let mut child = crate::sys::spawn_passing(helper, args, init.as_fd(), 3)
         .map_err(|e| format!("running {}: {e}", helper.display()))?;
-    drop(cmd);
     let deadline = std::time::Instant::now() + TIMEOUT;
     loop {
         match child.try_wait() {
@@ -61,7 +50,7 @@ pub fn spawn(helper: &std::path::Path, init: &OwnedFd, args: &[String]) -> Resul
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             Ok(None) => {
-                let _ = child.kill();
+                child.kill();
                 let _ = std::thread::Builder::new()
                     .name("helper-reaper".into())
                     .spawn(move || child.wait());

@@ -392,17 +392,12 @@ pub fn spawn_helper(helper: &std::path::Path, spec: &Spec) -> Outcome {
         Ok(p) => p,
         Err(e) => return failed(format!("socketpair: {e}")),
     };
-    let mut cmd = std::process::Command::new(helper);
-    cmd.stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    crate::sys::pass_fd_as(&mut cmd, theirs, 3);
     let t0 = std::time::Instant::now();
-    let mut child = match cmd.spawn() {
+    let mut child = match crate::sys::spawn_passing(helper, &[], theirs.as_fd(), 3) {
         Ok(c) => c,
         Err(e) => return failed(format!("running {}: {e}", helper.display())),
     };
-    drop(cmd);
+    drop(theirs);
     let mut buf = [0u8; proto::HEADER_LEN + 8192];
     let frame = proto::encode(proto::Kind::Setup, &wire, &mut buf)
         .map_err(|e| std::io::Error::other(format!("{e:?}")))

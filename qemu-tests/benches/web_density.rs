@@ -9,7 +9,8 @@
 //!
 //! `cargo bench -p qemu-tests --bench web_density`
 //! (VZ_BENCH_MAX, default 200; VZ_BENCH_BATCH, default 10; VZ_BENCH_MEM, MiB,
-//! default 768; VZ_BENCH_PASSES, default 5: the p50 is the median of that
+//! default 768; VZ_BENCH_TEMPLATE, default debian-12-web (debian-12-light
+//! runs the same roles from busybox and dropbear); VZ_BENCH_PASSES, default 5: the p50 is the median of that
 //! many passes' p50s)
 
 use qemu_tests::{Appliance, Opts};
@@ -191,6 +192,7 @@ fn main() -> anyhow::Result<()> {
     let max = env("VZ_BENCH_MAX", 200);
     let batch = env("VZ_BENCH_BATCH", 10).max(1);
     let mem = env("VZ_BENCH_MEM", 768) as u32;
+    let template = std::env::var("VZ_BENCH_TEMPLATE").unwrap_or_else(|_| "debian-12-web".into());
     let mut a = Appliance::boot_with(
         "bench-web-density",
         Opts {
@@ -213,7 +215,7 @@ fn main() -> anyhow::Result<()> {
             let (veid, addr) = ve(k);
             a.shell_within(
                 &format!(
-                    "vzctl --quiet create {veid} --ostemplate debian-12-web >/dev/null && \
+                    "vzctl --quiet create {veid} --ostemplate {template} >/dev/null && \
                      vzctl --quiet set {veid} --ipadd {addr} --save >/dev/null"
                 ),
                 long,
@@ -300,7 +302,7 @@ fn main() -> anyhow::Result<()> {
     }
     let (good, p50, avail) = last_good;
     println!(
-        "web_density: RESULT {good} debian-12-web VEs all answering in {mem} MiB; HTTP p50 {p50} µs (single VE {base} µs); \
+        "web_density: RESULT {good} {template} VEs all answering in {mem} MiB; HTTP p50 {p50} µs (single VE {base} µs); \
          MemAvailable {avail} MiB; appliance memory per VE (MemAvailable delta 1..{good}) {:.1} MiB",
         if good > 1 { (avail1 as f64 - avail as f64) / (good - 1) as f64 } else { 0.0 }
     );

@@ -148,7 +148,12 @@ fn debian_templates_web_systemd_update() -> anyhow::Result<()> {
     // What is present.
     let list = a.run_ok("vzpkg list")?;
     println!("templates: vzpkg list:\n{list}");
-    for t in ["busybox", "debian-12-minimal", "debian-12-web"] {
+    for t in [
+        "busybox",
+        "debian-12-light",
+        "debian-12-minimal",
+        "debian-12-web",
+    ] {
         assert!(
             list.lines().any(|l| l.starts_with(t)),
             "{t} missing:\n{list}"
@@ -237,6 +242,35 @@ fn debian_templates_web_systemd_update() -> anyhow::Result<()> {
         "Apache was not stopped by its init script:\n{apache}"
     );
     clean_stop(&mut a, 102)?;
+
+    // The light web VE: the same five roles from busybox and dropbear.
+    a.run_ok(
+        "vzctl --quiet create 104 --ostemplate debian-12-light && \
+         vzctl --quiet set 104 --ipadd 192.0.2.104 --save && vzctl --quiet start 104",
+    )?;
+    let page = wait_for(
+        &mut a,
+        "wget -q -O - http://192.0.2.104/ 2>&1 | head -c 300",
+        "busybox httpd answers",
+        Duration::from_secs(60),
+    )?;
+    println!("templates: debian-12-light VE 104 answers: {}", page.trim());
+    let banner = wait_for(
+        &mut a,
+        "echo | nc 192.0.2.104 22 2>&1 | head -1",
+        "SSH-2.0-dropbear",
+        Duration::from_secs(60),
+    )?;
+    println!("templates: dropbear in VE 104: {}", banner.trim());
+    let procs = a.run_ok("vzctl exec 104 busybox ps -o args")?;
+    for p in ["init", "syslogd", "crond", "httpd", "dropbear"] {
+        assert!(procs.contains(p), "{p} not running in VE 104:\n{procs}");
+    }
+    let took = clean_stop(&mut a, 104)?;
+    println!(
+        "templates: debian-12-light VE 104 stopped cleanly in {:.1} s",
+        took.as_secs_f64()
+    );
 
     // Debian's default init in an unprivileged VE, with the issue-7 view.
     a.run_ok(

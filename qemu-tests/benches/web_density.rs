@@ -188,6 +188,27 @@ fn swap_line(a: &mut Appliance) -> anyhow::Result<String> {
     })
 }
 
+/// VE 1000's processes (RSS, PSS, private, of it dirty, swapped) and its
+/// memory.current.
+fn per_process(a: &mut Appliance) -> anyhow::Result<()> {
+    let per_proc = a.shell_within(
+        "for p in $(cat /sys/fs/cgroup/vz/1000/ve/cgroup.procs /sys/fs/cgroup/vz/1000/ve/*/cgroup.procs \
+         /sys/fs/cgroup/vz/1000/ve/*/*/cgroup.procs 2>/dev/null); do \
+         printf '%-12s ' $(cat /proc/$p/comm); \
+         awk '/^(Rss|Pss|Private_Clean|Private_Dirty|Swap):/ {v[$1]=$2} END {printf \"rss %6d kB pss %6d kB private %6d kB (dirty %6d kB) swap %6d kB\\n\", \
+         v[\"Rss:\"], v[\"Pss:\"], v[\"Private_Clean:\"]+v[\"Private_Dirty:\"], v[\"Private_Dirty:\"], v[\"Swap:\"]}' /proc/$p/smaps_rollup; done",
+        Duration::from_secs(120),
+    )?;
+    println!("web_density: VE 1000's processes:\n{}", per_proc.trim_end());
+    let cg = a.shell("cat /sys/fs/cgroup/vz/1000/memory.current")?;
+    println!(
+        "web_density: VE 1000 memory.current {} kB",
+        cg.trim().parse::<u64>().unwrap_or(0) / 1024
+    );
+
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let max = env("VZ_BENCH_MAX", 200);
     let batch = env("VZ_BENCH_BATCH", 10).max(1);
@@ -244,21 +265,9 @@ fn main() -> anyhow::Result<()> {
         idle * 100.0
     );
 
-    // Where one VE's memory goes.
-    let per_proc = a.shell_within(
-        "for p in $(cat /sys/fs/cgroup/vz/1000/ve/cgroup.procs /sys/fs/cgroup/vz/1000/ve/*/cgroup.procs \
-         /sys/fs/cgroup/vz/1000/ve/*/*/cgroup.procs 2>/dev/null); do \
-         printf '%-12s ' $(cat /proc/$p/comm); \
-         awk '/^(Rss|Pss|Private_Clean|Private_Dirty):/ {v[$1]=$2} END {printf \"rss %6d kB pss %6d kB private %6d kB\\n\", \
-         v[\"Rss:\"], v[\"Pss:\"], v[\"Private_Clean:\"]+v[\"Private_Dirty:\"]}' /proc/$p/smaps_rollup; done",
-        Duration::from_secs(120),
-    )?;
-    println!("web_density: VE 1000's processes:\n{}", per_proc.trim_end());
-    let cg = a.shell("cat /sys/fs/cgroup/vz/1000/memory.current")?;
-    println!(
-        "web_density: VE 1000 memory.current {} kB",
-        cg.trim().parse::<u64>().unwrap_or(0) / 1024
-    );
+    // Where one VE's memory goes (alone: its binaries' pages count as its
+    // own; at the end, shared with every other VE).
+    per_process(&mut a)?;
 
     let mut n = 1;
     let mut last_good = (1, base, avail1);
@@ -300,6 +309,7 @@ fn main() -> anyhow::Result<()> {
         last_good = (to, w.p50_us, avail);
         n = to;
     }
+    per_process(&mut a)?;
     let (good, p50, avail) = last_good;
     println!(
         "web_density: RESULT {good} {template} VEs all answering in {mem} MiB; HTTP p50 {p50} µs (single VE {base} µs); \

@@ -189,6 +189,8 @@ pub struct Started {
 /// Builds the VE and starts its init.
 pub fn run(spec: &Spec) -> Result<Started, SetupError> {
     let cx = Ctx { veid: spec.veid };
+    // Marked in the order of `proto::SETUP_STEPS` (only the durations go
+    // back to vmmgr, which names them from that list).
     let mut steps = crate::timing::Steps::new();
     // 1. Policy, while /etc/vzpolicy is in reach.
     let policy = read_policy(spec)?;

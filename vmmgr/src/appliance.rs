@@ -104,7 +104,8 @@ pub fn process_counts(proc: &Path) -> (u32, u32) {
     (total, zombies)
 }
 
-fn meminfo_kib(text: &str, key: &str) -> u64 {
+/// Field `key` of /proc/meminfo's `text`, in KiB (0 when absent).
+pub(crate) fn meminfo_kib(text: &str, key: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())

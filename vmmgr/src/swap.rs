@@ -24,15 +24,6 @@ fn listed(swaps: &str) -> bool {
         .any(|l| l.split_whitespace().next() == Some(DEVICE))
 }
 
-/// MemTotal of `meminfo`, in bytes.
-fn mem_total(meminfo: &str) -> Option<u64> {
-    meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-}
-
 fn busybox(args: &[&str]) -> Result<(), String> {
     let out = std::process::Command::new("/bin/busybox")
         .args(args)
@@ -73,8 +64,11 @@ pub fn setup(want: ZramSwap) -> Result<String, String> {
     if listed(&swaps) {
         return Ok(format!("{DEVICE} already in use as swap"));
     }
-    let ram = mem_total(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default())
-        .ok_or("no MemTotal in /proc/meminfo")?;
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let ram = crate::appliance::meminfo_kib(&meminfo, "MemTotal") * 1024;
+    if ram == 0 {
+        return Err("no MemTotal in /proc/meminfo".to_owned());
+    }
     let size = want.bytes(ram);
     if size == 0 {
         return Ok("off (ZRAM_SWAP=\"no\")".to_owned());
@@ -112,14 +106,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_swaps_and_meminfo() {
+    fn reads_swaps() {
         let swaps = "Filename\tType\tSize\tUsed\tPriority\n/dev/zram0 partition 1024 0 100\n";
         assert!(listed(swaps));
         assert!(!listed("Filename\tType\tSize\tUsed\tPriority\n"));
-        assert_eq!(
-            mem_total("MemTotal:        1004548 kB\nMemFree: 1 kB\n"),
-            Some(1004548 * 1024)
-        );
-        assert_eq!(mem_total("MemFree: 1 kB\n"), None);
     }
 }

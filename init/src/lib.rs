@@ -667,11 +667,15 @@ fn shutdown(sfd: &SignalFd, mut services: Vec<Service>, action: PowerAction) -> 
         let deadline = Instant::now() + SERVICE_STOP_TIMEOUT;
         wait_until(sfd, &mut services, deadline, |s, _| s[i].pid.is_none());
         if services[i].pid.is_some() {
-            log::warn!(
+            let line = format!(
                 "service {} did not stop within {} s; killing it",
                 services[i].spec.name,
                 SERVICE_STOP_TIMEOUT.as_secs()
             );
+            log::warn!("{line}");
+            // On the console too: the operator sees why the VEs were killed
+            // rather than stopped.
+            klog::console_line(&format!("init: {line}"));
         }
     }
     for sig in [Signal::SIGTERM, Signal::SIGKILL] {

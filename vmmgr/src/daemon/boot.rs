@@ -12,7 +12,10 @@ impl Manager {
     /// equal ones in parallel. Called when the appliance shuts down.
     pub fn shutdown(self: &Arc<Self>) {
         let mut groups: BTreeMap<u32, Vec<VeId>> = BTreeMap::new();
-        for veid in self.lock().running.keys().copied().collect::<Vec<_>>() {
+        // (Bound first: a guard in the loop's head would be held through
+        // the loop, and config_of locks again.)
+        let running: Vec<VeId> = self.lock().running.keys().copied().collect();
+        for veid in running {
             let order = self
                 .config_of(veid)
                 .and_then(|c| c.ok())

@@ -104,7 +104,8 @@ impl Manager {
             Some(Ok(c)) => c.limits.clone(),
             _ => vzconfig::resources::Limits::default(),
         };
-        if let Some((n, d)) = self.lock().devices.get(&veid).cloned() {
+        let devices = self.lock().devices.get(&veid).cloned();
+        if let Some((n, d)) = devices {
             limits.devnodes = n;
             limits.devices = d;
         }

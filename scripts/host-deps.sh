@@ -29,6 +29,7 @@ qemu-system-x86_64:qemu-system-x86
 qemu-img:qemu-utils
 qemu-io:qemu-utils
 git:git
+nft:nftables
 "
 # Extra packages a caller wants (CI adds its own), as "prog:package" pairs.
 need="$need ${VZ_HOST_DEPS_EXTRA:-}"

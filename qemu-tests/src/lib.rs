@@ -146,6 +146,8 @@ impl Appliance {
                 listen,
                 mac: format!("52:54:00:00:01:{n:02x}"),
             }],
+            // A has the ve-probe disk (tests attack from its VEs).
+            probe: listen,
             ..Opts::default()
         };
         let mut a = Appliance::start_opts(

@@ -148,6 +148,25 @@ fn routed_addresses_live_and_held_to_their_own() -> anyhow::Result<()> {
         }
     }
     assert!(got.contains("udp: got \"hello-udp\""), "{got}");
+    // Removing a forwarded port ends the connections already made through
+    // it: one open across the removal gets no answer from 102 after it.
+    let mut held = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    held.set_read_timeout(Some(std::time::Duration::from_secs(20)))?;
+    held.write_all(b"GET / HTTP/1.0\r\n")?;
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let tracked = a.run_ok("conntrack -L -p tcp --orig-port-dst 8080 2>/dev/null")?;
+    assert!(tracked.contains("198.51.100.20"), "{tracked}");
+    a.run_ok("vzctl set 102 --portfwd udp:5353:5353 --save")?;
+    let tracked = a.run_ok("conntrack -L -p tcp --orig-port-dst 8080 2>/dev/null")?;
+    assert!(!tracked.contains("198.51.100.20"), "{tracked}");
+    let _ = held.write_all(b"\r\n");
+    let mut after = String::new();
+    let _ = held.read_to_string(&mut after);
+    assert!(
+        !after.contains("hello-from-102"),
+        "a removed port still answered: {after}"
+    );
+    a.run_ok("vzctl set 102 --portfwd 'tcp:8080:80 udp:5353:5353' --save")?;
     let fwd = a.run_ok("vzlist -H -o ctid,portfwd 102")?;
     assert!(fwd.contains("tcp:8080:80 udp:5353:5353"), "{fwd}");
     let list = a.run_ok("vzlist -H -o ctid,ip")?;
@@ -255,8 +274,16 @@ fn routed_addresses_live_and_held_to_their_own() -> anyhow::Result<()> {
     // Its own address still works.
     assert!(pings(&mut a, "101", "198.51.100.20")?);
     // A restarted vmmgr loads the firewall again from what the appliance
-    // gave 101 (its host routes), not from what 101 put on its venet0.
-    a.run_ok(KILL_VMMGR)?;
+    // gave 101 (its host routes), not from what 101 put on its venet0. And
+    // 102, ended while no vmmgr ran (killed with it), leaves no neighbour
+    // answers behind.
+    a.install_probe_here()?;
+    let proxies = a.run_ok("/run/ve-probe proxies")?;
+    assert!(proxies.contains("proxy 198.51.100.20 eth0"), "{proxies}");
+    assert!(proxies.contains("proxy 2001:db8::20 eth0"), "{proxies}");
+    a.run_ok(
+        "(sleep 1; kill -9 $(pidof vmmgr) $(cut -d' ' -f1 /run/vz/ve/102)) >/dev/null 2>&1 &",
+    )?;
     std::thread::sleep(std::time::Duration::from_secs(2));
     let mut back = false;
     for _ in 0..40 {
@@ -271,6 +298,30 @@ fn routed_addresses_live_and_held_to_their_own() -> anyhow::Result<()> {
     std::thread::sleep(std::time::Duration::from_secs(1));
     let set = a.run_ok("nft list set inet vz ve_addr4")?;
     assert!(!set.contains("198.51.100.99"), "{set}");
+    // 101 holds 192.0.2.11 now (192.0.2.10 was deleted live above).
+    // (The old DHCP client's release took eth0's IPv4 address, and the
+    // kernel the IPv4 answers with it: they come back with the new lease.)
+    let mut proxies = String::new();
+    for _ in 0..20 {
+        proxies = a.run_ok("/run/ve-probe proxies")?;
+        if proxies.contains("proxy 192.0.2.11 eth0") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(proxies.contains("proxy 192.0.2.11 eth0"), "{proxies}");
+    assert!(!proxies.contains("198.51.100.20"), "{proxies}");
+    assert!(!proxies.contains("2001:db8::20"), "{proxies}");
+    let mut stopped = false;
+    for _ in 0..20 {
+        if a.run_ok("vzlist -a -H -o status 102")?.contains("stopped") {
+            stopped = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(stopped, "102 ended with the old vmmgr");
+    a.run_ok("vzctl --quiet start 102")?;
     let (_, rc) = a.run_rc("vzctl exec 101 ping -c 1 -W 2 -I 198.51.100.99 198.51.100.20")?;
     assert_ne!(rc, 0, "spoofing after a vmmgr restart");
     assert!(pings(&mut a, "101", "198.51.100.20")?);
@@ -285,7 +336,10 @@ fn routed_addresses_live_and_held_to_their_own() -> anyhow::Result<()> {
     a.run_ok("vzctl set 101 --onboot yes --save")?;
     a.exit_shell()?;
     a.send("reboot\r")?;
-    a.expect("init: reboot now", std::time::Duration::from_secs(120))?;
+    let down = a.expect("init: reboot now", std::time::Duration::from_secs(120))?;
+    // vmmgr stopped its running VEs itself (it once deadlocked there,
+    // and init killed everything when its time was up).
+    assert!(!down.contains("did not stop within"), "{down}");
     a.rebooted()?;
     a.enter_shell()?;
     let mut up = false;
@@ -341,20 +395,70 @@ fn configure_link(
     )
 }
 
-/// ICMP echo requests the appliance received.
-fn echos_in(a: &mut Appliance) -> anyhow::Result<u64> {
-    let snmp = a.run_ok("cat /proc/net/snmp")?;
-    let mut lines = snmp.lines().filter(|l| l.starts_with("Icmp:"));
+/// Waits (up to 5 s) until `read` of `a` is above `n`; returns it.
+fn wait_above(
+    a: &mut Appliance,
+    n: u64,
+    read: impl Fn(&mut Appliance) -> anyhow::Result<u64>,
+) -> anyhow::Result<u64> {
+    let mut now = read(a)?;
+    for _ in 0..20 {
+        if now > n {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        now = read(a)?;
+    }
+    Ok(now)
+}
+
+/// Waits until a vmmgr other than pid `old` answers.
+fn wait_vmmgr(a: &mut Appliance, old: &str) -> anyhow::Result<()> {
+    for _ in 0..60 {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let now = a.run_rc("pidof vmmgr")?.0;
+        if !now.trim().is_empty() && now.trim() != old && a.run_rc("vzlist -a -H -o ctid")?.1 == 0 {
+            // init's console line about the new vmmgr passes first.
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            return Ok(());
+        }
+    }
+    anyhow::bail!("vmmgr did not come back")
+}
+
+/// Frames the appliance dropped from bridged port `port` for a MAC that
+/// is not its VE's.
+fn port_drops(a: &mut Appliance, port: &str) -> anyhow::Result<u64> {
+    let set = a.run_ok("nft list set bridge vz ve_port")?;
+    let needle = format!("\"{port}\" counter packets ");
+    Ok(set
+        .split(&needle)
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0))
+}
+
+/// One counter of a `/proc/net/snmp`-style file (a names line and a
+/// values line per `prefix`).
+fn snmp(a: &mut Appliance, file: &str, prefix: &str, name: &str) -> anyhow::Result<u64> {
+    let text = a.run_ok(&format!("cat {file}"))?;
+    let mut lines = text.lines().filter(|l| l.starts_with(prefix));
     let (names, values) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
     let at = names
         .split_whitespace()
-        .position(|n| n == "InEchos")
-        .unwrap_or(0);
-    Ok(values
+        .position(|n| n == name)
+        .ok_or_else(|| anyhow::anyhow!("no {name} in {file}"))?;
+    values
         .split_whitespace()
         .nth(at)
         .and_then(|n| n.parse().ok())
-        .unwrap_or(0))
+        .ok_or_else(|| anyhow::anyhow!("{name} in {file} is not a number"))
+}
+
+/// ICMP echo requests the appliance received.
+fn echos_in(a: &mut Appliance) -> anyhow::Result<u64> {
+    snmp(a, "/proc/net/snmp", "Icmp:", "InEchos")
 }
 
 #[test]
@@ -449,6 +553,78 @@ fn a_ve_is_reached_from_another_appliance_through_neighbour_answers() -> anyhow:
         pings(&mut b, "appliance", "192.0.2.40")?,
         "bridged VE after a restart"
     );
+
+    // The bridged port is held to its MAC, and sends no DHCP server
+    // replies and no router advertisements: from VE root, after a vmmgr
+    // restart (the firewall is loaded again from the running VEs).
+    let old = a.run_ok("pidof vmmgr")?;
+    a.run_ok(KILL_VMMGR)?;
+    wait_vmmgr(&mut a, old.trim())?;
+    a.install_probe(104)?;
+    assert!(pings(&mut a, "104", "192.0.2.2")?, "own MAC, after restart");
+    let own_mac = a.run_ok("vzctl exec 104 cat /sys/class/net/eth0/address")?;
+    let own_mac = own_mac.trim().to_owned();
+    let before = (echos_in(&mut b)?, port_drops(&mut a, "veth104.0")?);
+    a.run_ok("vzctl exec2 104 'ip link set eth0 address 02:00:00:00:99:99'")?;
+    assert!(
+        !pings(&mut a, "104", "192.0.2.2")?,
+        "another MAC got an answer"
+    );
+    let after = (echos_in(&mut b)?, port_drops(&mut a, "veth104.0")?);
+    println!(
+        "net: frames dropped from veth104.0 with another MAC: {}",
+        after.1 - before.1
+    );
+    assert_eq!(after.0, before.0, "frames with another MAC reached B");
+    assert!(after.1 > before.1, "not counted: {before:?} {after:?}");
+    a.run_ok(&format!(
+        "vzctl exec2 104 'ip link set eth0 address {own_mac}'"
+    ))?;
+    assert!(pings(&mut a, "104", "192.0.2.2")?, "own MAC again");
+    // A DHCP server's reply (UDP from port 67) does not leave the port;
+    // the same broadcast from another port does (B counts broadcasts
+    // that no socket of its own takes).
+    let bcasts = |b: &mut Appliance| snmp(b, "/proc/net/snmp", "Udp:", "IgnoredMulti");
+    let n0 = bcasts(&mut b)?;
+    let out = a.run_ok("vzctl exec 104 ve-probe bcast eth0 12345 68")?;
+    assert!(out.contains("bcast: sent"), "{out}");
+    let n1 = wait_above(&mut b, n0, bcasts)?;
+    assert!(n1 > n0, "the control broadcast did not reach B");
+    let out = a.run_ok("vzctl exec 104 ve-probe bcast eth0 67 68")?;
+    assert!(out.contains("bcast: sent"), "{out}");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(
+        bcasts(&mut b)?,
+        n1,
+        "a DHCP server reply from a VE reached B"
+    );
+    // A router advertisement does not either; an echo request to all
+    // nodes does (counted on B's link only: QEMU's user network sends
+    // advertisements to B's eth0 too).
+    let in6 = |b: &mut Appliance, what: &str| {
+        let t = b.run_ok("cat /proc/net/dev_snmp6/eth1")?;
+        Ok::<u64, anyhow::Error>(
+            t.lines()
+                .find_map(|l| l.strip_prefix(what))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0),
+        )
+    };
+    let e0 = in6(&mut b, "Icmp6InEchos")?;
+    let ra0 = in6(&mut b, "Icmp6InRouterAdvertisements")?;
+    let out = a.run_ok("vzctl exec 104 ve-probe icmp6 eth0 128")?;
+    assert!(out.contains("icmp6: sent"), "{out}");
+    let out = a.run_ok("vzctl exec 104 ve-probe icmp6 eth0 134")?;
+    assert!(out.contains("icmp6: sent"), "{out}");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(in6(&mut b, "Icmp6InEchos")? > e0, "the control echo");
+    assert_eq!(
+        in6(&mut b, "Icmp6InRouterAdvertisements")?,
+        ra0,
+        "a router advertisement from a VE reached B"
+    );
+    let rules = a.run_ok("nft list chain bridge vz from_ve")?;
+    println!("net: the bridged ports' rules after the attacks:\n{rules}");
 
     // A physical interface moved in (NETDEV): B's link goes into VE 202,
     // works there, and comes back to B with its name when 202 stops.

@@ -76,6 +76,90 @@ impl std::fmt::Debug for Rtnl {
     }
 }
 
+/// Changes of the namespace's links and addresses, as the kernel
+/// announces them (rtnetlink's multicast groups).
+#[derive(Debug)]
+pub struct Changes {
+    sock: Socket,
+    buf: Vec<u8>,
+}
+
+impl Changes {
+    /// Listens for link and address changes (both families).
+    pub fn new() -> io::Result<Changes> {
+        const GROUPS: u32 =
+            (libc::RTMGRP_LINK | libc::RTMGRP_IPV4_IFADDR | libc::RTMGRP_IPV6_IFADDR) as u32;
+        let mut sock = Socket::new(NETLINK_ROUTE)?;
+        sock.bind(&SocketAddr::new(0, GROUPS))?;
+        Ok(Changes {
+            sock,
+            buf: vec![0; 64 * 1024],
+        })
+    }
+
+    /// Waits for a change, then for the burst it starts to end (`settle`
+    /// without another). Returns the links changed or whose addresses
+    /// changed; `None` when messages were lost (a full socket buffer):
+    /// anything may have changed.
+    pub fn wait(&mut self, settle: Duration) -> io::Result<Option<Vec<u32>>> {
+        use rustix::net::sockopt::{set_socket_timeout, Timeout};
+        let mut touched = Some(Vec::new());
+        set_socket_timeout(&self.sock, Timeout::Recv, None)?;
+        let mut timeout = None;
+        loop {
+            let n = match self.sock.recv(&mut &mut self.buf[..], 0) {
+                Ok(n) => n,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    touched = None;
+                    0
+                }
+                Err(e)
+                    if timeout.is_some()
+                        && matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        ) =>
+                {
+                    return Ok(touched);
+                }
+                Err(e) => return Err(e),
+            };
+            let mut off = 0;
+            while off < n {
+                let raw = &self.buf[off..n];
+                let Ok(b) = NetlinkBuffer::new_checked(raw) else {
+                    break;
+                };
+                let len = b.length() as usize;
+                if len == 0 {
+                    break;
+                }
+                off += (len + 3) & !3;
+                if let Ok(m) = NetlinkMessage::<Rt>::deserialize(&raw[..len.min(raw.len())]) {
+                    let index = match m.payload {
+                        NetlinkPayload::InnerMessage(Rt::NewLink(l) | Rt::DelLink(l)) => {
+                            Some(l.header.index)
+                        }
+                        NetlinkPayload::InnerMessage(Rt::NewAddress(a) | Rt::DelAddress(a)) => {
+                            Some(a.header.index)
+                        }
+                        _ => None,
+                    };
+                    if let (Some(list), Some(i)) = (touched.as_mut(), index) {
+                        if !list.contains(&i) {
+                            list.push(i);
+                        }
+                    }
+                }
+            }
+            if timeout.is_none() {
+                timeout = Some(settle);
+                set_socket_timeout(&self.sock, Timeout::Recv, timeout)?;
+            }
+        }
+    }
+}
+
 /// A link as a dump shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
@@ -493,6 +577,37 @@ impl Rtnl {
         }
     }
 
+    /// Every proxy entry: its link and address.
+    pub fn proxies(&mut self) -> io::Result<Vec<(u32, IpAddr)>> {
+        let mut out = Vec::new();
+        for fam in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut q = NeighbourMessage::default();
+            q.header.family = fam;
+            // With only NTF_PROXY in the request the kernel dumps the
+            // proxy table instead of the neighbour cache.
+            q.header.flags = NeighbourFlags::Proxy;
+            for r in self.dump(Rt::GetNeighbour(q))? {
+                let Rt::NewNeighbour(n) = r else { continue };
+                if !n.header.flags.contains(NeighbourFlags::Proxy) {
+                    continue;
+                }
+                for a in &n.attributes {
+                    if let NeighbourAttribute::Destination(d) = a {
+                        let ip = match d {
+                            NeighbourAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+                            NeighbourAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+                            _ => None,
+                        };
+                        if let Some(ip) = ip {
+                            out.push((n.header.ifindex, ip));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Removes a proxy entry; one that is not there is no error.
     pub fn del_proxy(&mut self, index: u32, ip: IpAddr) -> io::Result<()> {
         match self.ack(Rt::DelNeighbour(proxy_msg(index, ip)), 0) {
@@ -714,7 +829,9 @@ mod tests {
             assert!(nl.routes()?.iter().all(|r| r.dst != Some((ip, 32))));
             nl.add_proxy(lo, ip)?;
             nl.add_proxy(lo, ip)?;
+            assert_eq!(nl.proxies()?, vec![(lo, ip)]);
             nl.del_proxy(lo, ip)?;
+            assert_eq!(nl.proxies()?, vec![]);
             nl.del_proxy(lo, ip)?;
             let err = nl.index("nosuch0").expect_err("absent");
             assert!(err.to_string().contains("nosuch0"), "{err}");
@@ -754,5 +871,25 @@ mod tests {
             Ok(())
         })
         .expect("namespace b");
+    }
+
+    #[test]
+    fn changes_name_the_links_touched() {
+        let Some(ns) = scratch_netns() else {
+            eprintln!("skipping: cannot make network namespaces (not root?)");
+            return;
+        };
+        use std::os::fd::AsFd;
+        in_netns(ns.as_fd(), || {
+            let mut changes = Changes::new()?;
+            let mut nl = Rtnl::new()?;
+            let lo = nl.index("lo")?;
+            nl.set_up(lo, true)?;
+            nl.add_address(lo, "192.0.2.1".parse().expect("ip"), 32)?;
+            let touched = changes.wait(Duration::from_millis(100))?;
+            assert_eq!(touched, Some(vec![lo]));
+            Ok(())
+        })
+        .expect("scratch namespace");
     }
 }

@@ -87,6 +87,110 @@ fn web(args: &[String]) {
     );
 }
 
+/// `ifname`'s index, or the error naming it.
+fn if_index(ifname: &str) -> std::io::Result<u32> {
+    let c = CString::new(ifname).map_err(std::io::Error::other)?;
+    // SAFETY: a valid NUL-terminated name.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if i == 0 {
+        Err(std::io::Error::other(format!("no interface {ifname}")))
+    } else {
+        Ok(i)
+    }
+}
+
+fn bcast(ifname: &str, sport: u16, dport: u16) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let s = std::net::UdpSocket::bind(("0.0.0.0", sport))?;
+    s.set_broadcast(true)?;
+    // SAFETY: a valid socket and a buffer of the given length.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            ifname.as_ptr().cast(),
+            ifname.len() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    for _ in 0..3 {
+        s.send_to(b"probe", ("255.255.255.255", dport))?;
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+fn icmp6_all_nodes(ifname: &str, ty: u8) -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let index = if_index(ifname)?;
+    // SAFETY: plain integers.
+    let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_ICMPV6) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a new socket owned here.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let hops: libc::c_int = 255;
+    for (opt, val) in [
+        (libc::IPV6_MULTICAST_HOPS, hops),
+        (libc::IPV6_MULTICAST_IF, index as libc::c_int),
+    ] {
+        // SAFETY: a valid socket and an int option.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::IPPROTO_IPV6,
+                opt,
+                (&val as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    // The kernel fills the checksum of an ICMPv6 raw socket's messages.
+    let msg: Vec<u8> = if ty == 134 {
+        // Router advertisement: hop limit 64, lifetime 1800 s, and a
+        // prefix 2001:db8:99::/64 to autoconfigure from.
+        let mut m = vec![134, 0, 0, 0, 64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0];
+        m.extend([3, 4, 64, 0xc0]);
+        m.extend([0, 0, 0x0e, 0x10, 0, 0, 0x0e, 0x10, 0, 0, 0, 0]);
+        m.extend([
+            0x20, 0x01, 0x0d, 0xb8, 0, 0x99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ]);
+        m
+    } else {
+        vec![ty, 0, 0, 0, 0x56, 0x45, 0, 1, b'p', b'r', b'o', b'b', b'e']
+    };
+    // SAFETY: sockaddr_in6 is plain data; zeroed is a valid value.
+    let mut to: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+    to.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+    to.sin6_addr.s6_addr = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    to.sin6_scope_id = index;
+    for _ in 0..3 {
+        // SAFETY: a valid socket, buffer and address of the given lengths.
+        let rc = unsafe {
+            libc::sendto(
+                sock.as_raw_fd(),
+                msg.as_ptr().cast(),
+                msg.len(),
+                0,
+                (&to as *const libc::sockaddr_in6).cast(),
+                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Ok(())
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let key: i32 = args.get(1).and_then(|k| k.parse().ok()).unwrap_or(0x5645);
@@ -246,6 +350,51 @@ fn main() {
             // port 22. Prints `web: ok N fail M p50 US p90 US max US` and one
             // `web: FAIL addr why` line per failure.
             web(&args[1..]);
+        }
+        Some("bcast") => {
+            // UDP to 255.255.255.255:DPORT from SPORT, 3 times, out of IFACE
+            // (what a DHCP server's offer looks like with SPORT 67).
+            let ifname = args.get(1).cloned().unwrap_or_default();
+            let port = |i: usize| args.get(i).and_then(|p| p.parse::<u16>().ok()).unwrap_or(0);
+            match bcast(&ifname, port(2), port(3)) {
+                Ok(()) => println!("bcast: sent"),
+                Err(e) => println!("bcast: failed ({e})"),
+            }
+        }
+        Some("icmp6") => {
+            // ICMPv6 of TYPE (128 echo request, 134 router advertisement)
+            // to ff02::1 out of IFACE with hop limit 255, 3 times.
+            let ifname = args.get(1).cloned().unwrap_or_default();
+            let ty = args
+                .get(2)
+                .and_then(|t| t.parse::<u8>().ok())
+                .unwrap_or(128);
+            match icmp6_all_nodes(&ifname, ty) {
+                Ok(()) => println!("icmp6: sent"),
+                Err(e) => println!("icmp6: failed ({e})"),
+            }
+        }
+        Some("proxies") => {
+            // The proxy neighbour entries of this network namespace (run on
+            // the appliance: busybox's ip cannot list them), one
+            // `proxy ADDR DEV` line each.
+            let r = vzcommon::rtnl::Rtnl::new().and_then(|mut nl| {
+                let links = nl.links()?;
+                Ok(nl
+                    .proxies()?
+                    .into_iter()
+                    .map(|(i, ip)| {
+                        let dev = links.iter().find(|l| l.index == i);
+                        (ip, dev.map(|l| l.name.clone()).unwrap_or_default())
+                    })
+                    .collect::<Vec<_>>())
+            });
+            match r {
+                Ok(list) => list
+                    .iter()
+                    .for_each(|(ip, dev)| println!("proxy {ip} {dev}")),
+                Err(e) => println!("proxies: failed ({e})"),
+            }
         }
         Some("udp-recv") => {
             // One datagram on PORT (any address), within 30 s.

@@ -60,6 +60,10 @@ fn main() {
     // the interfaces are configured: each is a few hundred ms under
     // emulation, and neither needs the other.
     manager.adopt();
+    // Listening for the uplinks' changes from before they are configured:
+    // an address that comes after the firewall's load (DHCP) still gets
+    // the adopted VEs' neighbour answers.
+    manager.keep_neighbour_answers();
     let firewall = {
         let m = std::sync::Arc::clone(&manager);
         let masquerade = net.masquerade.clone();

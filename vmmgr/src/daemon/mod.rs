@@ -147,6 +147,8 @@ struct State {
     fwd: BTreeMap<VeId, Vec<(vzconfig::net::PortFwd, std::net::IpAddr)>>,
     /// Its NETDEV interfaces: name and permanent MAC.
     netdev: BTreeMap<VeId, Vec<(String, [u8; 6])>>,
+    /// Its bridged ports in the firewall: host end and the VE end's MAC.
+    ports: BTreeMap<VeId, Vec<(String, [u8; 6])>>,
 }
 
 /// A VE's DEVNODES and DEVICES.

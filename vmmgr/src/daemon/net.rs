@@ -9,8 +9,9 @@ use crate::net::{firewall, routed};
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
 use vzcommon::rtnl::{self, Rtnl};
-use vzconfig::net::{IpNet, PortFwd};
+use vzconfig::net::{IpNet, NetIf, PortFwd};
 
 /// Where each forwarded port goes: the VE's first address of each family.
 pub fn fwd_targets(portfwd: &[PortFwd], addrs: &[IpNet]) -> Vec<(PortFwd, IpAddr)> {
@@ -74,15 +75,72 @@ fn open_in(pidfd: BorrowedFd<'_>) -> io::Result<(std::fs::File, Rtnl)> {
 
 impl Manager {
     /// Before VE `veid` starts: its addresses become allowed sources on its
-    /// pair's name (the firewall drops everything else from it, so a VE
-    /// whose addresses could not be allowed has none that work: its start
-    /// fails).
-    pub(super) fn net_prepare(&self, veid: VeId, addrs: &[IpNet]) -> Result<(), String> {
+    /// pair's name, and its bridged ports (`netif`, filled) are held to
+    /// their MACs (the firewall drops everything else from them, so a VE
+    /// whose addresses or ports could not be entered has none that work:
+    /// its start fails).
+    pub(super) fn net_prepare(
+        &self,
+        veid: VeId,
+        addrs: &[IpNet],
+        netif: &[NetIf],
+    ) -> Result<(), String> {
+        for n in netif {
+            if let Err(e) = self.port_add(veid, n) {
+                self.ports_down(veid);
+                return Err(e);
+            }
+        }
         if addrs.is_empty() {
             return Ok(());
         }
-        firewall::allow(&routed::host_ifname(veid.get()), &ips(addrs))
-            .map_err(|e| format!("allowing its addresses in the appliance's firewall: {e}"))
+        firewall::allow(&routed::host_ifname(veid.get()), &ips(addrs)).map_err(|e| {
+            self.ports_down(veid);
+            format!("allowing its addresses in the appliance's firewall: {e}")
+        })
+    }
+
+    /// Enters bridged port `n` (filled) in the firewall, before its pair is
+    /// made.
+    fn port_add(&self, veid: VeId, n: &NetIf) -> Result<(), String> {
+        let (Some(port), Some(mac)) = (n.host_ifname.clone(), n.mac) else {
+            return Err(format!("NETIF {}: no host_ifname or MAC", n.ifname));
+        };
+        firewall::port_allow(&port, &mac).map_err(|e| {
+            format!(
+                "NETIF {}: entering {port} in the appliance's firewall: {e}",
+                n.ifname
+            )
+        })?;
+        self.lock().ports.entry(veid).or_default().push((port, mac));
+        Ok(())
+    }
+
+    /// Takes bridged port `n` out of the firewall (after its pair went).
+    fn port_del(&self, veid: VeId, n: &NetIf) {
+        let port = n.host_ifname.clone().unwrap_or_default();
+        let mut st = self.lock();
+        let Some(list) = st.ports.get_mut(&veid) else {
+            return;
+        };
+        let gone: Vec<_> = list.iter().filter(|(p, _)| *p == port).cloned().collect();
+        list.retain(|(p, _)| *p != port);
+        drop(st);
+        for (p, mac) in gone {
+            if let Err(e) = firewall::port_revoke(&p, &mac) {
+                log::warn!("VE {veid}: taking {p} out of the firewall: {e}");
+            }
+        }
+    }
+
+    /// Takes all of VE `veid`'s bridged ports out of the firewall.
+    fn ports_down(&self, veid: VeId) {
+        let gone = self.lock().ports.remove(&veid).unwrap_or_default();
+        for (p, mac) in gone {
+            if let Err(e) = firewall::port_revoke(&p, &mac) {
+                log::warn!("VE {veid}: taking {p} out of the firewall: {e}");
+            }
+        }
     }
 
     /// Once VE `veid` runs (its pair made by vesetup): the routes to its
@@ -139,14 +197,17 @@ impl Manager {
     /// After VE `veid` ended (its pair went with its network namespace):
     /// its neighbour answers, allowed sources and forwarded ports go.
     pub(super) fn net_down(&self, veid: VeId) {
-        if let Some(devs) = self.lock().netdev.remove(&veid) {
+        self.ports_down(veid);
+        let devs = self.lock().netdev.remove(&veid);
+        if let Some(devs) = devs {
             if let Ok(mut nl) = Rtnl::new() {
                 for m in crate::net::bridged::returned(&mut nl, &devs) {
                     log::warn!("VE {veid}: NETDEV {m}");
                 }
             }
         }
-        if let Some(f) = self.lock().fwd.remove(&veid) {
+        let fwd = self.lock().fwd.remove(&veid);
+        if let Some(f) = fwd {
             if let Err(e) = firewall::forward_del(&f) {
                 log::warn!("VE {veid}: removing its forwarded ports: {e}");
             }
@@ -313,15 +374,169 @@ impl Manager {
                 Err(e) => log::warn!("VE {veid}: reading its addresses: {e}"),
             }
         }
+        self.proxy_sweep(&allowed);
+        // Bridged ports: each running VE's NETIF pairs that exist, held to
+        // their configured MACs; any other veth port in a bridge (a VE's
+        // whose config no longer says so) sends nothing.
+        let mut ports: Vec<(String, Option<[u8; 6]>)> = Vec::new();
+        let running: Vec<VeId> = self.lock().running.keys().copied().collect();
+        for veid in running {
+            let Some(Ok(c)) = self.config_of(veid) else {
+                continue;
+            };
+            let mine: Vec<(String, [u8; 6])> = c
+                .netif
+                .iter()
+                .map(|n| n.filled(veid.get()))
+                .filter_map(|n| Some((n.host_ifname?, n.mac?)))
+                .filter(|(p, _)| links.iter().any(|l| l.name == *p))
+                .collect();
+            ports.extend(mine.iter().map(|(p, m)| (p.clone(), Some(*m))));
+            if !mine.is_empty() {
+                self.lock().ports.insert(veid, mine);
+            }
+        }
+        for l in &links {
+            let bridged = l.kind.as_deref() == Some("veth") && l.master.is_some();
+            if bridged && !ports.iter().any(|(p, _)| *p == l.name) {
+                log::warn!(
+                    "{} is a veth port in a bridge of no running VE: it may send nothing",
+                    l.name
+                );
+                ports.push((l.name.clone(), None));
+            }
+        }
         let table = firewall::Table {
             allowed,
             forwards,
             masquerade: masquerade.to_vec(),
+            ports,
         };
         if let Err(e) = firewall::load(&table) {
             log::error!(
                 "the VEs' firewall (nftables table inet vz) could not be loaded: {e};                  VEs with addresses will not start"
             );
+        }
+    }
+
+    /// After a vmmgr restart: the neighbour answers match the addresses
+    /// running VEs hold (`allowed`). Those of a VE that ended while no
+    /// vmmgr ran go (its routes went with its pair; its proxy entries on
+    /// the uplinks stay until taken away); a held address gets its answers
+    /// on today's uplinks. Proxy entries are vmmgr's alone on the
+    /// appliance: any other is taken away too.
+    fn proxy_sweep(&self, allowed: &[(String, Vec<IpAddr>)]) {
+        let held: Vec<IpAddr> = allowed
+            .iter()
+            .flat_map(|(_, l)| l.iter().copied())
+            .collect();
+        let swept = Rtnl::new().and_then(|mut nl| {
+            let mut gone = Vec::new();
+            for (index, ip) in nl.proxies()? {
+                if !held.contains(&ip) {
+                    nl.del_proxy(index, ip)?;
+                    gone.push(ip);
+                }
+            }
+            let devs = neighbour_devs(&mut nl)?;
+            for ip in &held {
+                for d in &devs {
+                    nl.add_proxy(*d, *ip)?;
+                }
+            }
+            Ok(gone)
+        });
+        match swept {
+            Ok(gone) if !gone.is_empty() => {
+                gone.iter().for_each(|ip| {
+                    log::info!("neighbour answers for {ip} taken away: no running VE holds it")
+                });
+            }
+            Ok(_) => {}
+            Err(e) => log::warn!("matching the neighbour answers to the running VEs: {e}"),
+        }
+    }
+
+    /// Keeps the neighbour answers for the running VEs' routed addresses
+    /// on the uplinks as those change: the kernel drops an interface's
+    /// proxy entries when it goes down, and IPv4's when its last IPv4
+    /// address goes (a DHCP client's release or renewal does that), and an
+    /// uplink may get its first address only after the VEs started.
+    pub fn keep_neighbour_answers(self: &Arc<Self>) {
+        let me = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("neighbours".into())
+            .spawn(move || {
+                let mut changes = match rtnl::Changes::new() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        log::error!(
+                            "listening for the uplinks' changes: {e}; neighbour answers \
+                             lost to a link or address change are not made again"
+                        );
+                        return;
+                    }
+                };
+                loop {
+                    match changes.wait(std::time::Duration::from_millis(300)) {
+                        Ok(touched) => me.renew_answers(touched.as_deref()),
+                        Err(e) => {
+                            log::warn!("listening for the uplinks' changes: {e}");
+                            std::thread::sleep(std::time::Duration::from_secs(1));
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            log::error!("starting the neighbour-answer thread: {e}");
+        }
+    }
+
+    /// Makes the missing neighbour answers for every routed VE address on
+    /// the uplinks, when one of `touched` (`None`: any) is an uplink.
+    fn renew_answers(&self, touched: Option<&[u32]>) {
+        let held = |me: &Self| -> Vec<IpAddr> {
+            me.lock()
+                .net
+                .values()
+                .flat_map(|l| l.iter().map(|n| n.ip))
+                .collect()
+        };
+        let want = held(self);
+        if want.is_empty() {
+            return;
+        }
+        let renewed = Rtnl::new().and_then(|mut nl| {
+            let devs = neighbour_devs(&mut nl)?;
+            if let Some(t) = touched {
+                if !t.iter().any(|i| devs.contains(i)) {
+                    return Ok(Vec::new());
+                }
+            }
+            let have = nl.proxies()?;
+            let mut added = Vec::new();
+            for ip in &want {
+                for d in &devs {
+                    if !have.contains(&(*d, *ip)) {
+                        nl.add_proxy(*d, *ip)?;
+                        added.push((*d, *ip));
+                    }
+                }
+            }
+            // An address taken away meanwhile keeps no answer.
+            let now = held(self);
+            for (d, ip) in added.iter().filter(|(_, ip)| !now.contains(ip)) {
+                nl.del_proxy(*d, *ip)?;
+            }
+            Ok(added)
+        });
+        match renewed {
+            Ok(added) if !added.is_empty() => log::info!(
+                "neighbour answers made again on the uplinks for {} VE address(es)",
+                added.len()
+            ),
+            Ok(_) => {}
+            Err(e) => log::warn!("making the neighbour answers again: {e}"),
         }
     }
 
@@ -343,9 +558,15 @@ impl Manager {
             let own = std::fs::File::open("/proc/self/ns/net")?;
             for n in old_ifs.iter().filter(|n| !new_ifs.contains(n)) {
                 bridged::remove(&mut nl, n)?;
+                self.port_del(veid, n);
             }
             for n in new_ifs.iter().filter(|n| !old_ifs.contains(n)) {
-                bridged::add(&mut nl, n, ns.as_fd())?;
+                self.port_add(veid, n).map_err(io::Error::other)?;
+                if let Err(e) = bridged::add(&mut nl, n, ns.as_fd()) {
+                    let _ = bridged::remove(&mut nl, n);
+                    self.port_del(veid, n);
+                    return Err(e);
+                }
             }
             for d in old_devs.iter().filter(|d| !new_devs.contains(d)) {
                 let perm = self

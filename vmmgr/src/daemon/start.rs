@@ -187,9 +187,9 @@ impl Manager {
         }
         steps.mark("devices");
         self.netdev_prepare(veid, &cfg.netdev);
-        // Its addresses in the firewall before its pair exists (fails
-        // closed: an interface with none sends nothing).
-        if let Err(e) = self.net_prepare(veid, &cfg.ip_address) {
+        // Its addresses and bridged ports in the firewall before its pairs
+        // exist (fails closed: an interface with none sends nothing).
+        if let Err(e) = self.net_prepare(veid, &cfg.ip_address, &spec.netif) {
             self.cleanup_cgroup(veid);
             return Outcome::fail(ExitCode::System, format!("VE {veid}: {e}"));
         }

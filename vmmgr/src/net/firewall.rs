@@ -11,6 +11,19 @@
 //! sends nothing: a VE's addresses are allowed before its pair exists, and
 //! a pair whose VE has no allowed address is dropped whole.
 //!
+//! Bridged interfaces (`NETIF`): a second table, `bridge vz`, sees every
+//! frame a VE's port sends into a bridge (prerouting, before the bridge
+//! forwards it or hands it to the appliance). A port (set `ve_port`) sends
+//! only from the MAC its NETIF entry gives it (set `ve_mac`, `ifname .
+//! ether_addr`), in the Ethernet header and in ARP; frames from another
+//! MAC are dropped and counted on the port's element, as routed spoofing
+//! is. It sends no VLAN-tagged frames, no DHCP or DHCPv6 server replies and
+//! no router advertisements or redirects: a VE on the appliance's LAN
+//! cannot hand out addresses or routes to the appliance or its neighbours.
+//! Which addresses a bridged VE uses is its own choice (it configures
+//! them itself, as on OpenVZ). A port's elements are added before its pair
+//! is made and enslaved, so no frame of it passes unchecked.
+//!
 //! Driven by Debian's `nft` with rules as text on its standard input: one
 //! run is one kernel transaction. (nft 1.0.6's JSON input silently turns a
 //! map with concatenated data into a plain set, and the `nftables` crate
@@ -36,6 +49,14 @@ pub struct Table {
     /// Sources masqueraded behind the appliance when they leave through
     /// an interface that is not a VE's (net.conf's MASQUERADE).
     pub masquerade: Vec<IpNet>,
+    /// Each bridged VE port (host end of a NETIF pair) and the MAC its VE
+    /// end may send from (`None`: a port of unknown owner, which sends
+    /// nothing).
+    pub ports: Vec<(String, Option<[u8; 6]>)>,
+}
+
+fn mac(m: &[u8; 6]) -> String {
+    vzconfig::net::render_mac(m).to_ascii_lowercase()
 }
 
 fn set_block(s: &mut String, name: &str, ty: &str, flags: &str, elems: &[String]) {
@@ -135,7 +156,57 @@ pub fn ruleset(t: &Table) -> String {
          \t}\n\
          }\n",
     );
+    bridge_table(&mut s, &t.ports);
     s
+}
+
+/// The `bridge vz` table (see the module's documentation).
+fn bridge_table(s: &mut String, ports: &[(String, Option<[u8; 6]>)]) {
+    s.push_str("add table bridge vz\ndelete table bridge vz\ntable bridge vz {\n");
+    let names: Vec<String> = ports.iter().map(|(p, _)| format!("\"{p}\"")).collect();
+    set_block(s, "ve_port", "ifname", "counter", &names);
+    let macs: Vec<String> = ports
+        .iter()
+        .filter_map(|(p, m)| m.map(|m| format!("\"{p}\" . {}", mac(&m))))
+        .collect();
+    set_block(s, "ve_mac", "ifname . ether_addr", "", &macs);
+    s.push_str(
+        "\tchain from_ve {\n\
+         \t\ttype filter hook prerouting priority filter; policy accept;\n\
+         \t\tiifname != @ve_port return\n\
+         \t\tiifname . ether saddr != @ve_mac goto spoofed\n\
+         \t\tether type arp iifname . arp saddr ether != @ve_mac goto spoofed\n\
+         \t\tether type { 0x8100, 0x88a8 } counter drop comment \"tagged frames from a VE\"\n\
+         \t\tudp sport { 67, 547 } counter drop comment \"a DHCP server in a VE\"\n\
+         \t\ticmpv6 type { nd-router-advert, nd-redirect } counter drop comment \"router advertisements from a VE\"\n\
+         \t}\n\
+         \tchain spoofed {\n\
+         \t\tiifname @ve_port drop\n\
+         \t\tcounter drop\n\
+         \t}\n\
+         }\n",
+    );
+}
+
+fn port_elements(ifname: &str, m: &[u8; 6], verb: &str) -> String {
+    format!(
+        "{verb} element bridge vz ve_port {{ \"{ifname}\" }}\n\
+         {verb} element bridge vz ve_mac {{ \"{ifname}\" . {} }}\n",
+        mac(m)
+    )
+}
+
+/// Lets bridged port `ifname` into its bridge, sending from `m` only.
+pub fn port_allow(ifname: &str, m: &[u8; 6]) -> io::Result<()> {
+    nft(&["-f", "-"], &port_elements(ifname, m, "add")).map(drop)
+}
+
+/// Takes bridged port `ifname` out of the table (no error if it was not
+/// there).
+pub fn port_revoke(ifname: &str, m: &[u8; 6]) -> io::Result<()> {
+    let mut s = port_elements(ifname, m, "add");
+    s.push_str(&port_elements(ifname, m, "delete"));
+    nft(&["-f", "-"], &s).map(drop)
 }
 
 /// Runs nft with `script` on its standard input (one transaction).
@@ -195,13 +266,62 @@ pub fn forward_add(fwds: &[(PortFwd, IpAddr)]) -> io::Result<()> {
     nft(&["-f", "-"], &forward_script(fwds, false)).map(drop)
 }
 
-/// Removes forwarded ports (those already gone are no error). Connections
-/// already made through one go on (conntrack keeps them).
+/// Debian's conntrack tool, in the image (rootfs/files.list).
+pub const CONNTRACK: &str = "/usr/sbin/conntrack";
+
+/// Removes forwarded ports (those already gone are no error), then ends
+/// the connections made through them: their conntrack entries go, so the
+/// next packet of one is no longer sent on to the VE (the appliance has no
+/// listener there and resets it). A failure to end them is logged, not
+/// returned: the port itself is gone.
 pub fn forward_del(fwds: &[(PortFwd, IpAddr)]) -> io::Result<()> {
     if fwds.is_empty() {
         return Ok(());
     }
-    nft(&["-f", "-"], &forward_script(fwds, true)).map(drop)
+    nft(&["-f", "-"], &forward_script(fwds, true))?;
+    for (f, ip) in fwds {
+        if let Err(e) = forget_connections(f, *ip) {
+            log::warn!("ending the connections of forwarded port {f}: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// conntrack's arguments selecting the connections forwarded through `f`
+/// to `to`: the port the client asked for, answered from the VE.
+fn conntrack_args(f: &PortFwd, to: IpAddr) -> Vec<String> {
+    let family = if to.is_ipv6() { "ipv6" } else { "ipv4" };
+    [
+        "-D",
+        "-f",
+        family,
+        "-p",
+        f.proto(),
+        "--orig-port-dst",
+        &f.outer.to_string(),
+        "--reply-src",
+        &to.to_string(),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+fn forget_connections(f: &PortFwd, to: IpAddr) -> io::Result<()> {
+    let out = Command::new(CONNTRACK)
+        .args(conntrack_args(f, to))
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| io::Error::new(e.kind(), format!("running {CONNTRACK}: {e}")))?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    // No connection to end is no error (conntrack exits 1 then).
+    if out.status.success() || err.contains(" 0 flow entries") {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "conntrack refused: {}",
+            err.trim()
+        )))
+    }
 }
 
 fn elements(ifname: &str, ips: &[IpAddr], verb: &str) -> String {
@@ -235,11 +355,15 @@ pub fn revoke(ifname: &str, ips: &[IpAddr]) -> io::Result<()> {
     nft(&["-f", "-"], &s).map(drop)
 }
 
-/// Packets dropped per VE interface for a spoofed source (`ve_if`'s
-/// element counters).
+/// Packets dropped per VE interface for a spoofed source (the element
+/// counters of `ve_if` for routed pairs and `ve_port` for bridged ports).
 pub fn dropped() -> io::Result<Vec<(String, u64)>> {
-    let out = nft(&["list", "set", "inet", "vz", "ve_if"], "")?;
-    Ok(parse_counters(&out))
+    let mut out = parse_counters(&nft(&["list", "set", "inet", "vz", "ve_if"], "")?);
+    out.extend(parse_counters(&nft(
+        &["list", "set", "bridge", "vz", "ve_port"],
+        "",
+    )?));
+    Ok(out)
 }
 
 /// Reads `"venet101" counter packets 3 bytes 128` out of a set listing.
@@ -287,7 +411,20 @@ mod tests {
                 "192.0.2.10".parse().expect("ip"),
             )],
             masquerade: vec![vzconfig::net::parse_ip("192.0.2.0/24").expect("net")],
+            ports: vec![
+                ("veth104.0".into(), Some([0x02, 0, 0, 0, 0, 0x0a])),
+                ("stray0".into(), None),
+            ],
         });
+        assert!(
+            r.contains("elements = { \"veth104.0\", \"stray0\" }"),
+            "{r}"
+        );
+        assert!(
+            r.contains("elements = { \"veth104.0\" . 02:00:00:00:00:0a }"),
+            "{r}"
+        );
+        assert!(r.contains("add table bridge vz\ndelete table bridge vz\n"));
         assert!(
             r.contains("elements = { tcp . 8080 : 192.0.2.10 . 80 }"),
             "{r}"
@@ -299,6 +436,24 @@ mod tests {
         assert!(r.starts_with("add table inet vz\ndelete table inet vz\n"));
         let empty = ruleset(&Table::default());
         assert!(!empty.contains("elements"), "{empty}");
+    }
+
+    #[test]
+    fn conntrack_selects_what_the_forward_sent_on() {
+        let f = PortFwd {
+            udp: false,
+            outer: 8080,
+            inner: 80,
+        };
+        assert_eq!(
+            conntrack_args(&f, "198.51.100.20".parse().expect("ip")).join(" "),
+            "-D -f ipv4 -p tcp --orig-port-dst 8080 --reply-src 198.51.100.20"
+        );
+        let u = PortFwd { udp: true, ..f };
+        assert_eq!(
+            conntrack_args(&u, "2001:db8::20".parse().expect("ip")).join(" "),
+            "-D -f ipv6 -p udp --orig-port-dst 8080 --reply-src 2001:db8::20"
+        );
     }
 
     #[test]
@@ -333,16 +488,23 @@ mod tests {
                 .map_err(io::Error::from)?;
             load(&Table {
                 allowed: vec![("venet101".into(), vec!["192.0.2.10".parse().expect("ip")])],
+                ports: vec![("veth104.0".into(), Some([2, 0, 0, 0, 0, 1]))],
                 ..Table::default()
             })?;
             allow("venet101", &["2001:db8::10".parse().expect("ip")])?;
             revoke("venet101", &["192.0.2.99".parse().expect("ip")])?;
+            port_allow("veth105.0", &[2, 0, 0, 0, 0, 2])?;
+            port_revoke("veth105.0", &[2, 0, 0, 0, 0, 2])?;
+            port_revoke("veth105.0", &[2, 0, 0, 0, 0, 2])?;
             dropped()
         })
         .join()
         .expect("thread");
         match r {
-            Ok(d) => assert_eq!(d, vec![("venet101".to_owned(), 0)]),
+            Ok(d) => assert_eq!(
+                d,
+                vec![("venet101".to_owned(), 0), ("veth104.0".to_owned(), 0)]
+            ),
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
                 eprintln!("skipping: {e}")
             }

@@ -99,6 +99,30 @@ fn routed_addresses_live_and_held_to_their_own() -> anyhow::Result<()> {
     assert_eq!(files.lines().last(), Some("web"), "{files}");
     let inherited = a.run_ok("vzctl exec 102 cat /etc/resolv.conf")?;
     assert!(inherited.contains("nameserver 203.0.113.3"), "{inherited}");
+    // A new DHCP lease naming other servers (its script rewrites the
+    // appliance's resolv.conf) reaches the running VE that inherits them.
+    let saved = a.run_ok("cat /run/resolv.conf")?;
+    a.run_ok("printf '# from DHCP on eth0\\nnameserver 198.51.100.3\\n' > /run/resolv.conf")?;
+    let mut followed = String::new();
+    for _ in 0..30 {
+        followed = a.run_ok("vzctl exec 102 cat /etc/resolv.conf")?;
+        if followed.contains("nameserver 198.51.100.3") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(followed.contains("nameserver 198.51.100.3"), "{followed}");
+    assert!(!followed.contains("203.0.113.3"), "{followed}");
+    let own = a.run_ok("vzctl exec 101 cat /etc/resolv.conf")?;
+    assert!(own.contains("nameserver 192.0.2.53"), "{own}");
+    a.run_ok(&format!(
+        "printf '%s\\n' {} > /run/resolv.conf",
+        saved
+            .lines()
+            .map(|l| format!("'{l}'"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    ))?;
     // Live, and symlink-safe: 102's root links its resolv.conf to an
     // appliance path; nothing is written there.
     a.run_ok("vzctl set 101 --nameserver 198.51.100.53")?;
@@ -623,6 +647,22 @@ fn a_ve_is_reached_from_another_appliance_through_neighbour_answers() -> anyhow:
         ra0,
         "a router advertisement from a VE reached B"
     );
+    // Tagged frames (a way onto a VLAN the appliance's LAN may carry) are
+    // dropped at the port: the rule's counter takes all three.
+    let tagged = |a: &mut Appliance| -> anyhow::Result<u64> {
+        let chain = a.run_ok("nft list chain bridge vz from_ve")?;
+        Ok(chain
+            .lines()
+            .find(|l| l.contains("tagged frames from a VE"))
+            .and_then(|l| l.split("counter packets ").nth(1))
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0))
+    };
+    let t0 = tagged(&mut a)?;
+    let out = a.run_ok("vzctl exec 104 ve-probe vlan eth0")?;
+    assert!(out.contains("vlan: sent"), "{out}");
+    assert_eq!(tagged(&mut a)?, t0 + 3, "tagged frames not dropped at the port");
     let rules = a.run_ok("nft list chain bridge vz from_ve")?;
     println!("net: the bridged ports' rules after the attacks:\n{rules}");
 

@@ -123,6 +123,50 @@ fn bcast(ifname: &str, sport: u16, dport: u16) -> std::io::Result<()> {
     Ok(())
 }
 
+fn vlan_frame(ifname: &str) -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let index = if_index(ifname)?;
+    let text = std::fs::read_to_string(format!("/sys/class/net/{ifname}/address"))?;
+    let mut mac = [0u8; 6];
+    for (b, h) in mac.iter_mut().zip(text.trim().split(':')) {
+        *b = u8::from_str_radix(h, 16).map_err(std::io::Error::other)?;
+    }
+    // SAFETY: plain integers.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a new socket owned here.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut frame = vec![0xff; 6];
+    frame.extend(mac);
+    frame.extend([0x81, 0x00, 0x00, 100, 0x08, 0x00]);
+    frame.extend([0u8; 46]);
+    // SAFETY: sockaddr_ll is plain data; zeroed is a valid value.
+    let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    to.sll_family = libc::AF_PACKET as u16;
+    to.sll_ifindex = index as i32;
+    to.sll_halen = 6;
+    to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+    for _ in 0..3 {
+        // SAFETY: a valid socket, buffer and address of the given lengths.
+        let rc = unsafe {
+            libc::sendto(
+                sock.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&to as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 fn icmp6_all_nodes(ifname: &str, ty: u8) -> std::io::Result<()> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     let index = if_index(ifname)?;
@@ -372,6 +416,15 @@ fn main() {
             match icmp6_all_nodes(&ifname, ty) {
                 Ok(()) => println!("icmp6: sent"),
                 Err(e) => println!("icmp6: failed ({e})"),
+            }
+        }
+        Some("vlan") => {
+            // A broadcast frame tagged with VLAN 100, from IFACE's own MAC,
+            // 3 times, through a packet socket (VE root may open one).
+            let ifname = args.get(1).cloned().unwrap_or_default();
+            match vlan_frame(&ifname) {
+                Ok(()) => println!("vlan: sent"),
+                Err(e) => println!("vlan: failed ({e})"),
             }
         }
         Some("proxies") => {

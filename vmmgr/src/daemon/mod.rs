@@ -149,6 +149,9 @@ struct State {
     netdev: BTreeMap<VeId, Vec<(String, [u8; 6])>>,
     /// Its bridged ports in the firewall: host end and the VE end's MAC.
     ports: BTreeMap<VeId, Vec<(String, [u8; 6])>>,
+    /// The appliance's DNS servers and domains when last looked at (VEs
+    /// with `inherit` follow them).
+    dns_seen: Option<(Vec<std::net::IpAddr>, Vec<String>)>,
 }
 
 /// A VE's DEVNODES and DEVICES.

@@ -540,6 +540,68 @@ impl Manager {
         }
     }
 
+    /// Writes running VE `veid`'s resolv.conf, hosts and hostname from
+    /// `cfg` (through the helper, as VE root; its init behind `init`).
+    pub(super) fn network_files(
+        &self,
+        veid: VeId,
+        cfg: &crate::config::VeConfig,
+        init: &std::os::fd::OwnedFd,
+    ) -> Result<(), String> {
+        let (nameservers, searchdomains) = super::start::dns(cfg);
+        let live = crate::setup::netfiles::Live {
+            hostname: cfg.hostname.clone().unwrap_or_else(|| format!("ve{veid}")),
+            ip: self.net_addresses(veid).first().map(|a| a.ip),
+            nameservers,
+            searchdomains,
+        };
+        crate::setup::netfiles::spawn_live(
+            &self.layout.helper,
+            init,
+            (cfg.local_uid, cfg.local_gid),
+            &live,
+        )
+    }
+
+    /// Follows the appliance's DNS (`/run/resolv.conf`, which DHCP may
+    /// rewrite) into the running VEs whose NAMESERVER or SEARCHDOMAIN is
+    /// `inherit`: called every few seconds; the first call only takes note.
+    pub(super) fn follow_dns(&self) {
+        let now = crate::net::uplink::appliance_resolv();
+        let changed = {
+            let mut st = self.lock();
+            let changed = st.dns_seen.as_ref().is_some_and(|seen| *seen != now);
+            st.dns_seen = Some(now);
+            changed
+        };
+        if !changed {
+            return;
+        }
+        let running: Vec<(VeId, Arc<std::os::fd::OwnedFd>)> = self
+            .lock()
+            .running
+            .iter()
+            .map(|(v, r)| (*v, Arc::clone(&r.pidfd)))
+            .collect();
+        for (veid, init) in running {
+            let Some(Ok(cfg)) = self.config_of(veid) else {
+                continue;
+            };
+            let inherits = matches!(cfg.nameserver, Some(vzconfig::net::NameServers::Inherit))
+                || matches!(
+                    cfg.searchdomain,
+                    Some(vzconfig::net::SearchDomains::Inherit)
+                );
+            if !inherits {
+                continue;
+            }
+            match self.network_files(veid, &cfg, &init) {
+                Ok(()) => log::info!("VE {veid}: the appliance's DNS servers changed: resolv.conf written again"),
+                Err(e) => log::warn!("VE {veid}: writing the appliance's new DNS servers into its resolv.conf: {e}"),
+            }
+        }
+    }
+
     /// NETIF pairs and NETDEV devices of running VE `veid` from `old_*` to
     /// `new_*` (a failure leaves what it did undone by the caller's undo).
     pub(super) fn net_links(

@@ -65,14 +65,19 @@ impl Manager {
         }
     }
 
-    /// Starts the sampling thread.
+    /// Starts the sampling thread (beancounters, and the appliance's DNS
+    /// for the VEs that inherit it).
     pub fn start_sampler(self: &Arc<Self>) {
         let me = Arc::clone(self);
         let _ = std::thread::Builder::new()
             .name("sampler".into())
-            .spawn(move || loop {
-                std::thread::sleep(beancounters::SAMPLE_EVERY);
-                me.sample();
+            .spawn(move || {
+                me.follow_dns();
+                loop {
+                    std::thread::sleep(beancounters::SAMPLE_EVERY);
+                    me.sample();
+                    me.follow_dns();
+                }
             });
     }
 

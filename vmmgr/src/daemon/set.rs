@@ -432,21 +432,9 @@ impl Manager {
                 .iter()
                 .any(|(k, _)| matches!(*k, "HOSTNAME" | "NAMESERVER" | "SEARCHDOMAIN"));
         if touched {
-            let (nameservers, searchdomains) = super::start::dns(cfg);
-            let live = crate::setup::netfiles::Live {
-                hostname: cfg.hostname.clone().unwrap_or_else(|| format!("ve{veid}")),
-                ip: self.net_addresses(veid).first().map(|a| a.ip),
-                nameservers,
-                searchdomains,
-            };
             // The VE's own files: written if they can be, never a reason to
             // take the other changes back (VE root decides what its /etc is).
-            match crate::setup::netfiles::spawn_live(
-                helper,
-                &init,
-                (cfg.local_uid, cfg.local_gid),
-                &live,
-            ) {
+            match self.network_files(veid, cfg, &init) {
                 Ok(()) => applied.push("network files".to_owned()),
                 Err(e) => log::warn!("VE {veid}: its resolv.conf, hosts, hostname: {e}"),
             }

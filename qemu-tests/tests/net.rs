@@ -570,13 +570,20 @@ fn a_ve_is_reached_from_another_appliance_through_neighbour_answers() -> anyhow:
         "bridged VE from B"
     );
     assert!(pings(&mut a, "104", "192.0.2.2")?);
-    // A restart makes the pair again, in the bridge.
+    // A restart makes the pair again, in the bridge; the VE configures its
+    // end itself, from its own init (as a Debian VE's ifupdown would).
+    a.run_ok(
+        "vzctl exec2 104 \"echo '::sysinit:/bin/sh -c \\\"ip addr add 192.0.2.40/24 dev eth0; ip link set eth0 up\\\"' >> /etc/inittab\"",
+    )?;
     a.run_ok("vzctl --quiet restart 104")?;
-    a.run_ok("vzctl exec2 104 'ip addr add 192.0.2.40/24 dev eth0 && ip link set eth0 up'")?;
-    assert!(
-        pings(&mut b, "appliance", "192.0.2.40")?,
-        "bridged VE after a restart"
-    );
+    let mut reached = false;
+    for _ in 0..10 {
+        if pings(&mut b, "appliance", "192.0.2.40")? {
+            reached = true;
+            break;
+        }
+    }
+    assert!(reached, "bridged VE after a restart");
 
     // The bridged port is held to its MAC, and sends no DHCP server
     // replies and no router advertisements: from VE root, after a vmmgr
@@ -723,5 +730,28 @@ fn a_ve_is_reached_from_another_appliance_through_neighbour_answers() -> anyhow:
     std::thread::sleep(std::time::Duration::from_secs(1));
     b.run_ok("vzctl --quiet restart 201")?;
     assert!(pings(&mut b, "appliance", "192.0.2.20")?);
+
+    // An appliance reboot: A's bridge comes back from its net.conf, 104
+    // (ONBOOT) with its pair in it, held to its MAC, reached from B again.
+    a.run_ok("vzctl set 104 --onboot yes --save")?;
+    a.exit_shell()?;
+    a.send("reboot\r")?;
+    let down = a.expect("init: reboot now", std::time::Duration::from_secs(120))?;
+    assert!(!down.contains("did not stop within"), "{down}");
+    a.rebooted()?;
+    a.enter_shell()?;
+    let mut reached = false;
+    for _ in 0..30 {
+        if pings(&mut b, "appliance", "192.0.2.40")? {
+            reached = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(reached, "bridged VE after A's reboot");
+    let ports = a.run_ok("nft list set bridge vz ve_port")?;
+    assert!(ports.contains("\"veth104.0\""), "{ports}");
+    let mac = a.run_ok("nft list set bridge vz ve_mac")?;
+    assert!(mac.contains(&format!("\"veth104.0\" . {own_mac}")), "{mac}");
     Ok(())
 }

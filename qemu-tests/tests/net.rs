@@ -248,7 +248,9 @@ fn routed_addresses_live_and_held_to_their_own() -> anyhow::Result<()> {
     )?;
     let mut up = String::new();
     for _ in 0..120 {
-        up = a.run_rc("vzctl exec 106 systemctl is-system-running 2>&1")?.0;
+        up = a
+            .run_rc("vzctl exec 106 systemctl is-system-running 2>&1")?
+            .0;
         if up.contains("running") || up.contains("degraded") {
             break;
         }
@@ -260,16 +262,18 @@ fn routed_addresses_live_and_held_to_their_own() -> anyhow::Result<()> {
          /usr/bin/systemd-socket-activate -l 80 --inetd -a /bin/echo hello-from-106",
     )?;
     let reach_106 = |a: &mut Appliance| -> anyhow::Result<bool> {
-        Ok(a
-            .run_rc("vzctl exec 103 'sleep 1 | timeout 5 nc 198.51.100.60 80'")?
-            .0
-            .contains("hello-from-106"))
+        Ok(
+            a.run_rc("vzctl exec 103 'sleep 1 | timeout 5 nc 198.51.100.60 80'")?
+                .0
+                .contains("hello-from-106"),
+        )
     };
     let reach_101 = |a: &mut Appliance| -> anyhow::Result<bool> {
-        Ok(a
-            .run_rc("vzctl exec 103 timeout 5 wget -q -O - http://192.0.2.11/")?
-            .0
-            .contains("hello-from-101"))
+        Ok(
+            a.run_rc("vzctl exec 103 timeout 5 wget -q -O - http://192.0.2.11/")?
+                .0
+                .contains("hello-from-101"),
+        )
     };
     let mut served = false;
     for _ in 0..10 {
@@ -294,7 +298,10 @@ fn routed_addresses_live_and_held_to_their_own() -> anyhow::Result<()> {
     ];
     for (tool, add, flush) in rules {
         a.run_ok(&format!("vzctl exec 106 \"{add}\""))?;
-        assert!(!reach_106(&mut a)?, "106's own {tool} rule drops its port 80");
+        assert!(
+            !reach_106(&mut a)?,
+            "106's own {tool} rule drops its port 80"
+        );
         assert!(reach_101(&mut a)?, "{tool}: 101's port 80 still answers");
         let appliance = a.run_ok("nft list ruleset")?;
         assert!(!appliance.contains("dport 80 drop"), "{appliance}");
@@ -707,7 +714,11 @@ fn a_ve_is_reached_from_another_appliance_through_neighbour_answers() -> anyhow:
     let t0 = tagged(&mut a)?;
     let out = a.run_ok("vzctl exec 104 ve-probe vlan eth0")?;
     assert!(out.contains("vlan: sent"), "{out}");
-    assert_eq!(tagged(&mut a)?, t0 + 3, "tagged frames not dropped at the port");
+    assert_eq!(
+        tagged(&mut a)?,
+        t0 + 3,
+        "tagged frames not dropped at the port"
+    );
     let rules = a.run_ok("nft list chain bridge vz from_ve")?;
     println!("net: the bridged ports' rules after the attacks:\n{rules}");
 
@@ -768,6 +779,20 @@ fn a_ve_is_reached_from_another_appliance_through_neighbour_answers() -> anyhow:
     std::thread::sleep(std::time::Duration::from_secs(1));
     b.run_ok("vzctl --quiet restart 201")?;
     assert!(pings(&mut b, "appliance", "192.0.2.20")?);
+
+    // The MAC spoofing of 104 is in A's log, by VE (read every 30 s).
+    let mut logged = String::new();
+    for _ in 0..45 {
+        logged = a.run_rc("grep 'from a MAC not its own' /run/vz/log")?.0;
+        if logged.contains("VE 104: ") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    assert!(
+        logged.contains("frame(s) from a MAC not its own dropped on bridged port veth104.0"),
+        "{logged}"
+    );
 
     // An appliance reboot: A's bridge comes back from its net.conf, 104
     // (ONBOOT) with its pair in it, held to its MAC, reached from B again.

@@ -152,6 +152,8 @@ struct State {
     /// The appliance's DNS servers and domains when last looked at (VEs
     /// with `inherit` follow them).
     dns_seen: Option<(Vec<std::net::IpAddr>, Vec<String>)>,
+    /// The firewall's spoofing drop counters per interface, last read.
+    drops_seen: BTreeMap<String, u64>,
 }
 
 /// A VE's DEVNODES and DEVICES.

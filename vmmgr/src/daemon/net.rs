@@ -596,8 +596,54 @@ impl Manager {
                 continue;
             }
             match self.network_files(veid, &cfg, &init) {
-                Ok(()) => log::info!("VE {veid}: the appliance's DNS servers changed: resolv.conf written again"),
-                Err(e) => log::warn!("VE {veid}: writing the appliance's new DNS servers into its resolv.conf: {e}"),
+                Ok(()) => log::info!(
+                    "VE {veid}: the appliance's DNS servers changed: resolv.conf written again"
+                ),
+                Err(e) => log::warn!(
+                    "VE {veid}: writing the appliance's new DNS servers into its resolv.conf: {e}"
+                ),
+            }
+        }
+    }
+
+    /// Says in the log which VE sent what the firewall dropped as spoofed
+    /// since the last look: packets from a source address not its own
+    /// (routed), frames from a MAC not its own (bridged).
+    pub(super) fn report_drops(&self) {
+        let now = match firewall::dropped() {
+            Ok(d) => d,
+            Err(e) => {
+                log::warn!("reading the firewall's drop counters: {e}");
+                return;
+            }
+        };
+        let mut st = self.lock();
+        for (ifname, count) in now {
+            let was = st.drops_seen.insert(ifname.clone(), count).unwrap_or(0);
+            // A counter that went down belongs to a new element (a VE
+            // started again): all of it is new.
+            let new = if count >= was { count - was } else { count };
+            if new == 0 {
+                continue;
+            }
+            let routed = ifname
+                .strip_prefix("venet")
+                .and_then(|v| v.parse::<VeId>().ok());
+            let bridged = st
+                .ports
+                .iter()
+                .find(|(_, l)| l.iter().any(|(p, _)| *p == ifname))
+                .map(|(v, _)| *v);
+            match (routed, bridged) {
+                (Some(veid), _) => log::warn!(
+                    "VE {veid}: {new} packet(s) from a source address not its own dropped on {ifname}"
+                ),
+                (None, Some(veid)) => log::warn!(
+                    "VE {veid}: {new} frame(s) from a MAC not its own dropped on bridged port {ifname}"
+                ),
+                (None, None) => log::warn!(
+                    "{new} frame(s) from {ifname}, a port of no running VE, dropped"
+                ),
             }
         }
     }

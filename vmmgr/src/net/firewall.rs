@@ -358,6 +358,7 @@ pub fn revoke(ifname: &str, ips: &[IpAddr]) -> io::Result<()> {
 /// Packets dropped per VE interface for a spoofed source (the element
 /// counters of `ve_if` for routed pairs and `ve_port` for bridged ports).
 pub fn dropped() -> io::Result<Vec<(String, u64)>> {
+    // Two runs: nft 1.0.6 fails a batch of two list commands.
     let mut out = parse_counters(&nft(&["list", "set", "inet", "vz", "ve_if"], "")?);
     out.extend(parse_counters(&nft(
         &["list", "set", "bridge", "vz", "ve_port"],

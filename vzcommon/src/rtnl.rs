@@ -76,6 +76,10 @@ impl std::fmt::Debug for Rtnl {
     }
 }
 
+/// A link a change touched: its index, and its name when the change was
+/// the link's own (not one of its addresses).
+pub type Touched = (u32, Option<String>);
+
 /// Changes of the namespace's links and addresses, as the kernel
 /// announces them (rtnetlink's multicast groups).
 #[derive(Debug)]
@@ -98,10 +102,10 @@ impl Changes {
     }
 
     /// Waits for a change, then for the burst it starts to end (`settle`
-    /// without another). Returns the links changed or whose addresses
-    /// changed; `None` when messages were lost (a full socket buffer):
-    /// anything may have changed.
-    pub fn wait(&mut self, settle: Duration) -> io::Result<Option<Vec<u32>>> {
+    /// without another). Returns the links changed (with their names) or
+    /// whose addresses changed (without); `None` when messages were lost (a
+    /// full socket buffer): anything may have changed.
+    pub fn wait(&mut self, settle: Duration) -> io::Result<Option<Vec<Touched>>> {
         use rustix::net::sockopt::{set_socket_timeout, Timeout};
         let mut touched = Some(Vec::new());
         set_socket_timeout(&self.sock, Timeout::Recv, None)?;
@@ -136,18 +140,20 @@ impl Changes {
                 }
                 off += (len + 3) & !3;
                 if let Ok(m) = NetlinkMessage::<Rt>::deserialize(&raw[..len.min(raw.len())]) {
-                    let index = match m.payload {
+                    let entry = match m.payload {
                         NetlinkPayload::InnerMessage(Rt::NewLink(l) | Rt::DelLink(l)) => {
-                            Some(l.header.index)
+                            Some((l.header.index, Some(link_of(&l).name)))
                         }
                         NetlinkPayload::InnerMessage(Rt::NewAddress(a) | Rt::DelAddress(a)) => {
-                            Some(a.header.index)
+                            Some((a.header.index, None))
                         }
                         _ => None,
                     };
-                    if let (Some(list), Some(i)) = (touched.as_mut(), index) {
-                        if !list.contains(&i) {
-                            list.push(i);
+                    if let (Some(list), Some(e)) = (touched.as_mut(), entry) {
+                        match list.iter_mut().find(|(i, _)| *i == e.0) {
+                            Some(have) if have.1.is_none() => have.1 = e.1,
+                            Some(_) => {}
+                            None => list.push(e),
                         }
                     }
                 }
@@ -887,7 +893,10 @@ mod tests {
             nl.set_up(lo, true)?;
             nl.add_address(lo, "192.0.2.1".parse().expect("ip"), 32)?;
             let touched = changes.wait(Duration::from_millis(100))?;
-            assert_eq!(touched, Some(vec![lo]));
+            assert_eq!(touched, Some(vec![(lo, Some("lo".to_owned()))]));
+            nl.add_address(lo, "192.0.2.2".parse().expect("ip"), 32)?;
+            let touched = changes.wait(Duration::from_millis(100))?;
+            assert_eq!(touched, Some(vec![(lo, None)]));
             Ok(())
         })
         .expect("scratch namespace");

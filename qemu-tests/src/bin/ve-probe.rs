@@ -60,10 +60,22 @@ fn web(args: &[String]) {
             None => addrs.push(a.clone()),
         }
     }
+    // PROBE_SSH=0: HTTP only. PROBE_STATS=1: what the machine did during
+    // the pass (CPU, memory reclaim, the busiest commands).
+    let ssh = std::env::var("PROBE_SSH").map_or(true, |v| v != "0");
+    let stats = std::env::var("PROBE_STATS").is_ok_and(|v| v == "1");
+    let before = stats.then(Snapshot::take);
     let mut times = Vec::new();
     let mut fails = 0;
     for a in &addrs {
-        match http_get(a).and_then(|t| ssh_banner(a).map(|()| t)) {
+        let r = http_get(a).and_then(|t| {
+            if ssh {
+                ssh_banner(a).map(|()| t)
+            } else {
+                Ok(t)
+            }
+        });
+        match r {
             Ok(t) => times.push(t),
             Err(e) => {
                 fails += 1;
@@ -78,6 +90,9 @@ fn web(args: &[String]) {
             .copied()
             .unwrap_or(0)
     };
+    if let Some(b) = before {
+        b.report(&Snapshot::take());
+    }
     println!(
         "web: ok {} fail {fails} p50 {} p90 {} max {}",
         times.len(),
@@ -85,6 +100,111 @@ fn web(args: &[String]) {
         q(90),
         times.last().copied().unwrap_or(0)
     );
+}
+
+/// The machine's counters at one moment (for `web`'s PROBE_STATS).
+struct Snapshot {
+    at: std::time::Instant,
+    /// /proc/stat's first line: total and idle (+iowait) ticks.
+    cpu: (u64, u64),
+    vmstat: Vec<(String, u64)>,
+    /// Ticks (user + system) per pid, with its command.
+    procs: std::collections::HashMap<u32, (String, u64)>,
+}
+
+impl Snapshot {
+    fn take() -> Snapshot {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let v: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        let cpu = (
+            v.iter().sum(),
+            v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0),
+        );
+        let vmstat = std::fs::read_to_string("/proc/vmstat")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let (k, n) = l.split_once(' ')?;
+                Some((k.to_owned(), n.parse().ok()?))
+            })
+            .collect();
+        let mut procs = std::collections::HashMap::new();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(t) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let (Some(o), Some(c)) = (t.find('('), t.rfind(')')) else {
+                continue;
+            };
+            let comm = t[o + 1..c].to_owned();
+            let f: Vec<&str> = t[c + 2..].split_whitespace().collect();
+            // After ")": state is field 3; utime 14 and stime 15.
+            let ticks = |i: usize| {
+                f.get(i - 3)
+                    .and_then(|x| x.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            procs.insert(pid, (comm, ticks(14) + ticks(15)));
+        }
+        Snapshot {
+            at: std::time::Instant::now(),
+            cpu,
+            vmstat,
+            procs,
+        }
+    }
+
+    fn report(&self, after: &Snapshot) {
+        let total = after.cpu.0.saturating_sub(self.cpu.0).max(1);
+        let idle = after.cpu.1.saturating_sub(self.cpu.1);
+        println!(
+            "web: stat {:.1} s, CPUs {:.0} % busy",
+            after.at.duration_since(self.at).as_secs_f64(),
+            100.0 * (1.0 - idle as f64 / total as f64)
+        );
+        let keys = [
+            "pgmajfault",
+            "pgscan_kswapd",
+            "pgscan_direct",
+            "workingset_refault_file",
+            "workingset_refault_anon",
+            "pswpin",
+            "pswpout",
+            "compact_stall",
+            "thp_fault_alloc",
+        ];
+        let mut line = String::from("web: stat vmstat");
+        for k in keys {
+            let get = |s: &Snapshot| s.vmstat.iter().find(|(n, _)| n == k).map_or(0, |(_, v)| *v);
+            line.push_str(&format!(" {k} {}", get(after).saturating_sub(get(self))));
+        }
+        println!("{line}");
+        let mut by_comm: std::collections::HashMap<String, (u64, u32)> = Default::default();
+        for (pid, (comm, t)) in &after.procs {
+            let was = self.procs.get(pid).map_or(0, |(_, w)| *w);
+            let e = by_comm.entry(comm.clone()).or_default();
+            e.0 += t.saturating_sub(was);
+            e.1 += 1;
+        }
+        let mut top: Vec<_> = by_comm.into_iter().filter(|(_, (t, _))| *t > 0).collect();
+        top.sort_by_key(|(_, (t, _))| std::cmp::Reverse(*t));
+        let list: Vec<String> = top
+            .iter()
+            .take(8)
+            .map(|(c, (t, n))| format!("{c} {t} ({n})"))
+            .collect();
+        println!("web: stat ticks by command: {}", list.join(", "));
+    }
 }
 
 /// `ifname`'s index, or the error naming it.

@@ -477,9 +477,34 @@ impl Manager {
                         return;
                     }
                 };
+                // VE pairs (made and removed with every start and stop, and
+                // given link-local addresses) are no uplinks: their changes
+                // are skipped without a look at the tables.
+                let mut pairs: std::collections::BTreeSet<u32> = Default::default();
                 loop {
                     match changes.wait(std::time::Duration::from_millis(300)) {
-                        Ok(touched) => me.renew_answers(touched.as_deref()),
+                        Ok(Some(touched)) => {
+                            for (i, name) in &touched {
+                                match name {
+                                    Some(n) if n.starts_with("venet") || n.starts_with("veth") => {
+                                        pairs.insert(*i);
+                                    }
+                                    Some(_) => {
+                                        pairs.remove(i);
+                                    }
+                                    None => {}
+                                }
+                            }
+                            let uplinks: Vec<u32> = touched
+                                .iter()
+                                .map(|(i, _)| *i)
+                                .filter(|i| !pairs.contains(i))
+                                .collect();
+                            if !uplinks.is_empty() {
+                                me.renew_answers(Some(&uplinks));
+                            }
+                        }
+                        Ok(None) => me.renew_answers(None),
                         Err(e) => {
                             log::warn!("listening for the uplinks' changes: {e}");
                             std::thread::sleep(std::time::Duration::from_secs(1));

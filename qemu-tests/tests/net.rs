@@ -657,22 +657,35 @@ fn a_ve_is_reached_from_another_appliance_through_neighbour_answers() -> anyhow:
         "vzctl exec2 104 'ip link set eth0 address {own_mac}'"
     ))?;
     assert!(pings(&mut a, "104", "192.0.2.2")?, "own MAC again");
-    // A DHCP server's reply (UDP from port 67) does not leave the port;
-    // the same broadcast from another port does (B counts broadcasts
-    // that no socket of its own takes).
+    // A DHCP server's reply (UDP from port 67, or to the client's port 68
+    // from any) does not leave the port; a broadcast between other ports
+    // does (B counts broadcasts that no socket of its own takes).
     let bcasts = |b: &mut Appliance| snmp(b, "/proc/net/snmp", "Udp:", "IgnoredMulti");
     let n0 = bcasts(&mut b)?;
-    let out = a.run_ok("vzctl exec 104 ve-probe bcast eth0 12345 68")?;
+    let out = a.run_ok("vzctl exec 104 ve-probe bcast eth0 12345 12346")?;
     assert!(out.contains("bcast: sent"), "{out}");
     let n1 = wait_above(&mut b, n0, bcasts)?;
     assert!(n1 > n0, "the control broadcast did not reach B");
-    let out = a.run_ok("vzctl exec 104 ve-probe bcast eth0 67 68")?;
-    assert!(out.contains("bcast: sent"), "{out}");
+    for (sport, dport) in [(67, 68), (12345, 68), (547, 12346)] {
+        let out = a.run_ok(&format!(
+            "vzctl exec 104 ve-probe bcast eth0 {sport} {dport}"
+        ))?;
+        assert!(out.contains("bcast: sent"), "{out}");
+    }
     std::thread::sleep(std::time::Duration::from_secs(1));
     assert_eq!(
         bcasts(&mut b)?,
         n1,
         "a DHCP server reply from a VE reached B"
+    );
+    // A link-local frame (LLDP, which skips the bridge's netfilter hooks)
+    // claiming B's MAC does not move B to 104's port in A's bridge: A
+    // still reaches B.
+    let out = a.run_ok("vzctl exec 104 ve-probe lldp eth0 52:54:00:00:01:02")?;
+    assert!(out.contains("lldp: sent"), "{out}");
+    assert!(
+        pings(&mut a, "appliance", "192.0.2.2")?,
+        "A's bridge took B's MAC from a VE's LLDP frame"
     );
     // A router advertisement does not either; an echo request to all
     // nodes does (counted on B's link only: QEMU's user network sends

@@ -243,14 +243,48 @@ fn bcast(ifname: &str, sport: u16, dport: u16) -> std::io::Result<()> {
     Ok(())
 }
 
-fn vlan_frame(ifname: &str) -> std::io::Result<()> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    let index = if_index(ifname)?;
-    let text = std::fs::read_to_string(format!("/sys/class/net/{ifname}/address"))?;
+fn parse_mac(text: &str) -> std::io::Result<[u8; 6]> {
     let mut mac = [0u8; 6];
-    for (b, h) in mac.iter_mut().zip(text.trim().split(':')) {
+    let parts: Vec<&str> = text.trim().split(':').collect();
+    if parts.len() != 6 {
+        return Err(std::io::Error::other(format!("not a MAC: {text}")));
+    }
+    for (b, h) in mac.iter_mut().zip(parts) {
         *b = u8::from_str_radix(h, 16).map_err(std::io::Error::other)?;
     }
+    Ok(mac)
+}
+
+fn vlan_frame(ifname: &str) -> std::io::Result<()> {
+    let mac = parse_mac(&std::fs::read_to_string(format!(
+        "/sys/class/net/{ifname}/address"
+    ))?)?;
+    let mut frame = vec![0xff; 6];
+    frame.extend(mac);
+    frame.extend([0x81, 0x00, 0x00, 100, 0x08, 0x00]);
+    frame.extend([0u8; 46]);
+    send_frame(ifname, &frame)
+}
+
+/// An LLDP frame (to 01:80:c2:00:00:0e, which bridges never forward) with
+/// `src` as its source MAC: a bridge that learns from it moves `src` to
+/// this port.
+fn lldp_frame(ifname: &str, src: &str) -> std::io::Result<()> {
+    let mut frame = vec![0x01, 0x80, 0xc2, 0x00, 0x00, 0x0e];
+    frame.extend(parse_mac(src)?);
+    frame.extend([0x88, 0xcc]);
+    // Chassis ID (MAC), port ID, TTL, end.
+    frame.extend([0x02, 0x07, 0x04]);
+    frame.extend(parse_mac(src)?);
+    frame.extend([0x04, 0x02, 0x07, b'1', 0x06, 0x02, 0x00, 0x78, 0x00, 0x00]);
+    frame.resize(60, 0);
+    send_frame(ifname, &frame)
+}
+
+/// Sends `frame` (a whole Ethernet frame) out of `ifname` 3 times.
+fn send_frame(ifname: &str, frame: &[u8]) -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let index = if_index(ifname)?;
     // SAFETY: plain integers.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
     if fd < 0 {
@@ -258,16 +292,12 @@ fn vlan_frame(ifname: &str) -> std::io::Result<()> {
     }
     // SAFETY: fd is a new socket owned here.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut frame = vec![0xff; 6];
-    frame.extend(mac);
-    frame.extend([0x81, 0x00, 0x00, 100, 0x08, 0x00]);
-    frame.extend([0u8; 46]);
     // SAFETY: sockaddr_ll is plain data; zeroed is a valid value.
     let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     to.sll_family = libc::AF_PACKET as u16;
     to.sll_ifindex = index as i32;
     to.sll_halen = 6;
-    to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+    to.sll_addr[..6].copy_from_slice(&frame[..6]);
     for _ in 0..3 {
         // SAFETY: a valid socket, buffer and address of the given lengths.
         let rc = unsafe {
@@ -545,6 +575,15 @@ fn main() {
             match vlan_frame(&ifname) {
                 Ok(()) => println!("vlan: sent"),
                 Err(e) => println!("vlan: failed ({e})"),
+            }
+        }
+        Some("lldp") => {
+            // LLDP frames out of IFACE claiming source MAC SRC.
+            let ifname = args.get(1).cloned().unwrap_or_default();
+            let src = args.get(2).cloned().unwrap_or_default();
+            match lldp_frame(&ifname, &src) {
+                Ok(()) => println!("lldp: sent"),
+                Err(e) => println!("lldp: failed ({e})"),
             }
         }
         Some("proxies") => {

@@ -170,6 +170,10 @@ pub struct Manager {
     host: limits::Host,
     state: Mutex<State>,
     changed: Condvar,
+    /// Held while neighbour answers change (start, stop, `--ipadd`/
+    /// `--ipdel`, adoption, the keeper thread): one at a time, so none
+    /// undoes another's. Taken before `state`, never while holding it.
+    answers: Mutex<()>,
 }
 
 impl Manager {
@@ -185,11 +189,16 @@ impl Manager {
             layout,
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
+            answers: Mutex::new(()),
         })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn answers_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.answers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Names of the installed templates.

@@ -106,6 +106,20 @@ impl Manager {
         let (Some(port), Some(mac)) = (n.host_ifname.clone(), n.mac) else {
             return Err(format!("NETIF {}: no host_ifname or MAC", n.ifname));
         };
+        // One port, one VE: another's element (and pair) is not this one's.
+        let owner = self
+            .lock()
+            .ports
+            .iter()
+            .find(|(v, l)| **v != veid && l.iter().any(|(p, _)| *p == port))
+            .map(|(v, _)| *v);
+        if let Some(other) = owner {
+            return Err(format!(
+                "NETIF {}: host_ifname {port} is VE {other}'s port; give this one another \
+                 host_ifname",
+                n.ifname
+            ));
+        }
         firewall::port_allow(&port, &mac).map_err(|e| {
             format!(
                 "NETIF {}: entering {port} in the appliance's firewall: {e}",
@@ -149,6 +163,7 @@ impl Manager {
         if addrs.is_empty() {
             return Ok(());
         }
+        let _answers = self.answers_lock();
         let run = || -> io::Result<()> {
             let mut nl = Rtnl::new()?;
             let host = nl.index(&routed::host_ifname(veid.get()))?;
@@ -212,6 +227,7 @@ impl Manager {
                 log::warn!("VE {veid}: removing its forwarded ports: {e}");
             }
         }
+        let _answers = self.answers_lock();
         let Some(addrs) = self.lock().net.remove(&veid) else {
             return;
         };
@@ -241,6 +257,7 @@ impl Manager {
         add: &[IpNet],
         del: &[IpNet],
     ) -> Result<(), String> {
+        let _answers = self.answers_lock();
         let had = self.lock().net.get(&veid).cloned().unwrap_or_default();
         let add: Vec<IpNet> = add
             .iter()
@@ -398,7 +415,12 @@ impl Manager {
         }
         for l in &links {
             let bridged = l.kind.as_deref() == Some("veth") && l.master.is_some();
-            if bridged && !ports.iter().any(|(p, _)| *p == l.name) {
+            // (A name nft could not take is left out: the table's veth rule
+            // drops that port anyway.)
+            if bridged
+                && vzconfig::net::valid_ifname(&l.name)
+                && !ports.iter().any(|(p, _)| *p == l.name)
+            {
                 log::warn!(
                     "{} is a veth port in a bridge of no running VE: it may send nothing",
                     l.name
@@ -430,6 +452,7 @@ impl Manager {
             .iter()
             .flat_map(|(_, l)| l.iter().copied())
             .collect();
+        let _answers = self.answers_lock();
         let swept = Rtnl::new().and_then(|mut nl| {
             let mut gone = Vec::new();
             for (index, ip) in nl.proxies()? {
@@ -520,14 +543,13 @@ impl Manager {
     /// Makes the missing neighbour answers for every routed VE address on
     /// the uplinks, when one of `touched` (`None`: any) is an uplink.
     fn renew_answers(&self, touched: Option<&[u32]>) {
-        let held = |me: &Self| -> Vec<IpAddr> {
-            me.lock()
-                .net
-                .values()
-                .flat_map(|l| l.iter().map(|n| n.ip))
-                .collect()
-        };
-        let want = held(self);
+        let _answers = self.answers_lock();
+        let want: Vec<IpAddr> = self
+            .lock()
+            .net
+            .values()
+            .flat_map(|l| l.iter().map(|n| n.ip))
+            .collect();
         if want.is_empty() {
             return;
         }
@@ -547,11 +569,6 @@ impl Manager {
                         added.push((*d, *ip));
                     }
                 }
-            }
-            // An address taken away meanwhile keeps no answer.
-            let now = held(self);
-            for (d, ip) in added.iter().filter(|(_, ip)| !now.contains(ip)) {
-                nl.del_proxy(*d, *ip)?;
             }
             Ok(added)
         });
@@ -591,7 +608,7 @@ impl Manager {
     /// Follows the appliance's DNS (`/run/resolv.conf`, which DHCP may
     /// rewrite) into the running VEs whose NAMESERVER or SEARCHDOMAIN is
     /// `inherit`: called every few seconds; the first call only takes note.
-    pub(super) fn follow_dns(&self) {
+    pub(super) fn follow_dns(self: &Arc<Self>) {
         let now = crate::net::uplink::appliance_resolv();
         let changed = {
             let mut st = self.lock();
@@ -608,6 +625,18 @@ impl Manager {
             .iter()
             .map(|(v, r)| (*v, Arc::clone(&r.pidfd)))
             .collect();
+        // On a thread of their own: a VE whose helper is slow (up to its
+        // timeout) holds up no sampling.
+        let me = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("follow-dns".into())
+            .spawn(move || me.rewrite_inherited(running));
+        if let Err(e) = spawned {
+            log::warn!("writing the appliance's new DNS servers into VEs: {e}");
+        }
+    }
+
+    fn rewrite_inherited(&self, running: Vec<(VeId, Arc<std::os::fd::OwnedFd>)>) {
         for (veid, init) in running {
             let Some(Ok(cfg)) = self.config_of(veid) else {
                 continue;
@@ -696,7 +725,6 @@ impl Manager {
             for n in new_ifs.iter().filter(|n| !old_ifs.contains(n)) {
                 self.port_add(veid, n).map_err(io::Error::other)?;
                 if let Err(e) = bridged::add(&mut nl, n, ns.as_fd()) {
-                    let _ = bridged::remove(&mut nl, n);
                     self.port_del(veid, n);
                     return Err(e);
                 }

@@ -45,6 +45,9 @@ pub fn add(host: &mut Rtnl, n: &NetIf, ve_ns: BorrowedFd<'_>) -> io::Result<()> 
         }
         host.delete_link(old.index)?;
     }
+    if let Some(b) = &bridge {
+        no_linklocal_learn(&b.name)?;
+    }
     host.add_veth(
         &name,
         n.host_mac.unwrap_or_default(),
@@ -54,10 +57,28 @@ pub fn add(host: &mut Rtnl, n: &NetIf, ve_ns: BorrowedFd<'_>) -> io::Result<()> 
     )
     .map_err(|e| io::Error::new(e.kind(), format!("creating {name}/{}: {e}", n.ifname)))?;
     let index = host.index(&name)?;
-    if let Some(b) = bridge {
-        host.set_master(index, b.index)?;
+    let enslaved = match bridge {
+        Some(b) => host.set_master(index, b.index),
+        None => Ok(()),
+    };
+    // A pair made here that could not be put in place goes again (and only
+    // that one: never an interface this call did not make).
+    if let Err(e) = enslaved.and_then(|()| host.set_up(index, true)) {
+        let _ = host.delete_link(index);
+        return Err(e);
     }
-    host.set_up(index, true)
+    Ok(())
+}
+
+/// Makes bridge `bridge` learn no MAC from link-local frames
+/// (01:80:c2:00:00:0x: LLDP, and STP when it is on). Those skip the
+/// bridge's netfilter hooks, so the `bridge vz` table could not stop a VE
+/// from claiming another machine's MAC with one; the VE ports' other
+/// frames pass the table, which holds them to their own MAC.
+pub fn no_linklocal_learn(bridge: &str) -> io::Result<()> {
+    let path = format!("/sys/class/net/{bridge}/bridge/no_linklocal_learn");
+    std::fs::write(&path, "1")
+        .map_err(|e| io::Error::new(e.kind(), format!("writing 1 to {path}: {e}")))
 }
 
 /// Removes the pair of `n` (its appliance end; the VE's goes with it).

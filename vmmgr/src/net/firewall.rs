@@ -17,9 +17,14 @@
 //! only from the MAC its NETIF entry gives it (set `ve_mac`, `ifname .
 //! ether_addr`), in the Ethernet header and in ARP; frames from another
 //! MAC are dropped and counted on the port's element, as routed spoofing
-//! is. It sends no VLAN-tagged frames, no DHCP or DHCPv6 server replies and
-//! no router advertisements or redirects: a VE on the appliance's LAN
+//! is. It sends no VLAN-tagged frames, no DHCP or DHCPv6 server replies
+//! (from the server ports or to the client ports) and no router
+//! advertisements or redirects (IPv4 or IPv6): a VE on the appliance's LAN
 //! cannot hand out addresses or routes to the appliance or its neighbours.
+//! A veth port that is not in the table (no VE's, or its element already
+//! gone) sends nothing: the table fails closed. The bridges themselves
+//! learn no MAC from link-local frames (`no_linklocal_learn`, set by
+//! `bridged`): those skip the bridge's netfilter hooks.
 //! Which addresses a bridged VE uses is its own choice (it configures
 //! them itself, as on OpenVZ). A port's elements are added before its pair
 //! is made and enslaved, so no frame of it passes unchecked.
@@ -131,7 +136,7 @@ pub fn ruleset(t: &Table) -> String {
     s.push_str(
         "\tchain antispoof {\n\
          \t\ttype filter hook prerouting priority raw; policy accept;\n\
-         \t\tiifname \"veth*\" counter drop comment \"a NETIF pair outside any bridge\"\n\
+         \t\tmeta iifkind \"veth\" iifname != @ve_if counter drop comment \"a veth that is no routed VE pair with addresses (a NETIF pair outside any bridge)\"\n\
          \t\tiifname != \"venet*\" fib saddr oifname \"venet*\" counter drop comment \"a VE's address from elsewhere\"\n\
          \t\tiifname != \"venet*\" return\n\
          \t\tiifname . ip saddr @ve_addr4 meta nfproto ipv4 fib saddr . iif oif != 0 return\n\
@@ -173,12 +178,15 @@ fn bridge_table(s: &mut String, ports: &[(String, Option<[u8; 6]>)]) {
     s.push_str(
         "\tchain from_ve {\n\
          \t\ttype filter hook prerouting priority filter; policy accept;\n\
+         \t\tmeta iifkind \"veth\" iifname != @ve_port counter drop comment \"a veth port of no VE\"\n\
          \t\tiifname != @ve_port return\n\
          \t\tiifname . ether saddr != @ve_mac goto spoofed\n\
          \t\tether type arp iifname . arp saddr ether != @ve_mac goto spoofed\n\
          \t\tether type { 0x8100, 0x88a8 } counter drop comment \"tagged frames from a VE\"\n\
          \t\tudp sport { 67, 547 } counter drop comment \"a DHCP server in a VE\"\n\
+         \t\tudp dport { 68, 546 } counter drop comment \"a DHCP reply from a VE\"\n\
          \t\ticmpv6 type { nd-router-advert, nd-redirect } counter drop comment \"router advertisements from a VE\"\n\
+         \t\ticmp type { redirect, router-advertisement } counter drop comment \"IPv4 redirects and router advertisements from a VE\"\n\
          \t}\n\
          \tchain spoofed {\n\
          \t\tiifname @ve_port drop\n\
@@ -301,6 +309,8 @@ fn conntrack_args(f: &PortFwd, to: IpAddr) -> Vec<String> {
         &f.outer.to_string(),
         "--reply-src",
         &to.to_string(),
+        "--reply-port-src",
+        &f.inner.to_string(),
     ]
     .map(str::to_owned)
     .to_vec()
@@ -448,12 +458,12 @@ mod tests {
         };
         assert_eq!(
             conntrack_args(&f, "198.51.100.20".parse().expect("ip")).join(" "),
-            "-D -f ipv4 -p tcp --orig-port-dst 8080 --reply-src 198.51.100.20"
+            "-D -f ipv4 -p tcp --orig-port-dst 8080 --reply-src 198.51.100.20 --reply-port-src 80"
         );
         let u = PortFwd { udp: true, ..f };
         assert_eq!(
             conntrack_args(&u, "2001:db8::20".parse().expect("ip")).join(" "),
-            "-D -f ipv6 -p udp --orig-port-dst 8080 --reply-src 2001:db8::20"
+            "-D -f ipv6 -p udp --orig-port-dst 8080 --reply-src 2001:db8::20 --reply-port-src 80"
         );
     }
 

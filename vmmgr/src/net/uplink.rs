@@ -182,6 +182,8 @@ fn apply_one(nl: &mut Rtnl, u: &Uplink) -> io::Result<()> {
             nl.add_bridge(&u.ifname)?;
         }
         let br = nl.index(&u.ifname)?;
+        // VEs' ports join it (NETIF): no MAC learned from link-local frames.
+        crate::net::bridged::no_linklocal_learn(&u.ifname)?;
         for p in ports {
             let port = nl.index(p)?;
             nl.set_master(port, br)?;

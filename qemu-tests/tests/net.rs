@@ -829,5 +829,38 @@ fn a_ve_is_reached_from_another_appliance_through_neighbour_answers() -> anyhow:
     assert!(ports.contains("\"veth104.0\""), "{ports}");
     let mac = a.run_ok("nft list set bridge vz ve_mac")?;
     assert!(mac.contains(&format!("\"veth104.0\" . {own_mac}")), "{mac}");
+
+    // And B's reboot: 202 (ONBOOT, NETDEV eth1 saved) takes eth1 in again
+    // when it starts, and gives it back when it stops.
+    b.run_ok("vzctl set 202 --onboot yes --save")?;
+    b.exit_shell()?;
+    b.send("reboot\r")?;
+    b.expect("init: reboot now", std::time::Duration::from_secs(120))?;
+    b.rebooted()?;
+    b.enter_shell()?;
+    let mut inside = false;
+    for _ in 0..40 {
+        if b.run_rc("vzctl exec 202 cat /sys/class/net/eth1/address")?
+            .1
+            == 0
+        {
+            inside = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(inside, "eth1 in 202 after B's reboot");
+    let (_, rc) = b.run_rc("ip link show eth1")?;
+    assert_ne!(rc, 0, "eth1 left B's namespace again");
+    b.run_ok("vzctl --quiet stop 202")?;
+    let mut back = false;
+    for _ in 0..20 {
+        if b.run_rc("ip link show eth1")?.1 == 0 {
+            back = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(back, "eth1 back on B after 202 stopped");
     Ok(())
 }

@@ -283,7 +283,7 @@ fn lldp_frame(ifname: &str, src: &str) -> std::io::Result<()> {
 
 /// Sends `frame` (a whole Ethernet frame) out of `ifname` 3 times.
 fn send_frame(ifname: &str, frame: &[u8]) -> std::io::Result<()> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::fd::{FromRawFd, OwnedFd};
     let index = if_index(ifname)?;
     // SAFETY: plain integers.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
@@ -298,21 +298,29 @@ fn send_frame(ifname: &str, frame: &[u8]) -> std::io::Result<()> {
     to.sll_ifindex = index as i32;
     to.sll_halen = 6;
     to.sll_addr[..6].copy_from_slice(&frame[..6]);
+    send_3(&sock, frame, &to)
+}
+
+/// Sends `buf` to `to` (a sockaddr of its family) 3 times, 100 ms apart.
+fn send_3<A>(sock: &std::os::fd::OwnedFd, buf: &[u8], to: &A) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
     for _ in 0..3 {
-        // SAFETY: a valid socket, buffer and address of the given lengths.
+        // SAFETY: a valid socket, buffer and address of the given lengths
+        // (A is the sockaddr type of the socket's family).
         let rc = unsafe {
             libc::sendto(
                 sock.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
+                buf.as_ptr().cast(),
+                buf.len(),
                 0,
-                (&to as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+                (to as *const A).cast(),
+                std::mem::size_of::<A>() as libc::socklen_t,
             )
         };
         if rc < 0 {
             return Err(std::io::Error::last_os_error());
         }
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
     Ok(())
 }
@@ -365,24 +373,7 @@ fn icmp6_all_nodes(ifname: &str, ty: u8) -> std::io::Result<()> {
     to.sin6_family = libc::AF_INET6 as libc::sa_family_t;
     to.sin6_addr.s6_addr = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
     to.sin6_scope_id = index;
-    for _ in 0..3 {
-        // SAFETY: a valid socket, buffer and address of the given lengths.
-        let rc = unsafe {
-            libc::sendto(
-                sock.as_raw_fd(),
-                msg.as_ptr().cast(),
-                msg.len(),
-                0,
-                (&to as *const libc::sockaddr_in6).cast(),
-                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    Ok(())
+    send_3(&sock, &msg, &to)
 }
 
 fn main() {

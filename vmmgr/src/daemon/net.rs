@@ -107,26 +107,32 @@ impl Manager {
             return Err(format!("NETIF {}: no host_ifname or MAC", n.ifname));
         };
         // One port, one VE: another's element (and pair) is not this one's.
-        let owner = self
-            .lock()
-            .ports
-            .iter()
-            .find(|(v, l)| **v != veid && l.iter().any(|(p, _)| *p == port))
-            .map(|(v, _)| *v);
-        if let Some(other) = owner {
+        // Checked and claimed in one step (starts run in parallel).
+        {
+            let mut st = self.lock();
+            let owner = st
+                .ports
+                .iter()
+                .find(|(v, l)| **v != veid && l.iter().any(|(p, _)| *p == port))
+                .map(|(v, _)| *v);
+            if let Some(other) = owner {
+                return Err(format!(
+                    "NETIF {}: host_ifname {port} is VE {other}'s port; give this one another \
+                     host_ifname",
+                    n.ifname
+                ));
+            }
+            st.ports.entry(veid).or_default().push((port.clone(), mac));
+        }
+        if let Err(e) = firewall::port_allow(&port, &mac) {
+            if let Some(l) = self.lock().ports.get_mut(&veid) {
+                l.retain(|(p, _)| *p != port);
+            }
             return Err(format!(
-                "NETIF {}: host_ifname {port} is VE {other}'s port; give this one another \
-                 host_ifname",
+                "NETIF {}: entering {port} in the appliance's firewall: {e}",
                 n.ifname
             ));
         }
-        firewall::port_allow(&port, &mac).map_err(|e| {
-            format!(
-                "NETIF {}: entering {port} in the appliance's firewall: {e}",
-                n.ifname
-            )
-        })?;
-        self.lock().ports.entry(veid).or_default().push((port, mac));
         Ok(())
     }
 

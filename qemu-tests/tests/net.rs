@@ -103,14 +103,12 @@ fn routed_addresses_live_and_held_to_their_own() -> anyhow::Result<()> {
     // appliance's resolv.conf) reaches the running VE that inherits them.
     let saved = a.run_ok("cat /run/resolv.conf")?;
     a.run_ok("printf '# from DHCP on eth0\\nnameserver 198.51.100.3\\n' > /run/resolv.conf")?;
-    let mut followed = String::new();
-    for _ in 0..30 {
-        followed = a.run_ok("vzctl exec 102 cat /etc/resolv.conf")?;
-        if followed.contains("nameserver 198.51.100.3") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
+    let followed = until(
+        &mut a,
+        "vzctl exec 102 cat /etc/resolv.conf",
+        "nameserver 198.51.100.3",
+        15,
+    )?;
     assert!(followed.contains("nameserver 198.51.100.3"), "{followed}");
     assert!(!followed.contains("203.0.113.3"), "{followed}");
     let own = a.run_ok("vzctl exec 101 cat /etc/resolv.conf")?;
@@ -370,26 +368,15 @@ fn routed_addresses_live_and_held_to_their_own() -> anyhow::Result<()> {
     // 101 holds 192.0.2.11 now (192.0.2.10 was deleted live above).
     // (The old DHCP client's release took eth0's IPv4 address, and the
     // kernel the IPv4 answers with it: they come back with the new lease.)
-    let mut proxies = String::new();
-    for _ in 0..20 {
-        proxies = a.run_ok("/run/ve-probe proxies")?;
-        if proxies.contains("proxy 192.0.2.11 eth0") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
+    let proxies = until(&mut a, "/run/ve-probe proxies", "proxy 192.0.2.11 eth0", 10)?;
     assert!(proxies.contains("proxy 192.0.2.11 eth0"), "{proxies}");
     assert!(!proxies.contains("198.51.100.20"), "{proxies}");
     assert!(!proxies.contains("2001:db8::20"), "{proxies}");
-    let mut stopped = false;
-    for _ in 0..20 {
-        if a.run_ok("vzlist -a -H -o status 102")?.contains("stopped") {
-            stopped = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    }
-    assert!(stopped, "102 ended with the old vmmgr");
+    let status = until(&mut a, "vzlist -a -H -o status 102", "stopped", 5)?;
+    assert!(
+        status.contains("stopped"),
+        "102 ended with the old vmmgr: {status}"
+    );
     a.run_ok("vzctl --quiet start 102")?;
     let (_, rc) = a.run_rc("vzctl exec 101 ping -c 1 -W 2 -I 198.51.100.99 198.51.100.20")?;
     assert_ne!(rc, 0, "spoofing after a vmmgr restart");
@@ -455,6 +442,20 @@ fn configure_link(
         "{v4} not configured on {dev}:\n{}",
         a.run_ok("ip addr; tail -5 /run/vz/log")?
     )
+}
+
+/// Runs `cmd` on `a` (its exit code aside) until its output contains
+/// `needle`, for at most `secs` seconds; returns the last output (the
+/// caller asserts on it).
+fn until(a: &mut Appliance, cmd: &str, needle: &str, secs: u64) -> anyhow::Result<String> {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let out = a.run_rc(cmd)?.0;
+        if out.contains(needle) || std::time::Instant::now() >= end {
+            return Ok(out);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
 }
 
 /// Reboots `a` from its shell and waits for the shell again; its vmmgr
@@ -778,14 +779,12 @@ fn a_ve_is_reached_from_another_appliance_through_neighbour_answers() -> anyhow:
     // keeps its console, and a VE with routed addresses still starts.
     b.run_ok("printf 'NETIF=\"ifname=eth1,ip=192.0.2.2\"\\n' > /etc/vz/net.conf")?;
     b.run_ok(KILL_VMMGR)?;
-    let mut logged = String::new();
-    for _ in 0..40 {
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        logged = b.run_rc("grep net.conf /run/vz/log")?.0;
-        if logged.contains("net.conf:1: error: NETIF") {
-            break;
-        }
-    }
+    let logged = until(
+        &mut b,
+        "grep net.conf /run/vz/log",
+        "net.conf:1: error: NETIF",
+        20,
+    )?;
     assert!(logged.contains("net.conf:1: error: NETIF"), "{logged}");
     // (The log line comes before vmmgr listens.)
     for _ in 0..40 {
@@ -799,14 +798,12 @@ fn a_ve_is_reached_from_another_appliance_through_neighbour_answers() -> anyhow:
     assert!(pings(&mut b, "appliance", "192.0.2.20")?);
 
     // The MAC spoofing of 104 is in A's log, by VE (read every 30 s).
-    let mut logged = String::new();
-    for _ in 0..45 {
-        logged = a.run_rc("grep 'from a MAC not its own' /run/vz/log")?.0;
-        if logged.contains("VE 104: ") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_secs(1));
-    }
+    let logged = until(
+        &mut a,
+        "grep 'from a MAC not its own' /run/vz/log",
+        "VE 104: ",
+        45,
+    )?;
     assert!(
         logged.contains("frame(s) from a MAC not its own dropped on bridged port veth104.0"),
         "{logged}"

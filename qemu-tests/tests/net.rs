@@ -756,14 +756,7 @@ fn a_ve_is_reached_from_another_appliance_through_neighbour_answers() -> anyhow:
     // permanent MAC, not by a name the VE chose).
     b.run_ok("vzctl exec2 202 'ip link set eth1 down && ip link set eth1 name x0'")?;
     b.run_ok("vzctl --quiet stop 202")?;
-    let mut back = false;
-    for _ in 0..20 {
-        if b.run_rc("ip link show eth1")?.1 == 0 {
-            back = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    }
+    let back = until(&mut b, "ip link show eth1", "eth1:", 5)?.contains("eth1:");
     assert!(back, "eth1 came back to B with its name");
 
     // A VE whose bridge is not there does not start, and says why.
@@ -831,29 +824,19 @@ fn a_ve_is_reached_from_another_appliance_through_neighbour_answers() -> anyhow:
     // when it starts, and gives it back when it stops.
     b.run_ok("vzctl set 202 --onboot yes --save")?;
     reboot(&mut b)?;
-    let mut inside = false;
-    for _ in 0..40 {
-        if b.run_rc("vzctl exec 202 cat /sys/class/net/eth1/address")?
-            .1
-            == 0
-        {
-            inside = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
+    // (B's NIC MACs are QEMU's 52:54:00:...)
+    let inside = until(
+        &mut b,
+        "vzctl exec 202 cat /sys/class/net/eth1/address",
+        "52:54:00:",
+        20,
+    )?
+    .contains("52:54:00:");
     assert!(inside, "eth1 in 202 after B's reboot");
     let (_, rc) = b.run_rc("ip link show eth1")?;
     assert_ne!(rc, 0, "eth1 left B's namespace again");
     b.run_ok("vzctl --quiet stop 202")?;
-    let mut back = false;
-    for _ in 0..20 {
-        if b.run_rc("ip link show eth1")?.1 == 0 {
-            back = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    }
+    let back = until(&mut b, "ip link show eth1", "eth1:", 5)?.contains("eth1:");
     assert!(back, "eth1 back on B after 202 stopped");
     Ok(())
 }

@@ -376,13 +376,6 @@ fn mount_partition(
 fn stage_root() -> Degraded {
     let mut degraded = Degraded::default();
     let _ = std::fs::remove_file(DEGRADED_FILE);
-    // The modules the root switch did not need (networking, FUSE, overlay,
-    // loop, ...), on every CPU while the partitions are mounted; the
-    // services that use them start after.
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
-    let later = std::thread::Builder::new()
-        .name("modules".into())
-        .spawn(move || load_modules(modules::LOAD_LIST, workers));
     let nosuid = MountFlags::NOSUID | MountFlags::NOEXEC;
     let basic: [(&str, &str, &str, MountFlags, &str); 4] = [
         (
@@ -435,6 +428,15 @@ fn stage_root() -> Degraded {
             error_chain(&e)
         ));
     }
+    // The modules the root switch did not need (networking, FUSE, overlay,
+    // loop, ...), on every CPU while the partitions are mounted; the
+    // services that use them start after. Not before the cgroup step: both
+    // patch kernel code (static keys), and a boot in CI once stalled with
+    // both vCPUs in soft lockup while they ran side by side under TCG.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+    let later = std::thread::Builder::new()
+        .name("modules".into())
+        .spawn(move || load_modules(modules::LOAD_LIST, workers));
     let data_ok = mount_partition(
         blockdev::DATA_LABEL,
         "/vz",

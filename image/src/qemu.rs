@@ -70,7 +70,10 @@ impl Machine {
         let mut c = Command::new("qemu-system-x86_64");
         let accel = if self.kvm { "kvm" } else { "tcg" };
         c.args(["-nodefaults", "-no-user-config", "-display", "none"])
-            .args(["-machine", &format!("pc,accel={accel}")])
+            // q35: its PCI interrupts route straight to IOAPIC inputs, where
+            // the older `pc` machine's ACPI interrupt links cost about 300 ms
+            // of AML at every boot under TCG (docs/benchmarks.md).
+            .args(["-machine", &format!("q35,accel={accel}")])
             .args(["-cpu", if self.kvm { "host" } else { "max" }])
             .args(["-m", &self.memory_mib.to_string()])
             .args(["-smp", &self.cpus.to_string()])
@@ -193,7 +196,7 @@ mod tests {
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
-        assert!(args.contains(&"pc,accel=tcg".to_owned()));
+        assert!(args.contains(&"q35,accel=tcg".to_owned()));
         assert!(
             !args.iter().any(|a| a == "-kernel"),
             "the image must boot from disk"

@@ -11,7 +11,8 @@
 //! (VZ_BENCH_MAX, default 200; VZ_BENCH_BATCH, default 10; VZ_BENCH_MEM, MiB,
 //! default 768; VZ_BENCH_TEMPLATE, default debian-12-web (debian-12-light
 //! runs the same roles from busybox and dropbear); VZ_BENCH_PASSES, default 5: the p50 is the median of that
-//! many passes' p50s)
+//! many passes' p50s; VZ_BENCH_ZRAM, e.g. "150%": vz.conf's ZRAM_SWAP for
+//! the run, set and rebooted into before the first VE)
 
 use qemu_tests::{Appliance, Opts};
 use std::time::{Duration, Instant};
@@ -205,6 +206,17 @@ fn swap_line(a: &mut Appliance) -> anyhow::Result<String> {
     })
 }
 
+/// Where the machine's memory is, from /proc/meminfo: anonymous pages, and
+/// the kernel's own that no swap can take (unreclaimable slab, stacks, page
+/// tables).
+fn kernel_line(a: &mut Appliance) -> anyhow::Result<String> {
+    let out = a.shell(
+        "awk '/^(AnonPages|Cached|SReclaimable|SUnreclaim|KernelStack|PageTables):/ \
+         {printf \"%s %d MiB, \", $1, $2/1024}' /proc/meminfo",
+    )?;
+    Ok(format!("memory: {}", out.trim().trim_end_matches(',')))
+}
+
 /// VE 1000's processes (RSS, PSS, private, of it dirty, swapped) and its
 /// memory.current.
 fn per_process(a: &mut Appliance) -> anyhow::Result<()> {
@@ -240,8 +252,28 @@ fn main() -> anyhow::Result<()> {
         },
     )?;
     a.enter_shell()?;
-    a.install_probe_here()?;
     let long = Duration::from_secs(900);
+    // The zram swap the figure uses (vz.conf ZRAM_SWAP, read at boot).
+    if let Ok(zram) = std::env::var("VZ_BENCH_ZRAM") {
+        a.shell_within(
+            &format!(
+                "sed -i 's/^ZRAM_SWAP=.*/ZRAM_SWAP=\"{zram}\"/' /boot/vz/vz.conf && \
+                 grep -q '^ZRAM_SWAP=\"{zram}\"' /boot/vz/vz.conf"
+            ),
+            long,
+        )?;
+        a.exit_shell()?;
+        a.send("reboot\r")?;
+        a.expect("init: reboot now", Duration::from_secs(120))?;
+        a.rebooted()?;
+        a.enter_shell()?;
+    }
+    println!(
+        "web_density: swap: {}",
+        a.shell_within("grep '^ZRAM_SWAP' /boot/vz/vz.conf; cat /proc/swaps | tail -n +2", long)?
+            .trim()
+    );
+    a.install_probe_here()?;
     let avail0 = mem_available_mib(&mut a)?;
     println!("web_density: -m {mem}, MemAvailable before any VE: {avail0} MiB");
 
@@ -303,6 +335,7 @@ fn main() -> anyhow::Result<()> {
         };
         let avail = mem_available_mib(&mut a)?;
         println!("web_density: {}", swap_line(&mut a)?);
+        println!("web_density: {}", kernel_line(&mut a)?);
         println!(
             "web_density: {to} VEs (batch answering after {:.0} s, CPUs {:.0} % busy before measuring): answered {} failed {}, HTTP p50 {} µs p90 {} µs, MemAvailable {avail} MiB",
             boot.as_secs_f64(),

@@ -22,5 +22,13 @@ chroot "$root" a2enconf vz >/dev/null
 # Prefork: a smaller idle child than the event MPM's (conf-available/vz.conf).
 chroot "$root" a2dismod -q -f mpm_event >/dev/null
 chroot "$root" a2enmod -q mpm_prefork >/dev/null
+# Debian enables 19 modules by default; a VE serving files needs few of
+# them. Each one left out is about 28 kB of Apache's anonymous memory and
+# six mappings in both Apache processes of every VE (the density
+# experiment in docs/benchmarks.md); `a2enmod NAME` in a VE brings one back.
+# Kept: authz_core, authz_host, alias, dir, mime, reqtimeout (slow-client
+# protection) and the MPM.
+chroot "$root" a2dismod -q -f access_compat auth_basic authn_core authn_file \
+    authz_user autoindex deflate env filter negotiation setenvif status >/dev/null
 . "$(dirname "$0")/../common.sh"
 common_cleanup "$root"

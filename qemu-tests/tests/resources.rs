@@ -273,6 +273,49 @@ fn beancounters_proc_view_cpu_and_memory() -> anyhow::Result<()> {
     }
     assert!(logged, "the appliance log must say which VE hit its limit");
 
+    // The appliance's zram swap (the shipped vz.conf: ZRAM_SWAP="100%",
+    // zstd): a VE whose RAM limit is below what it holds keeps running
+    // because its pages go to the compressed device.
+    let swaps = a.run_ok(
+        "cat /proc/swaps; cat /sys/block/zram0/comp_algorithm; grep MemTotal /proc/meminfo",
+    )?;
+    println!("resources: swap:\n{}", swaps.trim());
+    assert!(swaps.contains("/dev/zram0"), "{swaps}");
+    assert!(swaps.contains("[zstd]"), "{swaps}");
+    let kib = |key: &str| -> u64 {
+        swaps
+            .lines()
+            .find_map(|l| match key {
+                "zram" => l
+                    .starts_with("/dev/zram0")
+                    .then(|| l.split_whitespace().nth(2)?.parse().ok())
+                    .flatten(),
+                _ => l.strip_prefix(key)?.split_whitespace().next()?.parse().ok(),
+            })
+            .unwrap_or(0)
+    };
+    let (zram, total) = (kib("zram"), kib("MemTotal:"));
+    assert!(
+        zram + 1024 >= total && zram <= total,
+        "the zram swap is 100 % of RAM:\n{swaps}"
+    );
+    let out_pages = |a: &mut Appliance| -> anyhow::Result<u64> {
+        let v = a.run_ok("awk '/^pswpout / {print $2}' /proc/vmstat")?;
+        Ok(v.trim().parse().unwrap_or(0))
+    };
+    let before = out_pages(&mut a)?;
+    a.run_ok("vzctl set 101 --ram 32M --swap 128M")?;
+    // 48 MB of 18-byte lines, their newlines taken out: one line of
+    // 45333334 bytes, which busybox tail holds whole.
+    let held = a.run_ok(
+        "vzctl exec 101 \"yes 'a VE page in zram' | head -c 48000000 | tr -d '\\n' | tail | wc -c\"",
+    )?;
+    assert_eq!(held.trim(), "45333334", "{held}");
+    let swapped = out_pages(&mut a)? - before;
+    println!("resources: 45 MB held in a 32M VE: {swapped} pages swapped out");
+    assert!(swapped >= 4096, "at least 16 MiB must have gone to zram");
+    a.run_ok("vzctl set 101 --ram 256M --swap 512M")?;
+
     // DISKSPACE: EDQUOT at the limit, df shows it, another VE unaffected,
     // raised live; a refused value leaves the config byte-identical.
     a.run_ok("vzctl set 102 --diskspace 8M:8M --save")?;

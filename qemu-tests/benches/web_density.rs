@@ -270,8 +270,11 @@ fn main() -> anyhow::Result<()> {
     }
     println!(
         "web_density: swap: {}",
-        a.shell_within("grep '^ZRAM_SWAP' /boot/vz/vz.conf; cat /proc/swaps | tail -n +2", long)?
-            .trim()
+        a.shell_within(
+            "grep '^ZRAM_SWAP' /boot/vz/vz.conf; cat /proc/swaps | tail -n +2",
+            long
+        )?
+        .trim()
     );
     a.install_probe_here()?;
     let avail0 = mem_available_mib(&mut a)?;

@@ -122,11 +122,17 @@ impl Manager {
                     n.ifname
                 ));
             }
-            st.ports.entry(veid).or_default().push((port.clone(), mac));
+            let mine = st.ports.entry(veid).or_default();
+            if mine.iter().any(|(p, m)| *p == port && *m == mac) {
+                // Already this VE's (its element is in): nothing to add.
+                return Ok(());
+            }
+            mine.push((port.clone(), mac));
         }
         if let Err(e) = firewall::port_allow(&port, &mac) {
+            // Only the claim made above goes.
             if let Some(l) = self.lock().ports.get_mut(&veid) {
-                l.retain(|(p, _)| *p != port);
+                l.retain(|(p, m)| !(*p == port && *m == mac));
             }
             return Err(format!(
                 "NETIF {}: entering {port} in the appliance's firewall: {e}",

@@ -206,9 +206,9 @@ fn swap_line(a: &mut Appliance) -> anyhow::Result<String> {
     })
 }
 
-/// Where the machine's memory is, from /proc/meminfo: anonymous pages, and
-/// the kernel's own that no swap can take (unreclaimable slab, stacks, page
-/// tables).
+/// Where the machine's memory is, from /proc/meminfo: anonymous pages, page
+/// cache, reclaimable slab, and the kernel's own that no swap can take
+/// (unreclaimable slab, stacks, page tables).
 fn kernel_line(a: &mut Appliance) -> anyhow::Result<String> {
     let out = a.shell(
         "awk '/^(AnonPages|Cached|SReclaimable|SUnreclaim|KernelStack|PageTables):/ \
@@ -262,11 +262,7 @@ fn main() -> anyhow::Result<()> {
             ),
             long,
         )?;
-        a.exit_shell()?;
-        a.send("reboot\r")?;
-        a.expect("init: reboot now", Duration::from_secs(120))?;
-        a.rebooted()?;
-        a.enter_shell()?;
+        a.reboot()?;
     }
     println!(
         "web_density: swap: {}",

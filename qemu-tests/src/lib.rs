@@ -550,6 +550,24 @@ impl Appliance {
         Ok(a)
     }
 
+    /// Reboots from the console's shell (`reboot`) and waits for the next
+    /// boot's ready line; fails if init had to kill a service that did not
+    /// stop in time (vmmgr once deadlocked there with VEs running). Leaves
+    /// the shell entered again.
+    pub fn reboot(&mut self) -> Result<()> {
+        self.exit_shell()?;
+        self.send("reboot\r")?;
+        let down = self.expect("init: reboot now", Duration::from_secs(120))?;
+        if down.contains("did not stop within") {
+            bail!(
+                "[{}] a service did not stop in time at reboot:\n{down}",
+                self.name
+            );
+        }
+        self.rebooted()?;
+        self.enter_shell()
+    }
+
     /// Counts a reboot inside the same QEMU process.
     pub fn rebooted(&mut self) -> Result<String> {
         self.boots += 1;

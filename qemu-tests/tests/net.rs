@@ -390,7 +390,7 @@ fn routed_addresses_live_and_held_to_their_own() -> anyhow::Result<()> {
     // An appliance reboot: 101 (ONBOOT) comes back with its address, the
     // forwarded port of 102 works again once 102 runs.
     a.run_ok("vzctl set 101 --onboot yes --save")?;
-    reboot(&mut a)?;
+    a.reboot()?;
     let mut up = false;
     for _ in 0..20 {
         if pings(&mut a, "appliance", "192.0.2.10")? {
@@ -456,18 +456,6 @@ fn until(a: &mut Appliance, cmd: &str, needle: &str, secs: u64) -> anyhow::Resul
         }
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
-}
-
-/// Reboots `a` from its shell and waits for the shell again; its vmmgr
-/// must have stopped the running VEs itself (it once deadlocked there, and
-/// init killed everything when its time was up).
-fn reboot(a: &mut Appliance) -> anyhow::Result<()> {
-    a.exit_shell()?;
-    a.send("reboot\r")?;
-    let down = a.expect("init: reboot now", std::time::Duration::from_secs(120))?;
-    assert!(!down.contains("did not stop within"), "{down}");
-    a.rebooted()?;
-    a.enter_shell()
 }
 
 /// Waits (up to 5 s) until `read` of `a` is above `n`; returns it.
@@ -805,7 +793,7 @@ fn a_ve_is_reached_from_another_appliance_through_neighbour_answers() -> anyhow:
     // An appliance reboot: A's bridge comes back from its net.conf, 104
     // (ONBOOT) with its pair in it, held to its MAC, reached from B again.
     a.run_ok("vzctl set 104 --onboot yes --save")?;
-    reboot(&mut a)?;
+    a.reboot()?;
     let mut reached = false;
     for _ in 0..30 {
         if pings(&mut b, "appliance", "192.0.2.40")? {
@@ -823,7 +811,7 @@ fn a_ve_is_reached_from_another_appliance_through_neighbour_answers() -> anyhow:
     // And B's reboot: 202 (ONBOOT, NETDEV eth1 saved) takes eth1 in again
     // when it starts, and gives it back when it stops.
     b.run_ok("vzctl set 202 --onboot yes --save")?;
-    reboot(&mut b)?;
+    b.reboot()?;
     // (B's NIC MACs are QEMU's 52:54:00:...)
     let inside = until(
         &mut b,

@@ -282,19 +282,15 @@ fn beancounters_proc_view_cpu_and_memory() -> anyhow::Result<()> {
     println!("resources: swap:\n{}", swaps.trim());
     assert!(swaps.contains("/dev/zram0"), "{swaps}");
     assert!(swaps.contains("[zstd]"), "{swaps}");
-    let kib = |key: &str| -> u64 {
+    // /proc/swaps: "/dev/zram0 partition SIZE USED PRIO" (KiB).
+    let field = |prefix: &str, n: usize| -> u64 {
         swaps
             .lines()
-            .find_map(|l| match key {
-                "zram" => l
-                    .starts_with("/dev/zram0")
-                    .then(|| l.split_whitespace().nth(2)?.parse().ok())
-                    .flatten(),
-                _ => l.strip_prefix(key)?.split_whitespace().next()?.parse().ok(),
-            })
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.split_whitespace().nth(n)?.parse().ok())
             .unwrap_or(0)
     };
-    let (zram, total) = (kib("zram"), kib("MemTotal:"));
+    let (zram, total) = (field("/dev/zram0", 2), field("MemTotal:", 1));
     assert!(
         zram + 1024 >= total && zram <= total,
         "the zram swap is 100 % of RAM:\n{swaps}"

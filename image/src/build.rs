@@ -592,12 +592,28 @@ fn stage_root(
         }
         symlink("/bin/busybox", &link)?;
     }
-    let programs: Vec<PathBuf> = debs::parse_list(&read_text(&rootfs.join("files.list"))?)
-        .iter()
-        .map(|p| PathBuf::from(p.trim_start_matches('/')))
-        .collect();
+    // `PATH` copies a file (a symlink with what it points to); `LINK -> TARGET`
+    // makes a link the package's maintainer scripts would have made (Debian's
+    // alternatives) and copies its target.
+    let mut programs: Vec<PathBuf> = Vec::new();
+    let mut links: Vec<(PathBuf, String)> = Vec::new();
+    for line in debs::parse_list(&read_text(&rootfs.join("files.list"))?) {
+        match line.split_once(" -> ") {
+            Some((link, target)) => {
+                let link = PathBuf::from(link.trim().trim_start_matches('/'));
+                let target = target.trim().to_owned();
+                let resolved = link.parent().unwrap_or(Path::new("")).join(&target);
+                programs.push(normalize(&resolved));
+                links.push((link, target));
+            }
+            None => programs.push(PathBuf::from(line.trim_start_matches('/'))),
+        }
+    }
     for p in &programs {
         copy_from_sysroot(sysroot, tree, p)?;
+    }
+    for (link, target) in &links {
+        symlink(target, &tree.join(link))?;
     }
     for lib in elf::closure(sysroot, &programs)? {
         copy_from_sysroot(sysroot, tree, &lib)?;

@@ -103,6 +103,7 @@ fn main() -> anyhow::Result<()> {
         searchdomains: vec![],
         netif: vec![],
         netdev: vec![],
+        restore: None,
     };
     // A group left by an interrupted run (the cgroup2 hierarchy outlives it).
     let _ = std::fs::remove_dir(&spec.cgroup);

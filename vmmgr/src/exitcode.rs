@@ -16,6 +16,10 @@ pub enum ExitCode {
     NotRunning = 31,
     Running = 32,
     StopFailed = 33,
+    /// `chkpnt` failed (the VE keeps running).
+    ChkpntFailed = 16,
+    /// `restore` failed (the dump is kept).
+    RestoreFailed = 17,
     /// An address could not be added to (or taken from) the running VE.
     IpAddFailed = 34,
     NotMounted = 40,

@@ -6,6 +6,7 @@ pub mod cli;
 /// The boot config model and its key table (the `vzconfig` crate).
 pub use vzconfig as config;
 pub mod console;
+pub mod criu;
 pub mod daemon;
 pub mod exitcode;
 pub mod fdpass;

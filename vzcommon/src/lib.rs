@@ -1,7 +1,8 @@
 //! What `init` and `vmmgr` both do: the records in `/run/vz` that one of them
 //! writes and the other reads (each format has one renderer and one parser,
-//! here), rtnetlink (`rtnl`), and printing an error chain.
+//! here), rtnetlink (`rtnl`), mountinfo, and printing an error chain.
 
+pub mod mountinfo;
 pub mod rtnl;
 pub mod run;
 

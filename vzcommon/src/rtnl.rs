@@ -467,6 +467,14 @@ impl Rtnl {
         self.ack(Rt::SetLink(m), 0)
     }
 
+    /// Sets the hardware address of link `index`.
+    pub fn set_mac(&mut self, index: u32, mac: [u8; 6]) -> io::Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        self.ack(Rt::SetLink(m), 0)
+    }
+
     /// Deletes link `index` (a veth takes its peer with it).
     pub fn delete_link(&mut self, index: u32) -> io::Result<()> {
         let mut m = LinkMessage::default();

@@ -96,6 +96,15 @@ pub enum VeOp {
         fast: bool,
     },
     Restart,
+    /// `chkpnt` (`suspend`): the VE's state to a dump directory (DUMPDIR's
+    /// `Dump.<VEID>` unless given), then it stops.
+    Chkpnt {
+        dumpfile: Option<Text>,
+    },
+    /// `restore` (`resume`): the VE back from its dump, which is removed.
+    Restore {
+        dumpfile: Option<Text>,
+    },
     Status,
     Mount,
     Umount,
@@ -419,6 +428,10 @@ pub struct SetupSpec {
     /// NETIF with names and MACs filled in, and NETDEV.
     pub netif: LongText,
     pub netdev: Text,
+    /// Empty: a start. Else the CRIU images directory to restore the VE
+    /// from (its root is built as for a start, then CRIU brings back the
+    /// processes, mounts and network namespace).
+    pub restore: Text,
 }
 
 /// The steps of a `vesetup` run, in the order of `SetupReply::Started`'s

@@ -18,6 +18,10 @@ fn main() {
         eprintln!("vesetup: PR_SET_DUMPABLE: {e}");
         std::process::exit(2);
     }
+    // CRIU runs us as its action script during a restore.
+    if let Ok(action) = std::env::var("CRTOOLS_SCRIPT_ACTION") {
+        std::process::exit(vmmgr::setup::restore::action_script(&action));
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(mode @ ("devnodes" | "procview" | "ptymax" | "netfiles")) =
         args.first().map(String::as_str)

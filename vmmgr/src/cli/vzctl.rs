@@ -12,6 +12,8 @@ Usage: vzctl [--quiet] [--verbose] <command> <VEID|name> [options]
   start <VEID> [--force] [--wait]
   stop <VEID> [--fast]
   restart <VEID>
+  chkpnt | suspend <VEID> [--dumpfile DIR]   (state to DIR, default /vz/dump/Dump.<VEID>; the VE stops)
+  restore | resume <VEID> [--dumpfile DIR]  (the VE back from DIR, which is then removed)
   status <VEID> [-j]           (-j: JSON, with the VE's addresses)
   mount <VEID> | umount <VEID>
   exec <VEID> <command...>     (exit code 8 if the command fails; '-' reads stdin)
@@ -183,6 +185,36 @@ pub fn parse(args: &[OsString]) -> Result<(Cmd, bool), Usage> {
         "restart" => {
             flags_only(&["--force", "--wait", "--fast"])?;
             op(VeOp::Restart)
+        }
+        "chkpnt" | "suspend" | "restore" | "resume" => {
+            let mut dumpfile = None;
+            let mut i = rest.iter();
+            while let Some(f) = i.next() {
+                match f.as_str() {
+                    "--dumpfile" => {
+                        let v = i.next().ok_or_else(|| {
+                            Usage(format!("{f} needs a value"), ExitCode::BadParam)
+                        })?;
+                        dumpfile = Some(proto::Text::try_from(v.as_str()).map_err(|_| {
+                            Usage(
+                                format!("{f}: {v:?} is longer than 256 bytes"),
+                                ExitCode::BadValue,
+                            )
+                        })?);
+                    }
+                    _ => {
+                        return Err(Usage(
+                            format!("{cmd}: unknown option {f}"),
+                            ExitCode::BadParam,
+                        ))
+                    }
+                }
+            }
+            if matches!(cmd.as_str(), "chkpnt" | "suspend") {
+                op(VeOp::Chkpnt { dumpfile })
+            } else {
+                op(VeOp::Restore { dumpfile })
+            }
         }
         "status" => {
             if !flags_only(&["-j", "--json"])?.is_empty() {
@@ -418,10 +450,9 @@ pub fn status_line(veid: u32, info: &VeInfo) -> String {
         "VEID {veid} {} {} {}",
         if info.exists { "exist" } else { "deleted" },
         if info.mounted { "mounted" } else { "unmounted" },
-        if info.status.as_str() == "running" {
-            "running"
-        } else {
-            "down"
+        match info.status.as_str() {
+            s @ ("running" | "suspended") => s,
+            _ => "down",
         }
     )
 }
@@ -776,6 +807,8 @@ mod tests {
         let mut i = crate::cli::vzlist::tests_support::info(102, "stopped");
         i.exists = false;
         assert_eq!(status_line(102, &i), "VEID 102 deleted unmounted down");
+        let i = crate::cli::vzlist::tests_support::info(103, "suspended");
+        assert_eq!(status_line(103, &i), "VEID 103 exist unmounted suspended");
         let mut r = crate::cli::vzlist::tests_support::info(101, "running");
         r.ip = "192.0.2.10 2001:db8::10".try_into().expect("fits");
         assert_eq!(

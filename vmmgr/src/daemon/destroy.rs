@@ -72,6 +72,8 @@ impl Manager {
                 );
             }
         }
+        // Its checkpoint is of files that are gone.
+        self.drop_dump(veid);
         let mut destroyed = path.clone().into_os_string();
         destroyed.push(".destroyed");
         if path.exists() {

@@ -31,6 +31,8 @@ impl Manager {
             (Some(Err(_)), _, _) => "invalid",
             (_, Some(_), _) => "running",
             (_, None, true) => "mounted",
+            // Stopped with its checkpoint waiting (OpenVZ's word).
+            _ if self.has_dump(veid) => "suspended",
             _ => "stopped",
         };
         let mut info = VeInfo {

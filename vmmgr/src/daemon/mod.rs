@@ -15,6 +15,7 @@
 pub mod beancounters;
 mod boot;
 pub mod cgroup;
+mod chkpnt;
 mod create;
 mod destroy;
 pub mod devices;
@@ -373,6 +374,8 @@ impl Manager {
                     s
                 }
             }
+            VeOp::Chkpnt { dumpfile } => self.chkpnt(veid, dumpfile.as_deref()),
+            VeOp::Restore { dumpfile } => self.restore(veid, dumpfile.as_deref()),
             VeOp::Mount => self.mount(veid),
             VeOp::Umount => self.umount(veid),
             VeOp::Set { params, save } => self.set(veid, params, *save),

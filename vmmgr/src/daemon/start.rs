@@ -65,11 +65,24 @@ impl Manager {
             searchdomains: dns(cfg).1,
             netif: cfg.netif.iter().map(|n| n.filled(veid.get())).collect(),
             netdev: cfg.netdev.clone(),
+            restore: None,
         }
     }
 
     /// Starts a VE.
     pub fn start(self: &Arc<Self>, veid: VeId, force: bool) -> Outcome {
+        self.start_from(veid, force, None)
+    }
+
+    /// Starts a VE, or with `restore` (a CRIU images directory) brings it
+    /// back from its checkpoint: everything around the VE (cgroup, limits,
+    /// devices, firewall, routes, record) is made as for a start.
+    pub(super) fn start_from(
+        self: &Arc<Self>,
+        veid: VeId,
+        force: bool,
+        restore: Option<std::path::PathBuf>,
+    ) -> Outcome {
         if self.is_running(veid) {
             return Outcome::fail(ExitCode::Running, format!("VE {veid} is already running"));
         }
@@ -145,7 +158,9 @@ impl Manager {
         steps.mark("template");
         // The halt signal of the version it runs, whatever is installed later.
         let halt = super::stop::halt_signal_of(&template);
-        let spec = self.spec(&cfg, lower);
+        let fresh = restore.is_none();
+        let mut spec = self.spec(&cfg, lower);
+        spec.restore = restore;
         if let Err(e) = std::fs::create_dir_all(&spec.root) {
             return Outcome::fail(
                 ExitCode::System,
@@ -286,6 +301,10 @@ impl Manager {
             steps.total().as_millis(),
             steps.render()
         );
+        if fresh {
+            // Its files change from now on: a checkpoint taken before is stale.
+            self.drop_dump(veid);
+        }
         Outcome::ok(format!(
             "Starting VE {veid} ...\nVE start in progress...\nVE {veid} started (init pid {pid})"
         ))

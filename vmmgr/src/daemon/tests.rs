@@ -277,3 +277,44 @@ fn adoption_reads_records_and_drops_stale_ones() {
     assert!(!run.join("102").exists() && !run.join("103").exists());
     assert!(Path::new(&run.join("101")).exists());
 }
+
+#[test]
+fn chkpnt_and_restore_check_their_dumps() {
+    let f = fixture();
+    create(&f, 101, None);
+    let chk = |d: Option<&str>| VeOp::Chkpnt {
+        dumpfile: d.map(|d| d.try_into().expect("fits")),
+    };
+    let res = |d: Option<&str>| VeOp::Restore {
+        dumpfile: d.map(|d| d.try_into().expect("fits")),
+    };
+    assert_eq!(f.m.op(veid(101), &chk(None)).0.code, ExitCode::NotRunning);
+    // Images are never read from where a VE can write, nor outside DUMPDIR.
+    for bad in [
+        "/vz/private/101/upper/d",
+        "/vz/dump/../private/101",
+        "/vz/dump",
+        "dump/Dump.101",
+        "/tmp/d",
+    ] {
+        let o = f.m.op(veid(101), &res(Some(bad))).0;
+        assert_eq!(o.code, ExitCode::BadValue, "{bad}: {}", o.message);
+    }
+    let o = f.m.op(veid(101), &res(None)).0;
+    assert_eq!(o.code, ExitCode::RestoreFailed, "{}", o.message);
+    assert!(o.message.contains("Dump.101"), "{}", o.message);
+    // A dump without vmmgr's note, or of another VE, is not restored.
+    let d = f.dir.path().join("vz/dump/Dump.101");
+    std::fs::create_dir_all(&d).expect("dir");
+    std::fs::write(d.join("inventory.img"), "").expect("inventory");
+    assert_eq!(f.m.info(veid(101)).status.as_str(), "suspended");
+    let o = f.m.op(veid(101), &res(None)).0;
+    assert!(o.message.contains("vz.dump"), "{}", o.message);
+    std::fs::write(d.join("vz.dump"), crate::criu::note(102, 77)).expect("note");
+    let o = f.m.op(veid(101), &res(None)).0;
+    assert_eq!(o.code, ExitCode::RestoreFailed, "{}", o.message);
+    assert!(o.message.contains("is of VE 102"), "{}", o.message);
+    // A destroy takes the dump with the VE's files.
+    assert_eq!(f.m.op(veid(101), &VeOp::Destroy).0.code, ExitCode::Ok);
+    assert!(!d.exists());
+}

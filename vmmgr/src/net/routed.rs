@@ -69,7 +69,18 @@ pub fn make_pair(host: &mut Rtnl, veid: u32, ve_ns: BorrowedFd<'_>) -> io::Resul
                 format!("creating the pair {name}/{VE_IFNAME}: {e}"),
             )
         })?;
+    host_side(host, veid)
+}
+
+/// The appliance's end of a VE's pair as routing needs it, on a pair that
+/// exists (made by [`make_pair`], or by CRIU at a restore): its fixed MAC
+/// (a restored VE's neighbour entries name it), proxy ARP, strict
+/// reverse-path filtering, no router advertisements, up, and the VE's IPv6
+/// gateway address.
+pub fn host_side(host: &mut Rtnl, veid: u32) -> io::Result<u32> {
+    let name = host_ifname(veid);
     let index = host.index(&name)?;
+    host.set_mac(index, macs(veid).0)?;
     sysctl(&format!("/proc/sys/net/ipv4/conf/{name}/proxy_arp"), "1")?;
     // Strict reverse-path filtering: behind the firewall's check.
     sysctl(&format!("/proc/sys/net/ipv4/conf/{name}/rp_filter"), "1")?;

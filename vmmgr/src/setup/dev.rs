@@ -6,7 +6,7 @@ use super::{Ctx, SetupError};
 use crate::mountfd;
 use rustix::fs::{Mode, OFlags};
 use rustix::mount::{MountAttrFlags, OpenTreeFlags};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 /// The most ptys a VE's devpts hands out when NUMPTY does not say.
 pub const PTY_MAX_DEFAULT: u32 = 256;
@@ -31,35 +31,27 @@ pub(super) fn populate(
     devnodes: &[String],
 ) -> Result<(), SetupError> {
     let pty_max = format!("max={}", pty_max.clamp(1, PTY_MAX_KERNEL));
+    let owner = [format!("uid={uid}"), format!("gid={gid}")];
     let mount_point = cx.at(
         "opening the VE's /dev",
         mountfd::open_in_root(root, "dev", true),
     )?;
-    let owner = [format!("uid={uid}"), format!("gid={gid}")];
-    let tmp = cx.at(
-        "creating /dev",
-        mountfd::new_fs(
-            "tmpfs",
-            &["mode=0755", "size=64k", &owner[0], &owner[1]],
-            MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NOEXEC,
-        ),
-    )?;
+    let tmp = new_tmpfs(cx, uid, gid)?;
     cx.at(
         "attaching /dev",
         mountfd::attach(tmp.as_fd(), mount_point.as_fd()),
     )?;
     // From here on everything is in our fresh tmpfs.
     let dev = cx.at("opening /dev", mountfd::open_in_root(root, "dev", true))?;
-    let file = |name: &str| {
-        rustix::fs::openat(
-            &dev,
-            name,
-            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o666),
+    fill(cx, dev.as_fd(), uid, gid, devnodes)?;
+    let target = |name: &str| {
+        cx.at(
+            format!("opening /dev/{name}"),
+            mountfd::open_in_root(dev.as_fd(), name, false),
         )
     };
     for node in DEV_NODES {
-        let target = cx.at(format!("creating /dev/{node}"), file(node))?;
+        let at = target(node)?;
         let src = cx.at(
             format!("cloning the appliance's /dev/{node}"),
             rustix::mount::open_tree(
@@ -70,10 +62,10 @@ pub(super) fn populate(
         )?;
         cx.at(
             format!("binding /dev/{node}"),
-            mountfd::attach(src.as_fd(), target.as_fd()),
+            mountfd::attach(src.as_fd(), at.as_fd()),
         )?;
     }
-    let console = cx.at("creating /dev/console", file("console"))?;
+    let console = target("console")?;
     let null_copy = cx.at("cloning /dev/null", mountfd::clone_tree(null, false))?;
     cx.at(
         "binding /dev/console",
@@ -91,10 +83,6 @@ pub(super) fn populate(
         ),
         ("shm", "tmpfs", &["mode=1777", &owner[0], &owner[1]][..]),
     ] {
-        cx.at(
-            format!("creating /dev/{dir}"),
-            rustix::fs::mkdirat(&dev, dir, Mode::from_raw_mode(0o755)),
-        )?;
         let at = cx.at(
             format!("opening /dev/{dir}"),
             mountfd::open_in_root(dev.as_fd(), dir, true),
@@ -113,6 +101,51 @@ pub(super) fn populate(
             mountfd::attach(fs.as_fd(), at.as_fd()),
         )?;
     }
+    Ok(())
+}
+
+/// The VE's `/dev` tmpfs, detached and empty.
+pub(super) fn new_tmpfs(cx: &Ctx, uid: u32, gid: u32) -> Result<OwnedFd, SetupError> {
+    let owner = [format!("uid={uid}"), format!("gid={gid}")];
+    cx.at(
+        "creating /dev",
+        mountfd::new_fs(
+            "tmpfs",
+            &["mode=0755", "size=64k", &owner[0], &owner[1]],
+            MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+        ),
+    )
+}
+
+/// What `/dev` holds under its mounts: the files the appliance's nodes are
+/// bound over, the directories of devpts and `/dev/shm`, the usual links,
+/// and DEVNODES (real nodes: the VE's device program allows them;
+/// `setup::devnodes` adds and removes them later, live). A restore gets
+/// the same (`restore`), and CRIU mounts the rest on it.
+pub(super) fn fill(
+    cx: &Ctx,
+    dev: BorrowedFd<'_>,
+    uid: u32,
+    gid: u32,
+    devnodes: &[String],
+) -> Result<(), SetupError> {
+    for name in DEV_NODES.iter().chain(&["console"]) {
+        cx.at(
+            format!("creating /dev/{name}"),
+            rustix::fs::openat(
+                dev,
+                *name,
+                OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o666),
+            ),
+        )?;
+    }
+    for dir in ["pts", "shm"] {
+        cx.at(
+            format!("creating /dev/{dir}"),
+            rustix::fs::mkdirat(dev, dir, Mode::from_raw_mode(0o755)),
+        )?;
+    }
     for (link, target) in [
         ("ptmx", "pts/ptmx"),
         ("fd", "/proc/self/fd"),
@@ -122,18 +155,16 @@ pub(super) fn populate(
     ] {
         cx.at(
             format!("linking /dev/{link}"),
-            rustix::fs::symlinkat(target, &dev, link),
+            rustix::fs::symlinkat(target, dev, link),
         )?;
     }
-    // DEVNODES, before anything of the VE runs (its device program allows
-    // them; `setup::devnodes` adds and removes them later, live).
     for path in devnodes {
         let change = super::devnodes::Change {
             add: true,
             path: path.clone(),
         };
         super::devnodes::host_node(path)
-            .and_then(|node| super::devnodes::apply(dev.as_fd(), (uid, gid), &change, node))
+            .and_then(|node| super::devnodes::apply(dev, (uid, gid), &change, node))
             .map_err(|e| cx.fail(format!("DEVNODES /dev/{path}"), e))?;
     }
     Ok(())

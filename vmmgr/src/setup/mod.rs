@@ -35,6 +35,7 @@ mod net;
 pub mod netfiles;
 mod pivot;
 pub mod procview;
+pub mod restore;
 mod userns;
 
 use crate::policy;
@@ -78,6 +79,8 @@ pub struct Spec {
     /// the init runs (`net`).
     pub netif: Vec<vzconfig::net::NetIf>,
     pub netdev: Vec<String>,
+    /// A restore from these CRIU images instead of a start (`restore`).
+    pub restore: Option<PathBuf>,
 }
 
 /// The step that failed, with its cause.
@@ -164,14 +167,17 @@ pub(crate) struct Policy {
 }
 
 fn read_policy(spec: &Spec) -> Result<Policy, SetupError> {
-    let veid = spec.veid;
+    read_policy_dir(spec.veid, &spec.policy_dir)
+}
+
+fn read_policy_dir(veid: u32, dir: &std::path::Path) -> Result<Policy, SetupError> {
     let err = |message: String| SetupError::Policy { veid, message };
-    let process = policy::ProcessPolicy::load(&spec.policy_dir).map_err(err)?;
+    let process = policy::ProcessPolicy::load(dir).map_err(err)?;
     Ok(Policy {
         keep_caps: process.keep_caps,
         seccomp: process.seccomp,
-        masked: policy::paths::load(&spec.policy_dir, "masked-paths").map_err(err)?,
-        readonly: policy::paths::load(&spec.policy_dir, "readonly-paths").map_err(err)?,
+        masked: policy::paths::load(dir, "masked-paths").map_err(err)?,
+        readonly: policy::paths::load(dir, "readonly-paths").map_err(err)?,
     })
 }
 
@@ -188,6 +194,9 @@ pub struct Started {
 
 /// Builds the VE and starts its init.
 pub fn run(spec: &Spec) -> Result<Started, SetupError> {
+    if let Some(images) = &spec.restore {
+        return restore::run(spec, images);
+    }
     let cx = Ctx { veid: spec.veid };
     // Marked in the order of `proto::SETUP_STEPS` (only the durations go
     // back to vmmgr, which names them from that list).
@@ -304,6 +313,7 @@ impl From<&proto::SetupSpec> for Spec {
                 .collect(),
             netif: vzconfig::net::parse_netifs(&s.netif).unwrap_or_default(),
             netdev: vzconfig::net::parse_netdevs(&s.netdev).unwrap_or_default(),
+            restore: (!s.restore.is_empty()).then(|| s.restore.as_str().into()),
         }
     }
 }
@@ -357,6 +367,10 @@ impl Spec {
                 .map_err(|_| "NETIF is longer than 1024 bytes".to_owned())?,
             netdev: proto::Text::try_from(self.netdev.join(" ").as_str())
                 .map_err(|_| "NETDEV is longer than 256 bytes".to_owned())?,
+            restore: match &self.restore {
+                Some(d) => text("the dump directory", d)?,
+                None => proto::Text::new(),
+            },
         })
     }
 }
@@ -503,6 +517,7 @@ mod tests {
                 .map(|n| n.filled(101))
                 .collect(),
             netdev: vec!["eth1".into()],
+            restore: Some("/vz/dump/Dump.101".into()),
         }
     }
 

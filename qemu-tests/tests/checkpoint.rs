@@ -1,0 +1,123 @@
+//! Checkpoint and restore on one appliance (`vzctl chkpnt`, `vzctl
+//! restore`): a VE process that counts in memory goes on from where it was,
+//! with the same PID; the VE answers on its address again; the masks CRIU
+//! made again are locked (tried from inside the VE as root); and the
+//! commands' refusals use OpenVZ's exit codes.
+
+use qemu_tests::Appliance;
+
+/// The counting process's PID inside VE 101 and its last value.
+fn counter(a: &mut Appliance) -> anyhow::Result<(u32, u64)> {
+    let ps = a.run_ok("vzctl exec 101 'ps -o pid,args' </dev/null")?;
+    let pid = ps
+        .lines()
+        .find(|l| l.contains("count.sh"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no counting process in VE 101:\n{ps}"))?;
+    let n = a
+        .run_ok("vzctl exec 101 cat /tmp/count </dev/null")?
+        .trim()
+        .parse()?;
+    Ok((pid, n))
+}
+
+#[test]
+fn chkpnt_and_restore_keep_processes_network_and_locks() -> anyhow::Result<()> {
+    let mut a = Appliance::boot("checkpoint")?;
+    a.enter_shell()?;
+    a.run_ok("vzctl --quiet create 101 --ostemplate busybox")?;
+    a.run_ok("vzctl --quiet set 101 --ipadd 192.0.2.11 --save")?;
+
+    // Refusals before there is anything to save or restore.
+    let (out, rc) = a.run_rc("vzctl chkpnt 101")?;
+    assert_eq!(rc, 31, "chkpnt of a stopped VE: {out}");
+    let (out, rc) = a.run_rc("vzctl restore 101")?;
+    assert_eq!(rc, 17, "restore without a dump: {out}");
+    assert!(out.contains("/vz/dump/Dump.101"), "{out}");
+
+    a.run_ok("vzctl --quiet start 101")?;
+    // The count lives in the shell's memory; the file only shows it.
+    a.run_ok(
+        r#"vzctl exec 101 'printf "i=0\nwhile :; do i=\$((i+1)); echo \$i > /tmp/count; sleep 1; done\n" > /root/count.sh; (sh /root/count.sh </dev/null >/dev/null 2>&1 &)' </dev/null"#,
+    )?;
+    a.run_ok("sleep 3")?;
+    let (pid, before) = counter(&mut a)?;
+
+    let out = a.run_ok("vzctl chkpnt 101")?;
+    println!("checkpoint: {}", out.lines().last().unwrap_or(""));
+    assert!(
+        out.contains("Checkpointing completed successfully"),
+        "{out}"
+    );
+    let status = a.run_ok("vzctl status 101")?;
+    assert_eq!(status.trim(), "VEID 101 exist unmounted suspended");
+    let (out, rc) = a.run_rc("vzctl chkpnt 101")?;
+    assert_eq!(rc, 31, "a second chkpnt: {out}");
+    // Its files stay as they were while it is suspended: nothing counts.
+    a.run_ok("sleep 2")?;
+
+    let out = a.run_ok("vzctl restore 101")?;
+    println!("restore: {}", out.lines().last().unwrap_or(""));
+    assert!(out.contains("Restoration completed successfully"), "{out}");
+    let (out, rc) = a.run_rc("vzctl restore 101")?;
+    assert_eq!(rc, 32, "restore of a running VE: {out}");
+    a.run_ok("sleep 2")?;
+    let (pid_after, after) = counter(&mut a)?;
+    println!("checkpoint: counter pid {pid} -> {pid_after}, value {before} -> {after}");
+    assert_eq!(pid_after, pid, "the same process, not a new one");
+    assert!(after > before, "the count went on: {before} -> {after}");
+    assert!(
+        after < before + 30,
+        "the count went on from its value, not from 0 or a restart: {before} -> {after}"
+    );
+    // The dump is used up; the VE answers on its address.
+    assert_eq!(
+        a.run_ok("vzctl status 101")?.trim(),
+        "VEID 101 exist mounted running"
+    );
+    a.run_ok("test ! -e /vz/dump/Dump.101")?;
+    a.run_ok("ping -c 1 -W 5 192.0.2.11 >/dev/null")?;
+    // CRIU's network lock is gone from the VE's namespace.
+    let tables =
+        a.run_ok("nsenter -t $(head -1 /sys/fs/cgroup/vz/101/ve/cgroup.procs) -n nft list tables")?;
+    assert!(!tables.contains("CRIU"), "{tables}");
+
+    // The attacks the start's locked masks stop, as VE root after the
+    // restore.
+    for (what, cmd) in [
+        ("unmask /proc/kcore", "umount /proc/kcore"),
+        ("unmask /proc/keys", "umount -l /proc/keys"),
+        ("make /proc/sys writable", "umount /proc/sys"),
+        ("unmask /sys/firmware", "umount /sys/firmware"),
+        (
+            "mount an unmasked proc",
+            "mkdir -p /mnt/p && mount -t proc proc /mnt/p",
+        ),
+        ("remount /sys writable", "mount -o remount,rw /sys"),
+    ] {
+        let (out, rc) = a.run_rc(&format!("vzctl exec2 101 '{cmd}' </dev/null"))?;
+        assert_ne!(rc, 0, "VE root could {what} after a restore: {out}");
+    }
+    let kcore = a.run_ok("vzctl exec 101 'head -c 1 /proc/kcore | wc -c' </dev/null")?;
+    assert_eq!(kcore.trim(), "0", "/proc/kcore reads as /dev/null");
+
+    // A dump of another VE is refused, and a fresh start drops a stale one.
+    a.run_ok("vzctl chkpnt 101 >/dev/null")?;
+    a.run_ok(
+        "mv /vz/dump/Dump.101 /vz/dump/other && vzctl --quiet create 102 --ostemplate busybox",
+    )?;
+    let (out, rc) = a.run_rc("vzctl restore 102 --dumpfile /vz/dump/other")?;
+    assert_eq!(rc, 17, "{out}");
+    assert!(out.contains("is of VE 101"), "{out}");
+    a.run_ok("mv /vz/dump/other /vz/dump/Dump.101")?;
+    a.run_ok("vzctl --quiet start 101")?;
+    a.run_ok("test ! -e /vz/dump/Dump.101")?;
+    let ps = a.run_ok("vzctl exec 101 'ps -o pid,args' </dev/null")?;
+    assert!(
+        !ps.contains("count.sh"),
+        "a fresh start runs no counter:\n{ps}"
+    );
+    a.run_ok("vzctl --quiet stop 101")?;
+    Ok(())
+}

@@ -1,0 +1,241 @@
+//! How vmmgr drives CRIU (Debian's 3.17) for `vzctl chkpnt` and `restore`:
+//! the options, the programs it may run and the log it leaves.
+//!
+//! CRIU runs programs by name (`ip addr save|restore`, the iptables probes,
+//! `tar` for tmpfs contents, `sh`) through the PATH it is given, from the
+//! mount namespace it runs in. Both are the appliance's here: the dump runs
+//! from vmmgr, the restore from `vesetup`'s staging namespace before any VE
+//! process exists, and PATH names only VZROOT's directories, so no program
+//! of a VE's tree ever runs with the appliance's privileges.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Debian's CRIU on VZROOT.
+pub const CRIU: &str = "/usr/sbin/criu";
+/// The programs CRIU may run: VZROOT's, read-only.
+const PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+/// iproute2's `ip` (busybox's, earlier on PATH, cannot save or restore).
+const IP_TOOL: &str = "/bin/ip";
+
+/// The key the VE's `/dev` goes by in the images: an external mount (see
+/// `setup::restore`).
+pub const DEV_KEY: &str = "vedev";
+
+/// The log CRIU writes into the images directory.
+pub const DUMP_LOG: &str = "dump.log";
+pub const RESTORE_LOG: &str = "restore.log";
+/// vmmgr's note beside the images: which VE they are of, and the pid its
+/// init had, which names CRIU's network-lock table (see [`lock_table`]).
+pub const NOTE: &str = "vz.dump";
+
+/// The restored VE init's pid (appliance's PID namespace).
+pub const PIDFILE: &str = "restore.pid";
+
+/// Options of both directions, as LXC and OpenVZ 7 pass them: established
+/// TCP connections, file locks, files unlinked while open, the network
+/// locked with nftables (not iptables) while the VE is frozen, and mounts
+/// from outside the VE (the masks' /dev/null, the /proc view) named by
+/// their appliance paths.
+fn common(cmd: &mut Command, dir: &Path, log: &str) {
+    cmd.env_clear()
+        .env("PATH", PATH)
+        .env("HOME", "/root")
+        .env("CR_IP_TOOL", IP_TOOL)
+        .arg("--images-dir")
+        .arg(dir)
+        .args(["--log-file", log, "-v4"])
+        .args([
+            "--tcp-established",
+            "--file-locks",
+            "--link-remap",
+            "--ext-mount-map",
+            "auto",
+            "--enable-external-sharing",
+            "--enable-external-masters",
+        ]);
+}
+
+/// `criu dump` of the tree of VE init `pid`, frozen through its cgroup
+/// `cgroup` (the VE's whole group: `ve/` and the exec leaves).
+pub fn dump_command(pid: i32, dir: &Path, cgroup: &Path) -> Command {
+    let mut cmd = Command::new(CRIU);
+    cmd.arg("dump");
+    common(&mut cmd, dir, DUMP_LOG);
+    cmd.arg("--tree")
+        .arg(pid.to_string())
+        .arg("--freeze-cgroup")
+        .arg(cgroup)
+        .arg("--manage-cgroups")
+        .arg("--external")
+        .arg(format!("mnt[/dev]:{DEV_KEY}"))
+        // The restore takes the method from the images.
+        .args(["--network-lock", "nftables"]);
+    cmd
+}
+
+/// `criu restore` of the images in `dir` onto the VE root mounted at
+/// `root`, its `/dev` the tmpfs at `dev`, detached (the restored init ends up vmmgr's child, as a started
+/// one); its pid goes to [`PIDFILE`] in `dir`. `venet` names the
+/// appliance's end of the VE's routed pair, when it has one.
+pub fn restore_command(dir: &Path, root: &Path, dev: &Path, venet: Option<&str>) -> Command {
+    let mut cmd = Command::new(CRIU);
+    cmd.arg("restore");
+    common(&mut cmd, dir, RESTORE_LOG);
+    cmd.arg("--root")
+        .arg(root)
+        .arg("--restore-detached")
+        .arg("--pidfile")
+        .arg(dir.join(PIDFILE))
+        .arg("--manage-cgroups=soft")
+        .arg("--external")
+        .arg(format!("mnt[{DEV_KEY}]:{}", dev.display()));
+    if let Some(host) = venet {
+        cmd.arg("--external")
+            .arg(format!("veth[{}]:{host}", crate::net::routed::VE_IFNAME));
+    }
+    cmd
+}
+
+/// Runs `cmd` (a CRIU command) to its end; an error carries CRIU's last
+/// error lines from `log`.
+pub fn run(mut cmd: Command, log: &Path) -> Result<(), String> {
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let out = cmd.output().map_err(|e| format!("running {CRIU}: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    // What it printed before its log was open (a bad option, a bad path).
+    let early = String::from_utf8_lossy(&out.stderr);
+    let errors = match last_errors(log) {
+        e if e == NO_ERROR => {
+            let lines: Vec<&str> = early.lines().filter(|l| l.contains("Error")).collect();
+            if lines.is_empty() {
+                early.trim().replace('\n', "; ")
+            } else {
+                lines.join("; ")
+            }
+        }
+        e => e,
+    };
+    Err(format!(
+        "{CRIU} failed ({}): {errors} (the whole log: {})",
+        out.status,
+        log.display()
+    ))
+}
+
+const NO_ERROR: &str = "no error in its log";
+
+/// The note's text.
+pub fn note(veid: u32, init_pid: i32) -> String {
+    format!("VEID={veid}\nLOCK_PID={init_pid}\n")
+}
+
+/// The note's VEID and init pid, if it parses.
+pub fn parse_note(text: &str) -> Option<(u32, i32)> {
+    let mut veid = None;
+    let mut pid = None;
+    for line in text.lines() {
+        match line.split_once('=') {
+            Some(("VEID", v)) => veid = v.trim().parse().ok(),
+            Some(("LOCK_PID", v)) => pid = v.trim().parse().ok(),
+            _ => {}
+        }
+    }
+    Some((veid?, pid?))
+}
+
+/// The nftables table CRIU 3.17 locks a VE's network with while it dumps
+/// it: named after the init's pid in the appliance. The table is part of
+/// the dumped state, and the restore's unlock looks for one named after the
+/// restored init's pid, so the dumped one stays: vesetup deletes it once
+/// the restore is complete (the VE's traffic flows from then on).
+pub fn lock_table(dump_pid: i32) -> String {
+    format!("CRIU-{dump_pid}")
+}
+
+/// The last few `Error` lines of a CRIU log, joined.
+pub fn last_errors(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let errors: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("Error (") && !l.contains("legacy"))
+        .map(|l| l.split_once("): ").map_or(l, |(_, m)| m).trim())
+        .collect();
+    let tail = &errors[errors.len().saturating_sub(3)..];
+    if tail.is_empty() {
+        NO_ERROR.to_owned()
+    } else {
+        tail.join("; ")
+    }
+}
+
+/// The images directory of a VE: `--dumpfile` if given, else
+/// `<dump_dir>/Dump.<VEID>` (OpenVZ's name, a directory of CRIU images).
+pub fn images_dir(dump_dir: &Path, veid: u32, given: Option<&str>) -> PathBuf {
+    match given {
+        Some(f) => PathBuf::from(f),
+        None => dump_dir.join(format!("Dump.{veid}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_errors_keeps_the_messages_not_the_noise() {
+        let d = tempfile::tempdir().expect("tmp");
+        let log = d.path().join("restore.log");
+        std::fs::write(
+            &log,
+            "(00.1) Warn  (criu/mount.c:1259): mnt: something\n\
+             Error (criu/util.c:627): execvp(\"iptables-legacy-save\", ...) failed\n\
+             (00.2) Error (criu/net.c:100): net: a\n\
+             (00.3) Error (criu/cr-restore.c:7): Restoring FAILED.\n",
+        )
+        .expect("write");
+        assert_eq!(last_errors(&log), "net: a; Restoring FAILED.");
+        assert_eq!(last_errors(&d.path().join("none")), "no error in its log");
+    }
+
+    #[test]
+    fn note_round_trips() {
+        assert_eq!(parse_note(&note(101, 4321)), Some((101, 4321)));
+        assert_eq!(parse_note("VEID=101\n"), None);
+        assert_eq!(lock_table(138), "CRIU-138");
+    }
+
+    #[test]
+    fn commands_name_appliance_programs_only() {
+        let c = restore_command(
+            Path::new("/vz/dump/Dump.101"),
+            Path::new("/r"),
+            Path::new("/s/vedev"),
+            Some("venet101"),
+        );
+        let args: Vec<String> = c
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            args.contains(&"veth[venet0]:venet101".to_owned()),
+            "{args:?}"
+        );
+        assert!(args.contains(&"--restore-detached".to_owned()));
+        assert!(args.contains(&"mnt[vedev]:/s/vedev".to_owned()), "{args:?}");
+        let envs: Vec<(String, String)> = c
+            .get_envs()
+            .filter_map(|(k, v)| Some((k.to_string_lossy().into(), v?.to_string_lossy().into())))
+            .collect();
+        assert!(envs.contains(&("PATH".into(), PATH.into())));
+        assert!(envs.contains(&("CR_IP_TOOL".into(), "/bin/ip".into())));
+        assert_eq!(
+            images_dir(Path::new("/vz/dump"), 101, None),
+            PathBuf::from("/vz/dump/Dump.101")
+        );
+    }
+}

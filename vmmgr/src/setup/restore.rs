@@ -1,0 +1,341 @@
+//! `vzctl restore`: the VE's root is built as for a start (the policy is
+//! not needed: the seccomp filter, capabilities and mounts come back from
+//! the images), then CRIU brings back the VE's processes, namespaces,
+//! mounts and network namespace onto it.
+//!
+//! CRIU runs here, in the staging namespace A (a copy of the appliance's,
+//! with the overlay root attached at `<VE_ROOT>/root`): every program it
+//! runs is the appliance's (`crate::criu`). The restored init is detached
+//! from CRIU; vesetup is the child subreaper meanwhile, so the init is its
+//! child when it opens a pidfd of it (no pid reuse race), and vmmgr's once
+//! vesetup exits.
+
+use super::{layers, userns, Ctx, SetupError, Spec, Started};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::Path;
+
+/// What CRIU passes the action script (`relock`), besides its own
+/// `CRTOOLS_*` variables.
+const ENV_VEID: &str = "VZ_VEID";
+const ENV_ROOT: &str = "VZ_STAGE_ROOT";
+const ENV_POLICY: &str = "VZ_POLICY_DIR";
+/// "1": the VE has a routed pair, whose appliance end CRIU made.
+const ENV_ROUTED: &str = "VZ_ROUTED";
+
+pub(super) fn run(spec: &Spec, images: &Path) -> Result<Started, SetupError> {
+    let cx = Ctx { veid: spec.veid };
+    let mut steps = crate::timing::Steps::new();
+    steps.mark("policy");
+    cx.at(
+        "creating the staging mount namespace",
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS),
+    )?;
+    cx.at(
+        "making the staging mounts private",
+        rustix::mount::mount_change(
+            "/",
+            rustix::mount::MountPropagationFlags::PRIVATE
+                | rustix::mount::MountPropagationFlags::REC,
+        ),
+    )?;
+    // CRIU mounts proc and sysfs inside the VE's new user namespace, which
+    // the kernel allows only where a whole instance is already visible: the
+    // appliance's /proc has the beancounter view bound over a file. A is
+    // ours alone, so the mounts on top of /proc go here.
+    for m in mounts_below(Path::new("/proc")).into_iter().rev() {
+        cx.at(
+            format!("detaching {} in the staging namespace", m.display()),
+            rustix::mount::unmount(&m, rustix::mount::UnmountFlags::DETACH),
+        )?;
+    }
+    steps.mark("mountns");
+    // The overlay is mounted inside a user namespace with the VE's id map
+    // (the kernel needs one for its work dir); CRIU makes the VE's own.
+    let userns = userns::create(spec, &cx)?;
+    steps.mark("userns");
+    let _root = layers::build_root(spec, &cx, userns.as_fd())?;
+    drop(userns);
+    steps.mark("layers");
+    // /dev is the VE's own tmpfs, made here as for a start and handed to
+    // CRIU as an external mount (its dump holds no device nodes, which the
+    // VE's user namespace could not make again); CRIU mounts devpts,
+    // /dev/shm and the appliance's nodes on it.
+    let vedev = spec.root.join(crate::criu::DEV_KEY);
+    cx.at("creating the staged /dev", std::fs::create_dir(&vedev))?;
+    let tmp = super::dev::new_tmpfs(&cx, spec.uid_base, spec.gid_base)?;
+    cx.at(
+        "attaching the staged /dev",
+        crate::mountfd::attach_at(tmp.as_fd(), &vedev),
+    )?;
+    let dev = cx.at(
+        "opening the staged /dev",
+        rustix::fs::open(
+            &vedev,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::NOFOLLOW,
+            rustix::fs::Mode::empty(),
+        ),
+    )?;
+    super::dev::fill(
+        &cx,
+        dev.as_fd(),
+        spec.uid_base,
+        spec.gid_base,
+        &spec.devnodes,
+    )?;
+    steps.mark("dev");
+
+    cx.at(
+        "becoming the child subreaper",
+        rustix::process::set_child_subreaper(Some(rustix::process::getpid())),
+    )?;
+    let pidfile = images.join(crate::criu::PIDFILE);
+    let _ = std::fs::remove_file(&pidfile);
+    let venet = (!spec.ipaddr.is_empty()).then(|| crate::net::routed::host_ifname(spec.veid));
+    let root = spec.root.join("root");
+    let mut cmd = crate::criu::restore_command(images, &root, &vedev, venet.as_deref());
+    // CRIU makes the VE's mounts again inside its user namespace, where
+    // none is locked: VE root could take the masks off /proc and /sys. At
+    // `post-restore` (everything made, nothing resumed yet) this same
+    // program puts locked ones in their place (`relock`).
+    let helper = cx.at("finding vesetup", std::env::current_exe())?;
+    cmd.arg("--action-script")
+        .arg(&helper)
+        .env(ENV_VEID, spec.veid.to_string())
+        .env(ENV_ROOT, &root)
+        .env(ENV_POLICY, &spec.policy_dir)
+        .env(ENV_ROUTED, if venet.is_some() { "1" } else { "" });
+    crate::criu::run(cmd, &images.join(crate::criu::RESTORE_LOG))
+        .map_err(|e| cx.fail("restoring with CRIU", e))?;
+    let text = cx.at("reading CRIU's pid file", std::fs::read_to_string(&pidfile))?;
+    let pid = text
+        .trim()
+        .parse::<i32>()
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| cx.fail("reading CRIU's pid file", format!("{text:?} is no pid")))?;
+    let pidfd = cx.at(
+        "opening a pidfd of the restored init",
+        rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()),
+    )?;
+    // It is ours (a child, see above) and in the VE's cgroup, or nothing
+    // of it is trusted.
+    let start_time = crate::runstate::start_time(pid.as_raw_nonzero().get())
+        .ok_or_else(|| cx.fail("reading the restored init's start time", "it is gone"))?;
+    let group = std::fs::read_to_string(format!("/proc/{}/cgroup", pid.as_raw_nonzero()))
+        .unwrap_or_default();
+    let want = format!("/vz/{}/", spec.veid);
+    if !group.trim_end().starts_with("0::") || !group.contains(&want) {
+        let _ = rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL);
+        return Err(cx.fail(
+            "checking the restored init",
+            format!("it is not in the VE's cgroup ({})", group.trim()),
+        ));
+    }
+    steps.mark("init");
+    if let Some((_, dump_pid)) = std::fs::read_to_string(images.join(crate::criu::NOTE))
+        .ok()
+        .and_then(|t| crate::criu::parse_note(&t))
+    {
+        if let Err(e) = unlock(pidfd.as_fd(), dump_pid) {
+            let _ = rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL);
+            return Err(cx.fail("removing CRIU's network lock", e.to_string()));
+        }
+    }
+    steps.mark("net");
+    let _ = std::fs::remove_file(&pidfile);
+    Ok(Started {
+        pid,
+        start_time,
+        pidfd,
+        steps,
+    })
+}
+
+/// Mount points strictly below `top`, in mount order.
+fn mounts_below(top: &Path) -> Vec<std::path::PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    vzcommon::mountinfo::mount_points(&info)
+        .into_iter()
+        .map(std::path::PathBuf::from)
+        .filter(|p| p != top && p.starts_with(top))
+        .collect()
+}
+
+/// `vesetup` run by CRIU as its action script (`CRTOOLS_SCRIPT_ACTION` in
+/// the environment): at `post-restore`, [`relock`] and the appliance's end
+/// of the VE's routed pair; nothing at the other actions. Returns the exit
+/// code (not 0: CRIU fails the restore, and kills what it made).
+pub fn action_script(action: &str) -> i32 {
+    if action != "post-restore" {
+        return 0;
+    }
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let (Some(veid), Some(root), Some(policy), Some(pid)) = (
+        var(ENV_VEID).and_then(|v| v.parse::<u32>().ok()),
+        var(ENV_ROOT),
+        var(ENV_POLICY),
+        var("CRTOOLS_INIT_PID").and_then(|v| v.parse::<i32>().ok()),
+    ) else {
+        eprintln!("vesetup: post-restore: {ENV_VEID}, {ENV_ROOT}, {ENV_POLICY} or CRTOOLS_INIT_PID missing");
+        return 1;
+    };
+    let routed = var(ENV_ROUTED).is_some();
+    let done = relock(veid, Path::new(&root), Path::new(&policy), pid).and_then(|()| {
+        if !routed {
+            return Ok(());
+        }
+        // The appliance's end as a start makes it, before the VE runs.
+        let name = crate::net::routed::host_ifname(veid);
+        vzcommon::rtnl::Rtnl::new()
+            .and_then(|mut host| crate::net::routed::host_side(&mut host, veid))
+            .map(drop)
+            .map_err(|e| Ctx { veid }.fail(format!("setting up {name}"), e.to_string()))
+    });
+    match done {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("vesetup: {}", super::chain(&e));
+            1
+        }
+    }
+}
+
+/// Replaces the VE's /proc and /sys, as CRIU made them, by trees whose
+/// masks the VE cannot remove: they are mounted here (the staging
+/// namespace, from the restored VE's namespaces, as for a start), copied
+/// into a mount namespace owned by the VE's user namespace (the kernel
+/// locks every mount of such a copy), cloned from there with their locks,
+/// and moved into the VE's mount namespace over CRIU's.
+fn relock(veid: u32, root_dir: &Path, policy_dir: &Path, pid: i32) -> Result<(), SetupError> {
+    use rustix::thread::ThreadNameSpaceType as T;
+    let cx = Ctx { veid };
+    let policy = super::read_policy_dir(veid, policy_dir)?;
+    let pid = rustix::process::Pid::from_raw(pid)
+        .ok_or_else(|| cx.fail("post-restore", "CRTOOLS_INIT_PID is 0"))?;
+    let init = cx.at(
+        "opening a pidfd of the restored init",
+        rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()),
+    )?;
+    let root = cx.at(
+        format!("opening {}", root_dir.display()),
+        rustix::fs::open(
+            root_dir,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        ),
+    )?;
+    let null = cx.at("opening /dev/null", crate::mountfd::open_dev_null())?;
+    super::kernfs::mount_all(&cx, init.as_fd(), root.as_fd(), null.as_fd(), &policy)?;
+
+    // SAFETY: CRIU's action script is single-threaded.
+    let forked = unsafe { crate::sys::fork_single_threaded() };
+    match cx.at("forking the relocker", forked)? {
+        None => {
+            let r = (|| -> Result<(), SetupError> {
+                cx.at(
+                    "joining the VE's user namespace",
+                    rustix::thread::move_into_thread_name_spaces(init.as_fd(), T::USER),
+                )?;
+                cx.at(
+                    "copying the staging mount namespace",
+                    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS),
+                )?;
+                let mut trees = Vec::new();
+                for at in ["proc", "sys"] {
+                    let tree = cx.at(
+                        format!("cloning the locked /{at}"),
+                        rustix::mount::open_tree(
+                            rustix::fs::CWD,
+                            root_dir.join(at).as_path(),
+                            rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE
+                                | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC
+                                | rustix::mount::OpenTreeFlags::AT_RECURSIVE
+                                | rustix::mount::OpenTreeFlags::AT_SYMLINK_NOFOLLOW,
+                        ),
+                    )?;
+                    trees.push((at, tree));
+                }
+                cx.at(
+                    "entering the VE's mount namespace",
+                    rustix::thread::move_into_thread_name_spaces(init.as_fd(), T::MOUNT),
+                )?;
+                let ve_root = cx.at(
+                    "opening the VE's root",
+                    rustix::fs::open(
+                        "/",
+                        rustix::fs::OFlags::PATH
+                            | rustix::fs::OFlags::DIRECTORY
+                            | rustix::fs::OFlags::CLOEXEC,
+                        rustix::fs::Mode::empty(),
+                    ),
+                )?;
+                for (at, tree) in trees {
+                    cx.at(
+                        format!("detaching CRIU's /{at}"),
+                        rustix::mount::unmount(
+                            format!("/{at}").as_str(),
+                            rustix::mount::UnmountFlags::DETACH
+                                | rustix::mount::UnmountFlags::NOFOLLOW,
+                        ),
+                    )?;
+                    let point = cx.at(
+                        format!("opening /{at}"),
+                        crate::mountfd::open_in_root(ve_root.as_fd(), at, true),
+                    )?;
+                    cx.at(
+                        format!("attaching the locked /{at}"),
+                        crate::mountfd::attach(tree.as_fd(), point.as_fd()),
+                    )?;
+                }
+                Ok(())
+            })();
+            if let Err(e) = &r {
+                eprintln!("vesetup: {}", super::chain(e));
+            }
+            std::process::exit(i32::from(r.is_err()));
+        }
+        Some(child) => {
+            let st = cx.at(
+                "waiting for the relocker",
+                rustix::process::waitpid(Some(child), rustix::process::WaitOptions::empty()),
+            )?;
+            match st {
+                Some((_, s)) if s.exit_status() == Some(0) => Ok(()),
+                _ => Err(cx.fail("locking the VE's masks", "the relocker failed")),
+            }
+        }
+    }
+}
+
+/// Deletes the network-lock table the dump left in the VE's network
+/// namespace ([`crate::criu::lock_table`]), with the appliance's `nft`
+/// run in that namespace only; gone already is fine.
+fn unlock(init: BorrowedFd<'_>, dump_pid: i32) -> std::io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let ns = rustix::thread::ThreadNameSpaceType::NETWORK;
+    let init = init.try_clone_to_owned()?;
+    let mut cmd = std::process::Command::new(crate::net::firewall::NFT);
+    cmd.args([
+        "delete",
+        "table",
+        "inet",
+        &crate::criu::lock_table(dump_pid),
+    ])
+    .env_clear()
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped());
+    // SAFETY: setns is async-signal-safe; vesetup is single-threaded.
+    unsafe {
+        cmd.pre_exec(move || {
+            rustix::thread::move_into_thread_name_spaces(init.as_fd(), ns).map_err(Into::into)
+        });
+    }
+    let out = cmd.output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() || err.contains("No such file") {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!("nft: {}", err.trim())))
+    }
+}

@@ -1,6 +1,7 @@
 //! Checkpoint and restore on one appliance (`vzctl chkpnt`, `vzctl
 //! restore`): a VE process that counts in memory goes on from where it was,
-//! with the same PID; the VE answers on its address again; the masks CRIU
+//! with the same PID; a TCP connection from the appliance stays open; the
+//! VE answers on its address again; the masks CRIU
 //! made again are locked (tried from inside the VE as root); and the
 //! commands' refusals use OpenVZ's exit codes.
 
@@ -41,7 +42,15 @@ fn chkpnt_and_restore_keep_processes_network_and_locks() -> anyhow::Result<()> {
     a.run_ok(
         r#"vzctl exec 101 'printf "i=0\nwhile :; do i=\$((i+1)); echo \$i > /tmp/count; sleep 1; done\n" > /root/count.sh; (sh /root/count.sh </dev/null >/dev/null 2>&1 &)' </dev/null"#,
     )?;
-    a.run_ok("sleep 3")?;
+    // An established TCP connection from the appliance to an echo server in
+    // the VE (the FIFO's writer is held open by a sleep).
+    a.run_ok(
+        "vzctl exec 101 '(nc -l -p 7000 -e /bin/cat </dev/null >/dev/null 2>&1 &)' </dev/null",
+    )?;
+    a.run_ok("mkfifo /tmp/tin && (sleep 600 > /tmp/tin &) && (nc 192.0.2.11 7000 < /tmp/tin > /tmp/tout 2>&1 &)")?;
+    a.run_ok("sleep 1; echo before > /tmp/tin; sleep 1")?;
+    assert_eq!(a.run_ok("cat /tmp/tout")?.trim(), "before");
+    a.run_ok("sleep 1")?;
     let (pid, before) = counter(&mut a)?;
 
     let out = a.run_ok("vzctl chkpnt 101")?;
@@ -78,6 +87,13 @@ fn chkpnt_and_restore_keep_processes_network_and_locks() -> anyhow::Result<()> {
     );
     a.run_ok("test ! -e /vz/dump/Dump.101")?;
     a.run_ok("ping -c 1 -W 5 192.0.2.11 >/dev/null")?;
+    // The connection made before the checkpoint carries data after it.
+    a.run_ok("echo after > /tmp/tin; sleep 2")?;
+    assert_eq!(
+        a.run_ok("cat /tmp/tout")?.trim(),
+        "before\nafter",
+        "the TCP connection survived"
+    );
     // CRIU's network lock is gone from the VE's namespace.
     let tables =
         a.run_ok("nsenter -t $(head -1 /sys/fs/cgroup/vz/101/ve/cgroup.procs) -n nft list tables")?;

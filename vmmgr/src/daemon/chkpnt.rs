@@ -89,10 +89,12 @@ impl Manager {
         // A failed attempt's log is kept beside, for inspection.
         let failed = failed_dir(&dir);
         let _ = std::fs::remove_dir_all(&dir);
-        // The VE's memory goes there: appliance root's alone.
+        // The VE's memory goes there: no listing for others. (Not 0700:
+        // CRIU opens some images from the restored tasks, as VE root; only
+        // the appliance's mount namespaces can reach the path at all.)
         let made = std::fs::create_dir_all(&dir).and_then(|()| {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
         });
         if let Err(e) = made {
             return fail(format!("VE {veid}: creating {}: {e}", dir.display()));

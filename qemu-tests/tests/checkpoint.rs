@@ -2,8 +2,9 @@
 //! restore`): a VE process that counts in memory goes on from where it was,
 //! with the same PID; a TCP connection from the appliance stays open; the
 //! VE answers on its address again; the masks CRIU
-//! made again are locked (tried from inside the VE as root); and the
-//! commands' refusals use OpenVZ's exit codes.
+//! made again are locked (tried from inside the VE as root); the
+//! commands' refusals use OpenVZ's exit codes; and with
+//! `VE_STOP_MODE=suspend` an appliance reboot keeps the VE's processes.
 
 use qemu_tests::Appliance;
 
@@ -134,6 +135,26 @@ fn chkpnt_and_restore_keep_processes_network_and_locks() -> anyhow::Result<()> {
         !ps.contains("count.sh"),
         "a fresh start runs no counter:\n{ps}"
     );
+
+    // VE_STOP_MODE=suspend: an appliance reboot does not restart the VE's
+    // services; they go on where they were.
+    a.run_ok("sed -i 's/^VE_STOP_MODE=.*/VE_STOP_MODE=suspend/' /etc/vz/vz.conf")?;
+    a.run_ok("vzctl exec 101 '(sh /root/count.sh </dev/null >/dev/null 2>&1 &)' </dev/null")?;
+    a.run_ok("sleep 2")?;
+    let (pid, before) = counter(&mut a)?;
+    a.reboot()?;
+    // The console is ready before the VEs are back.
+    a.run_ok(
+        "i=0; until vzctl status 101 | grep -q running || [ $i -ge 120 ]; do i=$((i+1)); sleep 1; done",
+    )?;
+    let log = a.run_ok("grep -E 'VE 101: (suspended|resumed|restoring)' /vz/log/appliance.log")?;
+    println!("checkpoint: reboot with VE_STOP_MODE=suspend:\n{log}");
+    assert!(log.contains("resumed at boot"), "{log}");
+    let (pid_after, after) = counter(&mut a)?;
+    println!("checkpoint: across the reboot: counter pid {pid} -> {pid_after}, value {before} -> {after}");
+    assert_eq!(pid_after, pid, "the same process after the reboot");
+    assert!(after >= before, "the count went on: {before} -> {after}");
+    a.run_ok("test ! -e /vz/dump/Dump.101")?;
     a.run_ok("vzctl --quiet stop 101")?;
     Ok(())
 }

@@ -129,9 +129,16 @@ pub fn run(mut cmd: Command, log: &Path) -> Result<(), String> {
 
 const NO_ERROR: &str = "no error in its log";
 
-/// The note's text.
-pub fn note(veid: u32, init_pid: i32) -> String {
-    format!("VEID={veid}\nLOCK_PID={init_pid}\n")
+/// The note's text; `at_shutdown`: made by the appliance's shutdown
+/// (VE_STOP_MODE=suspend), to be restored at the next boot.
+pub fn note(veid: u32, init_pid: i32, at_shutdown: bool) -> String {
+    let by = if at_shutdown { "SHUTDOWN=yes\n" } else { "" };
+    format!("VEID={veid}\nLOCK_PID={init_pid}\n{by}")
+}
+
+/// Whether the note says the appliance's shutdown made the dump.
+pub fn note_at_shutdown(text: &str) -> bool {
+    text.lines().any(|l| l.trim() == "SHUTDOWN=yes")
 }
 
 /// The note's VEID and init pid, if it parses.
@@ -204,7 +211,10 @@ mod tests {
 
     #[test]
     fn note_round_trips() {
-        assert_eq!(parse_note(&note(101, 4321)), Some((101, 4321)));
+        assert_eq!(parse_note(&note(101, 4321, false)), Some((101, 4321)));
+        assert_eq!(parse_note(&note(101, 4321, true)), Some((101, 4321)));
+        assert!(note_at_shutdown(&note(101, 1, true)));
+        assert!(!note_at_shutdown(&note(101, 1, false)));
         assert_eq!(parse_note("VEID=101\n"), None);
         assert_eq!(lock_table(138), "CRIU-138");
     }

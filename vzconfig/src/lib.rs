@@ -226,6 +226,8 @@ pub enum ValueKind {
     Devices,
     /// ZRAM_SWAP: `no`, `N%` or a size.
     ZramSwap,
+    /// VE_STOP_MODE: `suspend` or `stop`.
+    StopMode,
 }
 
 /// One config key: where it may appear, whether it does anything, what its
@@ -572,7 +574,10 @@ pub const KEYS: &[KeyDef] = &[
     KeyDef::global("ZRAM_SWAP")
         .implemented()
         .kind(ValueKind::ZramSwap),
-    KeyDef::global("VE_STOP_MODE"),
+    // suspend: running VEs are checkpointed at shutdown and restored at boot.
+    KeyDef::global("VE_STOP_MODE")
+        .implemented()
+        .kind(ValueKind::StopMode),
     KeyDef::global("VE_PARALLEL"),
     KeyDef::global("LOGGING"),
     KeyDef::global("LOGFILE"),
@@ -996,6 +1001,7 @@ pub fn check_value(def: &KeyDef, v: &str) -> Result<(), String> {
         ValueKind::DevNodes => return resources::parse_devnodes(v).map(|_| ()),
         ValueKind::Devices => return resources::parse_devices(v).map(|_| ()),
         ValueKind::ZramSwap => return resources::parse_zram_swap(v).map(|_| ()),
+        ValueKind::StopMode => matches!(v, "suspend" | "stop"),
     };
     if ok {
         return Ok(());
@@ -1009,6 +1015,7 @@ pub fn check_value(def: &KeyDef, v: &str) -> Result<(), String> {
         ValueKind::VeName => {
             format!("{v:?} is not allowed: letters, digits, '-', '_', '.', not only digits")
         }
+        ValueKind::StopMode => format!("{v:?} is not allowed: use \"suspend\" or \"stop\""),
         _ => String::new(),
     })
 }
@@ -2368,6 +2375,7 @@ mod tests {
             ValueKind::DevNodes => "net/tun:rw",
             ValueKind::Devices => "c:10:200:rw",
             ValueKind::ZramSwap => "50%",
+            ValueKind::StopMode => "suspend",
             ValueKind::IpList => "192.0.2.5 2001:db8::5",
             ValueKind::PortFwd => "tcp:8080:80",
             ValueKind::NameServers => "192.0.2.53",

@@ -11,6 +11,8 @@ impl Manager {
     /// Stops every running VE, in reverse boot order (lower BOOTORDER first),
     /// equal ones in parallel. Called when the appliance shuts down.
     pub fn shutdown(self: &Arc<Self>) {
+        // vz.conf as it is now (VE_STOP_MODE may have been edited since).
+        self.reload();
         let mut groups: BTreeMap<u32, Vec<VeId>> = BTreeMap::new();
         // (Bound first: a guard in the loop's head would be held through
         // the loop, and config_of locks again.)
@@ -24,6 +26,14 @@ impl Manager {
         }
         // Stops mostly wait for the VEs' inits: all of a group at once.
         self.in_groups(groups.into_values(), usize::MAX, |me, veid| {
+            if me.suspend_at_shutdown() {
+                let o = me.checkpoint(veid, None, true);
+                if o.code == ExitCode::Ok {
+                    log::info!("VE {veid}: suspended: {}", o.message.replace('\n', "; "));
+                    return;
+                }
+                log::error!("VE {veid}: {}; stopping it instead", o.message);
+            }
             let o = me.stop(veid, false);
             log::info!("VE {veid}: {}", o.message.replace('\n', "; "));
         });
@@ -63,6 +73,9 @@ impl Manager {
     }
 
     /// Starts the ONBOOT VEs: higher BOOTORDER first, equal ones in parallel.
+    /// A VE with a dump is restored instead when the shutdown made it
+    /// (VE_STOP_MODE=suspend) or it is ONBOOT; one that fails to restore is
+    /// started fresh, its dump set aside.
     pub fn boot(self: &Arc<Self>) {
         let mut groups: BTreeMap<std::cmp::Reverse<u32>, Vec<VeId>> = BTreeMap::new();
         {
@@ -70,7 +83,8 @@ impl Manager {
             let Some(l) = &st.loaded else { return };
             for (veid, cfg) in &l.ves {
                 if let Ok(c) = cfg {
-                    if c.onboot && !c.disabled && !st.running.contains_key(veid) {
+                    let resume = self.has_dump(*veid) && (c.onboot || self.dump_at_shutdown(*veid));
+                    if (c.onboot || resume) && !c.disabled && !st.running.contains_key(veid) {
                         groups
                             .entry(std::cmp::Reverse(c.bootorder))
                             .or_default()
@@ -87,6 +101,20 @@ impl Manager {
         let workers = 2 * std::thread::available_parallelism().map_or(1, |n| n.get());
         let count = self.in_groups(groups.into_values(), workers, |me, veid| {
             let Some(busy) = me.begin(veid) else { return };
+            if me.has_dump(veid) {
+                let o = me.restore(veid, None);
+                if o.code == ExitCode::Ok {
+                    log::info!("VE {veid}: resumed at boot");
+                    return;
+                }
+                let aside = me.set_dump_aside(veid);
+                log::error!(
+                    "VE {veid}: restoring at boot failed: {}; starting it afresh (its dump is \
+                     kept in {})",
+                    o.message,
+                    aside.map_or("place".into(), |p| p.display().to_string())
+                );
+            }
             let o = me.start(veid, false);
             drop(busy);
             if o.code != ExitCode::Ok {

@@ -33,6 +33,25 @@ impl Manager {
         }
     }
 
+    /// Whether `veid`'s dump at its default place was made by the appliance's
+    /// shutdown.
+    pub(super) fn dump_at_shutdown(&self, veid: VeId) -> bool {
+        self.images_dir(veid, None).is_ok_and(|d| {
+            std::fs::read_to_string(d.join(crate::criu::NOTE))
+                .is_ok_and(|t| crate::criu::note_at_shutdown(&t))
+        })
+    }
+
+    /// Sets `veid`'s dump aside (`Dump.<VEID>.failed`, replacing an older
+    /// one) after it failed to restore at boot: kept for inspection, and
+    /// no longer in the way of a fresh start.
+    pub(super) fn set_dump_aside(&self, veid: VeId) -> Option<PathBuf> {
+        let d = self.images_dir(veid, None).ok()?;
+        let aside = failed_dir(&d);
+        let _ = std::fs::remove_dir_all(&aside);
+        std::fs::rename(&d, &aside).ok().map(|()| aside)
+    }
+
     /// The images directory of `veid` on disk; `given` (`--dumpfile`) must
     /// be an absolute path under `/vz/dump`: a restore runs CRIU on the
     /// images with the appliance's privileges, so they never come from a
@@ -63,6 +82,12 @@ impl Manager {
     /// Checkpoints a running VE into its images directory; it stops when
     /// the dump is complete, and keeps running if the dump fails.
     pub fn chkpnt(&self, veid: VeId, given: Option<&str>) -> Outcome {
+        self.checkpoint(veid, given, false)
+    }
+
+    /// [`Manager::chkpnt`]; `at_shutdown` marks the dump as the appliance
+    /// shutdown's (VE_STOP_MODE=suspend): the next boot restores it.
+    pub(super) fn checkpoint(&self, veid: VeId, given: Option<&str>, at_shutdown: bool) -> Outcome {
         let fail = |m: String| Outcome::fail(ExitCode::ChkpntFailed, m);
         let Some(pid) = self.lock().running.get(&veid).map(|r| r.pid) else {
             return Outcome::fail(ExitCode::NotRunning, format!("VE {veid} is not running"));
@@ -122,7 +147,7 @@ impl Manager {
         let took = t0.elapsed();
         if let Err(e) = std::fs::write(
             dir.join(crate::criu::NOTE),
-            crate::criu::note(veid.get(), pid),
+            crate::criu::note(veid.get(), pid, at_shutdown),
         ) {
             log::error!(
                 "VE {veid}: writing {}: {e}",

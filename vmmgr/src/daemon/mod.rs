@@ -242,6 +242,12 @@ impl Manager {
             .unwrap_or(vzconfig::resources::ZramSwap::Off)
     }
 
+    /// vz.conf's `VE_STOP_MODE="suspend"`: running VEs are checkpointed at
+    /// shutdown and restored at boot (absent or `stop`: stopped, started).
+    pub fn suspend_at_shutdown(&self) -> bool {
+        self.global().get("VE_STOP_MODE") == Some("suspend")
+    }
+
     /// The global configuration as last loaded.
     fn global(&self) -> config::Global {
         self.lock()

@@ -310,7 +310,7 @@ fn chkpnt_and_restore_check_their_dumps() {
     assert_eq!(f.m.info(veid(101)).status.as_str(), "suspended");
     let o = f.m.op(veid(101), &res(None)).0;
     assert!(o.message.contains("vz.dump"), "{}", o.message);
-    std::fs::write(d.join("vz.dump"), crate::criu::note(102, 77)).expect("note");
+    std::fs::write(d.join("vz.dump"), crate::criu::note(102, 77, false)).expect("note");
     let o = f.m.op(veid(101), &res(None)).0;
     assert_eq!(o.code, ExitCode::RestoreFailed, "{}", o.message);
     assert!(o.message.contains("is of VE 102"), "{}", o.message);

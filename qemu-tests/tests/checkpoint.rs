@@ -119,7 +119,34 @@ fn chkpnt_and_restore_keep_processes_network_and_locks() -> anyhow::Result<()> {
     let kcore = a.run_ok("vzctl exec 101 'head -c 1 /proc/kcore | wc -c' </dev/null")?;
     assert_eq!(kcore.trim(), "0", "/proc/kcore reads as /dev/null");
 
+    // A process in a mount namespace of its own would come back with
+    // unlocked masks: chkpnt says so before freezing anything.
+    a.run_ok("vzctl exec 101 '(unshare -m sleep 600 </dev/null >/dev/null 2>&1 &)' </dev/null")?;
+    let (out, rc) = a.run_rc("vzctl chkpnt 101")?;
+    assert_eq!(rc, 16, "{out}");
+    assert!(out.contains("mount namespace of its own"), "{out}");
+    a.run_ok("vzctl exec 101 'killall sleep' </dev/null")?;
+    // A dump CRIU cannot make (the VE hid its /proc) leaves it running.
+    a.run_ok("vzctl exec 101 'mount -t tmpfs none /proc' </dev/null")?;
+    let (out, rc) = a.run_rc("vzctl chkpnt 101")?;
+    assert_eq!(rc, 16, "{out}");
+    assert!(out.contains("the VE keeps running"), "{out}");
+    a.run_ok("vzctl status 101 | grep -q running && ping -c 1 -W 5 192.0.2.11 >/dev/null")?;
+    a.run_ok("vzctl exec 101 'umount /proc' </dev/null")?;
+    // Mounts VE root stacked over /proc before the dump do not leave
+    // CRIU's unlocked proc under the locked one.
+    a.run_ok("vzctl exec 101 'mount -o rbind /proc /proc' </dev/null")?;
+    a.run_ok("vzctl chkpnt 101 >/dev/null && vzctl restore 101 >/dev/null")?;
+    let (out, rc) =
+        a.run_rc("vzctl exec2 101 'umount -l /proc; mkdir -p /mnt/q && mount -t proc proc /mnt/q' </dev/null")?;
+    assert_ne!(
+        rc, 0,
+        "a fresh proc under a stacked /proc after a restore: {out}"
+    );
+
     // A dump of another VE is refused, and a fresh start drops a stale one.
+    // (VE 101 lost its /proc to the attack above: a fresh start first.)
+    a.run_ok("vzctl --quiet stop 101 && vzctl --quiet start 101")?;
     a.run_ok("vzctl chkpnt 101 >/dev/null")?;
     a.run_ok(
         "mv /vz/dump/Dump.101 /vz/dump/other && vzctl --quiet create 102 --ostemplate busybox",

@@ -75,10 +75,16 @@ pub fn dump_command(pid: i32, dir: &Path, cgroup: &Path) -> Command {
 }
 
 /// `criu restore` of the images in `dir` onto the VE root mounted at
-/// `root`, its `/dev` the tmpfs at `dev`, detached (the restored init ends up vmmgr's child, as a started
-/// one); its pid goes to [`PIDFILE`] in `dir`. `venet` names the
+/// `root`, its `/dev` the tmpfs at `dev`, detached (the restored init ends
+/// up vmmgr's child, as a started one); its pid goes to `pidfile`. `venet` names the
 /// appliance's end of the VE's routed pair, when it has one.
-pub fn restore_command(dir: &Path, root: &Path, dev: &Path, venet: Option<&str>) -> Command {
+pub fn restore_command(
+    dir: &Path,
+    root: &Path,
+    dev: &Path,
+    pidfile: &Path,
+    venet: Option<&str>,
+) -> Command {
     let mut cmd = Command::new(CRIU);
     cmd.arg("restore");
     common(&mut cmd, dir, RESTORE_LOG);
@@ -86,7 +92,7 @@ pub fn restore_command(dir: &Path, root: &Path, dev: &Path, venet: Option<&str>)
         .arg(root)
         .arg("--restore-detached")
         .arg("--pidfile")
-        .arg(dir.join(PIDFILE))
+        .arg(pidfile)
         .arg("--manage-cgroups=soft")
         .arg("--external")
         .arg(format!("mnt[{DEV_KEY}]:{}", dev.display()));
@@ -164,6 +170,75 @@ pub fn lock_table(dump_pid: i32) -> String {
     format!("CRIU-{dump_pid}")
 }
 
+/// Deletes the network-lock table a dump of VE init `dump_pid` left in the
+/// network namespace of `init` (a pidfd of the VE's init; see
+/// [`lock_table`]), with the appliance's `nft` run in that namespace only;
+/// gone already is fine.
+pub fn delete_lock_table(init: std::os::fd::BorrowedFd<'_>, dump_pid: i32) -> std::io::Result<()> {
+    use std::os::fd::AsFd;
+    use std::os::unix::process::CommandExt;
+    let ns = rustix::thread::ThreadNameSpaceType::NETWORK;
+    let init = init.try_clone_to_owned()?;
+    let mut cmd = Command::new(crate::net::firewall::NFT);
+    cmd.args(["delete", "table", "inet", &lock_table(dump_pid)])
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: setns is async-signal-safe and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            rustix::thread::move_into_thread_name_spaces(init.as_fd(), ns).map_err(Into::into)
+        });
+    }
+    let out = cmd.output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() || err.contains("No such file") {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "deleting CRIU's lock table {}: nft: {}",
+            lock_table(dump_pid),
+            err.trim()
+        )))
+    }
+}
+
+/// Every process of the VE's cgroup `cg` in the mount namespace of its
+/// init `init`: the masks of another namespace would come back unlocked.
+pub fn one_mount_namespace(cg: &Path, init: i32) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let ns = |pid: i32| std::fs::metadata(format!("/proc/{pid}/ns/mnt")).map(|m| m.ino());
+    let theirs = ns(init).map_err(|e| format!("reading its init's mount namespace: {e}"))?;
+    for pid in crate::daemon::cgroup::procs(cg) {
+        if matches!(ns(pid), Ok(n) if n != theirs) {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            return Err(format!(
+                "its process {pid} ({}) has a mount namespace of its own (a systemd service \
+                 with PrivateTmp= or ProtectSystem=, or unshare -m)",
+                comm.trim()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Proc and sysfs mounts of mount table `mountinfo` outside `/proc` and
+/// `/sys` (a VE's copy of either would come back from CRIU unlocked).
+pub fn stray_kernfs(mountinfo: &str) -> Vec<String> {
+    mountinfo
+        .lines()
+        .filter_map(|l| {
+            let point = vzcommon::mountinfo::unescape(l.split(' ').nth(4)?);
+            let fstype = l.split(" - ").nth(1)?.split(' ').next()?;
+            let inside = ["/proc", "/sys"]
+                .iter()
+                .any(|t| point == *t || point.starts_with(&format!("{t}/")));
+            (matches!(fstype, "proc" | "sysfs") && !inside).then_some(point)
+        })
+        .collect()
+}
+
 /// The last few `Error` lines of a CRIU log, joined.
 pub fn last_errors(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -210,6 +285,18 @@ mod tests {
     }
 
     #[test]
+    fn kernfs_outside_proc_and_sys_is_found() {
+        let info = "84 80 0:29 / / rw - overlay overlay rw\n\
+                    106 84 0:41 / /proc rw - proc none rw\n\
+                    134 106 0:41 /sys /proc/sys ro - proc none rw\n\
+                    138 84 0:43 / /sys ro - sysfs none rw\n\
+                    140 138 0:26 / /sys/fs/cgroup rw - cgroup2 none rw\n\
+                    150 84 0:41 / /mnt/p rw - proc none rw\n\
+                    151 84 0:43 / /proc2 rw - sysfs none rw\n";
+        assert_eq!(stray_kernfs(info), vec!["/mnt/p", "/proc2"]);
+    }
+
+    #[test]
     fn note_round_trips() {
         assert_eq!(parse_note(&note(101, 4321, false)), Some((101, 4321)));
         assert_eq!(parse_note(&note(101, 4321, true)), Some((101, 4321)));
@@ -225,6 +312,7 @@ mod tests {
             Path::new("/vz/dump/Dump.101"),
             Path::new("/r"),
             Path::new("/s/vedev"),
+            Path::new("/s/restore.pid"),
             Some("venet101"),
         );
         let args: Vec<String> = c

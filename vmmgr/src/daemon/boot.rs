@@ -27,12 +27,26 @@ impl Manager {
         // Stops mostly wait for the VEs' inits: all of a group at once.
         self.in_groups(groups.into_values(), usize::MAX, |me, veid| {
             if me.suspend_at_shutdown() {
-                let o = me.checkpoint(veid, None, true);
-                if o.code == ExitCode::Ok {
-                    log::info!("VE {veid}: suspended: {}", o.message.replace('\n', "; "));
-                    return;
+                // Not beside a user's operation on it (a chkpnt of its own).
+                let mut busy = me.begin(veid);
+                for _ in 0..100 {
+                    if busy.is_some() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    busy = me.begin(veid);
                 }
-                log::error!("VE {veid}: {}; stopping it instead", o.message);
+                if busy.is_some() && me.is_running(veid) {
+                    let o = me.checkpoint(veid, None, true);
+                    drop(busy);
+                    if o.code == ExitCode::Ok {
+                        log::info!("VE {veid}: suspended: {}", o.message.replace('\n', "; "));
+                        return;
+                    }
+                    log::error!("VE {veid}: {}; stopping it instead", o.message);
+                } else if busy.is_none() {
+                    log::error!("VE {veid}: busy with another operation; stopping it instead");
+                }
             }
             let o = me.stop(veid, false);
             log::info!("VE {veid}: {}", o.message.replace('\n', "; "));
@@ -107,13 +121,32 @@ impl Manager {
                     log::info!("VE {veid}: resumed at boot");
                     return;
                 }
-                let aside = me.set_dump_aside(veid);
-                log::error!(
-                    "VE {veid}: restoring at boot failed: {}; starting it afresh (its dump is \
-                     kept in {})",
-                    o.message,
-                    aside.map_or("place".into(), |p| p.display().to_string())
-                );
+                // A dump still in place is set aside for inspection before a
+                // fresh start (which would remove it); one that cannot be is
+                // left alone, and so is the VE.
+                if me.has_dump(veid) {
+                    match me.set_dump_aside(veid) {
+                        Some(aside) => log::error!(
+                            "VE {veid}: restoring at boot failed: {}; starting it afresh, its \
+                             dump kept in {}",
+                            o.message,
+                            aside.display()
+                        ),
+                        None => {
+                            log::error!(
+                                "VE {veid}: restoring at boot failed: {}; its dump could not be \
+                                 set aside, so the VE is not started (restore or start it by hand)",
+                                o.message
+                            );
+                            return;
+                        }
+                    }
+                } else {
+                    log::error!(
+                        "VE {veid}: restoring at boot failed: {}; starting it afresh",
+                        o.message
+                    );
+                }
             }
             let o = me.start(veid, false);
             drop(busy);

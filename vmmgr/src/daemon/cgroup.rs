@@ -114,6 +114,26 @@ fn parse_populated(events: &str) -> bool {
         .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["populated", "1"])
 }
 
+/// The processes of the cgroup and of every group below it (cgroupfs has
+/// no symlinks; a group gone meanwhile is skipped).
+pub fn procs(cg: &Path) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut todo = vec![cg.to_owned()];
+    while let Some(dir) = todo.pop() {
+        if let Ok(t) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+            out.extend(t.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+        }
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    todo.push(e.path());
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Kills every process of the cgroup (`cgroup.kill`).
 pub fn kill(cg: &Path) -> std::io::Result<()> {
     let p = cg.join("cgroup.kill");

@@ -1,9 +1,16 @@
 //! `vzctl chkpnt` (`suspend`) and `vzctl restore` (`resume`): a VE's whole
 //! state to a directory of CRIU images and back (`crate::criu`).
+//!
+//! Names under `/vz/dump` (appliance root's alone, 0700): `Dump.<VEID>`
+//! is a complete dump (vmmgr's note `vz.dump` names its VE); `.failed` is
+//! a dump CRIU could not finish (its log); `.used` is a dump the VE ran
+//! from, never restored again (it would run old memory over newer files);
+//! `.notrestored` is a complete dump that failed to restore at boot.
 
 use super::{Manager, Outcome};
 use crate::config::VeId;
 use crate::exitcode::ExitCode;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,21 +21,22 @@ const DUMP_DIR: &str = "/vz/dump";
 const INVENTORY: &str = "inventory.img";
 
 impl Manager {
-    /// Whether `veid` has a complete dump at its default place.
+    /// Whether `veid` has a complete dump of its own at its default place.
     pub(super) fn has_dump(&self, veid: VeId) -> bool {
         self.images_dir(veid, None)
-            .is_ok_and(|d| d.join(INVENTORY).is_file())
+            .is_ok_and(|d| d.join(INVENTORY).is_file() && note_of(&d).0 == Some(veid.get()))
     }
 
     /// Removes `veid`'s dump at its default place, if any: a fresh start or
     /// a destroy makes it stale (OpenVZ does the same).
     pub(super) fn drop_dump(&self, veid: VeId) {
+        if !self.has_dump(veid) {
+            return;
+        }
         if let Ok(d) = self.images_dir(veid, None) {
-            if d.join(INVENTORY).is_file() {
-                match std::fs::remove_dir_all(&d) {
-                    Ok(()) => log::info!("VE {veid}: removed its dump {}", d.display()),
-                    Err(e) => log::warn!("VE {veid}: removing its dump {}: {e}", d.display()),
-                }
+            match std::fs::remove_dir_all(&d) {
+                Ok(()) => log::info!("VE {veid}: removed its dump {}", d.display()),
+                Err(e) => log::warn!("VE {veid}: removing its dump {}: {e}", d.display()),
             }
         }
     }
@@ -36,41 +44,46 @@ impl Manager {
     /// Whether `veid`'s dump at its default place was made by the appliance's
     /// shutdown.
     pub(super) fn dump_at_shutdown(&self, veid: VeId) -> bool {
-        self.images_dir(veid, None).is_ok_and(|d| {
-            std::fs::read_to_string(d.join(crate::criu::NOTE))
-                .is_ok_and(|t| crate::criu::note_at_shutdown(&t))
-        })
+        self.has_dump(veid) && self.images_dir(veid, None).is_ok_and(|d| note_of(&d).1)
     }
 
-    /// Sets `veid`'s dump aside (`Dump.<VEID>.failed`, replacing an older
-    /// one) after it failed to restore at boot: kept for inspection, and
-    /// no longer in the way of a fresh start.
+    /// Sets `veid`'s dump aside (`Dump.<VEID>.notrestored`, replacing an
+    /// older one) after it failed to restore at boot: kept for inspection,
+    /// and no longer in the way of a fresh start.
     pub(super) fn set_dump_aside(&self, veid: VeId) -> Option<PathBuf> {
         let d = self.images_dir(veid, None).ok()?;
-        let aside = failed_dir(&d);
+        let aside = suffixed(&d, "notrestored");
         let _ = std::fs::remove_dir_all(&aside);
         std::fs::rename(&d, &aside).ok().map(|()| aside)
     }
 
-    /// The images directory of `veid` on disk; `given` (`--dumpfile`) must
-    /// be an absolute path under `/vz/dump`: a restore runs CRIU on the
+    /// The images directory of `veid` on disk. `given` (`--dumpfile`) must
+    /// name a directory right under `/vz/dump`: a restore runs CRIU on the
     /// images with the appliance's privileges, so they never come from a
-    /// place a VE can write (its private area, its root).
+    /// place a VE can write; and `Dump.<VEID>` names only that VE's.
     fn images_dir(&self, veid: VeId, given: Option<&str>) -> Result<PathBuf, Outcome> {
         if let Some(f) = given {
-            let p = Path::new(f);
-            let plain = p.components().all(|c| {
-                matches!(
-                    c,
-                    std::path::Component::RootDir | std::path::Component::Normal(_)
-                )
-            });
-            if !p.starts_with(DUMP_DIR) || p == Path::new(DUMP_DIR) || !plain {
+            let name = Path::new(f)
+                .strip_prefix(DUMP_DIR)
+                .ok()
+                .and_then(|r| r.to_str())
+                .unwrap_or("");
+            let plain = !name.is_empty()
+                && !name.starts_with('.')
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            let others = name.starts_with("Dump.") && name != format!("Dump.{veid}");
+            let reserved = [".failed", ".used", ".notrestored"]
+                .iter()
+                .any(|s| name.ends_with(s));
+            if !plain || others || reserved {
                 return Err(Outcome::fail(
                     ExitCode::BadValue,
                     format!(
-                        "--dumpfile {f}: give a path under {DUMP_DIR} (e.g. \
-                         {DUMP_DIR}/Dump.{veid}), without . or .."
+                        "--dumpfile {f}: give {DUMP_DIR}/NAME, NAME of letters, digits, '.', \
+                         '-' and '_' (not Dump.<another VEID>, not ending in .failed, .used \
+                         or .notrestored), e.g. {DUMP_DIR}/Dump.{veid}"
                     ),
                 ));
             }
@@ -89,20 +102,40 @@ impl Manager {
     /// shutdown's (VE_STOP_MODE=suspend): the next boot restores it.
     pub(super) fn checkpoint(&self, veid: VeId, given: Option<&str>, at_shutdown: bool) -> Outcome {
         let fail = |m: String| Outcome::fail(ExitCode::ChkpntFailed, m);
-        let Some(pid) = self.lock().running.get(&veid).map(|r| r.pid) else {
+        let Some((pid, pidfd)) = self
+            .lock()
+            .running
+            .get(&veid)
+            .map(|r| (r.pid, Arc::clone(&r.pidfd)))
+        else {
             return Outcome::fail(ExitCode::NotRunning, format!("VE {veid} is not running"));
         };
         let dir = match self.images_dir(veid, given) {
             Ok(d) => d,
             Err(o) => return o,
         };
-        if let Some(Ok(cfg)) = self.config_of(veid) {
-            if !cfg.netif.is_empty() || !cfg.netdev.is_empty() {
+        match self.config_of(veid) {
+            Some(Ok(cfg)) if cfg.netif.is_empty() && cfg.netdev.is_empty() => {}
+            Some(Ok(_)) => {
                 return fail(format!(
                     "VE {veid}: a VE with NETIF or NETDEV interfaces cannot be checkpointed yet \
                      (only its routed venet0 is restored); stop it instead"
-                ));
+                ))
             }
+            _ => {
+                return fail(format!(
+                    "VE {veid}: its config is missing or invalid (see `vzlist -a`); fix it \
+                     before checkpointing"
+                ))
+            }
+        }
+        let cg = crate::daemon::cgroup::dir(&self.layout.cgroup_root, veid);
+        // What CRIU cannot bring back as it was, said before anything is
+        // frozen.
+        if let Err(why) = crate::criu::one_mount_namespace(&cg, pid) {
+            return fail(format!(
+                "VE {veid}: {why}; it cannot be checkpointed, stop it instead"
+            ));
         }
         if dir.join(INVENTORY).exists() {
             return fail(format!(
@@ -112,19 +145,26 @@ impl Manager {
             ));
         }
         // A failed attempt's log is kept beside, for inspection.
-        let failed = failed_dir(&dir);
+        let failed = suffixed(&dir, "failed");
         let _ = std::fs::remove_dir_all(&dir);
-        // The VE's memory goes there: no listing for others. (Not 0700:
-        // CRIU opens some images from the restored tasks, as VE root; only
-        // the appliance's mount namespaces can reach the path at all.)
+        // The VE's memory goes there: appliance root's alone. (The images
+        // directory itself is searchable: CRIU opens some images from the
+        // restored tasks, as VE root, through its descriptor.)
         let made = std::fs::create_dir_all(&dir).and_then(|()| {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+            if let Some(top) = dir.parent() {
+                std::fs::set_permissions(top, std::fs::Permissions::from_mode(0o700))?;
+            }
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))?;
+            std::fs::write(
+                dir.join(crate::criu::NOTE),
+                crate::criu::note(veid.get(), pid, at_shutdown),
+            )
         });
         if let Err(e) = made {
-            return fail(format!("VE {veid}: creating {}: {e}", dir.display()));
+            let _ = std::fs::remove_dir_all(&dir);
+            return fail(format!("VE {veid}: preparing {}: {e}", dir.display()));
         }
-        let cg = crate::daemon::cgroup::dir(&self.layout.cgroup_root, veid);
         // Its init's end is the dump's, not a reboot.
         self.lock().stopping.insert(veid);
         let t0 = std::time::Instant::now();
@@ -133,6 +173,12 @@ impl Manager {
             &dir.join(crate::criu::DUMP_LOG),
         );
         if let Err(e) = done {
+            // CRIU thaws and unlocks on its own errors, not if it died.
+            let _ = std::fs::write(cg.join("cgroup.freeze"), "0");
+            if let Err(u) = crate::criu::delete_lock_table(pidfd.as_fd(), pid) {
+                log::warn!("VE {veid}: {u}");
+            }
+            let alive = self.is_running(veid);
             self.lock().stopping.remove(&veid);
             let _ = std::fs::remove_dir_all(&failed);
             let kept = std::fs::rename(&dir, &failed).map_or_else(
@@ -140,20 +186,16 @@ impl Manager {
                 |()| failed.display().to_string(),
             );
             log::error!("VE {veid}: checkpoint failed: {e}; its log is in {kept}");
+            let state = if alive {
+                "the VE keeps running"
+            } else {
+                "the VE stopped"
+            };
             return fail(format!(
-                "Unable to checkpoint VE {veid}: {e}; the VE keeps running (log kept in {kept})"
+                "Unable to checkpoint VE {veid}: {e}; {state} (log kept in {kept})"
             ));
         }
         let took = t0.elapsed();
-        if let Err(e) = std::fs::write(
-            dir.join(crate::criu::NOTE),
-            crate::criu::note(veid.get(), pid, at_shutdown),
-        ) {
-            log::error!(
-                "VE {veid}: writing {}: {e}",
-                dir.join(crate::criu::NOTE).display()
-            );
-        }
         // CRIU killed the tree; the watcher cleans up as for a stop.
         if !self.wait_stopped(veid, pid, Duration::from_secs(30)) {
             log::warn!("VE {veid}: init {pid} still tracked 30 s after its dump");
@@ -170,8 +212,9 @@ impl Manager {
         ))
     }
 
-    /// Restores a VE from its images directory, which is removed once the
-    /// VE runs again (kept if the restore fails).
+    /// Restores a VE from its images directory. Once its processes have run
+    /// the dump is never restored again: it is removed after a restore, and
+    /// kept as `.used` if a step after CRIU's failed.
     pub fn restore(self: &Arc<Self>, veid: VeId, given: Option<&str>) -> Outcome {
         if self.is_running(veid) {
             return Outcome::fail(ExitCode::Running, format!("VE {veid} is already running"));
@@ -189,10 +232,9 @@ impl Manager {
                 ),
             );
         }
-        let note = std::fs::read_to_string(dir.join(crate::criu::NOTE)).unwrap_or_default();
-        match crate::criu::parse_note(&note) {
-            Some((of, _)) if of == veid.get() => {}
-            Some((of, _)) => {
+        match note_of(&dir).0 {
+            Some(of) if of == veid.get() => {}
+            Some(of) => {
                 return Outcome::fail(
                     ExitCode::RestoreFailed,
                     format!("VE {veid}: the dump at {} is of VE {of}", dir.display()),
@@ -210,27 +252,41 @@ impl Manager {
                 )
             }
         }
+        let used = suffixed(&dir, "used");
+        let _ = std::fs::remove_dir_all(&used);
         let t0 = std::time::Instant::now();
         let o = self.start_from(veid, false, Some(dir.clone()));
         if o.code != ExitCode::Ok {
-            let log = dir.join(crate::criu::RESTORE_LOG);
-            return Outcome::fail(
-                if o.code == ExitCode::System {
-                    ExitCode::RestoreFailed
-                } else {
-                    o.code
-                },
+            let message = o.message.replace("Unable to start", "Unable to restore");
+            let code = if o.code == ExitCode::System {
+                ExitCode::RestoreFailed
+            } else {
+                o.code
+            };
+            // The post-restore step renames it when the VE is about to run.
+            let what = if used.exists() {
                 format!(
-                    "{}; the dump is kept in {} (CRIU's log: {})",
-                    o.message.replace("Unable to start", "Unable to restore"),
+                    "the VE had run from the dump, which is kept as {} and not restored again; \
+                     start it with `vzctl start {veid}`",
+                    used.display()
+                )
+            } else {
+                format!(
+                    "the dump is kept in {} (CRIU's log: {}); try again, or start the VE afresh \
+                     with `vzctl start {veid}` (which removes the dump)",
                     dir.display(),
-                    log.display()
-                ),
-            );
+                    dir.join(crate::criu::RESTORE_LOG).display()
+                )
+            };
+            return Outcome::fail(code, format!("{message}; {what}"));
         }
         let took = t0.elapsed();
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            log::warn!("VE {veid}: removing the used dump {}: {e}", dir.display());
+        for d in [&used, &dir] {
+            if d.exists() {
+                if let Err(e) = std::fs::remove_dir_all(d) {
+                    log::warn!("VE {veid}: removing the used dump {}: {e}", d.display());
+                }
+            }
         }
         log::info!("VE {veid}: restored in {} ms", took.as_millis());
         Outcome::ok(format!(
@@ -240,8 +296,18 @@ impl Manager {
     }
 }
 
-fn failed_dir(dir: &Path) -> PathBuf {
+/// The VEID a dump's note names and whether the shutdown made it.
+fn note_of(dir: &Path) -> (Option<u32>, bool) {
+    let text = std::fs::read_to_string(dir.join(crate::criu::NOTE)).unwrap_or_default();
+    (
+        crate::criu::parse_note(&text).map(|(v, _)| v),
+        crate::criu::note_at_shutdown(&text),
+    )
+}
+
+fn suffixed(dir: &Path, suffix: &str) -> PathBuf {
     let mut s = dir.as_os_str().to_owned();
-    s.push(".failed");
+    s.push(".");
+    s.push(suffix);
     PathBuf::from(s)
 }

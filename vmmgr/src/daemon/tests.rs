@@ -307,13 +307,28 @@ fn chkpnt_and_restore_check_their_dumps() {
     let d = f.dir.path().join("vz/dump/Dump.101");
     std::fs::create_dir_all(&d).expect("dir");
     std::fs::write(d.join("inventory.img"), "").expect("inventory");
-    assert_eq!(f.m.info(veid(101)).status.as_str(), "suspended");
+    assert_eq!(
+        f.m.info(veid(101)).status.as_str(),
+        "stopped",
+        "no note: not its dump"
+    );
     let o = f.m.op(veid(101), &res(None)).0;
     assert!(o.message.contains("vz.dump"), "{}", o.message);
     std::fs::write(d.join("vz.dump"), crate::criu::note(102, 77, false)).expect("note");
+    assert_eq!(
+        f.m.info(veid(101)).status.as_str(),
+        "stopped",
+        "another VE's dump"
+    );
     let o = f.m.op(veid(101), &res(None)).0;
     assert_eq!(o.code, ExitCode::RestoreFailed, "{}", o.message);
     assert!(o.message.contains("is of VE 102"), "{}", o.message);
+    // Nor may one VE's chkpnt or restore name another's default dump.
+    let o = f.m.op(veid(101), &res(Some("/vz/dump/Dump.102"))).0;
+    assert_eq!(o.code, ExitCode::BadValue, "{}", o.message);
+    std::fs::write(d.join("vz.dump"), crate::criu::note(101, 77, true)).expect("note");
+    assert_eq!(f.m.info(veid(101)).status.as_str(), "suspended");
+    assert!(f.m.dump_at_shutdown(veid(101)));
     // A destroy takes the dump with the VE's files.
     assert_eq!(f.m.op(veid(101), &VeOp::Destroy).0.code, ExitCode::Ok);
     assert!(!d.exists());

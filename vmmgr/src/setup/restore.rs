@@ -11,7 +11,7 @@
 //! vesetup exits.
 
 use super::{layers, userns, Ctx, SetupError, Spec, Started};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::AsFd;
 use std::path::Path;
 
 /// What CRIU passes the action script (`relock`), besides its own
@@ -21,6 +21,12 @@ const ENV_ROOT: &str = "VZ_STAGE_ROOT";
 const ENV_POLICY: &str = "VZ_POLICY_DIR";
 /// "1": the VE has a routed pair, whose appliance end CRIU made.
 const ENV_ROUTED: &str = "VZ_ROUTED";
+/// The VE's cgroup (vmmgr's, above the delegated one).
+const ENV_CGROUP: &str = "VZ_CGROUP";
+/// The images directory (renamed `.used` once the VE is about to run).
+const ENV_IMAGES: &str = "VZ_IMAGES";
+/// "UID_BASE GID_BASE": the id map the VE must come back with.
+const ENV_IDS: &str = "VZ_IDS";
 
 pub(super) fn run(spec: &Spec, images: &Path) -> Result<Started, SetupError> {
     let cx = Ctx { veid: spec.veid };
@@ -88,11 +94,12 @@ pub(super) fn run(spec: &Spec, images: &Path) -> Result<Started, SetupError> {
         "becoming the child subreaper",
         rustix::process::set_child_subreaper(Some(rustix::process::getpid())),
     )?;
-    let pidfile = images.join(crate::criu::PIDFILE);
-    let _ = std::fs::remove_file(&pidfile);
+    // In the stage (ours alone): the images directory is renamed at
+    // post-restore, before CRIU writes the pid.
+    let pidfile = spec.root.join(crate::criu::PIDFILE);
     let venet = (!spec.ipaddr.is_empty()).then(|| crate::net::routed::host_ifname(spec.veid));
     let root = spec.root.join("root");
-    let mut cmd = crate::criu::restore_command(images, &root, &vedev, venet.as_deref());
+    let mut cmd = crate::criu::restore_command(images, &root, &vedev, &pidfile, venet.as_deref());
     // CRIU makes the VE's mounts again inside its user namespace, where
     // none is locked: VE root could take the masks off /proc and /sys. At
     // `post-restore` (everything made, nothing resumed yet) this same
@@ -103,7 +110,10 @@ pub(super) fn run(spec: &Spec, images: &Path) -> Result<Started, SetupError> {
         .env(ENV_VEID, spec.veid.to_string())
         .env(ENV_ROOT, &root)
         .env(ENV_POLICY, &spec.policy_dir)
-        .env(ENV_ROUTED, if venet.is_some() { "1" } else { "" });
+        .env(ENV_ROUTED, if venet.is_some() { "1" } else { "" })
+        .env(ENV_IMAGES, images)
+        .env(ENV_CGROUP, spec.cgroup.parent().unwrap_or(&spec.cgroup))
+        .env(ENV_IDS, format!("{} {}", spec.uid_base, spec.gid_base));
     crate::criu::run(cmd, &images.join(crate::criu::RESTORE_LOG))
         .map_err(|e| cx.fail("restoring with CRIU", e))?;
     let text = cx.at("reading CRIU's pid file", std::fs::read_to_string(&pidfile))?;
@@ -123,8 +133,8 @@ pub(super) fn run(spec: &Spec, images: &Path) -> Result<Started, SetupError> {
         .ok_or_else(|| cx.fail("reading the restored init's start time", "it is gone"))?;
     let group = std::fs::read_to_string(format!("/proc/{}/cgroup", pid.as_raw_nonzero()))
         .unwrap_or_default();
-    let want = format!("/vz/{}/", spec.veid);
-    if !group.trim_end().starts_with("0::") || !group.contains(&want) {
+    let want = format!("0::/vz/{}/", spec.veid);
+    if !group.trim_end().starts_with(&want) {
         let _ = rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL);
         return Err(cx.fail(
             "checking the restored init",
@@ -132,17 +142,7 @@ pub(super) fn run(spec: &Spec, images: &Path) -> Result<Started, SetupError> {
         ));
     }
     steps.mark("init");
-    if let Some((_, dump_pid)) = std::fs::read_to_string(images.join(crate::criu::NOTE))
-        .ok()
-        .and_then(|t| crate::criu::parse_note(&t))
-    {
-        if let Err(e) = unlock(pidfd.as_fd(), dump_pid) {
-            let _ = rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL);
-            return Err(cx.fail("removing CRIU's network lock", e.to_string()));
-        }
-    }
     steps.mark("net");
-    let _ = std::fs::remove_file(&pidfile);
     Ok(Started {
         pid,
         start_time,
@@ -170,27 +170,37 @@ pub fn action_script(action: &str) -> i32 {
         return 0;
     }
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let (Some(veid), Some(root), Some(policy), Some(pid)) = (
+    let ids = var(ENV_IDS).and_then(|v| {
+        let (u, g) = v.split_once(' ')?;
+        Some((u.parse::<u32>().ok()?, g.parse::<u32>().ok()?))
+    });
+    let (Some(veid), Some(root), Some(policy), Some(cgroup), Some(pid), Some(images), Some(ids)) = (
         var(ENV_VEID).and_then(|v| v.parse::<u32>().ok()),
         var(ENV_ROOT),
         var(ENV_POLICY),
+        var(ENV_CGROUP),
         var("CRTOOLS_INIT_PID").and_then(|v| v.parse::<i32>().ok()),
+        var(ENV_IMAGES),
+        ids,
     ) else {
-        eprintln!("vesetup: post-restore: {ENV_VEID}, {ENV_ROOT}, {ENV_POLICY} or CRTOOLS_INIT_PID missing");
+        eprintln!(
+            "vesetup: post-restore: {ENV_VEID}, {ENV_ROOT}, {ENV_POLICY}, {ENV_CGROUP}, {ENV_IMAGES}, \
+             {ENV_IDS} or CRTOOLS_INIT_PID missing"
+        );
         return 1;
     };
-    let routed = var(ENV_ROUTED).is_some();
-    let done = relock(veid, Path::new(&root), Path::new(&policy), pid).and_then(|()| {
-        if !routed {
-            return Ok(());
-        }
-        // The appliance's end as a start makes it, before the VE runs.
-        let name = crate::net::routed::host_ifname(veid);
-        vzcommon::rtnl::Rtnl::new()
-            .and_then(|mut host| crate::net::routed::host_side(&mut host, veid))
-            .map(drop)
-            .map_err(|e| Ctx { veid }.fail(format!("setting up {name}"), e.to_string()))
-    });
+    let cx = Ctx { veid };
+    let images = Path::new(&images);
+    let done = post_restore(
+        &cx,
+        Path::new(&root),
+        Path::new(&policy),
+        Path::new(&cgroup),
+        pid,
+        images,
+        ids,
+        var(ENV_ROUTED).is_some(),
+    );
     match done {
         Ok(()) => 0,
         Err(e) => {
@@ -200,13 +210,86 @@ pub fn action_script(action: &str) -> i32 {
     }
 }
 
+/// Everything between CRIU's restore and the VE's first instruction: its id
+/// map checked, its masks locked, CRIU's old network lock gone, the
+/// appliance's end of its pair set up, and its images marked used (from
+/// here on the VE runs, and its dump would run old memory over newer
+/// files).
+fn post_restore(
+    cx: &Ctx,
+    root: &Path,
+    policy: &Path,
+    cgroup: &Path,
+    pid: i32,
+    images: &Path,
+    (uid, gid): (u32, u32),
+    routed: bool,
+) -> Result<(), SetupError> {
+    let veid = cx.veid;
+    for (file, base) in [("uid_map", uid), ("gid_map", gid)] {
+        let map = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default();
+        let want = [0, base, crate::config::ID_RANGE];
+        let got: Vec<u32> = map
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        if got != want {
+            return Err(cx.fail(
+                format!("checking the restored {file}"),
+                format!(
+                    "it is {:?}, the VE's config says 0 {base} {}: LOCAL_UID or LOCAL_GID changed \
+                     since the dump; start the VE afresh",
+                    map.trim(),
+                    crate::config::ID_RANGE
+                ),
+            ));
+        }
+    }
+    relock(veid, root, policy, cgroup, pid)?;
+    let init = cx.at(
+        "opening a pidfd of the restored init",
+        rustix::process::pidfd_open(
+            rustix::process::Pid::from_raw(pid).ok_or_else(|| cx.fail("post-restore", "pid 0"))?,
+            rustix::process::PidfdFlags::empty(),
+        ),
+    )?;
+    if let Some((_, dump_pid)) = std::fs::read_to_string(images.join(crate::criu::NOTE))
+        .ok()
+        .and_then(|t| crate::criu::parse_note(&t))
+    {
+        cx.at(
+            "removing the dump's network lock",
+            crate::criu::delete_lock_table(init.as_fd(), dump_pid),
+        )?;
+    }
+    if routed {
+        // The appliance's end as a start makes it, before the VE runs.
+        let name = crate::net::routed::host_ifname(veid);
+        vzcommon::rtnl::Rtnl::new()
+            .and_then(|mut host| crate::net::routed::host_side(&mut host, veid))
+            .map_err(|e| cx.fail(format!("setting up {name}"), e.to_string()))?;
+    }
+    let mut used = images.as_os_str().to_owned();
+    used.push(".used");
+    cx.at(
+        format!("marking {} used", images.display()),
+        std::fs::rename(images, &used),
+    )
+}
+
 /// Replaces the VE's /proc and /sys, as CRIU made them, by trees whose
 /// masks the VE cannot remove: they are mounted here (the staging
 /// namespace, from the restored VE's namespaces, as for a start), copied
 /// into a mount namespace owned by the VE's user namespace (the kernel
 /// locks every mount of such a copy), cloned from there with their locks,
 /// and moved into the VE's mount namespace over CRIU's.
-fn relock(veid: u32, root_dir: &Path, policy_dir: &Path, pid: i32) -> Result<(), SetupError> {
+fn relock(
+    veid: u32,
+    root_dir: &Path,
+    policy_dir: &Path,
+    cgroup: &Path,
+    pid: i32,
+) -> Result<(), SetupError> {
     use rustix::thread::ThreadNameSpaceType as T;
     let cx = Ctx { veid };
     let policy = super::read_policy_dir(veid, policy_dir)?;
@@ -270,14 +353,25 @@ fn relock(veid: u32, root_dir: &Path, policy_dir: &Path, pid: i32) -> Result<(),
                     ),
                 )?;
                 for (at, tree) in trees {
-                    cx.at(
-                        format!("detaching CRIU's /{at}"),
-                        rustix::mount::unmount(
+                    // Everything CRIU stacked there (a VE may have mounted
+                    // over its /proc before the dump), down to the
+                    // directory: nothing unlocked stays under ours.
+                    let mut layers = 0;
+                    loop {
+                        match rustix::mount::unmount(
                             format!("/{at}").as_str(),
                             rustix::mount::UnmountFlags::DETACH
                                 | rustix::mount::UnmountFlags::NOFOLLOW,
-                        ),
-                    )?;
+                        ) {
+                            Ok(()) => layers += 1,
+                            Err(rustix::io::Errno::INVAL) if layers > 0 => break,
+                            Err(e) => {
+                                return Err(
+                                    cx.fail(format!("detaching CRIU's /{at}"), e.to_string())
+                                )
+                            }
+                        }
+                    }
                     let point = cx.at(
                         format!("opening /{at}"),
                         crate::mountfd::open_in_root(ve_root.as_fd(), at, true),
@@ -299,43 +393,26 @@ fn relock(veid: u32, root_dir: &Path, policy_dir: &Path, pid: i32) -> Result<(),
                 "waiting for the relocker",
                 rustix::process::waitpid(Some(child), rustix::process::WaitOptions::empty()),
             )?;
-            match st {
-                Some((_, s)) if s.exit_status() == Some(0) => Ok(()),
-                _ => Err(cx.fail("locking the VE's masks", "the relocker failed")),
+            if !matches!(st, Some((_, s)) if s.exit_status() == Some(0)) {
+                return Err(cx.fail("locking the VE's masks", "the relocker failed"));
             }
+            // What the relocker could not replace fails the restore: a proc
+            // or sysfs elsewhere, or another mount namespace (chkpnt refuses
+            // both; this is the check of the images as they came back).
+            let pid = pid.as_raw_nonzero().get();
+            let info = cx.at(
+                "reading the restored mount table",
+                std::fs::read_to_string(format!("/proc/{pid}/mountinfo")),
+            )?;
+            let stray = crate::criu::stray_kernfs(&info);
+            if !stray.is_empty() {
+                return Err(cx.fail(
+                    "checking the restored mounts",
+                    format!("proc or sysfs outside /proc and /sys: {}", stray.join(", ")),
+                ));
+            }
+            crate::criu::one_mount_namespace(cgroup, pid)
+                .map_err(|why| cx.fail("checking the restored processes", why))
         }
-    }
-}
-
-/// Deletes the network-lock table the dump left in the VE's network
-/// namespace ([`crate::criu::lock_table`]), with the appliance's `nft`
-/// run in that namespace only; gone already is fine.
-fn unlock(init: BorrowedFd<'_>, dump_pid: i32) -> std::io::Result<()> {
-    use std::os::unix::process::CommandExt;
-    let ns = rustix::thread::ThreadNameSpaceType::NETWORK;
-    let init = init.try_clone_to_owned()?;
-    let mut cmd = std::process::Command::new(crate::net::firewall::NFT);
-    cmd.args([
-        "delete",
-        "table",
-        "inet",
-        &crate::criu::lock_table(dump_pid),
-    ])
-    .env_clear()
-    .stdin(std::process::Stdio::null())
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::piped());
-    // SAFETY: setns is async-signal-safe; vesetup is single-threaded.
-    unsafe {
-        cmd.pre_exec(move || {
-            rustix::thread::move_into_thread_name_spaces(init.as_fd(), ns).map_err(Into::into)
-        });
-    }
-    let out = cmd.output()?;
-    let err = String::from_utf8_lossy(&out.stderr);
-    if out.status.success() || err.contains("No such file") {
-        Ok(())
-    } else {
-        Err(std::io::Error::other(format!("nft: {}", err.trim())))
     }
 }

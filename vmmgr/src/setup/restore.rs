@@ -189,18 +189,16 @@ pub fn action_script(action: &str) -> i32 {
         );
         return 1;
     };
-    let cx = Ctx { veid };
-    let images = Path::new(&images);
-    let done = post_restore(
-        &cx,
-        Path::new(&root),
-        Path::new(&policy),
-        Path::new(&cgroup),
+    let restored = Restored {
+        root: root.into(),
+        policy: policy.into(),
+        cgroup: cgroup.into(),
         pid,
-        images,
+        images: images.into(),
         ids,
-        var(ENV_ROUTED).is_some(),
-    );
+        routed: var(ENV_ROUTED).is_some(),
+    };
+    let done = post_restore(&Ctx { veid }, &restored);
     match done {
         Ok(()) => 0,
         Err(e) => {
@@ -215,16 +213,33 @@ pub fn action_script(action: &str) -> i32 {
 /// appliance's end of its pair set up, and its images marked used (from
 /// here on the VE runs, and its dump would run old memory over newer
 /// files).
-fn post_restore(
-    cx: &Ctx,
-    root: &Path,
-    policy: &Path,
-    cgroup: &Path,
+/// What CRIU and vesetup's restore tell the post-restore step.
+struct Restored {
+    /// The overlay root in the staging namespace.
+    root: std::path::PathBuf,
+    policy: std::path::PathBuf,
+    /// The VE's cgroup (vmmgr's, above the delegated one).
+    cgroup: std::path::PathBuf,
+    /// The restored init (appliance's PID namespace).
     pid: i32,
-    images: &Path,
-    (uid, gid): (u32, u32),
+    images: std::path::PathBuf,
+    /// UID and GID base the VE's config gives it.
+    ids: (u32, u32),
+    /// It has a routed pair.
     routed: bool,
-) -> Result<(), SetupError> {
+}
+
+fn post_restore(cx: &Ctx, r: &Restored) -> Result<(), SetupError> {
+    let Restored {
+        root,
+        policy,
+        cgroup,
+        pid,
+        images,
+        ids: (uid, gid),
+        routed,
+    } = r;
+    let (pid, uid, gid, routed) = (*pid, *uid, *gid, *routed);
     let veid = cx.veid;
     for (file, base) in [("uid_map", uid), ("gid_map", gid)] {
         let map = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default();

@@ -38,7 +38,6 @@ impl Manager {
                 }
                 if busy.is_some() && me.is_running(veid) {
                     let o = me.checkpoint(veid, None, true);
-                    drop(busy);
                     if o.code == ExitCode::Ok {
                         log::info!("VE {veid}: suspended: {}", o.message.replace('\n', "; "));
                         return;
@@ -47,6 +46,11 @@ impl Manager {
                 } else if busy.is_none() {
                     log::error!("VE {veid}: busy with another operation; stopping it instead");
                 }
+                // (busy, if taken, is held through the stop.)
+                let o = me.stop(veid, false);
+                drop(busy);
+                log::info!("VE {veid}: {}", o.message.replace('\n', "; "));
+                return;
             }
             let o = me.stop(veid, false);
             log::info!("VE {veid}: {}", o.message.replace('\n', "; "));
@@ -124,6 +128,16 @@ impl Manager {
                 // A dump still in place is set aside for inspection before a
                 // fresh start (which would remove it); one that cannot be is
                 // left alone, and so is the VE.
+                if me.has_dump(veid) && o.code != ExitCode::RestoreFailed {
+                    // Not CRIU's failure (an address in use, a config
+                    // error): a fresh start would fail the same way.
+                    log::error!(
+                        "VE {veid}: not restored at boot: {}; its dump is kept for \
+                         `vzctl restore {veid}`",
+                        o.message
+                    );
+                    return;
+                }
                 if me.has_dump(veid) {
                     match me.set_dump_aside(veid) {
                         Some(aside) => log::error!(

@@ -17,6 +17,8 @@ use std::time::Duration;
 
 /// Where dumps go (OpenVZ's DUMPDIR), as configs name it.
 const DUMP_DIR: &str = "/vz/dump";
+/// Suffixes of dumps never restored (see the top of this file).
+const RESERVED: [&str; 3] = [".failed", ".used", ".notrestored"];
 /// The file every complete set of CRIU images has.
 const INVENTORY: &str = "inventory.img";
 
@@ -30,13 +32,23 @@ impl Manager {
     /// Removes `veid`'s dump at its default place, if any: a fresh start or
     /// a destroy makes it stale (OpenVZ does the same).
     pub(super) fn drop_dump(&self, veid: VeId) {
-        if !self.has_dump(veid) {
+        // Every restorable one: its own and any `--dumpfile` that names it.
+        let top = self.layout.on_disk(Path::new(DUMP_DIR));
+        let Ok(entries) = std::fs::read_dir(&top) else {
             return;
-        }
-        if let Ok(d) = self.images_dir(veid, None) {
-            match std::fs::remove_dir_all(&d) {
-                Ok(()) => log::info!("VE {veid}: removed its dump {}", d.display()),
-                Err(e) => log::warn!("VE {veid}: removing its dump {}: {e}", d.display()),
+        };
+        for e in entries.flatten() {
+            let d = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            let restorable = !RESERVED.iter().any(|s| name.ends_with(s))
+                && e.file_type().is_ok_and(|t| t.is_dir())
+                && d.join(INVENTORY).is_file()
+                && note_of(&d).0 == Some(veid.get());
+            if restorable {
+                match std::fs::remove_dir_all(&d) {
+                    Ok(()) => log::info!("VE {veid}: removed its stale dump {}", d.display()),
+                    Err(e) => log::warn!("VE {veid}: removing its dump {}: {e}", d.display()),
+                }
             }
         }
     }
@@ -74,9 +86,7 @@ impl Manager {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
             let others = name.starts_with("Dump.") && name != format!("Dump.{veid}");
-            let reserved = [".failed", ".used", ".notrestored"]
-                .iter()
-                .any(|s| name.ends_with(s));
+            let reserved = RESERVED.iter().any(|s| name.ends_with(s));
             if !plain || others || reserved {
                 return Err(Outcome::fail(
                     ExitCode::BadValue,
@@ -266,8 +276,9 @@ impl Manager {
             // The post-restore step renames it when the VE is about to run.
             let what = if used.exists() {
                 format!(
-                    "the VE had run from the dump, which is kept as {} and not restored again; \
-                     start it with `vzctl start {veid}`",
+                    "the dump was marked used at the restore's last step (the VE may have run \
+                     from it), so it is kept as {} and not restored again; start the VE with \
+                     `vzctl start {veid}`",
                     used.display()
                 )
             } else {

@@ -329,7 +329,18 @@ fn chkpnt_and_restore_check_their_dumps() {
     std::fs::write(d.join("vz.dump"), crate::criu::note(101, 77, true)).expect("note");
     assert_eq!(f.m.info(veid(101)).status.as_str(), "suspended");
     assert!(f.m.dump_at_shutdown(veid(101)));
-    // A destroy takes the dump with the VE's files.
+    // A destroy takes every dump of the VE with its files (a --dumpfile one
+    // too), and no other VE's.
+    let top = f.dir.path().join("vz/dump");
+    for (name, of) in [("foo", 101), ("bar", 102), ("Dump.101.used", 101)] {
+        std::fs::create_dir_all(top.join(name)).expect("dir");
+        std::fs::write(top.join(name).join("inventory.img"), "").expect("inventory");
+        std::fs::write(top.join(name).join("vz.dump"), crate::criu::note(of, 1, false))
+            .expect("note");
+    }
     assert_eq!(f.m.op(veid(101), &VeOp::Destroy).0.code, ExitCode::Ok);
     assert!(!d.exists());
+    assert!(!top.join("foo").exists());
+    assert!(top.join("bar").exists(), "another VE's dump stays");
+    assert!(top.join("Dump.101.used").exists(), "kept for inspection");
 }

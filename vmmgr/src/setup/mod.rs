@@ -206,18 +206,7 @@ pub fn run(spec: &Spec) -> Result<Started, SetupError> {
     steps.mark("policy");
 
     // 2. Mount namespace A, ours alone.
-    cx.at(
-        "creating the staging mount namespace",
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS),
-    )?;
-    cx.at(
-        "making the staging mounts private",
-        rustix::mount::mount_change(
-            "/",
-            rustix::mount::MountPropagationFlags::PRIVATE
-                | rustix::mount::MountPropagationFlags::REC,
-        ),
-    )?;
+    staging_namespace(&cx)?;
 
     // The null device to bind over masked files, checked, from A's own tree
     // (a mount of another namespace cannot be cloned into this one).
@@ -277,6 +266,23 @@ pub fn run(spec: &Spec) -> Result<Started, SetupError> {
     let mut started = waiting.release(spec, &cx, steps)?;
     started.steps.mark("exec");
     Ok(started)
+}
+
+/// A private mount namespace for vesetup alone (A): nothing mounted in it
+/// propagates to the appliance's.
+fn staging_namespace(cx: &Ctx) -> Result<(), SetupError> {
+    cx.at(
+        "creating the staging mount namespace",
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS),
+    )?;
+    cx.at(
+        "making the staging mounts private",
+        rustix::mount::mount_change(
+            "/",
+            rustix::mount::MountPropagationFlags::PRIVATE
+                | rustix::mount::MountPropagationFlags::REC,
+        ),
+    )
 }
 
 impl From<&proto::SetupSpec> for Spec {

@@ -32,18 +32,7 @@ pub(super) fn run(spec: &Spec, images: &Path) -> Result<Started, SetupError> {
     let cx = Ctx { veid: spec.veid };
     let mut steps = crate::timing::Steps::new();
     steps.mark("policy");
-    cx.at(
-        "creating the staging mount namespace",
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS),
-    )?;
-    cx.at(
-        "making the staging mounts private",
-        rustix::mount::mount_change(
-            "/",
-            rustix::mount::MountPropagationFlags::PRIVATE
-                | rustix::mount::MountPropagationFlags::REC,
-        ),
-    )?;
+    super::staging_namespace(&cx)?;
     // CRIU mounts proc and sysfs inside the VE's new user namespace, which
     // the kernel allows only where a whole instance is already visible: the
     // appliance's /proc has the beancounter view bound over a file. A is
@@ -114,8 +103,23 @@ pub(super) fn run(spec: &Spec, images: &Path) -> Result<Started, SetupError> {
         .env(ENV_IMAGES, images)
         .env(ENV_CGROUP, spec.cgroup.parent().unwrap_or(&spec.cgroup))
         .env(ENV_IDS, format!("{} {}", spec.uid_base, spec.gid_base));
-    crate::criu::run(cmd, &images.join(crate::criu::RESTORE_LOG))
-        .map_err(|e| cx.fail("restoring with CRIU", e))?;
+    crate::criu::run(cmd, &images.join(crate::criu::RESTORE_LOG)).map_err(|e| {
+        // Past post-restore the images (and CRIU's log) are `.used`.
+        let mut used = images.as_os_str().to_owned();
+        used.push(".used");
+        let moved = Path::new(&used).join(crate::criu::RESTORE_LOG);
+        let e = if moved.exists() {
+            format!(
+                "{} failed after the VE's images were marked used: {} (the whole log: {})",
+                crate::criu::CRIU,
+                crate::criu::last_errors(&moved),
+                moved.display()
+            )
+        } else {
+            e
+        };
+        cx.fail("restoring with CRIU", e)
+    })?;
     let text = cx.at("reading CRIU's pid file", std::fs::read_to_string(&pidfile))?;
     let pid = text
         .trim()
@@ -208,11 +212,6 @@ pub fn action_script(action: &str) -> i32 {
     }
 }
 
-/// Everything between CRIU's restore and the VE's first instruction: its id
-/// map checked, its masks locked, CRIU's old network lock gone, the
-/// appliance's end of its pair set up, and its images marked used (from
-/// here on the VE runs, and its dump would run old memory over newer
-/// files).
 /// What CRIU and vesetup's restore tell the post-restore step.
 struct Restored {
     /// The overlay root in the staging namespace.
@@ -229,6 +228,11 @@ struct Restored {
     routed: bool,
 }
 
+/// Everything between CRIU's restore and the VE's first instruction: its id
+/// map checked, its masks locked, CRIU's old network lock gone, the
+/// appliance's end of its pair set up, and its images marked used (from
+/// here on the VE runs, and its dump would run old memory over newer
+/// files).
 fn post_restore(cx: &Ctx, r: &Restored) -> Result<(), SetupError> {
     let Restored {
         root,
@@ -330,6 +334,20 @@ fn relock(
     match cx.at("forking the relocker", forked)? {
         None => {
             let r = (|| -> Result<(), SetupError> {
+                // The appliance's proc, to read this process's own mount
+                // table once in the VE's namespace: listed from that
+                // namespace's root, not from where the VE's init may have
+                // chrooted.
+                let proc = cx.at(
+                    "opening /proc",
+                    rustix::fs::open(
+                        "/proc",
+                        rustix::fs::OFlags::PATH
+                            | rustix::fs::OFlags::DIRECTORY
+                            | rustix::fs::OFlags::CLOEXEC,
+                        rustix::fs::Mode::empty(),
+                    ),
+                )?;
                 cx.at(
                     "joining the VE's user namespace",
                     rustix::thread::move_into_thread_name_spaces(init.as_fd(), T::USER),
@@ -396,6 +414,26 @@ fn relock(
                         crate::mountfd::attach(tree.as_fd(), point.as_fd()),
                     )?;
                 }
+                // What could not be replaced fails the restore: a proc or
+                // sysfs anywhere else in the VE's namespace.
+                let info = cx.at(
+                    "reading the restored mount table",
+                    rustix::fs::openat(
+                        &proc,
+                        "thread-self/mountinfo",
+                        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+                        rustix::fs::Mode::empty(),
+                    )
+                    .map_err(std::io::Error::from)
+                    .and_then(|fd| std::io::read_to_string(std::fs::File::from(fd))),
+                )?;
+                let stray = crate::criu::stray_kernfs(&info);
+                if !stray.is_empty() {
+                    return Err(cx.fail(
+                        "checking the restored mounts",
+                        format!("proc or sysfs outside /proc and /sys: {}", stray.join(", ")),
+                    ));
+                }
                 Ok(())
             })();
             if let Err(e) = &r {
@@ -411,21 +449,9 @@ fn relock(
             if !matches!(st, Some((_, s)) if s.exit_status() == Some(0)) {
                 return Err(cx.fail("locking the VE's masks", "the relocker failed"));
             }
-            // What the relocker could not replace fails the restore: a proc
-            // or sysfs elsewhere, or another mount namespace (chkpnt refuses
-            // both; this is the check of the images as they came back).
+            // Another mount namespace fails it too (chkpnt refuses one;
+            // this is the check of the images as they came back).
             let pid = pid.as_raw_nonzero().get();
-            let info = cx.at(
-                "reading the restored mount table",
-                std::fs::read_to_string(format!("/proc/{pid}/mountinfo")),
-            )?;
-            let stray = crate::criu::stray_kernfs(&info);
-            if !stray.is_empty() {
-                return Err(cx.fail(
-                    "checking the restored mounts",
-                    format!("proc or sysfs outside /proc and /sys: {}", stray.join(", ")),
-                ));
-            }
             crate::criu::one_mount_namespace(cgroup, pid)
                 .map_err(|why| cx.fail("checking the restored processes", why))
         }

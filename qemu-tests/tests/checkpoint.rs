@@ -39,9 +39,10 @@ fn chkpnt_and_restore_keep_processes_network_and_locks() -> anyhow::Result<()> {
     assert!(out.contains("/vz/dump/Dump.101"), "{out}");
 
     a.run_ok("vzctl --quiet start 101")?;
-    // The count lives in the shell's memory; the file only shows it.
+    // The count lives in the shell's memory; the file only shows it
+    // (replaced whole, so a reader never sees it empty).
     a.run_ok(
-        r#"vzctl exec 101 'printf "i=0\nwhile :; do i=\$((i+1)); echo \$i > /tmp/count; sleep 1; done\n" > /root/count.sh; (sh /root/count.sh </dev/null >/dev/null 2>&1 &)' </dev/null"#,
+        r#"vzctl exec 101 'printf "i=0\nwhile :; do i=\$((i+1)); echo \$i > /tmp/count.n; mv /tmp/count.n /tmp/count; sleep 1; done\n" > /root/count.sh; (sh /root/count.sh </dev/null >/dev/null 2>&1 &)' </dev/null"#,
     )?;
     // An established TCP connection from the appliance to an echo server in
     // the VE (the FIFO's writer is held open by a sleep).
@@ -126,6 +127,12 @@ fn chkpnt_and_restore_keep_processes_network_and_locks() -> anyhow::Result<()> {
     assert_eq!(rc, 16, "{out}");
     assert!(out.contains("mount namespace of its own"), "{out}");
     a.run_ok("vzctl exec 101 'killall sleep' </dev/null")?;
+    // So does a copy of /proc elsewhere (it would come back unlocked).
+    a.run_ok("vzctl exec 101 'mkdir -p /x/proc && mount -o rbind /proc /x/proc' </dev/null")?;
+    let (out, rc) = a.run_rc("vzctl chkpnt 101")?;
+    assert_eq!(rc, 16, "{out}");
+    assert!(out.contains("/x/proc"), "{out}");
+    a.run_ok("vzctl exec 101 'umount -l /x/proc' </dev/null")?;
     // A dump CRIU cannot make (the VE hid its /proc) leaves it running.
     a.run_ok("vzctl exec 101 'mount -t tmpfs none /proc' </dev/null")?;
     let (out, rc) = a.run_rc("vzctl chkpnt 101")?;

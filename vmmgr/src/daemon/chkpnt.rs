@@ -147,6 +147,15 @@ impl Manager {
                 "VE {veid}: {why}; it cannot be checkpointed, stop it instead"
             ));
         }
+        let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+        let stray = crate::criu::stray_kernfs(&info);
+        if !stray.is_empty() {
+            return fail(format!(
+                "VE {veid}: proc or sysfs is mounted outside /proc and /sys ({}), which a \
+                 restore cannot lock; unmount it in the VE first",
+                stray.join(", ")
+            ));
+        }
         if dir.join(INVENTORY).exists() {
             return fail(format!(
                 "VE {veid}: a dump is already at {}: restore it (`vzctl restore {veid}`) or \

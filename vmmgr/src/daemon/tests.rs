@@ -335,8 +335,11 @@ fn chkpnt_and_restore_check_their_dumps() {
     for (name, of) in [("foo", 101), ("bar", 102), ("Dump.101.used", 101)] {
         std::fs::create_dir_all(top.join(name)).expect("dir");
         std::fs::write(top.join(name).join("inventory.img"), "").expect("inventory");
-        std::fs::write(top.join(name).join("vz.dump"), crate::criu::note(of, 1, false))
-            .expect("note");
+        std::fs::write(
+            top.join(name).join("vz.dump"),
+            crate::criu::note(of, 1, false),
+        )
+        .expect("note");
     }
     assert_eq!(f.m.op(veid(101), &VeOp::Destroy).0.code, ExitCode::Ok);
     assert!(!d.exists());

@@ -24,6 +24,16 @@ pub fn open_in_root(root: BorrowedFd<'_>, rel: &str, dir: bool) -> rustix::io::R
     rustix::fs::openat2(root, rel, flags, Mode::empty(), IN_ROOT_NO_LINKS)
 }
 
+/// An `O_PATH` fd of the directory at `path`, an appliance path (never one
+/// inside a VE root: use [`open_in_root`] there); a final symlink refused.
+pub fn open_dir(path: impl AsRef<std::path::Path>) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::open(
+        path.as_ref(),
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )
+}
+
 /// A new, detached filesystem instance: `fsopen` + options + `fsmount`.
 /// Options are `key=value` or a bare flag.
 pub fn new_fs(

@@ -62,14 +62,7 @@ pub(super) fn run(spec: &Spec, images: &Path) -> Result<Started, SetupError> {
         "attaching the staged /dev",
         crate::mountfd::attach_at(tmp.as_fd(), &vedev),
     )?;
-    let dev = cx.at(
-        "opening the staged /dev",
-        rustix::fs::open(
-            &vedev,
-            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::NOFOLLOW,
-            rustix::fs::Mode::empty(),
-        ),
-    )?;
+    let dev = cx.at("opening the staged /dev", crate::mountfd::open_dir(&vedev))?;
     super::dev::fill(
         &cx,
         dev.as_fd(),
@@ -320,11 +313,7 @@ fn relock(
     )?;
     let root = cx.at(
         format!("opening {}", root_dir.display()),
-        rustix::fs::open(
-            root_dir,
-            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        ),
+        crate::mountfd::open_dir(root_dir),
     )?;
     let null = cx.at("opening /dev/null", crate::mountfd::open_dev_null())?;
     super::kernfs::mount_all(&cx, init.as_fd(), root.as_fd(), null.as_fd(), &policy)?;
@@ -338,16 +327,7 @@ fn relock(
                 // table once in the VE's namespace: listed from that
                 // namespace's root, not from where the VE's init may have
                 // chrooted.
-                let proc = cx.at(
-                    "opening /proc",
-                    rustix::fs::open(
-                        "/proc",
-                        rustix::fs::OFlags::PATH
-                            | rustix::fs::OFlags::DIRECTORY
-                            | rustix::fs::OFlags::CLOEXEC,
-                        rustix::fs::Mode::empty(),
-                    ),
-                )?;
+                let proc = cx.at("opening /proc", crate::mountfd::open_dir("/proc"))?;
                 cx.at(
                     "joining the VE's user namespace",
                     rustix::thread::move_into_thread_name_spaces(init.as_fd(), T::USER),
@@ -375,16 +355,7 @@ fn relock(
                     "entering the VE's mount namespace",
                     rustix::thread::move_into_thread_name_spaces(init.as_fd(), T::MOUNT),
                 )?;
-                let ve_root = cx.at(
-                    "opening the VE's root",
-                    rustix::fs::open(
-                        "/",
-                        rustix::fs::OFlags::PATH
-                            | rustix::fs::OFlags::DIRECTORY
-                            | rustix::fs::OFlags::CLOEXEC,
-                        rustix::fs::Mode::empty(),
-                    ),
-                )?;
+                let ve_root = cx.at("opening the VE's root", crate::mountfd::open_dir("/"))?;
                 for (at, tree) in trees {
                     // Everything CRIU stacked there (a VE may have mounted
                     // over its /proc before the dump), down to the

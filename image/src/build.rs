@@ -489,6 +489,7 @@ fn build_rust(
         "vzctl",
         "vzlist",
         "vzpkg",
+        "vzmigrate",
     ] {
         let p = dir.join(name);
         if !p.exists() {

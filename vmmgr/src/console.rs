@@ -265,7 +265,7 @@ pub fn dispatch(
                 writeln!(out, "shell: {e}")?;
             }
         }
-        ("vzctl" | "vzlist" | "vzpkg", args) => match machine.tool(cmd, args) {
+        ("vzctl" | "vzlist" | "vzpkg" | "vzmigrate", args) => match machine.tool(cmd, args) {
             Ok(0) => {}
             Ok(code) => writeln!(out, "({cmd} exit code {code})")?,
             Err(e) => writeln!(out, "{cmd}: {e}")?,

@@ -25,6 +25,7 @@ pub const DEV_KEY: &str = "vedev";
 /// The log CRIU writes into the images directory.
 pub const DUMP_LOG: &str = "dump.log";
 pub const RESTORE_LOG: &str = "restore.log";
+pub const PRE_DUMP_LOG: &str = "pre-dump.log";
 /// vmmgr's note beside the images: which VE they are of, and the pid its
 /// init had, which names CRIU's network-lock table (see [`lock_table`]).
 pub const NOTE: &str = "vz.dump";
@@ -58,10 +59,15 @@ fn common(cmd: &mut Command, dir: &Path, log: &str) {
 
 /// `criu dump` of the tree of VE init `pid`, frozen through its cgroup
 /// `cgroup` (the VE's whole group: `ve/` and the exec leaves).
-pub fn dump_command(pid: i32, dir: &Path, cgroup: &Path) -> Command {
+/// `prev` (a live migration's last pre-copy round, relative to `dir`):
+/// only the memory written since goes into this dump.
+pub fn dump_command(pid: i32, dir: &Path, cgroup: &Path, prev: Option<&str>) -> Command {
     let mut cmd = Command::new(CRIU);
     cmd.arg("dump");
     common(&mut cmd, dir, DUMP_LOG);
+    if let Some(p) = prev {
+        cmd.args(["--track-mem", "--prev-images-dir", p]);
+    }
     cmd.arg("--tree")
         .arg(pid.to_string())
         .arg("--freeze-cgroup")
@@ -72,6 +78,42 @@ pub fn dump_command(pid: i32, dir: &Path, cgroup: &Path) -> Command {
         // The restore takes the method from the images.
         .args(["--network-lock", "nftables"]);
     cmd
+}
+
+/// `criu pre-dump`: the memory of the tree of VE init `pid` while it goes
+/// on running (frozen only while its pages are collected), with
+/// soft-dirty tracking so that the next round (`prev`, relative to `dir`)
+/// writes only what changed since.
+pub fn pre_dump_command(pid: i32, dir: &Path, cgroup: &Path, prev: Option<&str>) -> Command {
+    let mut cmd = Command::new(CRIU);
+    cmd.arg("pre-dump");
+    common(&mut cmd, dir, PRE_DUMP_LOG);
+    cmd.arg("--tree")
+        .arg(pid.to_string())
+        .arg("--freeze-cgroup")
+        .arg(cgroup)
+        .arg("--manage-cgroups")
+        .arg("--external")
+        .arg(format!("mnt[/dev]:{DEV_KEY}"))
+        .arg("--track-mem");
+    if let Some(p) = prev {
+        cmd.args(["--prev-images-dir", p]);
+    }
+    cmd
+}
+
+/// Whether the kernel tracks written pages for CRIU (soft-dirty bits):
+/// without it a live migration copies the memory once, frozen.
+pub fn mem_tracking() -> bool {
+    Command::new(CRIU)
+        .env_clear()
+        .env("PATH", PATH)
+        .args(["check", "--feature", "mem_dirty_track"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// `criu restore` of the images in `dir` onto the VE root mounted at

@@ -12,6 +12,7 @@ pub mod exitcode;
 pub mod fdpass;
 pub mod fsutil;
 pub mod logger;
+pub mod migrate;
 pub mod mountfd;
 pub mod net;
 pub mod notify;

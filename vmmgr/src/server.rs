@@ -85,6 +85,11 @@ pub fn handle(req: &Request, ctx: &Ctx) -> Response {
                 info: None,
             }
         }
+        // Served with its progress by `serve_stream`.
+        Request::Migrate { .. } => Response::Error {
+            code: ErrorCode::BadRequest,
+            message: appliance::text("vzmigrate is served on the control socket only"),
+        },
         Request::Resources { veid } => {
             let Some(m) = &ctx.ves else {
                 return unavailable();
@@ -101,6 +106,27 @@ pub fn handle(req: &Request, ctx: &Ctx) -> Response {
                 },
             }
         }
+    }
+}
+
+/// `vzmigrate`: progress through `say`, then the outcome.
+fn migrate(
+    veid: u32,
+    req: &crate::daemon::MigrateRequest,
+    ctx: &Ctx,
+    say: &mut dyn FnMut(&str),
+) -> Response {
+    let Some(m) = &ctx.ves else {
+        return unavailable();
+    };
+    let (code, message) = match veid.to_string().parse::<VeId>() {
+        Ok(v) => m.migrate(v, req, say),
+        Err(msg) => (crate::migrate::Code::Usage, msg),
+    };
+    Response::VeDone {
+        code: code.get(),
+        message: appliance::text(&message),
+        info: None,
     }
 }
 
@@ -130,6 +156,34 @@ pub fn serve_stream<T: std::io::Read + std::io::Write>(
     let mut buf = vec![0u8; proto::HEADER_LEN + proto::MAX_PAYLOAD];
     loop {
         let reply = match proto::read_frame::<_, Request>(&mut s, &mut buf) {
+            Ok((
+                Kind::Request,
+                Request::Migrate {
+                    veid,
+                    dest,
+                    online,
+                    remove_area,
+                    keep_dst,
+                },
+            )) => {
+                let req = crate::daemon::MigrateRequest {
+                    dest: dest.to_string(),
+                    online,
+                    remove_area,
+                    keep_dst,
+                };
+                let mut say = |line: &str| {
+                    // A client that went away does not stop the migration.
+                    let _ = proto::write_frame(
+                        &mut s,
+                        Kind::Response,
+                        &Response::Progress {
+                            line: appliance::text(line),
+                        },
+                    );
+                };
+                migrate(veid, &req, ctx, &mut say)
+            }
             Ok((Kind::Request, req)) => handle(&req, ctx),
             Ok((k @ (Kind::Response | Kind::Setup), _)) => {
                 error_reply(FrameError::BadKind(k as u8))

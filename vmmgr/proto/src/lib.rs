@@ -62,6 +62,15 @@ pub enum Request {
     /// `vzpkg install`: a template image on the appliance (`NAME.erofs`,
     /// with `NAME.conf` beside it). Answered by `VeDone` without `info`.
     TemplateInstall { path: Text },
+    /// `vzmigrate`: the VE to another appliance. Answered by `Progress`
+    /// lines, then `VeDone` with vzmigrate's exit code.
+    Migrate {
+        veid: u32,
+        dest: Name,
+        online: bool,
+        remove_area: bool,
+        keep_dst: bool,
+    },
 }
 
 /// One OS template as `vzpkg list` shows it.
@@ -389,6 +398,10 @@ pub enum Response {
     Resources(Resources),
     Templates {
         list: Vec<TemplateInfo, 32>,
+    },
+    /// One line of a long operation's progress (`vzmigrate`).
+    Progress {
+        line: Text,
     },
 }
 

@@ -82,6 +82,10 @@ fn main() {
         }
     }
     manager.start_sampler();
+    // What an incoming migration left uncommitted (a crash mid-way) goes
+    // before anything starts; then migrations are accepted.
+    manager.sweep_incoming();
+    manager.serve_migrations();
     let ctx = vmmgr::server::Ctx {
         paths: Paths::default(),
         ves: Some(std::sync::Arc::clone(&manager)),

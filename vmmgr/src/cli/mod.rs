@@ -4,6 +4,7 @@ pub mod exec;
 pub mod join;
 pub mod vzctl;
 pub mod vzlist;
+pub mod vzmigrate;
 pub mod vzpkg;
 
 use proto::{Request, Response, VeInfo};

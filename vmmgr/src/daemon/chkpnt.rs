@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Where dumps go (OpenVZ's DUMPDIR), as configs name it.
-const DUMP_DIR: &str = "/vz/dump";
+pub(super) const DUMP_DIR: &str = "/vz/dump";
 /// Suffixes of dumps never restored (see the top of this file).
 const RESERVED: [&str; 3] = [".failed", ".used", ".notrestored"];
 /// The file every complete set of CRIU images has.
@@ -111,6 +111,18 @@ impl Manager {
     /// [`Manager::chkpnt`]; `at_shutdown` marks the dump as the appliance
     /// shutdown's (VE_STOP_MODE=suspend): the next boot restores it.
     pub(super) fn checkpoint(&self, veid: VeId, given: Option<&str>, at_shutdown: bool) -> Outcome {
+        self.checkpoint_after(veid, given, at_shutdown, None)
+    }
+
+    /// [`Manager::checkpoint`]; `prev` names a live migration's last
+    /// pre-copy round (relative to the images directory).
+    pub(super) fn checkpoint_after(
+        &self,
+        veid: VeId,
+        given: Option<&str>,
+        at_shutdown: bool,
+        prev: Option<&str>,
+    ) -> Outcome {
         let fail = |m: String| Outcome::fail(ExitCode::ChkpntFailed, m);
         let Some((pid, pidfd)) = self
             .lock()
@@ -165,7 +177,12 @@ impl Manager {
         }
         // A failed attempt's log is kept beside, for inspection.
         let failed = suffixed(&dir, "failed");
-        let _ = std::fs::remove_dir_all(&dir);
+        // (A live migration's pre-copy rounds are inside: CRIU opens a
+        // round from the restored tasks, so it must be beneath the images
+        // directory, not beside it in /vz/dump.)
+        if prev.is_none() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
         // The VE's memory goes there: appliance root's alone. (The images
         // directory itself is searchable: CRIU opens some images from the
         // restored tasks, as VE root, through its descriptor.)
@@ -188,7 +205,7 @@ impl Manager {
         self.lock().stopping.insert(veid);
         let t0 = std::time::Instant::now();
         let done = crate::criu::run(
-            crate::criu::dump_command(pid, &dir, &cg),
+            crate::criu::dump_command(pid, &dir, &cg, prev),
             &dir.join(crate::criu::DUMP_LOG),
         );
         if let Err(e) = done {
@@ -313,6 +330,43 @@ impl Manager {
             "Restoring VE {veid} ...\n\tundump...\n\tresume...\nRestoration completed successfully ({} ms)",
             took.as_millis()
         ))
+    }
+}
+
+impl Manager {
+    /// One pre-copy round of a live migration: the running VE's memory
+    /// (what changed since `prev`, relative to `dir`) into `dir` under
+    /// `/vz/dump`, made here; the VE goes on running. Returns the bytes of
+    /// memory written.
+    pub(super) fn pre_dump(
+        &self,
+        veid: VeId,
+        dir: &Path,
+        prev: Option<&str>,
+    ) -> Result<u64, String> {
+        let Some(pid) = self.lock().running.get(&veid).map(|r| r.pid) else {
+            return Err(format!("VE {veid} is not running"));
+        };
+        let cg = crate::daemon::cgroup::dir(&self.layout.cgroup_root, veid);
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir)
+            .and_then(|()| {
+                use std::os::unix::fs::PermissionsExt;
+                if let Some(up) = dir.parent() {
+                    std::fs::set_permissions(up, std::fs::Permissions::from_mode(0o711))?;
+                }
+                // The restored tasks open a round by its `parent` link
+                // (O_RDONLY, as VE root): readable, its images are anyway.
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+            })
+            .map_err(|e| format!("preparing {}: {e}", dir.display()))?;
+        let log = dir.join(crate::criu::PRE_DUMP_LOG);
+        let done = crate::criu::run(crate::criu::pre_dump_command(pid, dir, &cg, prev), &log);
+        if done.is_err() {
+            // As after a failed dump: CRIU thaws on its own errors only.
+            let _ = std::fs::write(cg.join("cgroup.freeze"), "0");
+        }
+        done.map(|()| crate::migrate::tree::pages_bytes(dir))
     }
 }
 

@@ -21,6 +21,7 @@ mod destroy;
 pub mod devices;
 mod info;
 pub mod limits;
+mod migrate;
 mod mount;
 mod net;
 pub mod quota;
@@ -33,6 +34,8 @@ pub mod templates;
 mod tests;
 mod watch;
 
+pub use migrate::Request as MigrateRequest;
+pub use net::neighbour_devs;
 pub use watch::{reap, InitExit};
 
 use crate::config::{self, Diag, Loaded, VeConfig, VeId};

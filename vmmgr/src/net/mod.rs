@@ -3,6 +3,7 @@
 //! firewall that holds VEs to their own addresses (`firewall`), and the
 //! appliance's own interfaces (`uplink`).
 
+pub mod announce;
 pub mod bridged;
 pub mod firewall;
 pub mod routed;

@@ -1,0 +1,258 @@
+//! `vzmigrate` between two appliances linked on 127.0.0.1 (their `eth1`s on
+//! one virtual Ethernet, 192.0.2.0/24), each naming the other in its
+//! `migrate.conf`:
+//!
+//! - a wrong key at DEST, and too little space at DEST: refused before
+//!   anything moves, the VE running at the source, nothing at DEST;
+//! - live (`--online`): a VE's counting process goes on at DEST with its
+//!   PID and its count, DEST answers for the VE's address (A's neighbour
+//!   entry names B's MAC), a TCP connection from a VE on B survives, the
+//!   freeze time is printed; the source keeps only `101.conf.migrated`;
+//! - offline: the private area is identical at DEST (contents, owners,
+//!   modes, links, overlay whiteouts) and the VE runs there;
+//! - DEST killed during the memory transfer: the VE goes on running at A,
+//!   the exit code names the stage, and DEST after its restart has
+//!   nothing of the VE.
+
+use qemu_tests::Appliance;
+use std::time::Duration;
+
+const KILL_VMMGR: &str = "(sleep 1; kill -9 $(pidof vmmgr)) >/dev/null 2>&1 &";
+
+/// Writes `net.conf` and `migrate.conf` and restarts vmmgr, which reads
+/// both at its start; waits until `eth1` has `ip`.
+fn configure(a: &mut Appliance, ip: &str, peers: &str) -> anyhow::Result<()> {
+    a.run_ok(&format!(
+        "printf 'NETIF=\"ifname=eth0,dhcp=yes;ifname=eth1,ip={ip}/24\"\\n' > /etc/vz/net.conf"
+    ))?;
+    a.run_ok(&format!(
+        "printf 'MIGRATE_PORT=\"5810\"\\nMIGRATE_PEERS=\"{peers}\"\\n' > /etc/vz/migrate.conf"
+    ))?;
+    let old = a.run_ok("pidof vmmgr")?;
+    a.run_ok(KILL_VMMGR)?;
+    for _ in 0..60 {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = a.run_rc("pidof vmmgr")?.0;
+        if !now.trim().is_empty()
+            && now.trim() != old.trim()
+            && a.run_rc("vzlist -a -H -o ctid")?.1 == 0
+            && a.run_rc("ip -o addr show dev eth1")?.0.contains(ip)
+        {
+            std::thread::sleep(Duration::from_secs(1));
+            return Ok(());
+        }
+    }
+    anyhow::bail!("vmmgr did not come back with {ip} on eth1")
+}
+
+/// The counting process's PID inside `ve` and its last value.
+fn counter(a: &mut Appliance, ve: u32) -> anyhow::Result<(u32, u64)> {
+    let ps = a.run_ok(&format!("vzctl exec {ve} 'ps -o pid,args' </dev/null"))?;
+    let pid = ps
+        .lines()
+        .find(|l| l.contains("count.sh"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no counting process in VE {ve}:\n{ps}"))?;
+    let n = a
+        .run_ok(&format!("vzctl exec {ve} cat /tmp/count </dev/null"))?
+        .trim()
+        .parse()?;
+    Ok((pid, n))
+}
+
+/// Starts the counting process in `ve` (its count in the shell's memory).
+fn start_counter(a: &mut Appliance, ve: u32) -> anyhow::Result<()> {
+    a.run_ok(&format!(
+        r#"vzctl exec {ve} 'printf "i=0\nwhile :; do i=\$((i+1)); echo \$i > /tmp/count.n; mv /tmp/count.n /tmp/count; sleep 1; done\n" > /root/count.sh; (sh /root/count.sh </dev/null >/dev/null 2>&1 &)' </dev/null"#
+    ))?;
+    a.run_ok("sleep 2")?;
+    Ok(())
+}
+
+/// Nothing of `ve` at `b`: no config, no private area, no dump.
+fn nothing_of(b: &mut Appliance, ve: u32) -> anyhow::Result<()> {
+    let list = b.run_ok("vzlist -a -H -o ctid")?;
+    assert!(
+        !list.split_whitespace().any(|v| v == ve.to_string()),
+        "VE {ve} at DEST: {list}"
+    );
+    let left = b.run_ok(&format!(
+        "ls -d /etc/vz/conf/{ve}.conf /vz/private/{ve}* /vz/dump/*.{ve}* 2>/dev/null; true"
+    ))?;
+    assert!(left.trim().is_empty(), "left at DEST: {left}");
+    Ok(())
+}
+
+/// A listing of a private area: every entry's type, mode, owner, size and
+/// name, and every file's checksum. (The link count of a whiteout is left
+/// out: overlay links all of them to one inode in its work directory.)
+fn tree_of(a: &mut Appliance, ve: u32) -> anyhow::Result<String> {
+    a.run_ok(&format!(
+        "cd /vz/private/{ve}/upper && ls -lnRa . | grep -v '^total' | awk '{{$6=$7=$8=\"\"; if ($1 ~ /^c/) $2=\"\"; print}}' \
+         && find . -type f | sort | xargs md5sum"
+    ))
+}
+
+#[test]
+fn vzmigrate_moves_a_running_ve_and_fails_safe() -> anyhow::Result<()> {
+    let (mut a, mut b) = Appliance::boot_pair("migrate")?;
+    a.enter_shell()?;
+    b.enter_shell()?;
+    let ka = a.run_ok("vzmigrate --key")?.trim().to_owned();
+    let kb = b.run_ok("vzmigrate --key")?.trim().to_owned();
+    assert_eq!(ka.len(), 44, "a base64 X25519 key: {ka}");
+    assert_ne!(ka, kb);
+    // A knows B twice: rightly, and as "impostor" with A's own key (a
+    // DEST that does not hold the key named).
+    configure(
+        &mut a,
+        "192.0.2.1",
+        &format!("name=b,address=192.0.2.2,key={kb};name=impostor,address=192.0.2.2,key={ka}"),
+    )?;
+    configure(
+        &mut b,
+        "192.0.2.2",
+        &format!("name=a,address=192.0.2.1,key={ka}"),
+    )?;
+
+    a.run_ok("vzctl --quiet create 101 --ostemplate busybox")?;
+    a.run_ok("vzctl --quiet set 101 --ipadd 192.0.2.10 --save")?;
+    a.run_ok("vzctl --quiet start 101")?;
+    start_counter(&mut a, 101)?;
+
+    // A wrong key at DEST: refused before anything is sent.
+    let (out, rc) = a.run_rc("vzmigrate --online impostor 101")?;
+    assert_eq!(rc, 4, "wrong key at DEST: {out}");
+    assert!(out.contains("not the appliance"), "{out}");
+    assert!(a.run_ok("vzctl status 101")?.contains("running"));
+    nothing_of(&mut b, 101)?;
+    // A DEST too small (B's VZDATA filled to a few MiB): refused by B's
+    // check, before anything is sent.
+    b.run_ok(
+        "avail=$(df -k /vz | awk 'NR==2 {print $4}'); fallocate -l $(( (avail - 8192) * 1024 )) /vz/fill",
+    )?;
+    let (out, rc) = a.run_rc("vzmigrate --online b 101")?;
+    assert_eq!(rc, 31, "DEST too small: {out}");
+    assert!(out.contains("free space"), "{out}");
+    assert!(a.run_ok("vzctl status 101")?.contains("running"));
+    nothing_of(&mut b, 101)?;
+    b.run_ok("rm /vz/fill")?;
+
+    // Live: an echo server in 101, a client in VE 201 on B holding a
+    // connection to it across the migration.
+    a.run_ok(
+        "vzctl exec 101 '(nc -l -p 7000 -e /bin/cat </dev/null >/dev/null 2>&1 &)' </dev/null",
+    )?;
+    b.run_ok("vzctl --quiet create 201 --ostemplate busybox && vzctl --quiet set 201 --ipadd 192.0.2.20 --save && vzctl --quiet start 201")?;
+    b.run_ok(
+        "vzctl exec 201 'mkfifo /tmp/tin; (sleep 900 > /tmp/tin &); (nc 192.0.2.10 7000 < /tmp/tin > /tmp/tout 2>&1 &)' </dev/null",
+    )?;
+    b.run_ok("sleep 1; vzctl exec 201 'echo before > /tmp/tin' </dev/null; sleep 1")?;
+    assert_eq!(
+        b.run_ok("vzctl exec 201 cat /tmp/tout </dev/null")?.trim(),
+        "before"
+    );
+    let (pid, before) = counter(&mut a, 101)?;
+    let (out, rc) = a.run_rc("vzmigrate --online b 101")?;
+    assert_eq!(rc, 0, "live migration: {out}");
+    let freeze = out
+        .split("freeze time ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .ok_or_else(|| anyhow::anyhow!("no freeze time in: {out}"))?;
+    println!("migrate: live, idle busybox VE: freeze time {freeze} ms\n{out}");
+    assert!(out.contains("pre-copy"), "{out}");
+    // At B: the same process, counting on.
+    b.run_ok("sleep 2")?;
+    let (pid_b, after) = counter(&mut b, 101)?;
+    assert_eq!(pid_b, pid, "the counting process kept its PID");
+    assert!(after > before, "the count went on: {before} -> {after}");
+    // The connection from 201 still carries data.
+    b.run_ok("vzctl exec 201 'echo after > /tmp/tin' </dev/null; sleep 2")?;
+    let got = b.run_ok("vzctl exec 201 cat /tmp/tout </dev/null")?;
+    assert_eq!(
+        got.split_whitespace().collect::<Vec<_>>(),
+        ["before", "after"],
+        "{got}"
+    );
+    // B answers for the address: A reaches it over the link, at B's MAC.
+    a.run_ok("ping -c 1 -W 3 192.0.2.10")?;
+    let neigh = a.run_ok("ip neigh show 192.0.2.10")?;
+    assert!(
+        neigh.contains("52:54:00:00:01:02"),
+        "B's MAC answers: {neigh}"
+    );
+    // Nothing of it runs at A; its config is set aside there.
+    assert!(!a.run_ok("vzlist -a -H -o ctid")?.contains("101"));
+    a.run_ok("test -f /etc/vz/conf/101.conf.migrated && test ! -e /vz/private/101")?;
+    assert!(b.run_ok("vzctl status 101")?.contains("running"));
+
+    // Offline: a running VE with files of every kind, identical at B.
+    a.run_ok("vzctl --quiet create 103 --ostemplate busybox && vzctl --quiet start 103")?;
+    a.run_ok(
+        "vzctl exec 103 'mkdir -p /srv/d && head -c 3000000 /dev/urandom > /srv/d/big && echo hi > /srv/small && ln -s small /srv/link && ln /srv/small /srv/hard && chmod 4750 /srv/small && chown 5:7 /srv/d && rm /bin/vi && mkfifo /srv/fifo' </dev/null",
+    )?;
+    // (Stopped first: once it runs at B, its syslogd writes on.)
+    a.run_ok("vzctl --quiet stop 103")?;
+    let before = tree_of(&mut a, 103)?;
+    assert!(before.contains("big") && before.contains(" vi"), "{before}");
+    let (out, rc) = a.run_rc("vzmigrate b 103")?;
+    assert_eq!(rc, 0, "offline migration: {out}");
+    println!("migrate: offline\n{out}");
+    let after = tree_of(&mut b, 103)?;
+    assert_eq!(before, after, "the private area differs at DEST");
+    assert!(b.run_ok("vzctl status 103")?.contains("down"));
+    b.run_ok("vzctl --quiet start 103")?;
+    // And back, offline while it runs: stopped at B, started at A.
+    let (out, rc) = b.run_rc("vzmigrate a 103")?;
+    assert_eq!(rc, 0, "offline migration back: {out}");
+    assert!(
+        out.contains("Stopping VE 103") && out.contains("started"),
+        "{out}"
+    );
+    assert!(a.run_ok("vzctl status 103")?.contains("running"));
+    a.run_ok("vzctl exec 103 'test ! -e /bin/vi && cat /srv/hard' </dev/null")?;
+
+    // DEST killed during the memory transfer: A's VE keeps running.
+    a.run_ok("vzctl --quiet create 104 --ostemplate busybox && vzctl --quiet start 104")?;
+    start_counter(&mut a, 104)?;
+    a.run_ok("vzctl exec 104 '(awk \"BEGIN { s = sprintf(\\\"%67108864s\\\", \\\"x\\\"); while (1) system(\\\"sleep 1\\\") }\" </dev/null >/dev/null 2>&1 &)' </dev/null; sleep 5")?;
+    let (pid, _) = counter(&mut a, 104)?;
+    a.run_ok("(vzmigrate --online b 104 > /tmp/mig.out 2>&1; echo \"rc=$?\" >> /tmp/mig.out) &")?;
+    let mut seen = String::new();
+    for _ in 0..120 {
+        seen = a.run_ok("cat /tmp/mig.out")?;
+        if seen.contains("Private area") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(seen.contains("Private area"), "{seen}");
+    b.power_cut()?;
+    let mut out = String::new();
+    for _ in 0..120 {
+        out = a.run_ok("cat /tmp/mig.out")?;
+        if out.contains("rc=") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    println!("migrate: DEST killed\n{out}");
+    let rc: i32 = out
+        .split("rc=")
+        .nth(1)
+        .and_then(|t| t.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("vzmigrate did not end: {out}"))?;
+    assert!(rc == 21 || rc == 22, "a broken link or a timeout: {out}");
+    assert!(out.contains("unchanged here"), "{out}");
+    let (pid_a, _) = counter(&mut a, 104)?;
+    assert_eq!(pid_a, pid, "VE 104 went on running at A");
+    assert!(a.run_ok("vzctl status 104")?.contains("running"));
+    let mut b = b.restart()?;
+    b.enter_shell()?;
+    nothing_of(&mut b, 104)?;
+    assert!(b.run_ok("vzctl status 101")?.contains("exist"));
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! Telling the neighbours on the uplinks that an address is answered here
+//! now (a VE that arrived by migration): a gratuitous ARP request for
+//! IPv4, an unsolicited neighbour advertisement (override set) to all
+//! nodes for IPv6, from the uplink's MAC, as OpenVZ's `vzarpipdetect` and
+//! the kernel's own `arp_notify` do. Peers that still hold the old
+//! appliance's MAC for it change at once instead of after their entry
+//! goes stale.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+const ETH_P_ARP: u16 = 0x0806;
+
+/// An ARP request from `ip` for `ip`, by `mac`.
+pub fn arp_frame(mac: [u8; 6], ip: Ipv4Addr) -> [u8; 28] {
+    let mut f = [0u8; 28];
+    f[0..2].copy_from_slice(&1u16.to_be_bytes()); // Ethernet
+    f[2..4].copy_from_slice(&0x0800u16.to_be_bytes()); // IPv4
+    f[4] = 6;
+    f[5] = 4;
+    f[6..8].copy_from_slice(&1u16.to_be_bytes()); // request
+    f[8..14].copy_from_slice(&mac);
+    f[14..18].copy_from_slice(&ip.octets());
+    f[24..28].copy_from_slice(&ip.octets());
+    f
+}
+
+/// An unsolicited neighbour advertisement of `ip` at `mac` (ICMPv6; the
+/// kernel fills the checksum).
+pub fn na_message(mac: [u8; 6], ip: Ipv6Addr) -> [u8; 32] {
+    let mut m = [0u8; 32];
+    m[0] = 136; // neighbour advertisement
+    m[4] = 0x20; // override
+    m[8..24].copy_from_slice(&ip.octets());
+    m[24] = 2; // target link-layer address
+    m[25] = 1; // 8 bytes
+    m[26..32].copy_from_slice(&mac);
+    m
+}
+
+fn send_arp(index: u32, mac: [u8; 6], ip: Ipv4Addr) -> std::io::Result<()> {
+    // SAFETY: socket(2) with constant arguments; the result is checked.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            i32::from(ETH_P_ARP.to_be()),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_ll is plain data; all zeros is a valid value.
+    let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    to.sll_family = libc::AF_PACKET as u16;
+    to.sll_protocol = ETH_P_ARP.to_be();
+    to.sll_ifindex = i32::try_from(index).map_err(std::io::Error::other)?;
+    to.sll_halen = 6;
+    to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+    let frame = arp_frame(mac, ip);
+    // SAFETY: the buffer and the address are valid for the lengths given,
+    // for the duration of the call.
+    let n = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            std::ptr::addr_of!(to).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn send_na(index: u32, mac: [u8; 6], ip: Ipv6Addr) -> std::io::Result<()> {
+    use rustix::net::{ipproto, AddressFamily, SendFlags, SocketType};
+    let s = rustix::net::socket(AddressFamily::INET6, SocketType::RAW, Some(ipproto::ICMPV6))?;
+    // Neighbour discovery is only believed with a hop limit of 255.
+    rustix::net::sockopt::set_ipv6_multicast_hops(&s, 255)?;
+    rustix::net::sockopt::set_ipv6_multicast_if(&s, index)?;
+    let to = std::net::SocketAddrV6::new(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1), 0, 0, index);
+    rustix::net::sendto(&s, &na_message(mac, ip), SendFlags::empty(), &to)?;
+    Ok(())
+}
+
+/// Announces `addrs` on every uplink that answers for VEs, a few times
+/// (a lost frame is not retried by anyone). Returns what failed.
+pub fn announce(addrs: &[IpAddr]) -> Vec<String> {
+    let mut failed = Vec::new();
+    let uplinks = vzcommon::rtnl::Rtnl::new().and_then(|mut nl| {
+        let devs = crate::daemon::neighbour_devs(&mut nl)?;
+        Ok(nl
+            .links()?
+            .into_iter()
+            .filter(|l| devs.contains(&l.index))
+            .filter_map(|l| Some((l.index, l.name, l.mac?)))
+            .collect::<Vec<_>>())
+    });
+    let uplinks = match uplinks {
+        Ok(u) => u,
+        Err(e) => return vec![format!("listing the uplinks: {e}")],
+    };
+    for round in 0..3 {
+        if round > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        for (index, name, mac) in &uplinks {
+            for ip in addrs {
+                let sent = match ip {
+                    IpAddr::V4(v4) => send_arp(*index, *mac, *v4),
+                    IpAddr::V6(v6) => send_na(*index, *mac, *v6),
+                };
+                if let Err(e) = sent {
+                    if round == 0 {
+                        failed.push(format!("{ip} on {name}: {e}"));
+                    }
+                }
+            }
+        }
+    }
+    failed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_laid_out_as_the_rfcs_say() {
+        let mac = [0x52, 0x54, 0, 0, 1, 2];
+        let f = arp_frame(mac, Ipv4Addr::new(192, 0, 2, 10));
+        assert_eq!(&f[..8], &[0, 1, 8, 0, 6, 4, 0, 1]);
+        assert_eq!(&f[8..14], &mac);
+        assert_eq!(&f[14..18], &[192, 0, 2, 10]);
+        assert_eq!(&f[18..24], &[0; 6]);
+        assert_eq!(&f[24..28], &[192, 0, 2, 10]);
+        let ip: Ipv6Addr = "2001:db8:2::10".parse().expect("ip");
+        let m = na_message(mac, ip);
+        assert_eq!(m[0], 136);
+        assert_eq!(m[4] & 0xe0, 0x20, "override, not router, not solicited");
+        assert_eq!(&m[8..24], &ip.octets());
+        assert_eq!(&m[24..26], &[2, 1]);
+        assert_eq!(&m[26..32], &mac);
+    }
+}

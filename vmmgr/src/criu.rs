@@ -126,6 +126,7 @@ pub fn restore_command(
     dev: &Path,
     pidfile: &Path,
     venet: Option<&str>,
+    stopped: bool,
 ) -> Command {
     let mut cmd = Command::new(CRIU);
     cmd.arg("restore");
@@ -138,6 +139,11 @@ pub fn restore_command(
         .arg("--manage-cgroups=soft")
         .arg("--external")
         .arg(format!("mnt[{DEV_KEY}]:{}", dev.display()));
+    if stopped {
+        // Each task detached with SIGSTOP: nothing of the VE runs until
+        // it is sent SIGCONT.
+        cmd.arg("--leave-stopped");
+    }
     if let Some(host) = venet {
         cmd.arg("--external")
             .arg(format!("veth[{}]:{host}", crate::net::routed::VE_IFNAME));
@@ -185,6 +191,14 @@ pub fn note(veid: u32, init_pid: i32, at_shutdown: bool) -> String {
 }
 
 /// Whether the note says the appliance's shutdown made the dump.
+/// The note's line asking the restore to leave the VE stopped (a live
+/// migration's DEST: it resumes only once the source commits).
+pub const NOTE_STOPPED: &str = "RESUME=commit";
+
+pub fn note_leave_stopped(text: &str) -> bool {
+    text.lines().any(|l| l.trim() == NOTE_STOPPED)
+}
+
 pub fn note_at_shutdown(text: &str) -> bool {
     text.lines().any(|l| l.trim() == "SHUTDOWN=yes")
 }
@@ -344,6 +358,9 @@ mod tests {
         assert_eq!(parse_note(&note(101, 4321, true)), Some((101, 4321)));
         assert!(note_at_shutdown(&note(101, 1, true)));
         assert!(!note_at_shutdown(&note(101, 1, false)));
+        let moved = format!("{}{NOTE_STOPPED}\n", note(101, 1, false));
+        assert!(note_leave_stopped(&moved) && !note_leave_stopped(&note(101, 1, false)));
+        assert_eq!(parse_note(&moved), Some((101, 1)));
         assert_eq!(parse_note("VEID=101\n"), None);
         assert_eq!(lock_table(138), "CRIU-138");
     }
@@ -356,13 +373,15 @@ mod tests {
             Path::new("/s/vedev"),
             Path::new("/s/restore.pid"),
             Some("venet101"),
+            true,
         );
         let args: Vec<String> = c
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
         assert!(
-            args.contains(&"veth[venet0]:venet101".to_owned()),
+            args.contains(&"veth[venet0]:venet101".to_owned())
+                && args.contains(&"--leave-stopped".to_owned()),
             "{args:?}"
         );
         assert!(args.contains(&"--restore-detached".to_owned()));

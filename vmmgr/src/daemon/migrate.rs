@@ -86,7 +86,7 @@ fn expect(ch: &mut Channel, want: &str) -> Result<Msg, Error> {
     match ch.recv()? {
         m if m.name() == want => Ok(m),
         Msg::Refuse { code, message } | Msg::Failed { code, message } => {
-            let mut e = Error::new(Code::from_u8(code), message);
+            let mut e = Error::new(Code::from_u8(code), format!("{}: {message}", ch.peer.name));
             e.said = true;
             Err(e)
         }
@@ -251,7 +251,10 @@ impl Manager {
             ostemplate: cfg.ostemplate.clone(),
             private_bytes: self.quota_usage(veid).map_or(0, |(kib, _)| kib * 1024),
             memory_bytes: if online { memory } else { 0 },
-            source: crate::appliance::server_name().to_string(),
+            source: rustix::system::uname()
+                .nodename()
+                .to_string_lossy()
+                .into_owned(),
             keep: req.keep_dst,
         };
         let mut sent_total = 0u64;
@@ -288,18 +291,12 @@ impl Manager {
                 secs(t.elapsed())
             ));
             if !online {
+                // DEST starts it only on the commit: until then the source
+                // may start it again.
                 ch.send(&Msg::Start { run: running })
                     .map_err(|e| Failure::stopped_if(running, e))?;
-                let t = Instant::now();
-                expect(&mut ch, "Ran").map_err(|e| Failure::uncertain_if(running, e))?;
-                if running {
-                    say(&format!(
-                        "{}: VE {veid} started in {}",
-                        peer.name,
-                        secs(t.elapsed())
-                    ));
-                }
-                return Ok(Outcome2 { freeze: None });
+                expect(&mut ch, "Ran").map_err(|e| Failure::stopped_if(running, e))?;
+                return Ok(Outcome2 { frozen: None });
             }
             // Memory pre-copy rounds while the VE runs.
             let tracking = crate::criu::mem_tracking();
@@ -350,7 +347,11 @@ impl Manager {
             let given = format!("{}/{fin}", super::chkpnt::DUMP_DIR);
             let o = self.checkpoint_after(veid, Some(&given), false, prev.as_deref());
             if o.code != ExitCode::Ok {
-                return Err(Failure::before(Error::new(Code::StopSource, o.message)));
+                // (A dump that failed half-way may have ended the VE.)
+                return Err(Failure::stopped_if(
+                    !self.is_running(veid),
+                    Error::new(Code::StopSource, o.message),
+                ));
             }
             let dumped = frozen.elapsed();
             // vmmgr's figure for CRIU alone, as `vzctl chkpnt` prints it.
@@ -402,14 +403,13 @@ impl Manager {
             let Msg::Ran { ms } = expect(&mut ch, "Ran").map_err(Failure::uncertain)? else {
                 unreachable!("expect returns what it was asked for")
             };
-            let freeze = frozen.elapsed();
             say(&format!(
-                "{}: VE {veid} restored in {} ({ms} ms there)",
+                "{}: VE {veid} restored, stopped until the commit, in {} ({ms} ms there)",
                 peer.name,
                 secs(t.elapsed())
             ));
             Ok(Outcome2 {
-                freeze: Some(freeze),
+                frozen: Some(frozen),
             })
         };
         let result = run();
@@ -419,13 +419,22 @@ impl Manager {
                 let _ = ch.send(&Msg::Abort {
                     message: f.error.message.clone(),
                 });
-                let r = self.undo_source(veid, online, f, say);
+                let r = self.undo_source(veid, f, say);
                 drop(busy);
                 return r;
             }
         };
         // The commit: DEST keeps the VE; then (only then) it goes here.
         let committed = ch.send(&Msg::Commit).and_then(|()| expect(&mut ch, "Done"));
+        // It runs at DEST from here: the end of the freeze.
+        let freeze = outcome.frozen.map(|f| f.elapsed());
+        if let Ok(Msg::Done { warning }) = &committed {
+            if !warning.is_empty() {
+                say(warning);
+            } else if offer.start && !online {
+                say(&format!("{}: VE {veid} started", peer.name));
+            }
+        }
         if let Err(e) = committed {
             return (
                 e.code,
@@ -458,7 +467,7 @@ impl Manager {
             secs(total),
             mib(sent_total)
         );
-        if let Some(f) = outcome.freeze {
+        if let Some(f) = freeze {
             last.push_str(&format!("; freeze time {} ms", f.as_millis()));
             log::info!(
                 "VE {veid}: migrated to {} live; freeze time {} ms",
@@ -478,58 +487,46 @@ impl Manager {
     fn undo_source(
         self: &Arc<Self>,
         veid: VeId,
-        online: bool,
         f: Failure,
         say: &mut dyn FnMut(&str),
     ) -> (Code, String) {
         let e = f.error;
         let fin = format!("{}/{}", super::chkpnt::DUMP_DIR, final_name(veid));
+        // What became of the VE first: a long reason is cut at the end.
         match f.state {
             State::Untouched => {
                 self.drop_migration_dumps(veid);
                 (
                     e.code,
-                    format!("{}; VE {veid} is unchanged here", e.message),
+                    format!("VE {veid} is unchanged here. {}", e.message),
                 )
             }
             State::Stopped => {
                 say(&format!("Starting VE {veid} here again"));
                 let o = self.start(veid, false);
                 let state = if o.code == ExitCode::Ok {
-                    "it runs here again".to_owned()
+                    format!("VE {veid} runs here again.")
                 } else {
-                    format!("starting it here again failed too: {}", o.message)
+                    format!("VE {veid} did not start here again ({}).", o.message)
                 };
-                (e.code, format!("{}; {state}", e.message))
+                (e.code, format!("{state} {}", e.message))
             }
-            State::Uncertain if !online => (
-                e.code,
-                format!(
-                    "{}; DEST may have started VE {veid} (it stops it without a commit): it is \
-                     kept stopped here; start it with `vzctl start {veid}` once DEST does not \
-                     run it",
-                    e.message
-                ),
-            ),
+            // DEST restores a VE stopped, and resumes it only on the
+            // commit, which was not sent: whatever it made never runs,
+            // and goes when its wait for the commit ends.
             State::Dumped | State::Uncertain => {
-                if matches!(f.state, State::Uncertain) {
-                    // DEST may be restoring it; without a commit it stops
-                    // it by itself within its wait. Two copies never run.
-                    say(&format!(
-                        "Waiting {} s for DEST to abandon the uncommitted VE",
-                        (super::migrate::COMMIT_WAIT + Duration::from_secs(10)).as_secs()
-                    ));
-                    std::thread::sleep(COMMIT_WAIT + Duration::from_secs(10));
-                }
                 say(&format!("Resuming VE {veid} here"));
                 let o = self.restore(veid, Some(&fin));
-                self.drop_migration_dumps(veid);
                 let state = if o.code == ExitCode::Ok {
-                    "it was resumed here".to_owned()
+                    self.drop_migration_dumps(veid);
+                    format!("VE {veid} was resumed here.")
                 } else {
-                    format!("resuming it here failed too: {}", o.message)
+                    format!(
+                        "VE {veid} could not be resumed here ({}); its dump is kept in {fin}.",
+                        o.message
+                    )
                 };
-                (e.code, format!("{}; {state}", e.message))
+                (e.code, format!("{state} {}", e.message))
             }
         }
     }
@@ -602,6 +599,22 @@ impl Manager {
             .spawn(move || {
                 for conn in listener.incoming() {
                     let Ok(conn) = conn else { continue };
+                    // Only the peers' addresses get as far as a handshake.
+                    let from = conn.peer_addr().map(|a| match a.ip() {
+                        std::net::IpAddr::V6(v6) => v6
+                            .to_ipv4_mapped()
+                            .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+                        v4 => v4,
+                    });
+                    let (conf, _) = Conf::load(&m.layout.config_dir);
+                    match from {
+                        Ok(ip) if conf.peers.iter().any(|p| p.address == ip) => {}
+                        Ok(ip) => {
+                            log::warn!("migration: refused a connection from {ip}: not a peer in migrate.conf");
+                            continue;
+                        }
+                        Err(_) => continue,
+                    }
                     if active.load(Ordering::SeqCst) >= MAX_INCOMING {
                         log::warn!("migration: refusing a connection: {MAX_INCOMING} in progress");
                         continue;
@@ -637,43 +650,53 @@ impl Manager {
             else {
                 continue;
             };
-            if self.is_running(veid) {
-                continue;
+            // (A VE restored but not committed is still stopped: adopted
+            // after a vmmgr restart, it is stopped for good here.)
+            if self.undo_incoming(veid, false) {
+                log::warn!("VE {veid}: an uncommitted incoming migration was removed");
+            } else {
+                log::error!(
+                    "VE {veid}: an uncommitted incoming migration could not be removed (its \
+                     VE does not stop); kept: see {}",
+                    e.path().display()
+                );
             }
-            let private = std::fs::read_to_string(e.path())
-                .ok()
-                .map(|p| PathBuf::from(p.trim()));
-            self.undo_incoming(veid, private.as_deref(), false);
-            log::warn!("VE {veid}: an uncommitted incoming migration was removed");
         }
     }
 
-    /// Removes everything an incoming migration of `veid` made.
-    fn undo_incoming(&self, veid: VeId, private: Option<&Path>, keep: bool) {
+    /// Removes everything an incoming migration of `veid` made (its
+    /// private area is always `/vz/private/<VEID>`, which did not exist
+    /// before: see `check_offer`). Returns false, keeping all, if its VE
+    /// does not stop.
+    fn undo_incoming(&self, veid: VeId, keep: bool) -> bool {
         if self.is_running(veid) {
-            let _ = self.stop(veid, true);
-        }
-        if let Some(p) = private {
-            // Only ever under VZDATA's private/.
-            let inside = p.starts_with(self.layout.on_disk(Path::new("/vz/private")));
-            if inside {
-                let staging = suffixed(p, ".incoming");
-                if keep {
-                    let partial = suffixed(p, ".partial");
-                    let _ = std::fs::remove_dir_all(&partial);
-                    let from = if staging.exists() { &staging } else { p };
-                    let _ = std::fs::rename(from, &partial);
-                } else {
-                    // It did not exist before the migration began.
-                    let _ = std::fs::remove_dir_all(&staging);
-                    let _ = std::fs::remove_dir_all(p);
-                }
+            let o = self.stop(veid, true);
+            if o.code != ExitCode::Ok || self.is_running(veid) {
+                log::error!("VE {veid}: stopping the uncommitted VE: {}", o.message);
+                return false;
             }
         }
+        let private = self.incoming_private(veid);
+        let staging = suffixed(&private, ".incoming");
+        if keep {
+            let partial = suffixed(&private, ".partial");
+            let _ = std::fs::remove_dir_all(&partial);
+            let from = if staging.exists() { &staging } else { &private };
+            let _ = std::fs::rename(from, &partial);
+        }
+        let _ = std::fs::remove_dir_all(&staging);
+        let _ = std::fs::remove_dir_all(&private);
         let _ = std::fs::remove_file(self.conf_path(veid));
         self.drop_migration_dumps(veid);
         let _ = std::fs::remove_file(self.dump_path(&marker_name(veid)));
         self.reload();
+        true
+    }
+
+    /// Where an incoming VE's private area goes: OpenVZ's default, always.
+    fn incoming_private(&self, veid: VeId) -> PathBuf {
+        self.layout
+            .on_disk(Path::new(&format!("/vz/private/{veid}")))
     }
 
     /// One incoming migration, on an authenticated channel.
@@ -707,7 +730,7 @@ impl Manager {
                 log::warn!("migration of VE {veid} from {from} refused: {message}");
                 let _ = ch.send(&Msg::Refuse {
                     code: code.get(),
-                    message: format!("at {}: {message}", crate::appliance::server_name()),
+                    message,
                 });
                 return;
             }
@@ -720,7 +743,8 @@ impl Manager {
         let keep = std::sync::atomic::AtomicBool::new(false);
         let r = (|| -> Result<(), Error> {
             std::fs::create_dir_all(marker.parent().unwrap_or(Path::new("/")))
-                .and_then(|()| crate::fsutil::write_atomic(&marker, &private.display().to_string()))
+                .and_then(|()| crate::fsutil::write_atomic(&marker, ""))
+                .and_then(|()| sync_dir(marker.parent().unwrap_or(Path::new("/"))))
                 .map_err(|e| {
                     Error::new(Code::Copy, format!("writing {}: {e}", marker.display()))
                 })?;
@@ -729,15 +753,13 @@ impl Manager {
         })();
         if let Err(e) = r {
             log::warn!("VE {veid}: migration from {from} failed: {}", e.message);
-            let _ = ch.send(&Msg::Failed {
-                code: e.code.get(),
-                message: format!("at {}: {}", crate::appliance::server_name(), e.message),
-            });
-            self.undo_incoming(
-                veid,
-                Some(&private),
-                offer.keep && keep.load(Ordering::SeqCst),
-            );
+            // Undone first: the source resumes its copy on this answer.
+            if self.undo_incoming(veid, offer.keep && keep.load(Ordering::SeqCst)) {
+                let _ = ch.send(&Msg::Failed {
+                    code: e.code.get(),
+                    message: e.message.clone(),
+                });
+            }
             drop(busy);
             return;
         }
@@ -790,9 +812,37 @@ impl Manager {
                 ))
             }
         };
-        let private = crate::config::confine_private(&cfg.ve_private)
-            .map(|p| self.layout.on_disk(&p))
-            .map_err(|e| (Code::Usage, format!("VE {veid}: VE_PRIVATE: {e}")))?;
+        // OpenVZ's default place, always: a peer does not choose where
+        // DEST writes.
+        if cfg.ve_private != Path::new(&format!("/vz/private/{veid}")) {
+            return Err((
+                Code::Usage,
+                format!(
+                    "VE {veid}'s VE_PRIVATE is {}: only /vz/private/{veid} is accepted here",
+                    cfg.ve_private.display()
+                ),
+            ));
+        }
+        // What names the source's own hardware stays there.
+        let local: Vec<&str> = ["DEVNODES", "DEVICES", "NETDEV"]
+            .into_iter()
+            .filter(|k| {
+                entries
+                    .iter()
+                    .any(|e| e.key == *k && !e.value.trim().is_empty())
+            })
+            .collect();
+        if !local.is_empty() {
+            return Err((
+                Code::Usage,
+                format!(
+                    "VE {veid}'s config grants it devices of the source ({}): remove them \
+                     there before migrating, and grant DEST's here after",
+                    local.join(", ")
+                ),
+            ));
+        }
+        let private = self.incoming_private(veid);
         if private.exists() {
             return Err((
                 Code::Exists,
@@ -802,7 +852,22 @@ impl Manager {
         if let Some((ip, other)) = self.address_taken(&cfg) {
             return Err((Code::IpInUse, format!("address {ip} is VE {other}'s here")));
         }
-        let need = offer.private_bytes + offer.memory_bytes + (64 << 20);
+        // Nor an address of this appliance's own (announced, it would take
+        // it over on the link).
+        let own: Vec<std::net::IpAddr> = vzcommon::rtnl::Rtnl::new()
+            .and_then(|mut nl| nl.addresses(None))
+            .map(|l| l.into_iter().map(|a| a.ip).collect())
+            .unwrap_or_default();
+        if let Some(a) = cfg.ip_address.iter().find(|a| own.contains(&a.ip)) {
+            return Err((
+                Code::IpInUse,
+                format!("address {} is this appliance's own", a.ip),
+            ));
+        }
+        let need = offer
+            .private_bytes
+            .saturating_add(offer.memory_bytes)
+            .saturating_add(64 << 20);
         let free = rustix::fs::statvfs(&self.layout.vz_dir)
             .map(|s| s.f_bavail * s.f_frsize)
             .unwrap_or(0);
@@ -835,6 +900,28 @@ impl Manager {
     ) -> Result<(), Error> {
         let staging = suffixed(private, ".incoming");
         let upper = staging.join("upper");
+        // At most what the offer declared, with room for the pre-copy
+        // rounds sending pages again.
+        let cap = offer
+            .private_bytes
+            .saturating_add(offer.memory_bytes)
+            .saturating_mul(3)
+            .saturating_add(256 << 20);
+        let mut got = 0u64;
+        let mut count = |n: u64| -> Result<(), Error> {
+            got = got.saturating_add(n);
+            if got > cap {
+                return Err(Error::new(
+                    Code::Copy,
+                    format!(
+                        "the source sent {} where it declared at most {}",
+                        mib(got),
+                        mib(cap)
+                    ),
+                ));
+            }
+            Ok(())
+        };
         let copy_err =
             |what: &str, e: std::io::Error| Error::new(Code::Copy, format!("{what}: {e}"));
         loop {
@@ -844,19 +931,26 @@ impl Manager {
                     super::create::make_private(&staging, true, veid)
                         .map_err(|o| Error::new(Code::Copy, o.message))?;
                     keep.store(true, Ordering::SeqCst);
-                    ch.recv_part(|r| tree::unpack(&upper, r))?;
+                    count(
+                        ch.recv_part(|r| tree::unpack(&upper, r, tree::Kind::Private))?
+                            .1,
+                    )?;
                     ch.send(&Msg::Received)?;
                 }
                 Msg::Begin(Part::PrivateChanges) => {
-                    ch.recv_part(|r| tree::unpack(&upper, r))?;
+                    count(
+                        ch.recv_part(|r| tree::unpack(&upper, r, tree::Kind::Private))?
+                            .1,
+                    )?;
                     ch.send(&Msg::Received)?;
                 }
                 Msg::Begin(Part::Manifest) => {
-                    let (paths, _) = ch.recv_part(|r| {
+                    let (paths, n) = ch.recv_part(|r| {
                         let mut v = Vec::new();
-                        std::io::Read::read_to_end(r, &mut v)?;
+                        std::io::Read::read_to_end(&mut std::io::Read::take(r, cap), &mut v)?;
                         Ok(v)
                     })?;
+                    count(n)?;
                     tree::prune(&upper, &paths)
                         .map_err(|e| copy_err("removing what the source removed", e))?;
                     ch.send(&Msg::Received)?;
@@ -892,35 +986,48 @@ impl Manager {
                             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
                         })
                         .map_err(|e| copy_err(&format!("making {}", dir.display()), e))?;
-                    ch.recv_part(|r| tree::unpack(&dir, r))?;
+                    count(
+                        ch.recv_part(|r| tree::unpack(&dir, r, tree::Kind::Images))?
+                            .1,
+                    )?;
                     ch.send(&Msg::Received)?;
                 }
                 Msg::Restore { dump } if offer.online && dump == final_name(veid) => {
                     self.install(veid, offer, &staging, private)?;
+                    // Restored stopped: it runs once the source commits.
+                    let fin = self.dump_path(&dump);
+                    let note = fin.join(crate::criu::NOTE);
+                    std::fs::read_to_string(&note)
+                        .map(|t| format!("{}\n{}\n", t.trim_end(), crate::criu::NOTE_STOPPED))
+                        .and_then(|t| std::fs::write(&note, t))
+                        .map_err(|e| copy_err("marking the dump to be restored stopped", e))?;
+                    // CRIU writes these, following links: never the peer's.
+                    for f in [crate::criu::RESTORE_LOG, "stats-restore"] {
+                        let _ = std::fs::remove_file(fin.join(f));
+                    }
                     let t = Instant::now();
                     let o =
                         self.restore(veid, Some(&format!("{}/{dump}", super::chkpnt::DUMP_DIR)));
                     if o.code != ExitCode::Ok {
                         return Err(Error::new(Code::StartDest, o.message));
                     }
+                    self.sync_vz()?;
                     ch.send(&Msg::Ran {
                         ms: t.elapsed().as_millis() as u64,
                     })?;
-                    return self.await_commit(veid, ch);
+                    return self.await_commit(veid, ch, After::Resume);
                 }
                 Msg::Start { run } if !offer.online => {
+                    // In place now, started once committed (never two
+                    // running copies).
                     self.install(veid, offer, &staging, private)?;
-                    let t = Instant::now();
-                    if run {
-                        let o = self.start(veid, false);
-                        if o.code != ExitCode::Ok {
-                            return Err(Error::new(Code::StartDest, o.message));
-                        }
-                    }
-                    ch.send(&Msg::Ran {
-                        ms: t.elapsed().as_millis() as u64,
-                    })?;
-                    return self.await_commit(veid, ch);
+                    self.sync_vz()?;
+                    ch.send(&Msg::Ran { ms: 0 })?;
+                    return self.await_commit(
+                        veid,
+                        ch,
+                        if run { After::Start } else { After::Keep },
+                    );
                 }
                 Msg::Abort { message } => {
                     return Err(Error::new(
@@ -962,25 +1069,105 @@ impl Manager {
         Ok(())
     }
 
-    /// Waits for the source's commit; then the VE stays, and its
-    /// addresses are announced on the uplinks.
-    fn await_commit(&self, veid: VeId, ch: &mut Channel) -> Result<(), Error> {
+    /// VZDATA on disk (what came, the config, the marker's removal)
+    /// before the source is told: it removes its copy on that word.
+    fn sync_vz(&self) -> Result<(), Error> {
+        std::fs::File::open(&self.layout.vz_dir)
+            .and_then(|f| rustix::fs::syncfs(&f).map_err(std::io::Error::from))
+            .map_err(|e| Error::new(Code::Copy, format!("syncing VZDATA: {e}")))
+    }
+
+    /// Waits for the source's commit; then the VE stays (`stopped`: a
+    /// restored VE is resumed now), and its addresses are announced on
+    /// the uplinks.
+    fn await_commit(
+        self: &Arc<Self>,
+        veid: VeId,
+        ch: &mut Channel,
+        then: After,
+    ) -> Result<(), Error> {
         ch.set_read_timeout(COMMIT_WAIT);
         expect(ch, "Commit")?;
-        let _ = std::fs::remove_file(self.dump_path(&marker_name(veid)));
+        let marker = self.dump_path(&marker_name(veid));
+        std::fs::remove_file(&marker)
+            .and_then(|()| sync_dir(marker.parent().unwrap_or(Path::new("/"))))
+            .map_err(|e| Error::new(Code::Copy, format!("removing {}: {e}", marker.display())))?;
+        // Committed: from here the VE is DEST's whatever happens.
+        let mut warning = String::new();
+        match then {
+            After::Resume => {
+                let cg = super::cgroup::dir(&self.layout.cgroup_root, veid);
+                if let Err(e) = resume(&cg) {
+                    warning = format!("VE {veid}: resuming it after the commit: {e}");
+                }
+            }
+            After::Start => {
+                let o = self.start(veid, false);
+                if o.code != ExitCode::Ok {
+                    warning = format!(
+                        "VE {veid} is at {} but did not start there: {}",
+                        rustix::system::uname().nodename().to_string_lossy(),
+                        o.message
+                    );
+                }
+            }
+            After::Keep => {}
+        }
+        if !warning.is_empty() {
+            log::error!("{warning}");
+        }
+        let _ = ch.send(&Msg::Done { warning });
         let addrs: Vec<std::net::IpAddr> = self
             .lock()
             .net
             .get(&veid)
             .map(|l| l.iter().map(|a| a.ip).collect())
             .unwrap_or_default();
-        ch.send(&Msg::Done)?;
         for e in crate::net::announce::announce(&addrs) {
             log::warn!("VE {veid}: announcing its address: {e}");
         }
         self.drop_migration_dumps(veid);
         Ok(())
     }
+}
+
+/// What DEST does once the source commits.
+#[derive(Debug, Clone, Copy)]
+enum After {
+    /// Resume the VE restored stopped.
+    Resume,
+    /// Start the VE (offline, it ran at the source).
+    Start,
+    Keep,
+}
+
+/// fsync of a directory (a rename or unlink in it made durable).
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// SIGCONT to every process in cgroup `cg` and below: a VE CRIU left
+/// stopped goes on.
+fn resume(cg: &Path) -> std::io::Result<()> {
+    let mut stack = vec![cg.to_owned()];
+    while let Some(d) = stack.pop() {
+        for pid in std::fs::read_to_string(d.join("cgroup.procs"))?.lines() {
+            if let Some(p) = pid
+                .trim()
+                .parse()
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+            {
+                let _ = rustix::process::kill_process(p, rustix::process::Signal::CONT);
+            }
+        }
+        for e in std::fs::read_dir(&d)?.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The source's VE after a failure: where it stands.
@@ -1034,20 +1221,10 @@ impl Failure {
         };
         Failure { state, error }
     }
-    fn uncertain_if(was_running: bool, error: Error) -> Failure {
-        let f = Failure::uncertain(error);
-        match (f.state, was_running) {
-            (State::Dumped, true) => Failure {
-                state: State::Stopped,
-                error: f.error,
-            },
-            (State::Dumped, false) => Failure::before(f.error),
-            _ => f,
-        }
-    }
 }
 
 #[derive(Debug)]
 struct Outcome2 {
-    freeze: Option<Duration>,
+    /// When the VE was frozen (live).
+    frozen: Option<Instant>,
 }

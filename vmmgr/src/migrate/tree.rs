@@ -99,21 +99,65 @@ fn open_dir_beneath(top: &OwnedFd, rel: &Path) -> std::io::Result<OwnedFd> {
     )?)
 }
 
-/// Extended attributes of an open file or directory.
-fn xattrs(fd: &OwnedFd) -> Vec<(OsString, Vec<u8>)> {
-    let mut names = vec![0u8; 4096];
-    let Ok(n) = rustix::fs::flistxattr(fd, &mut names) else {
-        return Vec::new();
+/// Extended attributes of an open file or directory, all of them (a lost
+/// `user.overlay.opaque` would bring back what the VE deleted).
+fn xattrs(fd: &OwnedFd) -> std::io::Result<Vec<(OsString, Vec<u8>)>> {
+    // Buffers grow until the list and each value fit (ERANGE).
+    let mut names = vec![0u8; 1024];
+    let n = loop {
+        match rustix::fs::flistxattr(fd, &mut names[..]) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
+            Err(rustix::io::Errno::RANGE) if names.len() < (1 << 20) => {
+                names.resize(names.len() * 4, 0);
+            }
+            Err(e) => return Err(e.into()),
+        }
     };
     let mut out = Vec::new();
     for name in names[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        let mut value = vec![0u8; 65536];
-        if let Ok(len) = rustix::fs::fgetxattr(fd, name, &mut value) {
+        let mut value = vec![0u8; 256];
+        let len = loop {
+            match rustix::fs::fgetxattr(fd, name, &mut value[..]) {
+                Ok(l) => break Some(l),
+                // Removed since it was listed.
+                Err(rustix::io::Errno::NODATA) => break None,
+                Err(rustix::io::Errno::RANGE) if value.len() < (1 << 20) => {
+                    value.resize(value.len() * 4, 0);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if let Some(len) = len {
             value.truncate(len);
             out.push((OsStr::from_bytes(name).to_owned(), value));
         }
     }
-    out
+    Ok(out)
+}
+
+/// What a stream may hold, by where it is unpacked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A VE's private area: what a VE can make in its tree (no device but
+    /// overlay's 0:0 whiteouts; extended attributes `user.*` and file
+    /// capabilities only).
+    Private,
+    /// CRIU's images: regular files (root's, at most 0644), and a
+    /// `parent` link to a pre-copy round beside them.
+    Images,
+}
+
+/// Whether an extended attribute named `name` may come in.
+fn xattr_allowed(name: &[u8]) -> bool {
+    name.starts_with(b"user.") || name == b"security.capability"
+}
+
+/// A pre-copy round's `parent` link: `pre.N` or `../pre.N`.
+fn round_link(target: &[u8]) -> bool {
+    let t = target.strip_prefix(b"../").unwrap_or(target);
+    t.strip_prefix(b"pre.")
+        .is_some_and(|n| !n.is_empty() && n.iter().all(u8::is_ascii_digit))
 }
 
 /// One pax record: `LEN KEY=VALUE\n`, LEN counting itself.
@@ -205,7 +249,7 @@ fn walk(
                 &mut ar,
                 Path::new(TOP),
                 &header(&st, tar::EntryType::Directory),
-                &xattrs(&d),
+                &xattrs(&d)?,
                 std::io::empty(),
             )?;
         }
@@ -249,7 +293,7 @@ fn walk(
                         &mut ar,
                         &path,
                         &header(&st, tar::EntryType::Directory),
-                        &xattrs(&sub),
+                        &xattrs(&sub)?,
                         std::io::empty(),
                     )?;
                     sent.entries += 1;
@@ -264,10 +308,13 @@ fn walk(
                             sent.entries += 1;
                             continue;
                         }
-                        links.insert(st.st_ino, path.clone());
                     }
                     manifest.entries.insert(path.clone(), now);
                     if !changed {
+                        // At DEST from an earlier pass, at this path.
+                        if st.st_nlink > 1 {
+                            links.insert(st.st_ino, path.clone());
+                        }
                         continue;
                     }
                     let Ok(f) = rustix::fs::openat(
@@ -289,12 +336,16 @@ fn walk(
                     let size = u64::try_from(st.st_size).unwrap_or(0);
                     let mut h = header(&st, tar::EntryType::Regular);
                     h.set_size(size);
-                    let x = xattrs(&f);
+                    let x = xattrs(&f)?;
                     let file = std::fs::File::from(f);
                     // A file that shrinks under the walk is padded, one
                     // that grows is cut: its new times send it again.
                     let data = file.take(size).chain(std::io::repeat(0)).take(size);
                     append(&mut ar, &path, &h, &x, data)?;
+                    // Later links to it name it only once it went.
+                    if st.st_nlink > 1 {
+                        links.insert(st.st_ino, path.clone());
+                    }
                     sent.entries += 1;
                     sent.file_bytes += size;
                 }
@@ -390,7 +441,7 @@ fn checked(raw: &[u8]) -> std::io::Result<PathBuf> {
 
 /// Unpacks a stream `pack` made into `dir` (which exists). Entries already
 /// there are replaced. Returns the entries written.
-pub fn unpack(dir: &Path, input: impl Read) -> std::io::Result<u64> {
+pub fn unpack(dir: &Path, input: impl Read, kind: Kind) -> std::io::Result<u64> {
     let top = open_top(dir)?;
     let mut ar = tar::Archive::new(input);
     let mut n = 0;
@@ -409,10 +460,56 @@ pub fn unpack(dir: &Path, input: impl Read) -> std::io::Result<u64> {
             }
         }
         let h = entry.header().clone();
-        let mode = h.mode()? & 0o7777;
-        let (uid, gid) = (h.uid()? as u32, h.gid()? as u32);
-        let mtime = h.mtime()? as i64;
-        let kind = h.entry_type();
+        let mut mode = h.mode()? & 0o7777;
+        let (mut uid, mut gid) = (
+            u32::try_from(h.uid()?).map_err(std::io::Error::other)?,
+            u32::try_from(h.gid()?).map_err(std::io::Error::other)?,
+        );
+        let mtime = i64::try_from(h.mtime()?).map_err(std::io::Error::other)?;
+        let etype = h.entry_type();
+        let refuse = |what: String| std::io::Error::other(format!("refused in the stream: {what}"));
+        if let Some((k, _)) = attrs
+            .iter()
+            .find(|(k, _)| kind == Kind::Images || !xattr_allowed(k))
+        {
+            return Err(refuse(format!(
+                "extended attribute {:?}",
+                String::from_utf8_lossy(k)
+            )));
+        }
+        match (kind, etype) {
+            (Kind::Private, tar::EntryType::Char) => {
+                if (h.device_major()?, h.device_minor()?) != (Some(0), Some(0)) {
+                    return Err(refuse(format!("device node {}", path.display())));
+                }
+            }
+            (Kind::Private, tar::EntryType::Block) => {
+                return Err(refuse(format!("device node {}", path.display())))
+            }
+            (Kind::Private, _) => {}
+            (Kind::Images, tar::EntryType::Regular) if path.components().count() == 1 => {
+                (uid, gid, mode) = (0, 0, mode & 0o644);
+            }
+            // The directory itself is the caller's (its mode differs for a
+            // round and the final dump).
+            (Kind::Images, tar::EntryType::Directory) if path.as_os_str().is_empty() => {
+                n += 1;
+                continue;
+            }
+            (Kind::Images, tar::EntryType::Symlink)
+                if path == Path::new("parent")
+                    && entry.link_name_bytes().is_some_and(|t| round_link(&t)) =>
+            {
+                (uid, gid) = (0, 0);
+            }
+            (Kind::Images, _) => {
+                return Err(refuse(format!(
+                    "{etype:?} {} among CRIU's images",
+                    path.display()
+                )))
+            }
+        }
+        let kind = etype;
         let (parent, name) = match (path.parent(), path.file_name()) {
             (Some(p), Some(n)) => (open_dir_beneath(&top, p)?, n.to_owned()),
             _ => {
@@ -679,7 +776,7 @@ mod tests {
         sample(src.path());
         let (tar, m1, s1) = pack_to_vec(src.path(), None);
         assert_eq!(s1.file_bytes, 200_006);
-        unpack(dst.path(), &tar[..]).expect("unpack");
+        unpack(dst.path(), &tar[..], Kind::Private).expect("unpack");
         let got = std::fs::read(dst.path().join("etc/deep/big")).expect("big");
         assert_eq!(got, vec![7u8; 200_000]);
         let meta = std::fs::metadata(dst.path().join("etc/hostname")).expect("meta");
@@ -715,7 +812,7 @@ mod tests {
         let _ = m2;
         // The ctimes are recent here, so everything changed in the last
         // second goes again; what matters is that the result is right.
-        unpack(dst.path(), &tar2[..]).expect("unpack 2");
+        unpack(dst.path(), &tar2[..], Kind::Private).expect("unpack 2");
         let (_, m2b, _) = pack_to_vec(src.path(), None);
         let gone = prune(dst.path(), &m2b.paths()).expect("prune");
         assert_eq!(gone, 1);
@@ -745,6 +842,72 @@ mod tests {
     }
 
     #[test]
+    fn only_what_a_ve_or_criu_makes_is_unpacked() {
+        let one = |h: &mut tar::Header, path: &str, link: Option<&str>| {
+            let mut ar = tar::Builder::new(Vec::new());
+            h.set_size(0);
+            if h.mode().is_err() {
+                h.set_mode(0o777);
+            }
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            match link {
+                Some(t) => ar.append_link(h, path, t).expect("link"),
+                None => ar.append_data(h, path, std::io::empty()).expect("entry"),
+            }
+            ar.into_inner().expect("tar")
+        };
+        let dst = tempfile::tempdir().expect("dst");
+        // A block device, a character device other than a whiteout.
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Block);
+        h.set_device_major(8).expect("major");
+        h.set_device_minor(0).expect("minor");
+        assert!(unpack(dst.path(), &one(&mut h, "sda", None)[..], Kind::Private).is_err());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Char);
+        h.set_device_major(1).expect("major");
+        h.set_device_minor(3).expect("minor");
+        assert!(unpack(dst.path(), &one(&mut h, "null", None)[..], Kind::Private).is_err());
+        // Among images: a link anywhere but to a round, a subdirectory.
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        for (name, target) in [("restore.log", "/vz/migrate/key"), ("parent", "../../etc")] {
+            let err = unpack(
+                dst.path(),
+                &one(&mut h, name, Some(target))[..],
+                Kind::Images,
+            );
+            assert!(err.is_err(), "{name} -> {target}");
+        }
+        assert!(unpack(
+            dst.path(),
+            &one(&mut h, "parent", Some("pre.2"))[..],
+            Kind::Images
+        )
+        .is_ok());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        assert!(unpack(dst.path(), &one(&mut h, "sub", None)[..], Kind::Images).is_err());
+        // A regular image is root's and at most 0644 whatever it says.
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o4777);
+        unpack(
+            dst.path(),
+            &one(&mut h, "pages-1.img", None)[..],
+            Kind::Images,
+        )
+        .expect("image");
+        let mode = std::fs::metadata(dst.path().join("pages-1.img"))
+            .expect("m")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o644);
+    }
+
+    #[test]
     fn paths_that_leave_the_top_are_refused() {
         for bad in [&b"../x"[..], b"/etc/passwd", b"a/../../x", b"a//b", b""] {
             assert!(checked(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
@@ -765,7 +928,7 @@ mod tests {
             .expect("file");
         let data = ar.into_inner().expect("tar");
         let dst = tempfile::tempdir().expect("dst");
-        assert!(unpack(dst.path(), &data[..]).is_err());
+        assert!(unpack(dst.path(), &data[..], Kind::Private).is_err());
         assert!(!Path::new("/owned").exists());
     }
 }

@@ -93,7 +93,11 @@ pub enum Msg {
         message: String,
     },
     Commit,
-    Done,
+    /// Committed at DEST; `warning`: what went wrong after (an offline
+    /// VE that did not start there).
+    Done {
+        warning: String,
+    },
     Abort {
         message: String,
     },
@@ -115,7 +119,7 @@ impl Msg {
             Msg::Ran { .. } => "Ran",
             Msg::Failed { .. } => "Failed",
             Msg::Commit => "Commit",
-            Msg::Done => "Done",
+            Msg::Done { .. } => "Done",
             Msg::Abort { .. } => "Abort",
         }
     }

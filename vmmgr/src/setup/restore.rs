@@ -81,7 +81,15 @@ pub(super) fn run(spec: &Spec, images: &Path) -> Result<Started, SetupError> {
     let pidfile = spec.root.join(crate::criu::PIDFILE);
     let venet = (!spec.ipaddr.is_empty()).then(|| crate::net::routed::host_ifname(spec.veid));
     let root = spec.root.join("root");
-    let mut cmd = crate::criu::restore_command(images, &root, &vedev, &pidfile, venet.as_deref());
+    let note = std::fs::read_to_string(images.join(crate::criu::NOTE)).unwrap_or_default();
+    let mut cmd = crate::criu::restore_command(
+        images,
+        &root,
+        &vedev,
+        &pidfile,
+        venet.as_deref(),
+        crate::criu::note_leave_stopped(&note),
+    );
     // CRIU makes the VE's mounts again inside its user namespace, where
     // none is locked: VE root could take the masks off /proc and /sys. At
     // `post-restore` (everything made, nothing resumed yet) this same

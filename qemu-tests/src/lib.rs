@@ -171,6 +171,57 @@ impl Appliance {
         Ok((a, b))
     }
 
+    /// [`Appliance::boot_pair`], each then configured for `vzmigrate` to
+    /// the other (`eth1` 192.0.2.1 and .2, `migrate.conf` naming the other
+    /// as `b` and `a` with its key), both left in the shell. `extra_peer`
+    /// adds an entry to A's `MIGRATE_PEERS` (given B's and A's keys).
+    pub fn boot_migration_pair(
+        name: &str,
+        extra_peer: impl Fn(&str, &str) -> String,
+    ) -> Result<(Appliance, Appliance)> {
+        let (mut a, mut b) = Appliance::boot_pair(name)?;
+        a.enter_shell()?;
+        b.enter_shell()?;
+        let ka = a.run_ok("vzmigrate --key")?.trim().to_owned();
+        let kb = b.run_ok("vzmigrate --key")?.trim().to_owned();
+        let extra = extra_peer(&kb, &ka);
+        let extra = if extra.is_empty() {
+            extra
+        } else {
+            format!(";{extra}")
+        };
+        a.configure_migration("192.0.2.1", &format!("name=b,address=192.0.2.2,key={kb}{extra}"))?;
+        b.configure_migration("192.0.2.2", &format!("name=a,address=192.0.2.1,key={ka}"))?;
+        Ok((a, b))
+    }
+
+    /// Writes `net.conf` (`eth1` with `ip`/24) and `migrate.conf` (port
+    /// 5810, `peers`) and restarts vmmgr, which reads both at its start;
+    /// waits until `eth1` has `ip`.
+    pub fn configure_migration(&mut self, ip: &str, peers: &str) -> Result<()> {
+        self.run_ok(&format!(
+            "printf 'NETIF=\"ifname=eth0,dhcp=yes;ifname=eth1,ip={ip}/24\"\\n' > /etc/vz/net.conf"
+        ))?;
+        self.run_ok(&format!(
+            "printf 'MIGRATE_PORT=\"5810\"\\nMIGRATE_PEERS=\"{peers}\"\\n' > /etc/vz/migrate.conf"
+        ))?;
+        let old = self.run_ok("pidof vmmgr")?;
+        self.run_ok("(sleep 1; kill -9 $(pidof vmmgr)) >/dev/null 2>&1 &")?;
+        for _ in 0..60 {
+            std::thread::sleep(Duration::from_millis(500));
+            let now = self.run_rc("pidof vmmgr")?.0;
+            if !now.trim().is_empty()
+                && now.trim() != old.trim()
+                && self.run_rc("vzlist -a -H -o ctid")?.1 == 0
+                && self.run_rc("ip -o addr show dev eth1")?.0.contains(ip)
+            {
+                std::thread::sleep(Duration::from_secs(1));
+                return Ok(());
+            }
+        }
+        bail!("vmmgr did not come back with {ip} on eth1")
+    }
+
     /// Boots the image on a fresh overlay with `opts` and waits for `ready`.
     pub fn boot_with(name: &str, opts: Opts) -> Result<Appliance> {
         let mut a = Appliance::start_opts(name, Arc::new(Disk::new()?), 1, opts)?;

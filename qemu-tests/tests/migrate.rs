@@ -17,34 +17,6 @@
 use qemu_tests::Appliance;
 use std::time::Duration;
 
-const KILL_VMMGR: &str = "(sleep 1; kill -9 $(pidof vmmgr)) >/dev/null 2>&1 &";
-
-/// Writes `net.conf` and `migrate.conf` and restarts vmmgr, which reads
-/// both at its start; waits until `eth1` has `ip`.
-fn configure(a: &mut Appliance, ip: &str, peers: &str) -> anyhow::Result<()> {
-    a.run_ok(&format!(
-        "printf 'NETIF=\"ifname=eth0,dhcp=yes;ifname=eth1,ip={ip}/24\"\\n' > /etc/vz/net.conf"
-    ))?;
-    a.run_ok(&format!(
-        "printf 'MIGRATE_PORT=\"5810\"\\nMIGRATE_PEERS=\"{peers}\"\\n' > /etc/vz/migrate.conf"
-    ))?;
-    let old = a.run_ok("pidof vmmgr")?;
-    a.run_ok(KILL_VMMGR)?;
-    for _ in 0..60 {
-        std::thread::sleep(Duration::from_millis(500));
-        let now = a.run_rc("pidof vmmgr")?.0;
-        if !now.trim().is_empty()
-            && now.trim() != old.trim()
-            && a.run_rc("vzlist -a -H -o ctid")?.1 == 0
-            && a.run_rc("ip -o addr show dev eth1")?.0.contains(ip)
-        {
-            std::thread::sleep(Duration::from_secs(1));
-            return Ok(());
-        }
-    }
-    anyhow::bail!("vmmgr did not come back with {ip} on eth1")
-}
-
 /// The counting process's PID inside `ve` and its last value.
 fn counter(a: &mut Appliance, ve: u32) -> anyhow::Result<(u32, u64)> {
     let ps = a.run_ok(&format!("vzctl exec {ve} 'ps -o pid,args' </dev/null"))?;
@@ -96,25 +68,14 @@ fn tree_of(a: &mut Appliance, ve: u32) -> anyhow::Result<String> {
 
 #[test]
 fn vzmigrate_moves_a_running_ve_and_fails_safe() -> anyhow::Result<()> {
-    let (mut a, mut b) = Appliance::boot_pair("migrate")?;
-    a.enter_shell()?;
-    b.enter_shell()?;
-    let ka = a.run_ok("vzmigrate --key")?.trim().to_owned();
-    let kb = b.run_ok("vzmigrate --key")?.trim().to_owned();
-    assert_eq!(ka.len(), 44, "a base64 X25519 key: {ka}");
-    assert_ne!(ka, kb);
     // A knows B twice: rightly, and as "impostor" with A's own key (a
     // DEST that does not hold the key named).
-    configure(
-        &mut a,
-        "192.0.2.1",
-        &format!("name=b,address=192.0.2.2,key={kb};name=impostor,address=192.0.2.2,key={ka}"),
-    )?;
-    configure(
-        &mut b,
-        "192.0.2.2",
-        &format!("name=a,address=192.0.2.1,key={ka}"),
-    )?;
+    let (mut a, mut b) = Appliance::boot_migration_pair("migrate", |_, ka| {
+        format!("name=impostor,address=192.0.2.2,key={ka}")
+    })?;
+    let keys = (a.run_ok("vzmigrate --key")?, b.run_ok("vzmigrate --key")?);
+    assert_eq!(keys.0.trim().len(), 44, "a base64 X25519 key: {}", keys.0);
+    assert_ne!(keys.0, keys.1);
 
     a.run_ok("vzctl --quiet create 101 --ostemplate busybox")?;
     a.run_ok("vzctl --quiet set 101 --ipadd 192.0.2.10 --save")?;
@@ -154,6 +115,11 @@ fn vzmigrate_moves_a_running_ve_and_fails_safe() -> anyhow::Result<()> {
         "before"
     );
     let (pid, before) = counter(&mut a, 101)?;
+    let up = |x: &mut Appliance| -> anyhow::Result<f64> {
+        let t = x.run_ok("vzctl exec 101 cat /proc/uptime </dev/null")?;
+        Ok(t.split_whitespace().next().unwrap_or("").parse()?)
+    };
+    let (up_before, t0) = (up(&mut a)?, std::time::Instant::now());
     let (out, rc) = a.run_rc("vzmigrate --online b 101")?;
     assert_eq!(rc, 0, "live migration: {out}");
     let freeze = out
@@ -169,6 +135,14 @@ fn vzmigrate_moves_a_running_ve_and_fails_safe() -> anyhow::Result<()> {
     let (pid_b, after) = counter(&mut b, 101)?;
     assert_eq!(pid_b, pid, "the counting process kept its PID");
     assert!(after > before, "the count went on: {before} -> {after}");
+    // Its clocks too (its time namespace's offsets moved with it): its
+    // uptime went on from A's, by no more than the time that passed.
+    let up_after = up(&mut b)?;
+    let passed = t0.elapsed().as_secs_f64();
+    assert!(
+        up_after > up_before && up_after < up_before + passed + 2.0,
+        "VE uptime {up_before} s at A, {up_after} s at B, {passed:.1} s later"
+    );
     // The connection from 201 still carries data.
     b.run_ok("vzctl exec 201 'echo after > /tmp/tin' </dev/null; sleep 2")?;
     let got = b.run_ok("vzctl exec 201 cat /tmp/tout </dev/null")?;

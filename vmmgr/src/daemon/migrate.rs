@@ -741,7 +741,8 @@ impl Manager {
         );
         let marker = self.dump_path(&marker_name(veid));
         let keep = std::sync::atomic::AtomicBool::new(false);
-        let r = (|| -> Result<(), Error> {
+        // Ok: committed (with what went wrong after, if anything).
+        let r = (|| -> Result<String, Error> {
             std::fs::create_dir_all(marker.parent().unwrap_or(Path::new("/")))
                 .and_then(|()| crate::fsutil::write_atomic(&marker, ""))
                 .and_then(|()| sync_dir(marker.parent().unwrap_or(Path::new("/"))))
@@ -751,7 +752,7 @@ impl Manager {
             ch.send(&Msg::Accept)?;
             self.receive_parts(veid, &offer, &private, &mut ch, &keep)
         })();
-        if let Err(e) = r {
+        if let Err(e) = &r {
             log::warn!("VE {veid}: migration from {from} failed: {}", e.message);
             // Undone first: the source resumes its copy on this answer.
             if self.undo_incoming(veid, offer.keep && keep.load(Ordering::SeqCst)) {
@@ -765,6 +766,9 @@ impl Manager {
         }
         drop(busy);
         log::info!("VE {veid}: migration from {from} committed");
+        if let Ok(warning) = r {
+            self.committed(veid, &mut ch, warning);
+        }
     }
 
     /// DEST's checks of an offer; holds the VE busy from here.
@@ -897,7 +901,7 @@ impl Manager {
         private: &Path,
         ch: &mut Channel,
         keep: &std::sync::atomic::AtomicBool,
-    ) -> Result<(), Error> {
+    ) -> Result<String, Error> {
         let staging = suffixed(private, ".incoming");
         let upper = staging.join("upper");
         // At most what the offer declared, with room for the pre-copy
@@ -1085,7 +1089,7 @@ impl Manager {
         veid: VeId,
         ch: &mut Channel,
         then: After,
-    ) -> Result<(), Error> {
+    ) -> Result<String, Error> {
         ch.set_read_timeout(COMMIT_WAIT);
         expect(ch, "Commit")?;
         let marker = self.dump_path(&marker_name(veid));
@@ -1116,6 +1120,13 @@ impl Manager {
         if !warning.is_empty() {
             log::error!("{warning}");
         }
+        self.drop_migration_dumps(veid);
+        Ok(warning)
+    }
+
+    /// After the commit, with the VE no longer busy (the source may move
+    /// it on at once): `Done`, then the VE's addresses announced.
+    fn committed(&self, veid: VeId, ch: &mut Channel, warning: String) {
         let _ = ch.send(&Msg::Done { warning });
         let addrs: Vec<std::net::IpAddr> = self
             .lock()
@@ -1126,8 +1137,6 @@ impl Manager {
         for e in crate::net::announce::announce(&addrs) {
             log::warn!("VE {veid}: announcing its address: {e}");
         }
-        self.drop_migration_dumps(veid);
-        Ok(())
     }
 }
 

@@ -1,0 +1,80 @@
+//! `vzmigrate --online` between two appliances under TCG (linked on
+//! 127.0.0.1): a busybox VE with a routed address, idle, then with a
+//! process writing 64 MiB of its memory over and over. The VE goes A -> B
+//! -> A ... (VZ_BENCH_ROUNDS moves, default 4); prints each move's freeze
+//! time (from the start of the final dump at the source to DEST's answer
+//! that the VE runs), total time and bytes sent, as vzmigrate reports
+//! them, and the medians.
+//!
+//! `cargo bench -p qemu-tests --bench migrate`
+
+use qemu_tests::Appliance;
+
+/// A number after `key` in vzmigrate's output ("freeze time 812 ms").
+fn after(out: &str, key: &str) -> Option<f64> {
+    out.split(key)
+        .nth(1)?
+        .split(|c: char| c.is_whitespace() || c == ',' || c == ';')
+        .find(|t| !t.is_empty())?
+        .parse()
+        .ok()
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() -> anyhow::Result<()> {
+    let rounds: usize = std::env::var("VZ_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let (a, b) = Appliance::boot_migration_pair("bench-migrate", |_, _| String::new())?;
+    let mut ends = [a, b];
+    ends[0].run_ok("vzctl --quiet create 101 --ostemplate busybox")?;
+    ends[0].run_ok("vzctl --quiet set 101 --ipadd 192.0.2.10 --ram 256M --save")?;
+    ends[0].run_ok("vzctl --quiet start 101")?;
+    let mut at = 0;
+    for (what, setup) in [
+        ("idle busybox VE", None),
+        (
+            "busybox VE writing 64 MiB",
+            // dd reads /dev/zero into its 64 MiB buffer, again and again.
+            Some("vzctl exec 101 '(dd if=/dev/zero of=/dev/null bs=64M count=100000000 </dev/null >/dev/null 2>&1 &)' </dev/null; sleep 5"),
+        ),
+    ] {
+        if let Some(cmd) = setup {
+            ends[at].run_ok(cmd)?;
+        }
+        let rss = ends[at].run_ok("cat /sys/fs/cgroup/vz/101/memory.current")?;
+        let (mut freeze, mut total, mut sent) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..rounds {
+            let dest = if at == 0 { "b" } else { "a" };
+            let (out, rc) = ends[at].run_rc(&format!("vzmigrate --online {dest} 101"))?;
+            anyhow::ensure!(rc == 0, "{what}, move {}: vzmigrate failed:\n{out}", i + 1);
+            let f = after(&out, "freeze time ").unwrap_or(f64::NAN);
+            let t = after(&out, "completed in ").unwrap_or(f64::NAN);
+            let last = out.lines().find(|l| l.contains("completed in")).unwrap_or("");
+            let s = after(last, "s, ").unwrap_or(f64::NAN);
+            eprintln!("{what}, move {} to {dest}: freeze {f} ms, total {t} s, {s} MiB sent", i + 1);
+            if i == 0 {
+                eprintln!("{out}");
+            }
+            freeze.push(f);
+            total.push(t);
+            sent.push(s);
+            at = 1 - at;
+        }
+        println!(
+            "{what} (memory.current {} MiB): freeze median {} ms (min {}, max {}), total median {:.2} s, sent median {:.1} MiB; {rounds} moves",
+            rss.trim().parse::<u64>().unwrap_or(0) >> 20,
+            median(&mut freeze),
+            freeze.first().copied().unwrap_or(f64::NAN),
+            freeze.last().copied().unwrap_or(f64::NAN),
+            median(&mut total),
+            median(&mut sent),
+        );
+    }
+    Ok(())
+}

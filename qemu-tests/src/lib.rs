@@ -190,7 +190,10 @@ impl Appliance {
         } else {
             format!(";{extra}")
         };
-        a.configure_migration("192.0.2.1", &format!("name=b,address=192.0.2.2,key={kb}{extra}"))?;
+        a.configure_migration(
+            "192.0.2.1",
+            &format!("name=b,address=192.0.2.2,key={kb}{extra}"),
+        )?;
         b.configure_migration("192.0.2.2", &format!("name=a,address=192.0.2.1,key={ka}"))?;
         Ok((a, b))
     }
@@ -469,7 +472,12 @@ impl Appliance {
     /// Runs a command in the appliance shell; returns its output (stderr
     /// included) and its exit code.
     pub fn run_rc(&mut self, cmd: &str) -> Result<(String, i32)> {
-        let out = self.shell(&format!("{cmd} 2>&1; echo \"RC=$?\""))?;
+        self.run_rc_within(cmd, COMMAND_TIMEOUT)
+    }
+
+    /// [`Appliance::run_rc`] for a command that may take up to `timeout`.
+    pub fn run_rc_within(&mut self, cmd: &str, timeout: Duration) -> Result<(String, i32)> {
+        let out = self.shell_within(&format!("{cmd} 2>&1; echo \"RC=$?\""), timeout)?;
         let (body, rc) = out.rsplit_once("RC=").unwrap_or((&out, "-1"));
         Ok((body.to_owned(), rc.trim().parse().unwrap_or(-1)))
     }

@@ -81,6 +81,18 @@ fn suffixed(p: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Names the stage an error came in; a link that broke or timed out there
+/// gets the stage's exit code (what DEST said keeps its own).
+fn at(stage: &str, code: Code) -> impl Fn(Error) -> Error + '_ {
+    move |mut e| {
+        if !e.said && matches!(e.code, Code::Broken | Code::Timeout) {
+            e.code = code;
+        }
+        e.message = format!("{stage}: {}", e.message);
+        e
+    }
+}
+
 /// Expects `want` (by name) next; `Failed`/`Refuse` become their error.
 fn expect(ch: &mut Channel, want: &str) -> Result<Msg, Error> {
     match ch.recv()? {
@@ -260,8 +272,11 @@ impl Manager {
         let mut sent_total = 0u64;
         let mut run = || -> Result<Outcome2, Failure> {
             ch.send(&Msg::Offer(offer.clone()))
+                .map_err(at("offer", Code::Connect))
                 .map_err(Failure::before)?;
-            expect(&mut ch, "Accept").map_err(Failure::before)?;
+            expect(&mut ch, "Accept")
+                .map_err(at("DEST's checks", Code::Connect))
+                .map_err(Failure::before)?;
             say(&format!("{}: accepted VE {veid}", peer.name));
             if !online && running {
                 say(&format!("Stopping VE {veid}"));
@@ -279,8 +294,11 @@ impl Manager {
                     first = Some((m, s));
                     Ok(())
                 })
+                .map_err(at("private area", Code::Copy))
                 .map_err(|e| Failure::stopped_if(!online && running, e))?;
-            expect(&mut ch, "Received").map_err(|e| Failure::stopped_if(!online && running, e))?;
+            expect(&mut ch, "Received")
+                .map_err(at("private area", Code::Copy))
+                .map_err(|e| Failure::stopped_if(!online && running, e))?;
             sent_total += n;
             let (manifest, s) = first.unwrap_or_default();
             say(&format!(
@@ -294,8 +312,11 @@ impl Manager {
                 // DEST starts it only on the commit: until then the source
                 // may start it again.
                 ch.send(&Msg::Start { run: running })
+                    .map_err(at("putting it in place at DEST", Code::Copy))
                     .map_err(|e| Failure::stopped_if(running, e))?;
-                expect(&mut ch, "Ran").map_err(|e| Failure::stopped_if(running, e))?;
+                expect(&mut ch, "Ran")
+                    .map_err(at("putting it in place at DEST", Code::Copy))
+                    .map_err(|e| Failure::stopped_if(running, e))?;
                 return Ok(Outcome2 { frozen: None });
             }
             // Memory pre-copy rounds while the VE runs.
@@ -321,8 +342,11 @@ impl Manager {
                         .send_part(Part::Images(name.clone()), |w| {
                             tree::pack(&dir, None, w).map(|_| ())
                         })
+                        .map_err(at(&format!("memory pre-copy round {round}"), Code::Copy))
                         .map_err(Failure::before)?;
-                    expect(&mut ch, "Received").map_err(Failure::before)?;
+                    expect(&mut ch, "Received")
+                        .map_err(at(&format!("memory pre-copy round {round}"), Code::Copy))
+                        .map_err(Failure::before)?;
                     sent_total += n;
                     say(&format!(
                         "Memory pre-copy round {round} (soft-dirty tracking): {} of memory, {} sent in {}",
@@ -374,19 +398,28 @@ impl Manager {
                     now = m;
                     Ok(())
                 })
+                .map_err(at("changed files", Code::Copy))
                 .map_err(Failure::dumped)?;
-            expect(&mut ch, "Received").map_err(Failure::dumped)?;
+            expect(&mut ch, "Received")
+                .map_err(at("changed files", Code::Copy))
+                .map_err(Failure::dumped)?;
             sent_total += n;
             let paths = now.paths();
             sent_total += ch
                 .send_part(Part::Manifest, |w| std::io::Write::write_all(w, &paths))
+                .map_err(at("list of files", Code::Copy))
                 .map_err(Failure::dumped)?;
-            expect(&mut ch, "Received").map_err(Failure::dumped)?;
+            expect(&mut ch, "Received")
+                .map_err(at("list of files", Code::Copy))
+                .map_err(Failure::dumped)?;
             let t = Instant::now();
             let n = ch
                 .send_part(Part::Images(fin.clone()), |w| tree::pack_top(&fin_dir, w))
+                .map_err(at("final dump", Code::Copy))
                 .map_err(Failure::dumped)?;
-            expect(&mut ch, "Received").map_err(Failure::dumped)?;
+            expect(&mut ch, "Received")
+                .map_err(at("final dump", Code::Copy))
+                .map_err(Failure::dumped)?;
             sent_total += n;
             say(&format!(
                 "Final dump: {} of memory in {} (CRIU {criu_ms} ms); changed files: {} entries, {}; dump sent ({}) in {}",
@@ -398,9 +431,13 @@ impl Manager {
                 secs(t.elapsed())
             ));
             ch.send(&Msg::Restore { dump: fin })
+                .map_err(at("restore at DEST", Code::StartDest))
                 .map_err(Failure::dumped)?;
             let t = Instant::now();
-            let Msg::Ran { ms } = expect(&mut ch, "Ran").map_err(Failure::uncertain)? else {
+            let Msg::Ran { ms } = expect(&mut ch, "Ran")
+                .map_err(at("restore at DEST", Code::StartDest))
+                .map_err(Failure::uncertain)?
+            else {
                 unreachable!("expect returns what it was asked for")
             };
             say(&format!(

@@ -25,6 +25,54 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// What each move of a run gave: freeze (ms), total (s), sent (MiB).
+#[derive(Default)]
+struct Figures {
+    freeze: Vec<f64>,
+    total: Vec<f64>,
+    sent: Vec<f64>,
+}
+
+/// Moves `veid` live back and forth `rounds` times, starting at `ends[*at]`.
+fn moves(
+    ends: &mut [Appliance; 2],
+    at: &mut usize,
+    veid: u32,
+    what: &str,
+    rounds: usize,
+) -> anyhow::Result<Figures> {
+    let mut fig = Figures::default();
+    for i in 0..rounds {
+        let dest = if *at == 0 { "b" } else { "a" };
+        let (out, rc) = ends[*at].run_rc_within(
+            &format!("vzmigrate --online {dest} {veid}"),
+            std::time::Duration::from_secs(600),
+        )?;
+        anyhow::ensure!(rc == 0, "{what}, move {}: vzmigrate failed:\n{out}", i + 1);
+        let last = out
+            .lines()
+            .find(|l| l.contains("completed in"))
+            .unwrap_or("");
+        let (f, t, s) = (
+            after(&out, "freeze time ").unwrap_or(f64::NAN),
+            after(last, "completed in ").unwrap_or(f64::NAN),
+            after(last, "s, ").unwrap_or(f64::NAN),
+        );
+        eprintln!(
+            "{what}, move {} to {dest}: freeze {f} ms, total {t} s, {s} MiB sent",
+            i + 1
+        );
+        if i == 0 {
+            eprintln!("{out}");
+        }
+        fig.freeze.push(f);
+        fig.total.push(t);
+        fig.sent.push(s);
+        *at = 1 - *at;
+    }
+    Ok(fig)
+}
+
 fn main() -> anyhow::Result<()> {
     let rounds: usize = std::env::var("VZ_BENCH_ROUNDS")
         .ok()
@@ -48,28 +96,8 @@ fn main() -> anyhow::Result<()> {
             ends[at].run_ok(cmd)?;
         }
         let rss = ends[at].run_ok("cat /sys/fs/cgroup/vz/101/memory.current")?;
-        let (mut freeze, mut total, mut sent) = (Vec::new(), Vec::new(), Vec::new());
-        for i in 0..rounds {
-            let dest = if at == 0 { "b" } else { "a" };
-            let (out, rc) = ends[at].run_rc_within(
-                &format!("vzmigrate --online {dest} 101"),
-                std::time::Duration::from_secs(600),
-            )?;
-            anyhow::ensure!(rc == 0, "{what}, move {}: vzmigrate failed:\n{out}", i + 1);
-            let f = after(&out, "freeze time ").unwrap_or(f64::NAN);
-            let t = after(&out, "completed in ").unwrap_or(f64::NAN);
-            let last = out.lines().find(|l| l.contains("completed in")).unwrap_or("");
-            let s = after(last, "s, ").unwrap_or(f64::NAN);
-            eprintln!("{what}, move {} to {dest}: freeze {f} ms, total {t} s, {s} MiB sent", i + 1);
-            if i == 0 {
-                eprintln!("{out}");
-            }
-            freeze.push(f);
-            total.push(t);
-            sent.push(s);
-            at = 1 - at;
-        }
-        print_result(what, &rss, rounds, &mut freeze, &mut total, &mut sent);
+        let mut fig = moves(&mut ends, &mut at, 101, what, rounds)?;
+        print_result(what, &rss, rounds, &mut fig);
     }
     // A debian-12-web VE (init, syslog, cron, sshd, Apache), if the image
     // has the template (`image build --template debian-12-web`).
@@ -80,50 +108,24 @@ fn main() -> anyhow::Result<()> {
         ends[at].run_ok("vzctl --quiet set 102 --ipadd 192.0.2.12 --save")?;
         ends[at].run_ok("vzctl --quiet start 102; sleep 20")?;
         let rss = ends[at].run_ok("cat /sys/fs/cgroup/vz/102/memory.current")?;
-        let (mut freeze, mut total, mut sent) = (Vec::new(), Vec::new(), Vec::new());
-        for i in 0..rounds {
-            let dest = if at == 0 { "b" } else { "a" };
-            let (out, rc) = ends[at].run_rc_within(
-                &format!("vzmigrate --online {dest} 102"),
-                std::time::Duration::from_secs(600),
-            )?;
-            anyhow::ensure!(rc == 0, "{what}, move {}: vzmigrate failed:\n{out}", i + 1);
-            let last = out
-                .lines()
-                .find(|l| l.contains("completed in"))
-                .unwrap_or("");
-            freeze.push(after(&out, "freeze time ").unwrap_or(f64::NAN));
-            total.push(after(last, "completed in ").unwrap_or(f64::NAN));
-            sent.push(after(last, "s, ").unwrap_or(f64::NAN));
-            eprintln!("{what}, move {} to {dest}:\n{out}", i + 1);
-            at = 1 - at;
-        }
+        let mut fig = moves(&mut ends, &mut at, 102, what, rounds)?;
         let http = ends[at]
             .run_rc("wget -q -O /dev/null http://192.0.2.12/")?
             .1;
         anyhow::ensure!(http == 0, "the web VE does not answer HTTP after its moves");
-        print_result(what, &rss, rounds, &mut freeze, &mut total, &mut sent);
+        print_result(what, &rss, rounds, &mut fig);
     }
     Ok(())
 }
 
-fn print_result(
-    what: &str,
-    rss: &str,
-    rounds: usize,
-    freeze: &mut [f64],
-    total: &mut [f64],
-    sent: &mut [f64],
-) {
-    {
-        println!(
-            "{what} (memory.current {} MiB): freeze median {} ms (min {}, max {}), total median {:.2} s, sent median {:.1} MiB; {rounds} moves",
-            rss.trim().parse::<u64>().unwrap_or(0) >> 20,
-            median(freeze),
-            freeze.first().copied().unwrap_or(f64::NAN),
-            freeze.last().copied().unwrap_or(f64::NAN),
-            median(total),
-            median(sent),
-        );
-    }
+fn print_result(what: &str, rss: &str, rounds: usize, fig: &mut Figures) {
+    println!(
+        "{what} (memory.current {} MiB): freeze median {} ms (min {}, max {}), total median {:.2} s, sent median {:.1} MiB; {rounds} moves",
+        rss.trim().parse::<u64>().unwrap_or(0) >> 20,
+        median(&mut fig.freeze),
+        fig.freeze.first().copied().unwrap_or(f64::NAN),
+        fig.freeze.last().copied().unwrap_or(f64::NAN),
+        median(&mut fig.total),
+        median(&mut fig.sent),
+    );
 }

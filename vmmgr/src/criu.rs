@@ -68,16 +68,23 @@ pub fn dump_command(pid: i32, dir: &Path, cgroup: &Path, prev: Option<&str>) -> 
     if let Some(p) = prev {
         cmd.args(["--track-mem", "--prev-images-dir", p]);
     }
+    the_ve(&mut cmd, pid, cgroup);
+    // The restore takes the method from the images.
+    cmd.args(["--network-lock", "nftables"]);
+    cmd
+}
+
+/// Both dumps' subject: the tree of VE init `pid`, frozen through its
+/// cgroup `cgroup` (the VE's whole group: `ve/` and the exec leaves),
+/// with its `/dev` an external mount.
+fn the_ve(cmd: &mut Command, pid: i32, cgroup: &Path) {
     cmd.arg("--tree")
         .arg(pid.to_string())
         .arg("--freeze-cgroup")
         .arg(cgroup)
         .arg("--manage-cgroups")
         .arg("--external")
-        .arg(format!("mnt[/dev]:{DEV_KEY}"))
-        // The restore takes the method from the images.
-        .args(["--network-lock", "nftables"]);
-    cmd
+        .arg(format!("mnt[/dev]:{DEV_KEY}"));
 }
 
 /// `criu pre-dump`: the memory of the tree of VE init `pid` while it goes
@@ -88,14 +95,8 @@ pub fn pre_dump_command(pid: i32, dir: &Path, cgroup: &Path, prev: Option<&str>)
     let mut cmd = Command::new(CRIU);
     cmd.arg("pre-dump");
     common(&mut cmd, dir, PRE_DUMP_LOG);
-    cmd.arg("--tree")
-        .arg(pid.to_string())
-        .arg("--freeze-cgroup")
-        .arg(cgroup)
-        .arg("--manage-cgroups")
-        .arg("--external")
-        .arg(format!("mnt[/dev]:{DEV_KEY}"))
-        .arg("--track-mem");
+    the_ve(&mut cmd, pid, cgroup);
+    cmd.arg("--track-mem");
     if let Some(p) = prev {
         cmd.args(["--prev-images-dir", p]);
     }

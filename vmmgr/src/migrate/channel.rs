@@ -81,6 +81,13 @@ impl Error {
     }
 }
 
+/// Either end's handshake: our static key, the protocol's prologue.
+fn builder(own: &Keys) -> Result<snow::Builder<'_>, snow::Error> {
+    snow::Builder::new(params())
+        .local_private_key(&own.private)
+        .and_then(|b| b.prologue(PROLOGUE))
+}
+
 fn tune(stream: &TcpStream) -> std::io::Result<()> {
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -127,9 +134,7 @@ impl Channel {
                 ),
             )
         };
-        let mut hs = snow::Builder::new(params())
-            .local_private_key(&own.private)
-            .and_then(|b| b.prologue(PROLOGUE))
+        let mut hs = builder(own)
             .and_then(|b| b.build_initiator())
             .map_err(hs_err)?;
         let mut msg = vec![0u8; MAX_FRAME];
@@ -177,9 +182,7 @@ impl Channel {
         let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
         let hs_err = |e: snow::Error| format!("handshake with {from} failed: {e}");
         let io_err = |e: std::io::Error| format!("handshake with {from}: {e}");
-        let mut hs = snow::Builder::new(params())
-            .local_private_key(&own.private)
-            .and_then(|b| b.prologue(PROLOGUE))
+        let mut hs = builder(own)
             .and_then(|b| b.build_responder())
             .map_err(hs_err)?;
         let mut msg = vec![0u8; MAX_FRAME];

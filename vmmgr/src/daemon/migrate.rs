@@ -174,7 +174,10 @@ impl Manager {
             );
         };
         let (conf, diags) = Conf::load(&self.layout.config_dir);
-        if let Some(d) = diags.first() {
+        if let Some(d) = diags
+            .iter()
+            .find(|d| d.severity == crate::config::Severity::Error)
+        {
             return (Code::Usage, format!("{d}"));
         }
         let Some(peer) = conf.peer(&req.dest).cloned() else {
@@ -290,7 +293,8 @@ impl Manager {
             let mut first = None;
             let n = ch
                 .send_part(Part::Private, |w| {
-                    let (m, s) = tree::pack(&upper, None, w)?;
+                    // Live, what changes under the walk goes again later.
+                    let (m, s) = tree::pack(&upper, None, w, !online)?;
                     first = Some((m, s));
                     Ok(())
                 })
@@ -340,7 +344,7 @@ impl Manager {
                         })?;
                     let n = ch
                         .send_part(Part::Images(name.clone()), |w| {
-                            tree::pack(&dir, None, w).map(|_| ())
+                            tree::pack(&dir, None, w, true).map(|_| ())
                         })
                         .map_err(at(&format!("memory pre-copy round {round}"), Code::Copy))
                         .map_err(Failure::before)?;
@@ -393,7 +397,7 @@ impl Manager {
             let mut now = tree::Manifest::default();
             let n = ch
                 .send_part(Part::PrivateChanges, |w| {
-                    let (m, s) = tree::pack(&upper, Some(&manifest), w)?;
+                    let (m, s) = tree::pack(&upper, Some(&manifest), w, true)?;
                     changed = s;
                     now = m;
                     Ok(())
@@ -461,6 +465,37 @@ impl Manager {
                 return r;
             }
         };
+        // Before the commit the config goes aside, durably: whatever
+        // happens from here (no answer, a crash, a reboot), this appliance
+        // does not start the VE again by itself.
+        let conf = self.conf_path(veid);
+        let aside = suffixed(&conf, ".migrating");
+        let set_aside = std::fs::rename(&conf, &aside)
+            .and_then(|()| sync_dir(conf.parent().unwrap_or(Path::new("/"))));
+        self.reload();
+        if let Err(e) = set_aside {
+            let _ = std::fs::rename(&aside, &conf);
+            self.reload();
+            let _ = ch.send(&Msg::Abort {
+                message: format!("the source cannot set its config aside: {e}"),
+            });
+            let f = Failure {
+                state: if online {
+                    State::Dumped
+                } else if running {
+                    State::Stopped
+                } else {
+                    State::Untouched
+                },
+                error: Error::new(
+                    Code::StopSource,
+                    format!("setting {} aside: {e}", conf.display()),
+                ),
+            };
+            let r = self.undo_source(veid, f, say);
+            drop(busy);
+            return r;
+        }
         // The commit: DEST keeps the VE; then (only then) it goes here.
         let committed = ch.send(&Msg::Commit).and_then(|()| expect(&mut ch, "Done"));
         // It runs at DEST from here: the end of the freeze.
@@ -472,28 +507,50 @@ impl Manager {
                 say(&format!("{}: VE {veid} started", peer.name));
             }
         }
-        if let Err(e) = committed {
-            return (
-                e.code,
-                format!(
-                    "VE {veid}: no answer from {} to the commit ({}): it may run there; it is \
-                     kept stopped here{} with its private area; check {} (`vzlist {veid}`) and, \
-                     if it does not run there, `vzctl {} {veid}` here",
-                    peer.name,
-                    e.message,
-                    if online {
-                        ", its dump in /vz/dump/Migrate.<VEID>"
+        match committed {
+            Ok(_) => {}
+            // DEST said no, after undoing all: the VE comes back here.
+            Err(e) if e.said => {
+                let _ = std::fs::rename(&aside, &conf);
+                self.reload();
+                let f = Failure {
+                    state: if online {
+                        State::Dumped
+                    } else if running {
+                        State::Stopped
                     } else {
-                        ""
+                        State::Untouched
                     },
-                    peer.name,
-                    if online {
-                        "restore --dumpfile /vz/dump/Migrate.<VEID>"
-                    } else {
-                        "start"
-                    }
-                ),
-            );
+                    error: e,
+                };
+                let r = self.undo_source(veid, f, say);
+                drop(busy);
+                return r;
+            }
+            Err(e) => {
+                return (
+                    e.code,
+                    format!(
+                        "VE {veid}: no answer from {} to the commit ({}): it may run there. Here \
+                         it is stopped, its config kept as {}{}; check {} (`vzlist {veid}`) and, \
+                         if it does not run there, rename the config back and `vzctl {} {veid}`",
+                        peer.name,
+                        e.message,
+                        aside.display(),
+                        if online {
+                            ", its dump in /vz/dump/Migrate.<VEID>"
+                        } else {
+                            ""
+                        },
+                        peer.name,
+                        if online {
+                            "restore --dumpfile /vz/dump/Migrate.<VEID>"
+                        } else {
+                            "start"
+                        }
+                    ),
+                );
+            }
         }
         let removed = self.retire(veid, req.remove_area);
         drop(busy);
@@ -574,6 +631,9 @@ impl Manager {
     fn retire(&self, veid: VeId, remove_area: bool) -> Result<(), String> {
         let conf = self.conf_path(veid);
         let migrated = suffixed(&conf, ".migrated");
+        // Set aside as `.migrating` before the commit.
+        let aside = suffixed(&conf, ".migrating");
+        let _ = std::fs::rename(&aside, &migrated);
         let r = if remove_area {
             let o = self.destroy(veid);
             let destroyed = suffixed(&conf, ".destroyed");
@@ -586,8 +646,7 @@ impl Manager {
                 Err(format!("removing VE {veid}'s copy here: {}", o.message))
             }
         } else {
-            std::fs::rename(&conf, &migrated)
-                .map_err(|e| format!("setting {} aside: {e}", conf.display()))
+            Ok(())
         };
         self.drop_migration_dumps(veid);
         self.reload();
@@ -657,8 +716,8 @@ impl Manager {
                         continue;
                     }
                     active.fetch_add(1, Ordering::SeqCst);
-                    let (m, active, keys) = (Arc::clone(&m), Arc::clone(&active), keys.clone());
-                    let _ = std::thread::Builder::new()
+                    let (m, slot, keys) = (Arc::clone(&m), Arc::clone(&active), keys.clone());
+                    let spawned = std::thread::Builder::new()
                         .name("vmmgr-migrate-in".into())
                         .spawn(move || {
                             let (conf, _) = Conf::load(&m.layout.config_dir);
@@ -666,8 +725,12 @@ impl Manager {
                                 Ok(ch) => m.receive(ch),
                                 Err(e) => log::warn!("migration: {e}"),
                             }
-                            active.fetch_sub(1, Ordering::SeqCst);
+                            slot.fetch_sub(1, Ordering::SeqCst);
                         });
+                    if let Err(e) = spawned {
+                        log::error!("migration: cannot start a thread: {e}");
+                        active.fetch_sub(1, Ordering::SeqCst);
+                    }
                 }
             });
     }
@@ -814,6 +877,20 @@ impl Manager {
         veid: VeId,
         offer: &Offer,
     ) -> Result<(PathBuf, super::Busy<'_>), (Code, String)> {
+        // Held from the first check: no local create comes in between.
+        let Some(busy) = self.begin(veid) else {
+            return Err((Code::Locked, format!("VE {veid} is locked here")));
+        };
+        if self.dump_path(&marker_name(veid)).exists() {
+            return Err((
+                Code::Exists,
+                format!(
+                    "an earlier migration of VE {veid} here was not undone ({} is there): \
+                     see the log; restart vmmgr to remove it",
+                    self.dump_path(&marker_name(veid)).display()
+                ),
+            ));
+        }
         self.reload();
         if self.conf_path(veid).exists() || self.is_running(veid) {
             return Err((
@@ -925,9 +1002,6 @@ impl Manager {
                 ),
             ));
         }
-        let Some(busy) = self.begin(veid) else {
-            return Err((Code::Locked, format!("VE {veid} is locked here")));
-        };
         Ok((private, busy))
     }
 
@@ -949,20 +1023,6 @@ impl Manager {
             .saturating_mul(3)
             .saturating_add(256 << 20);
         let mut got = 0u64;
-        let mut count = |n: u64| -> Result<(), Error> {
-            got = got.saturating_add(n);
-            if got > cap {
-                return Err(Error::new(
-                    Code::Copy,
-                    format!(
-                        "the source sent {} where it declared at most {}",
-                        mib(got),
-                        mib(cap)
-                    ),
-                ));
-            }
-            Ok(())
-        };
         let copy_err =
             |what: &str, e: std::io::Error| Error::new(Code::Copy, format!("{what}: {e}"));
         loop {
@@ -972,26 +1032,27 @@ impl Manager {
                     super::create::make_private(&staging, true, veid)
                         .map_err(|o| Error::new(Code::Copy, o.message))?;
                     keep.store(true, Ordering::SeqCst);
-                    count(
-                        ch.recv_part(|r| tree::unpack(&upper, r, tree::Kind::Private))?
-                            .1,
-                    )?;
+                    let n = ch
+                        .recv_part(cap - got, |r| tree::unpack(&upper, r, tree::Kind::Private))?
+                        .1;
+                    count(&mut got, cap, n)?;
                     ch.send(&Msg::Received)?;
                 }
                 Msg::Begin(Part::PrivateChanges) => {
-                    count(
-                        ch.recv_part(|r| tree::unpack(&upper, r, tree::Kind::Private))?
-                            .1,
-                    )?;
+                    let n = ch
+                        .recv_part(cap - got, |r| tree::unpack(&upper, r, tree::Kind::Private))?
+                        .1;
+                    count(&mut got, cap, n)?;
                     ch.send(&Msg::Received)?;
                 }
                 Msg::Begin(Part::Manifest) => {
-                    let (paths, n) = ch.recv_part(|r| {
+                    // (Held in memory: a bound of its own.)
+                    let (paths, n) = ch.recv_part((cap - got).min(64 << 20), |r| {
                         let mut v = Vec::new();
                         std::io::Read::read_to_end(&mut std::io::Read::take(r, cap), &mut v)?;
                         Ok(v)
                     })?;
-                    count(n)?;
+                    count(&mut got, cap, n)?;
                     tree::prune(&upper, &paths)
                         .map_err(|e| copy_err("removing what the source removed", e))?;
                     ch.send(&Msg::Received)?;
@@ -1027,10 +1088,10 @@ impl Manager {
                             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
                         })
                         .map_err(|e| copy_err(&format!("making {}", dir.display()), e))?;
-                    count(
-                        ch.recv_part(|r| tree::unpack(&dir, r, tree::Kind::Images))?
-                            .1,
-                    )?;
+                    let n = ch
+                        .recv_part(cap - got, |r| tree::unpack(&dir, r, tree::Kind::Images))?
+                        .1;
+                    count(&mut got, cap, n)?;
                     ch.send(&Msg::Received)?;
                 }
                 Msg::Restore { dump } if offer.online && dump == final_name(veid) => {
@@ -1052,6 +1113,13 @@ impl Manager {
                     if o.code != ExitCode::Ok {
                         return Err(Error::new(Code::StartDest, o.message));
                     }
+                    // Stopped tasks can be continued (a timer's SIGCONT, a
+                    // `vzctl exec`): the VE's cgroup is frozen as well, which
+                    // nothing in it can undo, until the commit.
+                    let cg = super::cgroup::dir(&self.layout.cgroup_root, veid);
+                    std::fs::write(cg.join("cgroup.freeze"), "1").map_err(|e| {
+                        Error::new(Code::StartDest, format!("freezing the restored VE: {e}"))
+                    })?;
                     self.sync_vz()?;
                     ch.send(&Msg::Ran {
                         ms: t.elapsed().as_millis() as u64,
@@ -1177,6 +1245,22 @@ impl Manager {
     }
 }
 
+/// Adds `n` to what came, failing past `cap` (what the offer declared).
+fn count(got: &mut u64, cap: u64, n: u64) -> Result<(), Error> {
+    *got = got.saturating_add(n);
+    if *got > cap {
+        return Err(Error::new(
+            Code::Copy,
+            format!(
+                "the source sent {} where it declared at most {}",
+                mib(*got),
+                mib(cap)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// What DEST does once the source commits.
 #[derive(Debug, Clone, Copy)]
 enum After {
@@ -1192,9 +1276,11 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// SIGCONT to every process in cgroup `cg` and below: a VE CRIU left
-/// stopped goes on.
+/// Thaws cgroup `cg`, then SIGCONT to every process in it and below: a
+/// VE CRIU left stopped goes on. (A process the VE itself had stopped
+/// goes on too.)
 fn resume(cg: &Path) -> std::io::Result<()> {
+    std::fs::write(cg.join("cgroup.freeze"), "0")?;
     let mut stack = vec![cg.to_owned()];
     while let Some(d) = stack.pop() {
         for pid in std::fs::read_to_string(d.join("cgroup.procs"))?.lines() {

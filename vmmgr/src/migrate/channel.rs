@@ -278,7 +278,8 @@ impl Channel {
     /// Receives the stream that a `Begin` just opened, handing its bytes to
     /// `take`, which must read to the end; then checks the length and hash
     /// `End` gives. `take`'s error is the caller's to undo.
-    pub fn recv_part<F, T>(&mut self, take: F) -> Result<(T, u64), Error>
+    /// More than `limit` bytes fail the stream as they come.
+    pub fn recv_part<F, T>(&mut self, limit: u64, take: F) -> Result<(T, u64), Error>
     where
         F: FnOnce(&mut PartReader<'_>) -> std::io::Result<T>,
     {
@@ -288,6 +289,7 @@ impl Channel {
             pos: 0,
             hash: sha2::Sha256::new(),
             bytes: 0,
+            limit,
             end: None,
             failed: None,
         };
@@ -377,6 +379,7 @@ pub struct PartReader<'a> {
     pos: usize,
     hash: sha2::Sha256,
     bytes: u64,
+    limit: u64,
     end: Option<(u64, [u8; 32])>,
     failed: Option<Error>,
 }
@@ -388,6 +391,15 @@ impl Read for PartReader<'_> {
                 return Ok(0);
             }
             match self.ch.recv() {
+                Ok(Msg::Data(d)) if self.bytes + d.len() as u64 > self.limit => {
+                    let e = Error::new(
+                        Code::Copy,
+                        format!("the source sent more than the {} bytes it may", self.limit),
+                    );
+                    let io = std::io::Error::other(e.message.clone());
+                    self.failed = Some(e);
+                    return Err(io);
+                }
                 Ok(Msg::Data(d)) => {
                     self.hash.update(&d);
                     self.bytes += d.len() as u64;
@@ -464,7 +476,7 @@ mod tests {
                         let m = ch.recv().expect("begin");
                         assert_eq!(m, Msg::Begin(Part::Manifest));
                         let (data, n) = ch
-                            .recv_part(|r| {
+                            .recv_part(u64::MAX, |r| {
                                 let mut v = Vec::new();
                                 r.read_to_end(&mut v)?;
                                 Ok(v)

@@ -202,19 +202,22 @@ const TOP: &str = ".";
 /// Writes `dir`'s tree to `out` as tar. With `before` (an earlier pass's
 /// manifest), entries that look unchanged since are left out; directories
 /// always go (cheap, and they carry their contents' removals' times).
-/// Returns this pass's manifest and what it sent.
+/// Returns this pass's manifest and what it sent. `strict` (the VE is
+/// stopped or frozen: nothing changes under the walk): any entry that
+/// cannot be read fails the pass, rather than being left to the next.
 pub fn pack(
     dir: &Path,
     before: Option<&Manifest>,
     out: impl Write,
+    strict: bool,
 ) -> std::io::Result<(Manifest, Sent)> {
-    walk(dir, before, out, true)
+    walk(dir, before, out, true, strict)
 }
 
 /// [`pack`] of `dir`'s own entries, leaving out its subdirectories (a
 /// final dump beside the pre-copy rounds already sent).
 pub fn pack_top(dir: &Path, out: impl Write) -> std::io::Result<()> {
-    walk(dir, None, out, false).map(|_| ())
+    walk(dir, None, out, false, true).map(|_| ())
 }
 
 fn walk(
@@ -222,7 +225,24 @@ fn walk(
     before: Option<&Manifest>,
     out: impl Write,
     descend: bool,
+    strict: bool,
 ) -> std::io::Result<(Manifest, Sent)> {
+    // An entry that cannot be read: skipped in a live pass, fatal in a
+    // strict one.
+    macro_rules! or_skip {
+        ($e:expr, $what:expr) => {
+            match $e {
+                Ok(v) => v,
+                Err(e) => {
+                    if strict {
+                        let e = std::io::Error::from(e);
+                        return Err(std::io::Error::new(e.kind(), format!("{}: {e}", $what)));
+                    }
+                    continue;
+                }
+            }
+        };
+    }
     let top = open_top(dir)?;
     let mut ar = tar::Builder::new(out);
     let mut manifest = Manifest {
@@ -235,12 +255,12 @@ fn walk(
     let mut stack: Vec<PathBuf> = vec![PathBuf::new()];
     let mut first = true;
     while let Some(rel) = stack.pop() {
-        let d = match open_dir_beneath(&top, &rel) {
-            Ok(d) => d,
-            // A directory the VE removed or replaced since its parent was
-            // read: what is there now goes in the next pass.
-            Err(_) if !first => continue,
-            Err(e) => return Err(e),
+        // (A directory the VE removed or replaced since its parent was
+        // read, in a live pass: what is there now goes in the next.)
+        let d = if first {
+            open_dir_beneath(&top, &rel)?
+        } else {
+            or_skip!(open_dir_beneath(&top, &rel), rel.display())
         };
         if first {
             first = false;
@@ -253,9 +273,7 @@ fn walk(
                 std::io::empty(),
             )?;
         }
-        let Ok(list) = rustix::fs::Dir::read_from(&d) else {
-            continue;
-        };
+        let list = or_skip!(rustix::fs::Dir::read_from(&d), rel.display());
         let mut names: Vec<OsString> = list
             .flatten()
             .map(|e| OsStr::from_bytes(e.file_name().to_bytes()).to_owned())
@@ -265,9 +283,10 @@ fn walk(
         let mut subdirs = Vec::new();
         for name in names {
             let path = rel.join(&name);
-            let Ok(st) = rustix::fs::statat(&d, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) else {
-                continue;
-            };
+            let st = or_skip!(
+                rustix::fs::statat(&d, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW),
+                path.display()
+            );
             let now = seen(&st);
             let kind = FileType::from_raw_mode(st.st_mode);
             let changed = match before.and_then(|b| b.entries.get(&path).map(|s| (s, b.began))) {
@@ -280,14 +299,15 @@ fn walk(
                 FileType::Directory if !descend => {}
                 FileType::Directory => {
                     manifest.entries.insert(path.clone(), now);
-                    let Ok(sub) = rustix::fs::openat(
-                        &d,
-                        name.as_os_str(),
-                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                        Mode::empty(),
-                    ) else {
-                        continue;
-                    };
+                    let sub = or_skip!(
+                        rustix::fs::openat(
+                            &d,
+                            name.as_os_str(),
+                            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                            Mode::empty(),
+                        ),
+                        path.display()
+                    );
                     let st = rustix::fs::fstat(&sub)?;
                     append(
                         &mut ar,
@@ -317,21 +337,23 @@ fn walk(
                         }
                         continue;
                     }
-                    let Ok(f) = rustix::fs::openat(
-                        &d,
-                        name.as_os_str(),
-                        OFlags::RDONLY
-                            | OFlags::NOFOLLOW
-                            | OFlags::NONBLOCK
-                            | OFlags::NOCTTY
-                            | OFlags::CLOEXEC,
-                        Mode::empty(),
-                    ) else {
-                        continue;
-                    };
+                    let f = or_skip!(
+                        rustix::fs::openat(
+                            &d,
+                            name.as_os_str(),
+                            OFlags::RDONLY
+                                | OFlags::NOFOLLOW
+                                | OFlags::NONBLOCK
+                                | OFlags::NOCTTY
+                                | OFlags::CLOEXEC,
+                            Mode::empty(),
+                        ),
+                        path.display()
+                    );
                     let st = rustix::fs::fstat(&f)?;
                     if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-                        continue;
+                        // Replaced under a live walk.
+                        or_skip!(Err(rustix::io::Errno::STALE), path.display());
                     }
                     let size = u64::try_from(st.st_size).unwrap_or(0);
                     let mut h = header(&st, tar::EntryType::Regular);
@@ -354,13 +376,13 @@ fn walk(
                     if !changed {
                         continue;
                     }
-                    let Ok(target) = rustix::fs::readlinkat(&d, name.as_os_str(), Vec::new())
-                    else {
-                        continue;
-                    };
+                    let target = or_skip!(
+                        rustix::fs::readlinkat(&d, name.as_os_str(), Vec::new()),
+                        path.display()
+                    );
                     let mut h = header(&st, tar::EntryType::Symlink);
-                    h.set_link_name_literal(target.as_bytes())?;
-                    append(&mut ar, &path, &h, &[], std::io::empty())?;
+                    // (A GNU long-link entry for a target over 100 bytes.)
+                    ar.append_link(&mut h, &path, OsStr::from_bytes(target.as_bytes()))?;
                     sent.entries += 1;
                 }
                 FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo => {
@@ -754,6 +776,8 @@ mod tests {
         )
         .expect("chmod");
         std::os::unix::fs::symlink("../etc/hostname", dir.join("link")).expect("symlink");
+        let long = format!("../{}/x", "d".repeat(150));
+        std::os::unix::fs::symlink(&long, dir.join("longlink")).expect("long symlink");
         std::fs::hard_link(dir.join("etc/hostname"), dir.join("hard")).expect("hardlink");
         let _ = rustix::fs::setxattr(
             dir.join("etc"),
@@ -765,7 +789,7 @@ mod tests {
 
     fn pack_to_vec(dir: &Path, before: Option<&Manifest>) -> (Vec<u8>, Manifest, Sent) {
         let mut out = Vec::new();
-        let (m, s) = pack(dir, before, &mut out).expect("pack");
+        let (m, s) = pack(dir, before, &mut out, true).expect("pack");
         (out, m, s)
     }
 
@@ -785,6 +809,8 @@ mod tests {
             std::fs::read_link(dst.path().join("link")).expect("link"),
             Path::new("../etc/hostname")
         );
+        let long = std::fs::read_link(dst.path().join("longlink")).expect("long link");
+        assert_eq!(long.as_os_str().len(), 155, "a target over 100 bytes");
         let hard = std::fs::metadata(dst.path().join("hard")).expect("hard");
         assert_eq!(hard.ino(), meta.ino(), "the hard link is one file again");
         let src_mtime = std::fs::metadata(src.path().join("etc/deep"))

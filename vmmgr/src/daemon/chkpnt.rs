@@ -379,7 +379,8 @@ fn note_of(dir: &Path) -> (Option<u32>, bool) {
     )
 }
 
-fn suffixed(dir: &Path, suffix: &str) -> PathBuf {
+/// `dir` with `.suffix` appended (`Dump.101` -> `Dump.101.used`).
+pub(super) fn suffixed(dir: &Path, suffix: &str) -> PathBuf {
     let mut s = dir.as_os_str().to_owned();
     s.push(".");
     s.push(suffix);

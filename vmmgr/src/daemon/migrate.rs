@@ -17,6 +17,7 @@
 //! before the commit removes all of it, and a boot after a crash removes
 //! what a marker names.
 
+use super::chkpnt::suffixed;
 use super::Manager;
 use crate::config::VeId;
 use crate::exitcode::ExitCode;
@@ -73,12 +74,6 @@ const ROUND: &str = "pre.";
 
 fn marker_name(veid: VeId) -> String {
     format!("Incoming.{veid}")
-}
-
-fn suffixed(p: &Path, suffix: &str) -> PathBuf {
-    let mut s = p.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
 }
 
 /// Names the stage an error came in; a link that broke or timed out there
@@ -469,7 +464,7 @@ impl Manager {
         // happens from here (no answer, a crash, a reboot), this appliance
         // does not start the VE again by itself.
         let conf = self.conf_path(veid);
-        let aside = suffixed(&conf, ".migrating");
+        let aside = suffixed(&conf, "migrating");
         let set_aside = std::fs::rename(&conf, &aside)
             .and_then(|()| sync_dir(conf.parent().unwrap_or(Path::new("/"))));
         self.reload();
@@ -480,13 +475,7 @@ impl Manager {
                 message: format!("the source cannot set its config aside: {e}"),
             });
             let f = Failure {
-                state: if online {
-                    State::Dumped
-                } else if running {
-                    State::Stopped
-                } else {
-                    State::Untouched
-                },
+                state: State::after_freeze(online, running),
                 error: Error::new(
                     Code::StopSource,
                     format!("setting {} aside: {e}", conf.display()),
@@ -514,13 +503,7 @@ impl Manager {
                 let _ = std::fs::rename(&aside, &conf);
                 self.reload();
                 let f = Failure {
-                    state: if online {
-                        State::Dumped
-                    } else if running {
-                        State::Stopped
-                    } else {
-                        State::Untouched
-                    },
+                    state: State::after_freeze(online, running),
                     error: e,
                 };
                 let r = self.undo_source(veid, f, say);
@@ -630,13 +613,13 @@ impl Manager {
     /// `keep`, its dumps removed.
     fn retire(&self, veid: VeId, remove_area: bool) -> Result<(), String> {
         let conf = self.conf_path(veid);
-        let migrated = suffixed(&conf, ".migrated");
+        let migrated = suffixed(&conf, "migrated");
         // Set aside as `.migrating` before the commit.
-        let aside = suffixed(&conf, ".migrating");
+        let aside = suffixed(&conf, "migrating");
         let _ = std::fs::rename(&aside, &migrated);
         let r = if remove_area {
             let o = self.destroy(veid);
-            let destroyed = suffixed(&conf, ".destroyed");
+            let destroyed = suffixed(&conf, "destroyed");
             if destroyed.exists() {
                 let _ = std::fs::rename(&destroyed, &migrated);
             }
@@ -777,9 +760,9 @@ impl Manager {
             }
         }
         let private = self.incoming_private(veid);
-        let staging = suffixed(&private, ".incoming");
+        let staging = suffixed(&private, "incoming");
         if keep {
-            let partial = suffixed(&private, ".partial");
+            let partial = suffixed(&private, "partial");
             let _ = std::fs::remove_dir_all(&partial);
             let from = if staging.exists() { &staging } else { &private };
             let _ = std::fs::rename(from, &partial);
@@ -1013,7 +996,7 @@ impl Manager {
         ch: &mut Channel,
         keep: &std::sync::atomic::AtomicBool,
     ) -> Result<String, Error> {
-        let staging = suffixed(private, ".incoming");
+        let staging = suffixed(private, "incoming");
         let upper = staging.join("upper");
         // At most what the offer declared, with room for the pre-copy
         // rounds sending pages again.
@@ -1313,6 +1296,19 @@ enum State {
     Dumped,
     /// DEST may have started it: it stops it without a commit.
     Uncertain,
+}
+
+impl State {
+    /// Once frozen (live: dumped) or stopped (offline, if it ran).
+    fn after_freeze(online: bool, running: bool) -> State {
+        if online {
+            State::Dumped
+        } else if running {
+            State::Stopped
+        } else {
+            State::Untouched
+        }
+    }
 }
 
 #[derive(Debug)]

@@ -114,6 +114,16 @@ fn read_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> 
 }
 
 impl Channel {
+    fn new(stream: TcpStream, noise: snow::TransportState, peer: Peer) -> Channel {
+        Channel {
+            stream,
+            noise,
+            peer,
+            buf: Vec::new(),
+            plain: vec![0u8; MAX_FRAME],
+        }
+    }
+
     /// Connects to `peer` and runs the handshake as initiator: `peer` must
     /// prove it holds the key `migrate.conf` names for it.
     pub fn connect(peer: &Peer, own: &Keys) -> Result<Channel, Error> {
@@ -162,13 +172,7 @@ impl Channel {
         let n = hs.write_message(&[], &mut msg).map_err(hs_err)?;
         write_frame(&mut stream, &msg[..n]).map_err(io_err)?;
         let noise = hs.into_transport_mode().map_err(hs_err)?;
-        Ok(Channel {
-            stream,
-            noise,
-            peer: peer.clone(),
-            buf: Vec::new(),
-            plain: vec![0u8; MAX_FRAME],
-        })
+        Ok(Channel::new(stream, noise, peer.clone()))
     }
 
     /// Runs the handshake as responder on an accepted connection: the
@@ -204,13 +208,7 @@ impl Channel {
         };
         let noise = hs.into_transport_mode().map_err(hs_err)?;
         let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
-        Ok(Channel {
-            stream,
-            noise,
-            peer: peer.clone(),
-            buf: Vec::new(),
-            plain: vec![0u8; MAX_FRAME],
-        })
+        Ok(Channel::new(stream, noise, peer.clone()))
     }
 
     pub fn set_read_timeout(&self, t: Duration) {

@@ -104,6 +104,7 @@ fn main() -> anyhow::Result<()> {
         netif: vec![],
         netdev: vec![],
         restore: None,
+        checkpoint: true,
     };
     // A group left by an interrupted run (the cgroup2 hierarchy outlives it).
     let _ = std::fs::remove_dir(&spec.cgroup);

@@ -120,13 +120,16 @@ fn chkpnt_and_restore_keep_processes_network_and_locks() -> anyhow::Result<()> {
     let kcore = a.run_ok("vzctl exec 101 'head -c 1 /proc/kcore | wc -c' </dev/null")?;
     assert_eq!(kcore.trim(), "0", "/proc/kcore reads as /dev/null");
 
-    // A process in a mount namespace of its own would come back with
-    // unlocked masks: chkpnt says so before freezing anything.
-    a.run_ok("vzctl exec 101 '(unshare -m sleep 600 </dev/null >/dev/null 2>&1 &)' </dev/null")?;
-    let (out, rc) = a.run_rc("vzctl chkpnt 101")?;
-    assert_eq!(rc, 16, "{out}");
-    assert!(out.contains("mount namespace of its own"), "{out}");
-    a.run_ok("vzctl exec 101 'killall sleep' </dev/null")?;
+    // CHECKPOINT="yes" (the default): VE root cannot make a namespace of
+    // its own (CRIU could not dump it), in a restored VE too, and neither
+    // can a command run with `vzctl exec`.
+    for flags in ["-U", "-m", "-n", "-p -f", "-u", "-i", "-r"] {
+        let (out, rc) = a.run_rc(&format!(
+            "vzctl exec2 101 'unshare {flags} true' </dev/null"
+        ))?;
+        assert_ne!(rc, 0, "unshare {flags} in a checkpointable VE: {out}");
+        assert!(out.contains("not permitted"), "unshare {flags}: {out}");
+    }
     // So does a copy of /proc elsewhere (it would come back unlocked).
     a.run_ok("vzctl exec 101 'mkdir -p /x/proc && mount -o rbind /proc /x/proc' </dev/null")?;
     let (out, rc) = a.run_rc("vzctl chkpnt 101")?;
@@ -151,8 +154,19 @@ fn chkpnt_and_restore_keep_processes_network_and_locks() -> anyhow::Result<()> {
         "a fresh proc under a stacked /proc after a restore: {out}"
     );
 
+    // With CHECKPOINT="no" the VE may make namespaces, and chkpnt says
+    // why it cannot save it before freezing anything. (VE 101 lost its
+    // /proc to the attack above: a fresh start in any case.)
+    a.run_ok("vzctl --quiet set 101 --checkpoint no --save")?;
+    a.run_ok("vzctl --quiet stop 101 && vzctl --quiet start 101")?;
+    a.run_ok("vzctl exec 101 '(unshare -m sleep 600 </dev/null >/dev/null 2>&1 &)' </dev/null")?;
+    let (out, rc) = a.run_rc("vzctl chkpnt 101")?;
+    assert_eq!(rc, 16, "{out}");
+    assert!(out.contains("CHECKPOINT=\"no\""), "{out}");
+    a.run_ok("vzctl status 101 | grep -q running")?;
+    a.run_ok("vzctl --quiet set 101 --checkpoint yes --save")?;
+
     // A dump of another VE is refused, and a fresh start drops a stale one.
-    // (VE 101 lost its /proc to the attack above: a fresh start first.)
     a.run_ok("vzctl --quiet stop 101 && vzctl --quiet start 101")?;
     a.run_ok("vzctl chkpnt 101 >/dev/null")?;
     a.run_ok(
@@ -169,6 +183,45 @@ fn chkpnt_and_restore_keep_processes_network_and_locks() -> anyhow::Result<()> {
         !ps.contains("count.sh"),
         "a fresh start runs no counter:\n{ps}"
     );
+
+    // A systemd VE (debian-12-minimal): systemd's /dev entries, its own
+    // cgroups and their controllers come back with it; no unit fails, its
+    // services keep their processes, and journald still takes messages
+    // through /dev/log.
+    a.run_ok("vzctl --quiet create 301 --ostemplate debian-12-minimal")?;
+    a.run_ok("vzctl --quiet set 301 --ipadd 192.0.2.31 --save && vzctl --quiet start 301")?;
+    a.run_ok(
+        "i=0; until vzctl exec 301 systemctl is-system-running </dev/null | grep -qx running \
+         || [ $i -ge 90 ]; do i=$((i+1)); sleep 1; done",
+    )?;
+    let journald = a.run_ok("vzctl exec 301 pidof systemd-journald </dev/null")?;
+    let out = a.run_ok("vzctl chkpnt 301")?;
+    println!(
+        "checkpoint: systemd VE: {}",
+        out.lines().last().unwrap_or("")
+    );
+    let out = a.run_ok("vzctl restore 301")?;
+    println!(
+        "checkpoint: systemd VE: {}",
+        out.lines().last().unwrap_or("")
+    );
+    let state = a.run_ok("vzctl exec 301 systemctl is-system-running </dev/null")?;
+    assert_eq!(state.trim(), "running", "after the restore");
+    assert_eq!(
+        a.run_ok("vzctl exec 301 pidof systemd-journald </dev/null")?,
+        journald,
+        "journald kept its process"
+    );
+    a.run_ok("vzctl exec 301 'logger -t vztest after-restore && sleep 1' </dev/null")?;
+    let log = a.run_ok("vzctl exec 301 'journalctl -q -t vztest --no-pager' </dev/null")?;
+    assert!(log.contains("after-restore"), "{log}");
+    // systemd manages its groups as before: a unit starts and stops.
+    a.run_ok(
+        "vzctl exec 301 'systemd-run --unit vztest sleep 600 && systemctl stop vztest' </dev/null",
+    )?;
+    let failed = a.run_ok("vzctl exec 301 'systemctl --failed --plain --no-legend' </dev/null")?;
+    assert_eq!(failed.trim(), "", "failed units after the restore");
+    a.run_ok("vzctl --quiet stop 301")?;
 
     // VE_STOP_MODE=suspend: an appliance reboot does not restart the VE's
     // services; they go on where they were.

@@ -125,21 +125,33 @@ impl TimelineRecord {
 pub struct VeRecord {
     pub pid: i32,
     pub start_time: u64,
+    /// Started with CHECKPOINT=yes (no namespaces of its own): `c`.
+    pub checkpoint: bool,
 }
 
 impl VeRecord {
     pub fn render(&self) -> String {
-        format!("{} {}\n", self.pid, self.start_time)
+        let c = if self.checkpoint { " c" } else { "" };
+        format!("{} {}{c}\n", self.pid, self.start_time)
     }
 
     pub fn parse(text: &str) -> Option<VeRecord> {
         let mut f = text.split_whitespace();
         let pid = f.next()?.parse::<i32>().ok().filter(|p| *p > 0)?;
         let start_time = f.next()?.parse::<u64>().ok()?;
+        let checkpoint = match f.next() {
+            None => false,
+            Some("c") => true,
+            Some(_) => return None,
+        };
         if f.next().is_some() {
             return None;
         }
-        Some(VeRecord { pid, start_time })
+        Some(VeRecord {
+            pid,
+            start_time,
+            checkpoint,
+        })
     }
 }
 
@@ -189,12 +201,16 @@ mod tests {
 
     #[test]
     fn ve_records_round_trip_and_junk_is_refused() {
-        let r = VeRecord {
-            pid: 4242,
-            start_time: 123_456,
-        };
-        assert_eq!(VeRecord::parse(&r.render()), Some(r));
-        for bad in ["", "12", "x 1", "0 5", "-3 5", "1 2 3", "1 -2"] {
+        for checkpoint in [false, true] {
+            let r = VeRecord {
+                pid: 4242,
+                start_time: 123_456,
+                checkpoint,
+            };
+            assert_eq!(VeRecord::parse(&r.render()), Some(r));
+        }
+        assert_eq!(VeRecord::parse("7 8").map(|r| r.checkpoint), Some(false));
+        for bad in ["", "12", "x 1", "0 5", "-3 5", "1 2 3", "1 -2", "1 2 c c"] {
             assert_eq!(VeRecord::parse(bad), None, "{bad:?}");
         }
     }

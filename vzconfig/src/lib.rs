@@ -347,6 +347,13 @@ pub const KEYS: &[KeyDef] = &[
         .live()
         .kind(ValueKind::Number)
         .option("--stop-timeout"),
+    // Ours: whether the VE may be checkpointed and live-migrated; "yes"
+    // makes new namespaces fail inside it (CRIU cannot dump most nested
+    // ones), from its next start.
+    KeyDef::per_ve("CHECKPOINT")
+        .live()
+        .kind(ValueKind::YesNo)
+        .option("--checkpoint"),
     KeyDef::per_ve("LOCAL_UID"),
     KeyDef::per_ve("LOCAL_GID"),
     // OpenVZ per-VE keys accepted with a warning: not implemented yet.
@@ -952,6 +959,9 @@ pub struct VeConfig {
     pub ve_private: PathBuf,
     pub disabled: bool,
     pub stop_timeout: u32,
+    /// CHECKPOINT (ours, default yes): the VE may be checkpointed, so it
+    /// may not make namespaces of its own.
+    pub checkpoint: bool,
     pub local_uid: u32,
     pub local_gid: u32,
     pub origin_sample: Option<String>,
@@ -1044,6 +1054,7 @@ pub fn set_param(def: &KeyDef, v: &str) -> Result<proto::SetParam, String> {
         "BOOTORDER" => P::BootOrder(num()?),
         "DISABLED" => P::Disabled(flag()?),
         "STOP_TIMEOUT" => P::StopTimeout(num()?),
+        "CHECKPOINT" => P::Checkpoint(flag()?),
         "CPUUNITS" => P::CpuUnits(resources::parse_cpuunits(v)?),
         "CPULIMIT" => P::CpuLimit(resources::parse_cpulimit(v)?),
         "CPUS" => P::Cpus(resources::parse_cpus(v)?),
@@ -1158,6 +1169,7 @@ pub fn set_param_entry(p: &proto::SetParam) -> (&'static str, String) {
         P::BootOrder(n) => ("BOOTORDER", n.to_string()),
         P::Disabled(b) => ("DISABLED", yes(*b)),
         P::StopTimeout(n) => ("STOP_TIMEOUT", n.to_string()),
+        P::Checkpoint(b) => ("CHECKPOINT", yes(*b)),
         P::CpuUnits(n) => ("CPUUNITS", n.to_string()),
         P::CpuLimit(n) => ("CPULIMIT", n.to_string()),
         P::Cpus(n) => ("CPUS", n.to_string()),
@@ -1292,6 +1304,7 @@ pub fn validate_ve(
     };
     let onboot = flag("ONBOOT", false, &mut errors);
     let disabled = flag("DISABLED", false, &mut errors);
+    let checkpoint = flag("CHECKPOINT", true, &mut errors);
     let number = |k: &str, default: u32, errors: &mut Vec<Diag>| match get(k) {
         None => default,
         Some((v, origin)) => match check_key_value(k, v) {
@@ -1504,6 +1517,7 @@ pub fn validate_ve(
         ve_private,
         disabled,
         stop_timeout,
+        checkpoint,
         local_uid,
         local_gid,
         origin_sample: get("ORIGIN_SAMPLE").map(|(v, _)| v.to_owned()),
@@ -1931,7 +1945,7 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), KEYS.len(), "a key is listed twice");
-        assert_eq!(KEYS.len(), 138);
+        assert_eq!(KEYS.len(), 139);
         assert!(KEYS.iter().all(|k| k
             .name
             .bytes()
@@ -1940,7 +1954,7 @@ mod tests {
         assert_eq!(count(&|k| k.scope == Scope::Global), 38);
         assert_eq!(
             count(&|k| k.scope != Scope::Global && k.status == Status::Implemented),
-            54
+            55
         );
         assert_eq!(
             count(&|k| k.scope != Scope::Global && k.status == Status::NotYet),

@@ -184,6 +184,8 @@ pub enum SetParam {
     /// `--netdev_add NAME`, `--netdev_del NAME`.
     NetDevAdd(Name),
     NetDevDel(Name),
+    /// `--checkpoint yes|no` (CHECKPOINT, ours).
+    Checkpoint(bool),
 }
 
 /// Beancounters in the order `/proc/user_beancounters` prints them (the
@@ -324,6 +326,9 @@ pub struct VeInfo {
     /// Forwarded appliance ports (ours, PORTFWD): in force while it runs,
     /// else as configured.
     pub portfwd: Text,
+    /// The running VE was started with CHECKPOINT=yes: no namespaces of
+    /// its own (`vzctl exec` gives its commands the same filter).
+    pub checkpoint: bool,
 }
 
 /// A partition of the appliance and how it was found at boot.
@@ -445,6 +450,8 @@ pub struct SetupSpec {
     /// from (its root is built as for a start, then CRIU brings back the
     /// processes, mounts and network namespace).
     pub restore: Text,
+    /// CHECKPOINT: the VE's filter denies new namespaces.
+    pub checkpoint: bool,
 }
 
 /// The steps of a `vesetup` run, in the order of `SetupReply::Started`'s

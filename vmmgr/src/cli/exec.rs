@@ -30,6 +30,8 @@ struct Init {
     veid: u32,
     pid: i32,
     start_time: u64,
+    /// Started with CHECKPOINT=yes: commands get the same filter.
+    checkpoint: bool,
 }
 
 fn running_init(veid: u32) -> Result<Init, Failure> {
@@ -44,6 +46,7 @@ fn running_init(veid: u32) -> Result<Init, Failure> {
                 veid,
                 pid: i.init_pid as i32,
                 start_time: i.init_start,
+                checkpoint: i.checkpoint,
             })
         }
         Ok(Response::VeDone { info: Some(i), .. }) if !i.exists => {
@@ -141,8 +144,11 @@ pub fn enter(veid: u32, command: &[OsString]) -> Result<(), Failure> {
 
 fn run(init: &Init, argv: &[OsString], stdio: Stdio, input: Option<&[u8]>) -> Result<i32, Failure> {
     // Everything the joiner needs from the appliance is read now.
-    let policy = ProcessPolicy::load(Path::new(crate::policy::POLICY_DIR))
-        .map_err(|e| (format!("the VE policy: {e}"), ExitCode::System))?;
+    let policy = ProcessPolicy::load(
+        Path::new(crate::policy::POLICY_DIR),
+        crate::policy::nested_for(init.checkpoint),
+    )
+    .map_err(|e| (format!("the VE policy: {e}"), ExitCode::System))?;
     let init_fd = crate::runstate::open_init(init.pid, init.start_time)
         .map_err(|e| (format!("VE {}: {e}", init.veid), ExitCode::NotRunning))?;
     let ve_cgroup = Path::new(CGROUP_ROOT).join(init.veid.to_string());

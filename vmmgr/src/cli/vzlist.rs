@@ -874,6 +874,7 @@ mod tests {
             root: Default::default(),
             ip: Default::default(),
             portfwd: Default::default(),
+            checkpoint: false,
         }
     }
 
@@ -1058,6 +1059,7 @@ pub(crate) mod tests_support {
             root: Default::default(),
             ip: Default::default(),
             portfwd: Default::default(),
+            checkpoint: false,
         }
     }
 }

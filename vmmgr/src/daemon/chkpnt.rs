@@ -102,6 +102,60 @@ impl Manager {
         Ok(self.layout.on_disk(&dir))
     }
 
+    /// What CRIU cannot bring back as it was, said before anything is
+    /// frozen: `Err` says why running VE `veid` (init `pid`) cannot be
+    /// checkpointed and what to do; `Ok` has its id range's start.
+    pub(super) fn checkpointable(&self, veid: VeId, pid: i32) -> Result<(u32, u32), String> {
+        let started_for_it = self.lock().running.get(&veid).is_some_and(|r| r.checkpoint);
+        let ids = match self.config_of(veid) {
+            Some(Ok(cfg)) if cfg.netif.is_empty() && cfg.netdev.is_empty() => {
+                (cfg.local_uid, cfg.local_gid)
+            }
+            Some(Ok(_)) => {
+                return Err(format!(
+                    "VE {veid}: a VE with NETIF or NETDEV interfaces cannot be checkpointed yet \
+                     (only its routed venet0 is restored); stop it instead"
+                ))
+            }
+            _ => {
+                return Err(format!(
+                    "VE {veid}: its config is missing or invalid (see `vzlist -a`); fix it \
+                     before checkpointing"
+                ))
+            }
+        };
+        if !started_for_it {
+            return Err(format!(
+                "VE {veid} was started with CHECKPOINT=\"no\" (it may make namespaces of its \
+                 own, which CRIU cannot dump): `vzctl set {veid} --checkpoint yes --save` and \
+                 restart it, or stop it instead"
+            ));
+        }
+        let cg = crate::daemon::cgroup::dir(&self.layout.cgroup_root, veid);
+        crate::criu::own_namespaces(&cg, pid).map_err(|why| {
+            format!("VE {veid}: {why}; it cannot be checkpointed, stop it instead")
+        })?;
+        let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+        let stray = crate::criu::stray_kernfs(&info);
+        if !stray.is_empty() {
+            return Err(format!(
+                "VE {veid}: proc or sysfs is mounted outside /proc and /sys ({}), which a \
+                 restore cannot lock; unmount it in the VE first",
+                stray.join(", ")
+            ));
+        }
+        let undumpable = crate::criu::undumpable_mounts(&info);
+        if !undumpable.is_empty() {
+            return Err(format!(
+                "VE {veid}: CRIU cannot save what is mounted at {} (a systemd unit with \
+                 LoadCredential= mounts one: reset it in a drop-in, as the debian-12 templates \
+                 do); unmount it or stop that unit in the VE first",
+                undumpable.join(", ")
+            ));
+        }
+        Ok(ids)
+    }
+
     /// Checkpoints a running VE into its images directory; it stops when
     /// the dump is complete, and keeps running if the dump fails.
     pub fn chkpnt(&self, veid: VeId, given: Option<&str>) -> Outcome {
@@ -136,38 +190,11 @@ impl Manager {
             Ok(d) => d,
             Err(o) => return o,
         };
-        match self.config_of(veid) {
-            Some(Ok(cfg)) if cfg.netif.is_empty() && cfg.netdev.is_empty() => {}
-            Some(Ok(_)) => {
-                return fail(format!(
-                    "VE {veid}: a VE with NETIF or NETDEV interfaces cannot be checkpointed yet \
-                     (only its routed venet0 is restored); stop it instead"
-                ))
-            }
-            _ => {
-                return fail(format!(
-                    "VE {veid}: its config is missing or invalid (see `vzlist -a`); fix it \
-                     before checkpointing"
-                ))
-            }
-        }
+        let ids = match self.checkpointable(veid, pid) {
+            Ok(ids) => ids,
+            Err(why) => return fail(why),
+        };
         let cg = crate::daemon::cgroup::dir(&self.layout.cgroup_root, veid);
-        // What CRIU cannot bring back as it was, said before anything is
-        // frozen.
-        if let Err(why) = crate::criu::one_mount_namespace(&cg, pid) {
-            return fail(format!(
-                "VE {veid}: {why}; it cannot be checkpointed, stop it instead"
-            ));
-        }
-        let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
-        let stray = crate::criu::stray_kernfs(&info);
-        if !stray.is_empty() {
-            return fail(format!(
-                "VE {veid}: proc or sysfs is mounted outside /proc and /sys ({}), which a \
-                 restore cannot lock; unmount it in the VE first",
-                stray.join(", ")
-            ));
-        }
         if dir.join(INVENTORY).exists() {
             return fail(format!(
                 "VE {veid}: a dump is already at {}: restore it (`vzctl restore {veid}`) or \
@@ -200,6 +227,34 @@ impl Manager {
         if let Err(e) = made {
             let _ = std::fs::remove_dir_all(&dir);
             return fail(format!("VE {veid}: preparing {}: {e}", dir.display()));
+        }
+        // Its /dev, which CRIU leaves to us (`criu::dev`): read just before
+        // the freeze.
+        // And its own cgroups, which CRIU makes again without their
+        // controllers and owner (`criu::cgroups`).
+        let delegated = crate::daemon::cgroup::delegated(&cg);
+        let records = [
+            (
+                "its /dev",
+                crate::criu::dev::RECORD,
+                crate::criu::dev::record(pid, ids, crate::config::ID_RANGE),
+            ),
+            (
+                "its cgroups",
+                crate::criu::cgroups::RECORD,
+                crate::criu::cgroups::record(&delegated),
+            ),
+        ];
+        for (what, name, raw) in records {
+            let written = raw.and_then(|raw| {
+                std::fs::write(dir.join(name), raw).map_err(|e| format!("writing {name}: {e}"))
+            });
+            if let Err(e) = written {
+                let _ = std::fs::remove_dir_all(&dir);
+                return fail(format!(
+                    "VE {veid}: recording {what}: {e}; nothing was frozen, the VE keeps running"
+                ));
+            }
         }
         // Its init's end is the dump's, not a reboot.
         self.lock().stopping.insert(veid);

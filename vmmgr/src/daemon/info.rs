@@ -14,6 +14,7 @@ impl Manager {
             .running
             .get(&veid)
             .map(|r| (r.pid, r.started.elapsed().as_secs(), r.start_time));
+        let checkpoint = st.running.get(&veid).is_some_and(|r| r.checkpoint);
         let mounted = st.mounted.contains(&veid);
         drop(st);
         let numproc = running.map(|_| {
@@ -56,6 +57,7 @@ impl Manager {
             root: Text::new(),
             ip: proto::LongText::new(),
             portfwd: Text::new(),
+            checkpoint,
         };
         match cfg {
             Some(Ok(c)) => {

@@ -215,14 +215,15 @@ impl Manager {
                 )
             }
         };
-        if online && (!cfg.netif.is_empty() || !cfg.netdev.is_empty()) {
-            return (
-                Code::StopSource,
-                format!(
-                    "VE {veid} has NETIF or NETDEV interfaces, which cannot be checkpointed yet; \
-                     migrate it offline (without --online)"
-                ),
-            );
+        if online {
+            // What would make the final dump fail, said before anything moves.
+            let pid = self.lock().running.get(&veid).map_or(0, |r| r.pid);
+            if let Err(why) = self.checkpointable(veid, pid) {
+                return (
+                    Code::StopSource,
+                    format!("{why}; or migrate it offline (without --online)"),
+                );
+            }
         }
         let private = match self.private_of(veid) {
             Ok(p) => p,

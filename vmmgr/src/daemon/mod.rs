@@ -124,6 +124,9 @@ struct Running {
     /// The halt signal of the template version it started with (`None`
     /// when adopted after a vmmgr restart).
     halt_signal: Option<i32>,
+    /// Started with CHECKPOINT=yes (or restored): it cannot have made
+    /// namespaces of its own, so CRIU can dump it.
+    checkpoint: bool,
 }
 
 #[derive(Debug, Default)]

@@ -66,6 +66,7 @@ impl Manager {
             netif: cfg.netif.iter().map(|n| n.filled(veid.get())).collect(),
             netdev: cfg.netdev.clone(),
             restore: None,
+            checkpoint: cfg.checkpoint,
         }
     }
 
@@ -161,6 +162,9 @@ impl Manager {
         let fresh = restore.is_none();
         let mut spec = self.spec(&cfg, lower);
         spec.restore = restore;
+        // A restored VE runs under the filter it was dumped with, and only
+        // VEs started with CHECKPOINT=yes are dumped.
+        let checkpoint = spec.checkpoint || !fresh;
         if let Err(e) = std::fs::create_dir_all(&spec.root) {
             return Outcome::fail(
                 ExitCode::System,
@@ -247,6 +251,7 @@ impl Manager {
         let record = VeRecord {
             pid,
             start_time: start,
+            checkpoint,
         };
         let path = self.layout.state_dir.join(veid.to_string());
         if let Err(e) = crate::runstate::write(&record, &path) {
@@ -292,7 +297,7 @@ impl Manager {
             veid,
             (cfg.limits.devnodes.clone(), cfg.limits.devices.clone()),
         );
-        self.track(veid, pid, start, fd, Some(halt));
+        self.track(veid, pid, start, fd, Some(halt), checkpoint);
         steps.mark("track");
         // The step breakdown (ms; `vesetup` is its whole run, the steps
         // after it are its parts): the start benchmarks read this line.

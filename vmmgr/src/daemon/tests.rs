@@ -266,6 +266,7 @@ fn adoption_reads_records_and_drops_stale_ones() {
     let rec = crate::runstate::VeRecord {
         pid: me,
         start_time: crate::runstate::start_time(me).expect("own start time"),
+        checkpoint: true,
     };
     crate::runstate::write(&rec, &run.join("101")).expect("record");
     std::fs::write(run.join("102"), "1 12345\n").expect("stale");
@@ -273,6 +274,7 @@ fn adoption_reads_records_and_drops_stale_ones() {
     f.m.adopt();
     assert!(f.m.is_running(veid(101)));
     assert_eq!(f.m.info(veid(101)).init_pid, me as u32);
+    assert!(f.m.info(veid(101)).checkpoint, "as recorded");
     assert!(!f.m.is_running(veid(102)));
     assert!(!run.join("102").exists() && !run.join("103").exists());
     assert!(Path::new(&run.join("101")).exists());

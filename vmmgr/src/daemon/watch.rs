@@ -45,6 +45,7 @@ impl Manager {
             let Some(VeRecord {
                 pid,
                 start_time: st,
+                checkpoint,
             }) = VeRecord::parse(&text)
             else {
                 log::warn!(
@@ -76,7 +77,7 @@ impl Manager {
                     });
             }
             // Adopted: the halt signal comes from the installed template.
-            self.track(veid, pid, st, fd, None);
+            self.track(veid, pid, st, fd, None, checkpoint);
         }
     }
 
@@ -87,6 +88,7 @@ impl Manager {
         start_time: u64,
         fd: OwnedFd,
         halt_signal: Option<i32>,
+        checkpoint: bool,
     ) {
         let fd = Arc::new(fd);
         let mut st = self.lock();
@@ -99,6 +101,7 @@ impl Manager {
                 pidfd: Arc::clone(&fd),
                 started: Instant::now(),
                 halt_signal,
+                checkpoint,
             },
         );
         drop(st);

@@ -30,17 +30,26 @@ pub struct ProcessPolicy {
 }
 
 impl ProcessPolicy {
-    /// Reads `capabilities` and `seccomp` of `dir`; errors name file and line.
-    pub fn load(dir: &Path) -> Result<ProcessPolicy, String> {
+    /// Reads `capabilities` and `seccomp` of `dir` (with the rules for
+    /// `nested` namespaces); errors name file and line.
+    pub fn load(dir: &Path, nested: seccomp::NestedNamespaces) -> Result<ProcessPolicy, String> {
         let path = dir.join("capabilities");
         let text = std::fs::read_to_string(&path)
             .map_err(|e| format!("reading {}: {e}", path.display()))?;
         let keep_caps = caps::parse_keep_list(&text).map_err(|(line, name)| {
             format!("{}:{line}: unknown capability {name:?}", path.display())
         })?;
-        let seccomp =
-            seccomp::load(dir, seccomp::NestedNamespaces::Allow).map_err(|e| e.to_string())?;
+        let seccomp = seccomp::load(dir, nested).map_err(|e| e.to_string())?;
         Ok(ProcessPolicy { keep_caps, seccomp })
+    }
+}
+
+/// The nested-namespace rules of a VE whose CHECKPOINT is `checkpoint`.
+pub fn nested_for(checkpoint: bool) -> seccomp::NestedNamespaces {
+    if checkpoint {
+        seccomp::NestedNamespaces::Deny
+    } else {
+        seccomp::NestedNamespaces::Allow
     }
 }
 
@@ -52,14 +61,16 @@ mod tests {
             env!("CARGO_MANIFEST_DIR"),
             "/../rootfs/etc/vzpolicy"
         ));
-        let p = super::ProcessPolicy::load(dir).expect("shipped policy");
+        let p = super::ProcessPolicy::load(dir, super::seccomp::NestedNamespaces::Deny)
+            .expect("shipped policy");
         assert!(
             p.keep_caps.contains(&21),
             "SYS_ADMIN is kept in the VE's namespaces"
         );
         let d = tempfile::tempdir().expect("tempdir");
         std::fs::write(d.path().join("capabilities"), "CHOWN\nNOT_A_CAP\n").expect("write");
-        let e = super::ProcessPolicy::load(d.path()).expect_err("bad cap");
+        let e = super::ProcessPolicy::load(d.path(), super::seccomp::NestedNamespaces::Allow)
+            .expect_err("bad cap");
         assert!(
             e.contains("capabilities:2") && e.contains("NOT_A_CAP"),
             "{e}"

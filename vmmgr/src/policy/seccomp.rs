@@ -68,6 +68,14 @@ const CONSTANTS: &[(&str, u64)] = &[
     ("TIOCLINUX", libc::TIOCLINUX),
     ("MNT_FORCE", libc::MNT_FORCE as u64),
     ("CLONE_NEWUSER", libc::CLONE_NEWUSER as u64),
+    ("CLONE_NEWNS", libc::CLONE_NEWNS as u64),
+    ("CLONE_NEWUTS", libc::CLONE_NEWUTS as u64),
+    ("CLONE_NEWIPC", libc::CLONE_NEWIPC as u64),
+    ("CLONE_NEWNET", libc::CLONE_NEWNET as u64),
+    ("CLONE_NEWPID", libc::CLONE_NEWPID as u64),
+    ("CLONE_NEWCGROUP", libc::CLONE_NEWCGROUP as u64),
+    // linux/sched.h (not in libc): unshare and setns only.
+    ("CLONE_NEWTIME", 0x80),
     // linux/personality.h
     ("PER_LINUX", 0x0000),
     ("PER_LINUX32", 0x0008),
@@ -790,15 +798,13 @@ mod tests {
                 "{call} must stay allowed"
             );
         }
-        assert_eq!(
-            denied(&policy, Section::NestedNamespacesDenied),
-            [
-                ("clone", "EPERM", true),
-                ("unshare", "EPERM", true),
-                ("setns", "EPERM", true),
-                ("clone3", "ENOSYS", false),
-            ]
-        );
+        // Each namespace type on its own line: clone (7: no CLONE_NEWTIME),
+        // unshare and setns (8 each), and clone3 whole.
+        let mut want = vec![("clone", "EPERM", true); 7];
+        want.extend([("unshare", "EPERM", true); 8]);
+        want.extend([("setns", "EPERM", true); 8]);
+        want.push(("clone3", "ENOSYS", false));
+        assert_eq!(denied(&policy, Section::NestedNamespacesDenied), want);
     }
 
     #[test]
@@ -945,33 +951,75 @@ mod tests {
         }
     }
 
+    /// Every namespace type, and whether `clone` takes it (CLONE_NEWTIME
+    /// shares its bit with the exit signal there).
+    const NAMESPACES: [(i32, bool); 8] = [
+        (libc::CLONE_NEWUSER, true),
+        (libc::CLONE_NEWNS, true),
+        (libc::CLONE_NEWUTS, true),
+        (libc::CLONE_NEWIPC, true),
+        (libc::CLONE_NEWNET, true),
+        (libc::CLONE_NEWPID, true),
+        (libc::CLONE_NEWCGROUP, true),
+        (0x80, false),
+    ];
+
+    /// For each namespace type: `clone` (with CLONE_SIGHAND but not
+    /// CLONE_VM), `unshare` (with CLONE_VFORK) and `setns` (fd -1), which
+    /// the kernel rejects with EINVAL, EINVAL and EBADF whatever the
+    /// filter, so a probe never creates a process or namespace; the filter
+    /// answers `denied` first when it holds.
+    fn probe_namespaces(denied: Option<i32>) -> Vec<bool> {
+        let mut out = Vec::new();
+        for (flag, in_clone) in NAMESPACES {
+            let flag = flag as u64;
+            let want = |kernel: i32| Err(denied.unwrap_or(kernel));
+            // SAFETY: numbers and fd -1; none of these reads memory.
+            unsafe {
+                if in_clone {
+                    let sighand = libc::CLONE_SIGHAND as u64;
+                    out.push(raw(libc::SYS_clone, flag | sighand, 0, 0) == want(libc::EINVAL));
+                }
+                let vfork = libc::CLONE_VFORK as u64;
+                out.push(raw(libc::SYS_unshare, flag | vfork, 0, 0) == want(libc::EINVAL));
+                out.push(raw(libc::SYS_setns, u64::MAX, flag, 0) == want(libc::EBADF));
+            }
+        }
+        out
+    }
+
     fn probe_nested_allowed() -> i32 {
         let common = probe_common();
-        // SAFETY: numbers, fd -1 and a NULL struct pointer with size 0, which
+        let mut nested = probe_namespaces(None);
+        // SAFETY: numbers and a NULL struct pointer with size 0, which
         // clone3 rejects before reading.
-        let nested = unsafe {
-            [
-                raw(libc::SYS_clone, NEWUSER_AND_FS, 0, 0) == Err(libc::EINVAL),
-                raw(libc::SYS_unshare, NEWUSER_AND_VFORK, 0, 0) == Err(libc::EINVAL),
-                raw(libc::SYS_setns, u64::MAX, libc::CLONE_NEWUSER as u64, 0) == Err(libc::EBADF),
-                raw(libc::SYS_clone3, 0, 0, 0) == Err(libc::EINVAL),
-            ]
-        };
+        unsafe {
+            nested.push(raw(libc::SYS_clone, NEWUSER_AND_FS, 0, 0) == Err(libc::EINVAL));
+            nested.push(raw(libc::SYS_unshare, NEWUSER_AND_VFORK, 0, 0) == Err(libc::EINVAL));
+            nested.push(raw(libc::SYS_clone3, 0, 0, 0) == Err(libc::EINVAL));
+        }
         first_failure(common.iter().chain(&nested))
     }
 
     fn probe_nested_denied() -> i32 {
         let common = probe_common();
-        // SAFETY: as in `probe_nested_allowed`.
-        let nested = unsafe {
-            [
-                raw(libc::SYS_clone, NEWUSER_AND_FS, 0, 0) == Err(libc::EPERM),
-                raw(libc::SYS_unshare, NEWUSER_AND_VFORK, 0, 0) == Err(libc::EPERM),
-                raw(libc::SYS_setns, u64::MAX, libc::CLONE_NEWUSER as u64, 0) == Err(libc::EPERM),
-                raw(libc::SYS_setns, u64::MAX, libc::CLONE_NEWNET as u64, 0) == Err(libc::EBADF),
-                raw(libc::SYS_clone3, 0, 0, 0) == Err(libc::ENOSYS),
-            ]
-        };
+        let mut nested = probe_namespaces(Some(libc::EPERM));
+        // SAFETY: as in `probe_nested_allowed`; a plain fork-like clone
+        // flag set and setns(fd, 0) stay the kernel's.
+        unsafe {
+            nested.push(raw(libc::SYS_clone, NEWUSER_AND_FS, 0, 0) == Err(libc::EPERM));
+            nested.push(raw(libc::SYS_unshare, NEWUSER_AND_VFORK, 0, 0) == Err(libc::EPERM));
+            nested.push(
+                raw(
+                    libc::SYS_clone,
+                    (libc::CLONE_SIGHAND | libc::CLONE_FS) as u64,
+                    0,
+                    0,
+                ) == Err(libc::EINVAL),
+            );
+            nested.push(raw(libc::SYS_setns, u64::MAX, 0, 0) == Err(libc::EBADF));
+            nested.push(raw(libc::SYS_clone3, 0, 0, 0) == Err(libc::ENOSYS));
+        }
         first_failure(common.iter().chain(&nested))
     }
 

@@ -81,6 +81,9 @@ pub struct Spec {
     pub netdev: Vec<String>,
     /// A restore from these CRIU images instead of a start (`restore`).
     pub restore: Option<PathBuf>,
+    /// CHECKPOINT: the VE may not make namespaces of its own (its seccomp
+    /// filter's `[nested-namespaces=deny]` section), so CRIU can dump it.
+    pub checkpoint: bool,
 }
 
 /// The step that failed, with its cause.
@@ -167,12 +170,16 @@ pub(crate) struct Policy {
 }
 
 fn read_policy(spec: &Spec) -> Result<Policy, SetupError> {
-    read_policy_dir(spec.veid, &spec.policy_dir)
+    read_policy_dir(spec.veid, &spec.policy_dir, spec.checkpoint)
 }
 
-fn read_policy_dir(veid: u32, dir: &std::path::Path) -> Result<Policy, SetupError> {
+fn read_policy_dir(
+    veid: u32,
+    dir: &std::path::Path,
+    checkpoint: bool,
+) -> Result<Policy, SetupError> {
     let err = |message: String| SetupError::Policy { veid, message };
-    let process = policy::ProcessPolicy::load(dir).map_err(err)?;
+    let process = policy::ProcessPolicy::load(dir, policy::nested_for(checkpoint)).map_err(err)?;
     Ok(Policy {
         keep_caps: process.keep_caps,
         seccomp: process.seccomp,
@@ -320,6 +327,7 @@ impl From<&proto::SetupSpec> for Spec {
             netif: vzconfig::net::parse_netifs(&s.netif).unwrap_or_default(),
             netdev: vzconfig::net::parse_netdevs(&s.netdev).unwrap_or_default(),
             restore: (!s.restore.is_empty()).then(|| s.restore.as_str().into()),
+            checkpoint: s.checkpoint,
         }
     }
 }
@@ -377,6 +385,7 @@ impl Spec {
                 Some(d) => text("the dump directory", d)?,
                 None => proto::Text::new(),
             },
+            checkpoint: self.checkpoint,
         })
     }
 }
@@ -524,6 +533,7 @@ mod tests {
                 .collect(),
             netdev: vec!["eth1".into()],
             restore: Some("/vz/dump/Dump.101".into()),
+            checkpoint: true,
         }
     }
 

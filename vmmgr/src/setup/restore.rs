@@ -70,7 +70,27 @@ pub(super) fn run(spec: &Spec, images: &Path) -> Result<Started, SetupError> {
         spec.gid_base,
         &spec.devnodes,
     )?;
+    // What the VE had made on its /dev, recorded at the dump.
+    if let Ok(raw) = std::fs::read(images.join(crate::criu::dev::RECORD)) {
+        crate::criu::dev::apply(
+            dev.as_fd(),
+            &raw,
+            (spec.uid_base, spec.gid_base),
+            crate::config::ID_RANGE,
+        )
+        .map_err(|e| cx.fail("putting back the VE's /dev", e))?;
+    }
     steps.mark("dev");
+    // The VE's own cgroups, as it had them, before CRIU moves its
+    // processes in.
+    if let Ok(raw) = std::fs::read(images.join(crate::criu::cgroups::RECORD)) {
+        let top = cx.at(
+            format!("opening {}", spec.cgroup.display()),
+            crate::mountfd::open_dir(&spec.cgroup),
+        )?;
+        crate::criu::cgroups::apply(top.as_fd(), &raw, (spec.uid_base, spec.gid_base))
+            .map_err(|e| cx.fail("making the VE's cgroups again", e))?;
+    }
 
     cx.at(
         "becoming the child subreaper",
@@ -167,14 +187,30 @@ fn mounts_below(top: &Path) -> Vec<std::path::PathBuf> {
 }
 
 /// `vesetup` run by CRIU as its action script (`CRTOOLS_SCRIPT_ACTION` in
-/// the environment): at `post-restore`, [`relock`] and the appliance's end
+/// the environment): at `post-setup-namespaces`, the controllers of the
+/// VE's own cgroups; at `post-restore`, [`relock`] and the appliance's end
 /// of the VE's routed pair; nothing at the other actions. Returns the exit
 /// code (not 0: CRIU fails the restore, and kills what it made).
 pub fn action_script(action: &str) -> i32 {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    if action == "post-setup-namespaces" {
+        return match (var(ENV_CGROUP), var(ENV_IMAGES)) {
+            (Some(cg), Some(images)) => match enable_cgroups(Path::new(&cg), Path::new(&images)) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("vesetup: post-setup-namespaces: {e}");
+                    1
+                }
+            },
+            _ => {
+                eprintln!("vesetup: post-setup-namespaces: {ENV_CGROUP} or {ENV_IMAGES} missing");
+                1
+            }
+        };
+    }
     if action != "post-restore" {
         return 0;
     }
-    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let ids = var(ENV_IDS).and_then(|v| {
         let (u, g) = v.split_once(' ')?;
         Some((u.parse::<u32>().ok()?, g.parse::<u32>().ok()?))
@@ -211,6 +247,18 @@ pub fn action_script(action: &str) -> i32 {
             1
         }
     }
+}
+
+/// The controllers of the VE's own cgroups (`criu::cgroups`), once its
+/// init has left the delegated group.
+fn enable_cgroups(cgroup: &Path, images: &Path) -> Result<(), String> {
+    let Ok(raw) = std::fs::read(images.join(crate::criu::cgroups::RECORD)) else {
+        return Ok(());
+    };
+    let delegated = crate::daemon::cgroup::delegated(cgroup);
+    let top = crate::mountfd::open_dir(&delegated)
+        .map_err(|e| format!("opening {}: {e}", delegated.display()))?;
+    crate::criu::cgroups::enable(top.as_fd(), &raw)
 }
 
 /// What CRIU and vesetup's restore tell the post-restore step.
@@ -312,7 +360,8 @@ fn relock(
 ) -> Result<(), SetupError> {
     use rustix::thread::ThreadNameSpaceType as T;
     let cx = Ctx { veid };
-    let policy = super::read_policy_dir(veid, policy_dir)?;
+    // (Only the masks: the seccomp filter came back with the processes.)
+    let policy = super::read_policy_dir(veid, policy_dir, true)?;
     let pid = rustix::process::Pid::from_raw(pid)
         .ok_or_else(|| cx.fail("post-restore", "CRTOOLS_INIT_PID is 0"))?;
     let init = cx.at(
@@ -428,10 +477,10 @@ fn relock(
             if !matches!(st, Some((_, s)) if s.exit_status() == Some(0)) {
                 return Err(cx.fail("locking the VE's masks", "the relocker failed"));
             }
-            // Another mount namespace fails it too (chkpnt refuses one;
+            // A namespace of its own fails it too (chkpnt refuses one;
             // this is the check of the images as they came back).
             let pid = pid.as_raw_nonzero().get();
-            crate::criu::one_mount_namespace(cgroup, pid)
+            crate::criu::own_namespaces(cgroup, pid)
                 .map_err(|why| cx.fail("checking the restored processes", why))
         }
     }

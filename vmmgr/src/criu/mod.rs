@@ -8,6 +8,9 @@
 //! process exists, and PATH names only VZROOT's directories, so no program
 //! of a VE's tree ever runs with the appliance's privileges.
 
+pub mod cgroups;
+pub mod dev;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -261,20 +264,41 @@ pub fn delete_lock_table(init: std::os::fd::BorrowedFd<'_>, dump_pid: i32) -> st
     }
 }
 
-/// Every process of the VE's cgroup `cg` in the mount namespace of its
-/// init `init`: the masks of another namespace would come back unlocked.
-pub fn one_mount_namespace(cg: &Path, init: i32) -> Result<(), String> {
+/// Checks that every process in the VE's cgroup `cg` shares its init's
+/// (`init`) namespaces: CRIU cannot dump nested user or PID namespaces, a
+/// nested mount namespace would come back with its masks unlocked, and a
+/// nested network namespace would need programs of the VE to restore.
+/// (A VE started with CHECKPOINT="yes" cannot make any; one left from
+/// before is named here.)
+pub fn own_namespaces(cg: &Path, init: i32) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
-    let ns = |pid: i32| std::fs::metadata(format!("/proc/{pid}/ns/mnt")).map(|m| m.ino());
-    let theirs = ns(init).map_err(|e| format!("reading its init's mount namespace: {e}"))?;
+    const KINDS: [(&str, &str); 8] = [
+        ("user", "a user namespace"),
+        ("mnt", "a mount namespace (a systemd service with PrivateTmp= or ProtectSystem=, or unshare -m)"),
+        ("pid", "a PID namespace"),
+        ("net", "a network namespace (PrivateNetwork=, ip netns)"),
+        ("uts", "a UTS namespace (ProtectHostname=)"),
+        ("ipc", "an IPC namespace"),
+        ("cgroup", "a cgroup namespace"),
+        ("time", "a time namespace"),
+    ];
+    let ns = |pid: i32, kind: &str| {
+        std::fs::metadata(format!("/proc/{pid}/ns/{kind}")).map(|m| (m.dev(), m.ino()))
+    };
+    let mut theirs = Vec::new();
+    for (kind, _) in KINDS {
+        theirs
+            .push(ns(init, kind).map_err(|e| format!("reading its init's {kind} namespace: {e}"))?);
+    }
     for pid in crate::daemon::cgroup::procs(cg) {
-        if matches!(ns(pid), Ok(n) if n != theirs) {
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            return Err(format!(
-                "its process {pid} ({}) has a mount namespace of its own (a systemd service \
-                 with PrivateTmp= or ProtectSystem=, or unshare -m)",
-                comm.trim()
-            ));
+        for ((kind, what), init_ns) in KINDS.iter().zip(&theirs) {
+            if matches!(ns(pid, kind), Ok(n) if n != *init_ns) {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                return Err(format!(
+                    "its process {pid} ({}) has {what} of its own",
+                    comm.trim()
+                ));
+            }
         }
     }
     Ok(())
@@ -292,6 +316,20 @@ pub fn stray_kernfs(mountinfo: &str) -> Vec<String> {
                 .iter()
                 .any(|t| point == *t || point.starts_with(&format!("{t}/")));
             (matches!(fstype, "proc" | "sysfs") && !inside).then_some(point)
+        })
+        .collect()
+}
+
+/// Mounts of mount table `mountinfo` whose contents CRIU 3.17 cannot dump
+/// (ramfs: systemd's credentials outside a private namespace), each as
+/// "point (type)".
+pub fn undumpable_mounts(mountinfo: &str) -> Vec<String> {
+    mountinfo
+        .lines()
+        .filter_map(|l| {
+            let point = vzcommon::mountinfo::unescape(l.split(' ').nth(4)?);
+            let fstype = l.split(" - ").nth(1)?.split(' ').next()?;
+            (fstype == "ramfs").then(|| format!("{point} ({fstype})"))
         })
         .collect()
 }
@@ -351,6 +389,13 @@ mod tests {
                     150 84 0:41 / /mnt/p rw - proc none rw\n\
                     151 84 0:43 / /proc2 rw - sysfs none rw\n";
         assert_eq!(stray_kernfs(info), vec!["/mnt/p", "/proc2"]);
+        assert!(undumpable_mounts(info).is_empty());
+        let creds = "160 99 0:50 / /run/credentials/a\\040b.service rw - ramfs ramfs rw,mode=700\n\
+                     161 99 0:51 / /run/lock rw - tmpfs tmpfs rw\n";
+        assert_eq!(
+            undumpable_mounts(creds),
+            vec!["/run/credentials/a b.service (ramfs)"]
+        );
     }
 
     #[test]

@@ -78,6 +78,18 @@ fn open_dir_in(at: BorrowedFd<'_>, name: &str) -> rustix::io::Result<OwnedFd> {
     )
 }
 
+/// A subdirectory `name` of the VE's running `/dev` (`at`): not across a
+/// mount (one the VE bound there since it was seen).
+fn open_subdir(at: BorrowedFd<'_>, name: &str) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::openat2(
+        at,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        IN_ROOT_NO_LINKS | rustix::fs::ResolveFlags::NO_XDEV,
+    )
+}
+
 /// The entries of the directory `dev`, parents before children.
 fn walk(dev: OwnedFd, base: (u32, u32), range: u32) -> Result<Vec<Entry>, String> {
     let top = rustix::fs::fstat(&dev).map_err(|e| format!("reading /dev: {e}"))?;
@@ -89,16 +101,24 @@ fn walk(dev: OwnedFd, base: (u32, u32), range: u32) -> Result<Vec<Entry>, String
         let list =
             rustix::fs::Dir::read_from(&dir).map_err(|e| format!("listing /dev/{rel}: {e}"))?;
         let mut names: Vec<String> = Vec::new();
+        let mut not_utf8 = 0usize;
         for e in list {
             let e = e.map_err(|e| format!("listing /dev/{rel}: {e}"))?;
             let raw = e.file_name().to_bytes();
             if raw == b"." || raw == b".." {
                 continue;
             }
+            // (Bounded while reading: inodes cost a tmpfs no blocks.)
+            if out.len() + names.len() + not_utf8 >= MAX_ENTRIES {
+                return Err(format!("the VE's /dev has more than {MAX_ENTRIES} entries"));
+            }
             match std::str::from_utf8(raw) {
                 Ok(n) => names.push(n.to_owned()),
-                Err(_) => log::warn!("/dev/{rel}: an entry whose name is not UTF-8 is not kept"),
+                Err(_) => not_utf8 += 1,
             }
+        }
+        if not_utf8 > 0 {
+            log::warn!("/dev/{rel}: {not_utf8} entries whose names are not UTF-8 are not kept");
         }
         names.sort();
         for name in names {
@@ -144,7 +164,7 @@ fn walk(dev: OwnedFd, base: (u32, u32), range: u32) -> Result<Vec<Entry>, String
                             ));
                         }
                         out.push(entry(What::Dir));
-                        let sub = open_dir_in(dir.as_fd(), &name)
+                        let sub = open_subdir(dir.as_fd(), &name)
                             .map_err(|e| format!("opening /dev/{path}: {e}"))?;
                         stack.push((path.clone(), sub, depth + 1));
                     }
@@ -159,13 +179,32 @@ fn walk(dev: OwnedFd, base: (u32, u32), range: u32) -> Result<Vec<Entry>, String
                         }
                     }
                     FileType::RegularFile => {
-                        let f = rustix::fs::openat(
+                        // The VE runs: what is there now may not be what
+                        // was seen. Never across a mount (a pty or a /proc
+                        // file bound over it), never as a terminal, and
+                        // only the very file seen.
+                        let f = rustix::fs::openat2(
                             &dir,
                             name.as_str(),
-                            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+                            OFlags::RDONLY
+                                | OFlags::NOFOLLOW
+                                | OFlags::NOCTTY
+                                | OFlags::CLOEXEC
+                                | OFlags::NONBLOCK,
                             Mode::empty(),
+                            rustix::fs::ResolveFlags::BENEATH
+                                | rustix::fs::ResolveFlags::NO_XDEV
+                                | rustix::fs::ResolveFlags::NO_SYMLINKS
+                                | rustix::fs::ResolveFlags::NO_MAGICLINKS,
                         )
                         .map_err(|e| format!("opening /dev/{path}: {e}"))?;
+                        let now = rustix::fs::fstat(&f)
+                            .map_err(|e| format!("reading /dev/{path}: {e}"))?;
+                        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino)
+                            || FileType::from_raw_mode(now.st_mode) != FileType::RegularFile
+                        {
+                            return Err(format!("/dev/{path} changed while it was read"));
+                        }
                         let mut data = Vec::new();
                         let left = (MAX_BYTES - bytes) as u64 + 1;
                         std::fs::File::from(f)

@@ -189,9 +189,19 @@ const NO_ERROR: &str = "no error in its log";
 
 /// The note's text; `at_shutdown`: made by the appliance's shutdown
 /// (VE_STOP_MODE=suspend), to be restored at the next boot.
+/// (Only VEs started with CHECKPOINT="yes" are dumped: the note says so,
+/// and the restored VE keeps the filter that denies it namespaces.)
 pub fn note(veid: u32, init_pid: i32, at_shutdown: bool) -> String {
     let by = if at_shutdown { "SHUTDOWN=yes\n" } else { "" };
-    format!("VEID={veid}\nLOCK_PID={init_pid}\n{by}")
+    format!("VEID={veid}\nLOCK_PID={init_pid}\n{NOTE_CHECKPOINT}\n{by}")
+}
+
+/// The note's line saying the dumped processes run under the filter that
+/// denies new namespaces (a dump made before there was one lacks it).
+pub const NOTE_CHECKPOINT: &str = "CHECKPOINT=yes";
+
+pub fn note_checkpoint(text: &str) -> bool {
+    text.lines().any(|l| l.trim() == NOTE_CHECKPOINT)
 }
 
 /// Whether the note says the appliance's shutdown made the dump.
@@ -290,7 +300,18 @@ pub fn own_namespaces(cg: &Path, init: i32) -> Result<(), String> {
         theirs
             .push(ns(init, kind).map_err(|e| format!("reading its init's {kind} namespace: {e}"))?);
     }
-    for pid in crate::daemon::cgroup::procs(cg) {
+    // Every thread: a thread may hold a namespace of its own.
+    let tasks = crate::daemon::cgroup::procs(cg)
+        .into_iter()
+        .flat_map(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/task"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .collect::<Vec<_>>()
+        });
+    for pid in tasks {
         for ((kind, what), init_ns) in KINDS.iter().zip(&theirs) {
             if matches!(ns(pid, kind), Ok(n) if n != *init_ns) {
                 let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
@@ -404,6 +425,8 @@ mod tests {
         assert_eq!(parse_note(&note(101, 4321, true)), Some((101, 4321)));
         assert!(note_at_shutdown(&note(101, 1, true)));
         assert!(!note_at_shutdown(&note(101, 1, false)));
+        assert!(note_checkpoint(&note(101, 1, false)));
+        assert!(!note_checkpoint("VEID=101\nLOCK_PID=1\n"));
         let moved = format!("{}{NOTE_STOPPED}\n", note(101, 1, false));
         assert!(note_leave_stopped(&moved) && !note_leave_stopped(&note(101, 1, false)));
         assert_eq!(parse_note(&moved), Some((101, 1)));

@@ -162,9 +162,14 @@ impl Manager {
         let fresh = restore.is_none();
         let mut spec = self.spec(&cfg, lower);
         spec.restore = restore;
-        // A restored VE runs under the filter it was dumped with, and only
-        // VEs started with CHECKPOINT=yes are dumped.
-        let checkpoint = spec.checkpoint || !fresh;
+        // A restored VE runs under the filter it was dumped with: its
+        // dump's note says whether that one denies namespaces.
+        let checkpoint = match &spec.restore {
+            None => spec.checkpoint,
+            Some(dir) => crate::criu::note_checkpoint(
+                &std::fs::read_to_string(dir.join(crate::criu::NOTE)).unwrap_or_default(),
+            ),
+        };
         if let Err(e) = std::fs::create_dir_all(&spec.root) {
             return Outcome::fail(
                 ExitCode::System,

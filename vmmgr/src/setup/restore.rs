@@ -71,7 +71,8 @@ pub(super) fn run(spec: &Spec, images: &Path) -> Result<Started, SetupError> {
         &spec.devnodes,
     )?;
     // What the VE had made on its /dev, recorded at the dump.
-    if let Ok(raw) = std::fs::read(images.join(crate::criu::dev::RECORD)) {
+    let raw = record(images, crate::criu::dev::RECORD).map_err(|e| cx.fail("the dump", e))?;
+    if let Some(raw) = raw {
         crate::criu::dev::apply(
             dev.as_fd(),
             &raw,
@@ -83,7 +84,8 @@ pub(super) fn run(spec: &Spec, images: &Path) -> Result<Started, SetupError> {
     steps.mark("dev");
     // The VE's own cgroups, as it had them, before CRIU moves its
     // processes in.
-    if let Ok(raw) = std::fs::read(images.join(crate::criu::cgroups::RECORD)) {
+    let raw = record(images, crate::criu::cgroups::RECORD).map_err(|e| cx.fail("the dump", e))?;
+    if let Some(raw) = raw {
         let top = cx.at(
             format!("opening {}", spec.cgroup.display()),
             crate::mountfd::open_dir(&spec.cgroup),
@@ -249,10 +251,21 @@ pub fn action_script(action: &str) -> i32 {
     }
 }
 
+/// vmmgr's record `name` beside the images; `None` if the dump has none
+/// (one made before there were records).
+fn record(images: &Path, name: &str) -> Result<Option<Vec<u8>>, String> {
+    let path = images.join(name);
+    match std::fs::read(&path) {
+        Ok(raw) => Ok(Some(raw)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("reading {}: {e}", path.display())),
+    }
+}
+
 /// The controllers of the VE's own cgroups (`criu::cgroups`), once its
 /// init has left the delegated group.
 fn enable_cgroups(cgroup: &Path, images: &Path) -> Result<(), String> {
-    let Ok(raw) = std::fs::read(images.join(crate::criu::cgroups::RECORD)) else {
+    let Some(raw) = record(images, crate::criu::cgroups::RECORD)? else {
         return Ok(());
     };
     let delegated = crate::daemon::cgroup::delegated(cgroup);

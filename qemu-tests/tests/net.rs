@@ -624,6 +624,37 @@ fn a_ve_is_reached_from_another_appliance_through_neighbour_answers() -> anyhow:
     }
     assert!(reached, "bridged VE after a restart");
 
+    // Checkpointed and restored, the bridged VE keeps a TCP connection
+    // from B across A's bridge: CRIU makes its pair again in vmbr0, with
+    // the appliance end's own MAC.
+    let host_mac = a.run_ok("cat /sys/class/net/veth104.0/address")?;
+    a.run_ok(
+        "vzctl exec 104 '(nc -l -p 7000 -e /bin/cat </dev/null >/dev/null 2>&1 &)' </dev/null",
+    )?;
+    b.run_ok("mkfifo /tmp/tin && (sleep 600 > /tmp/tin &) && (nc 192.0.2.40 7000 < /tmp/tin > /tmp/tout 2>&1 &)")?;
+    b.run_ok("sleep 1; echo before > /tmp/tin; sleep 1")?;
+    assert_eq!(b.run_ok("cat /tmp/tout")?.trim(), "before");
+    let out = a.run_ok("vzctl chkpnt 104 && vzctl restore 104")?;
+    println!("net2: bridged VE: {}", out.lines().last().unwrap_or(""));
+    let host_end = a.run_ok("ip -o link show veth104.0")?;
+    assert!(
+        host_end.contains("master vmbr0") && host_end.contains(",UP"),
+        "{host_end}"
+    );
+    assert_eq!(a.run_ok("cat /sys/class/net/veth104.0/address")?, host_mac);
+    b.run_ok("echo after > /tmp/tin; sleep 2")?;
+    let got = b.run_ok("cat /tmp/tout")?;
+    assert_eq!(
+        got.trim(),
+        "before\nafter",
+        "the connection across the restore"
+    );
+    assert!(
+        pings(&mut b, "appliance", "192.0.2.40")?,
+        "bridged VE after a restore"
+    );
+    b.run_ok("kill $(pidof nc) 2>/dev/null; true")?;
+
     // The bridged port is held to its MAC, and sends no DHCP server
     // replies and no router advertisements: from VE root, after a vmmgr
     // restart (the firewall is loaded again from the running VEs).

@@ -130,6 +130,7 @@ pub fn restore_command(
     dev: &Path,
     pidfile: &Path,
     venet: Option<&str>,
+    veths: &[(String, String, Option<String>)],
     stopped: bool,
 ) -> Command {
     let mut cmd = Command::new(CRIU);
@@ -151,6 +152,12 @@ pub fn restore_command(
     if let Some(host) = venet {
         cmd.arg("--external")
             .arg(format!("veth[{}]:{host}", crate::net::routed::VE_IFNAME));
+    }
+    // Bridged pairs: CRIU makes the appliance's end and puts it in its
+    // bridge (`@`).
+    for (ve, host, bridge) in veths {
+        let to = bridge.as_ref().map_or(String::new(), |b| format!("@{b}"));
+        cmd.arg("--external").arg(format!("veth[{ve}]:{host}{to}"));
     }
     cmd
 }
@@ -194,6 +201,62 @@ const NO_ERROR: &str = "no error in its log";
 pub fn note(veid: u32, init_pid: i32, at_shutdown: bool) -> String {
     let by = if at_shutdown { "SHUTDOWN=yes\n" } else { "" };
     format!("VEID={veid}\nLOCK_PID={init_pid}\n{NOTE_CHECKPOINT}\n{by}")
+}
+
+/// The note's lines naming each bridged pair (NETIF): the name the VE's
+/// end had at the dump (VE root's to choose) and the appliance's end.
+pub fn note_veths(veths: &[(String, String)]) -> String {
+    veths
+        .iter()
+        .map(|(ve, host)| format!("VETH={ve}:{host}\n"))
+        .collect()
+}
+
+/// The bridged pairs of a note: (the VE's end, the appliance's end); a
+/// name that is not a plain interface name is left out.
+pub fn parse_note_veths(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("VETH=")?.split_once(':'))
+        .filter(|(ve, host)| vzconfig::net::valid_ifname(ve) && vzconfig::net::valid_ifname(host))
+        .map(|(ve, host)| (ve.to_owned(), host.to_owned()))
+        .collect()
+}
+
+/// For each bridged interface `netif` (filled) of the running VE whose
+/// init is `init`: the name its end has inside the VE now (found by the
+/// appliance end's peer index), with the appliance end's name.
+pub fn veths_of(
+    init: i32,
+    netif: &[vzconfig::net::NetIf],
+) -> Result<Vec<(String, String)>, String> {
+    use std::os::fd::AsFd;
+    if netif.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut peers = Vec::new();
+    for n in netif {
+        let host = n.host_ifname.clone().unwrap_or_default();
+        let path = format!("/sys/class/net/{host}/iflink");
+        let peer = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .ok_or_else(|| format!("its NETIF {} is not in force ({host} is missing)", n.ifname))?;
+        peers.push((host, peer));
+    }
+    let ns = std::fs::File::open(format!("/proc/{init}/ns/net"))
+        .map_err(|e| format!("opening its network namespace: {e}"))?;
+    let links = vzcommon::rtnl::in_netns(ns.as_fd(), || vzcommon::rtnl::Rtnl::new()?.links())
+        .map_err(|e| format!("listing its interfaces: {e}"))?;
+    peers
+        .into_iter()
+        .map(|(host, peer)| {
+            links
+                .iter()
+                .find(|l| l.index == peer && l.kind.as_deref() == Some("veth"))
+                .map(|l| (l.name.clone(), host.clone()))
+                .ok_or_else(|| format!("the VE's end of {host} is gone"))
+        })
+        .collect()
 }
 
 /// The note's line saying the dumped processes run under the filter that
@@ -426,6 +489,10 @@ mod tests {
         assert!(note_at_shutdown(&note(101, 1, true)));
         assert!(!note_at_shutdown(&note(101, 1, false)));
         assert!(note_checkpoint(&note(101, 1, false)));
+        let veths = vec![("eth0".to_owned(), "veth101.0".to_owned())];
+        let text = note(101, 1, false) + &note_veths(&veths) + "VETH=../x:veth1\nVETH=a b:c\n";
+        assert_eq!(parse_note_veths(&text), veths);
+        assert_eq!(parse_note(&text), Some((101, 1)));
         assert!(!note_checkpoint("VEID=101\nLOCK_PID=1\n"));
         let moved = format!("{}{NOTE_STOPPED}\n", note(101, 1, false));
         assert!(note_leave_stopped(&moved) && !note_leave_stopped(&note(101, 1, false)));
@@ -442,6 +509,10 @@ mod tests {
             Path::new("/s/vedev"),
             Path::new("/s/restore.pid"),
             Some("venet101"),
+            &[
+                ("eth0".into(), "veth101.0".into(), Some("vmbr0".into())),
+                ("lan".into(), "veth101.1".into(), None),
+            ],
             true,
         );
         let args: Vec<String> = c
@@ -454,6 +525,11 @@ mod tests {
             "{args:?}"
         );
         assert!(args.contains(&"--restore-detached".to_owned()));
+        assert!(
+            args.contains(&"veth[eth0]:veth101.0@vmbr0".to_owned()),
+            "{args:?}"
+        );
+        assert!(args.contains(&"veth[lan]:veth101.1".to_owned()), "{args:?}");
         assert!(args.contains(&"mnt[vedev]:/s/vedev".to_owned()), "{args:?}");
         let envs: Vec<(String, String)> = c
             .get_envs()

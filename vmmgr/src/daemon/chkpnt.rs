@@ -22,6 +22,13 @@ const RESERVED: [&str; 3] = [".failed", ".used", ".notrestored"];
 /// The file every complete set of CRIU images has.
 const INVENTORY: &str = "inventory.img";
 
+/// What [`Manager::checkpointable`] found: the VE's id range's start, and
+/// the in-VE name of each bridged pair's end with its appliance end's name.
+pub(super) struct Dumpable {
+    pub ids: (u32, u32),
+    pub veths: Vec<(String, String)>,
+}
+
 impl Manager {
     /// Whether `veid` has a complete dump of its own at its default place.
     pub(super) fn has_dump(&self, veid: VeId) -> bool {
@@ -105,16 +112,20 @@ impl Manager {
     /// What CRIU cannot bring back as it was, said before anything is
     /// frozen: `Err` says why running VE `veid` (init `pid`) cannot be
     /// checkpointed and what to do; `Ok` has its id range's start.
-    pub(super) fn checkpointable(&self, veid: VeId, pid: i32) -> Result<(u32, u32), String> {
+    pub(super) fn checkpointable(&self, veid: VeId, pid: i32) -> Result<Dumpable, String> {
         let started_for_it = self.lock().running.get(&veid).is_some_and(|r| r.checkpoint);
-        let ids = match self.config_of(veid) {
-            Some(Ok(cfg)) if cfg.netif.is_empty() && cfg.netdev.is_empty() => {
-                (cfg.local_uid, cfg.local_gid)
+        let (ids, veths) = match self.config_of(veid) {
+            Some(Ok(cfg)) if cfg.netdev.is_empty() => {
+                let netif: Vec<_> = cfg.netif.iter().map(|n| n.filled(veid.get())).collect();
+                let veths = crate::criu::veths_of(pid, &netif)
+                    .map_err(|e| format!("VE {veid}: {e}; it cannot be checkpointed"))?;
+                ((cfg.local_uid, cfg.local_gid), veths)
             }
             Some(Ok(_)) => {
                 return Err(format!(
-                    "VE {veid}: a VE with NETIF or NETDEV interfaces cannot be checkpointed yet \
-                     (only its routed venet0 is restored); stop it instead"
+                    "VE {veid}: a VE with NETDEV interfaces cannot be checkpointed (the \
+                     appliance's device would have to be given back and taken again); stop it \
+                     instead"
                 ))
             }
             _ => {
@@ -153,7 +164,7 @@ impl Manager {
                 undumpable.join(", ")
             ));
         }
-        Ok(ids)
+        Ok(Dumpable { ids, veths })
     }
 
     /// Checkpoints a running VE into its images directory; it stops when
@@ -190,8 +201,8 @@ impl Manager {
             Ok(d) => d,
             Err(o) => return o,
         };
-        let ids = match self.checkpointable(veid, pid) {
-            Ok(ids) => ids,
+        let Dumpable { ids, veths } = match self.checkpointable(veid, pid) {
+            Ok(d) => d,
             Err(why) => return fail(why),
         };
         let cg = crate::daemon::cgroup::dir(&self.layout.cgroup_root, veid);
@@ -221,7 +232,7 @@ impl Manager {
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))?;
             std::fs::write(
                 dir.join(crate::criu::NOTE),
-                crate::criu::note(veid.get(), pid, at_shutdown),
+                crate::criu::note(veid.get(), pid, at_shutdown) + &crate::criu::note_veths(&veths),
             )
         });
         if let Err(e) = made {

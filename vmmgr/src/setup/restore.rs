@@ -23,6 +23,8 @@ const ENV_POLICY: &str = "VZ_POLICY_DIR";
 const ENV_ROUTED: &str = "VZ_ROUTED";
 /// The VE's cgroup (vmmgr's, above the delegated one).
 const ENV_CGROUP: &str = "VZ_CGROUP";
+/// The appliance's ends of the VE's bridged pairs, `NAME=MAC` each.
+const ENV_BRIDGED: &str = "VZ_BRIDGED";
 /// The images directory (renamed `.used` once the VE is about to run).
 const ENV_IMAGES: &str = "VZ_IMAGES";
 /// "UID_BASE GID_BASE": the id map the VE must come back with.
@@ -104,12 +106,44 @@ pub(super) fn run(spec: &Spec, images: &Path) -> Result<Started, SetupError> {
     let venet = (!spec.ipaddr.is_empty()).then(|| crate::net::routed::host_ifname(spec.veid));
     let root = spec.root.join("root");
     let note = std::fs::read_to_string(images.join(crate::criu::NOTE)).unwrap_or_default();
+    // Each bridged pair by the name its VE end had at the dump.
+    let dumped = crate::criu::parse_note_veths(&note);
+    let mut veths = Vec::new();
+    for n in &spec.netif {
+        let host = n.host_ifname.clone().unwrap_or_default();
+        let ve = dumped
+            .iter()
+            .find(|(_, h)| *h == host)
+            .map(|(v, _)| v.clone())
+            .ok_or_else(|| {
+                cx.fail(
+                    "the dump",
+                    format!(
+                        "it has no bridged pair {host}: NETIF changed since the dump; start the \
+                         VE afresh"
+                    ),
+                )
+            })?;
+        veths.push((ve, host, n.bridge.clone()));
+    }
+    let bridged: Vec<String> = spec
+        .netif
+        .iter()
+        .map(|n| {
+            format!(
+                "{}={}",
+                n.host_ifname.as_deref().unwrap_or_default(),
+                vzconfig::net::render_mac(&n.host_mac.unwrap_or_default())
+            )
+        })
+        .collect();
     let mut cmd = crate::criu::restore_command(
         images,
         &root,
         &vedev,
         &pidfile,
         venet.as_deref(),
+        &veths,
         crate::criu::note_leave_stopped(&note),
     );
     // CRIU makes the VE's mounts again inside its user namespace, where
@@ -123,6 +157,7 @@ pub(super) fn run(spec: &Spec, images: &Path) -> Result<Started, SetupError> {
         .env(ENV_ROOT, &root)
         .env(ENV_POLICY, &spec.policy_dir)
         .env(ENV_ROUTED, if venet.is_some() { "1" } else { "" })
+        .env(ENV_BRIDGED, bridged.join(" "))
         .env(ENV_IMAGES, images)
         .env(ENV_CGROUP, spec.cgroup.parent().unwrap_or(&spec.cgroup))
         .env(ENV_IDS, format!("{} {}", spec.uid_base, spec.gid_base));
@@ -240,6 +275,14 @@ pub fn action_script(action: &str) -> i32 {
         images: images.into(),
         ids,
         routed: var(ENV_ROUTED).is_some(),
+        bridged: var(ENV_BRIDGED)
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|e| {
+                let (name, mac) = e.split_once('=')?;
+                Some((name.to_owned(), vzconfig::net::parse_mac(mac).ok()?))
+            })
+            .collect(),
     };
     let done = post_restore(&Ctx { veid }, &restored);
     match done {
@@ -288,6 +331,9 @@ struct Restored {
     ids: (u32, u32),
     /// It has a routed pair.
     routed: bool,
+    /// The appliance's ends of its bridged pairs, with the MAC a start
+    /// gives them.
+    bridged: Vec<(String, [u8; 6])>,
 }
 
 /// Everything between CRIU's restore and the VE's first instruction: its id
@@ -304,6 +350,7 @@ fn post_restore(cx: &Ctx, r: &Restored) -> Result<(), SetupError> {
         images,
         ids: (uid, gid),
         routed,
+        bridged,
     } = r;
     let (pid, uid, gid, routed) = (*pid, *uid, *gid, *routed);
     let veid = cx.veid;
@@ -348,6 +395,17 @@ fn post_restore(cx: &Ctx, r: &Restored) -> Result<(), SetupError> {
         let name = crate::net::routed::host_ifname(veid);
         vzcommon::rtnl::Rtnl::new()
             .and_then(|mut host| crate::net::routed::host_side(&mut host, veid))
+            .map_err(|e| cx.fail(format!("setting up {name}"), e.to_string()))?;
+    }
+    // CRIU made the bridged pairs' appliance ends (in their bridges) with
+    // MACs of its own: the ones a start gives, and up, before the VE runs.
+    for (name, mac) in bridged {
+        vzcommon::rtnl::Rtnl::new()
+            .and_then(|mut host| {
+                let index = host.index(name)?;
+                host.set_mac(index, *mac)?;
+                host.set_up(index, true)
+            })
             .map_err(|e| cx.fail(format!("setting up {name}"), e.to_string()))?;
     }
     let mut used = images.as_os_str().to_owned();

@@ -10,14 +10,21 @@ use std::io::{Read, Write};
 /// init's console line about it must not land inside the command's output.
 const KILL_VMMGR: &str = "(sleep 1; kill -9 $(pidof vmmgr)) >/dev/null 2>&1 &";
 
-/// Whether one ping from the appliance shell (or a VE) gets an answer.
+/// Whether a ping from the appliance shell (or a VE) gets an answer.
 fn pings(a: &mut Appliance, from: &str, to: &str) -> anyhow::Result<bool> {
     let ping = if to.contains(':') { "ping6" } else { "ping" };
     let cmd = match from {
         "appliance" => format!("{ping} -c 1 -W 2 {to}"),
         ve => format!("vzctl exec {ve} {ping} -c 1 -W 2 {to}"),
     };
-    Ok(a.run_rc(&cmd)?.1 == 0)
+    // Twice: under TCG on a loaded host one echo can take seconds (a
+    // neighbour lookup on each hop first).
+    for _ in 0..2 {
+        if a.run_rc(&cmd)?.1 == 0 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The packets the appliance dropped from `venet<VEID>` for a source

@@ -160,18 +160,11 @@ pub fn enable(top: BorrowedFd<'_>, raw: &[u8]) -> Result<(), String> {
 
 /// "" (the top) or a plain relative path.
 fn check(path: &str) -> Result<(), String> {
-    if path.is_empty() {
-        return Ok(());
+    if path.is_empty() || super::plain_relative(path, MAX_DEPTH) {
+        Ok(())
+    } else {
+        Err("not a plain relative path".into())
     }
-    let parts: Vec<&str> = path.split('/').collect();
-    if parts.len() > MAX_DEPTH
-        || parts
-            .iter()
-            .any(|p| p.is_empty() || *p == "." || *p == ".." || p.contains('\0'))
-    {
-        return Err("not a plain relative path".into());
-    }
-    Ok(())
 }
 
 fn make(top: BorrowedFd<'_>, g: &Group, owner: (u32, u32)) -> Result<(), String> {

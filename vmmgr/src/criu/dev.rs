@@ -257,12 +257,7 @@ pub fn apply(dev: BorrowedFd<'_>, raw: &[u8], base: (u32, u32), range: u32) -> R
 }
 
 fn made(dev: BorrowedFd<'_>, e: &Entry, base: (u32, u32), range: u32) -> Result<(), String> {
-    let parts: Vec<&str> = e.path.split('/').collect();
-    if parts.len() > MAX_DEPTH
-        || parts
-            .iter()
-            .any(|p| p.is_empty() || *p == "." || *p == ".." || p.contains('\0'))
-    {
+    if !super::plain_relative(&e.path, MAX_DEPTH) {
         return Err("not a plain relative path".into());
     }
     if e.uid >= range || e.gid >= range {

@@ -388,14 +388,20 @@ pub fn own_namespaces(cg: &Path, init: i32) -> Result<(), String> {
     Ok(())
 }
 
+/// Each mount of mount table `mountinfo`: its mount point and type.
+fn mounts(mountinfo: &str) -> impl Iterator<Item = (String, &str)> {
+    mountinfo.lines().filter_map(|l| {
+        let point = vzcommon::mountinfo::unescape(l.split(' ').nth(4)?);
+        let fstype = l.split(" - ").nth(1)?.split(' ').next()?;
+        Some((point, fstype))
+    })
+}
+
 /// Proc and sysfs mounts of mount table `mountinfo` outside `/proc` and
 /// `/sys` (a VE's copy of either would come back from CRIU unlocked).
 pub fn stray_kernfs(mountinfo: &str) -> Vec<String> {
-    mountinfo
-        .lines()
-        .filter_map(|l| {
-            let point = vzcommon::mountinfo::unescape(l.split(' ').nth(4)?);
-            let fstype = l.split(" - ").nth(1)?.split(' ').next()?;
+    mounts(mountinfo)
+        .filter_map(|(point, fstype)| {
             let inside = ["/proc", "/sys"]
                 .iter()
                 .any(|t| point == *t || point.starts_with(&format!("{t}/")));
@@ -408,14 +414,19 @@ pub fn stray_kernfs(mountinfo: &str) -> Vec<String> {
 /// (ramfs: systemd's credentials outside a private namespace), each as
 /// "point (type)".
 pub fn undumpable_mounts(mountinfo: &str) -> Vec<String> {
-    mountinfo
-        .lines()
-        .filter_map(|l| {
-            let point = vzcommon::mountinfo::unescape(l.split(' ').nth(4)?);
-            let fstype = l.split(" - ").nth(1)?.split(' ').next()?;
-            (fstype == "ramfs").then(|| format!("{point} ({fstype})"))
-        })
+    mounts(mountinfo)
+        .filter_map(|(point, fstype)| (fstype == "ramfs").then(|| format!("{point} ({fstype})")))
         .collect()
+}
+
+/// Whether `path` (of a record beside the images) is a plain relative path
+/// of at most `depth` components: no `.`, `..`, empty part or NUL.
+pub(crate) fn plain_relative(path: &str, depth: usize) -> bool {
+    let parts: Vec<&str> = path.split('/').collect();
+    parts.len() <= depth
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && *p != "." && *p != ".." && !p.contains('\0'))
 }
 
 /// The last few `Error` lines of a CRIU log, joined.

@@ -16,7 +16,6 @@
 //! bounded. The apply side checks every name and works relative to
 //! descriptors, before any VE process exists.
 
-use crate::mountfd::IN_ROOT_NO_LINKS;
 use rustix::fs::{AtFlags, Mode, OFlags};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -37,13 +36,7 @@ pub struct Group {
 }
 
 fn open_dir(at: BorrowedFd<'_>, rel: &str) -> rustix::io::Result<OwnedFd> {
-    rustix::fs::openat2(
-        at,
-        if rel.is_empty() { "." } else { rel },
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-        IN_ROOT_NO_LINKS,
-    )
+    super::open_dir_below(at, rel, rustix::fs::ResolveFlags::empty())
 }
 
 /// Reads the tree below the VE's delegated group `delegated`.

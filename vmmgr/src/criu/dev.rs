@@ -18,8 +18,7 @@
 //! apply side writes only into the fresh `/dev`, which no VE process can
 //! reach yet, relative to directory descriptors, each path checked.
 
-use crate::mountfd::IN_ROOT_NO_LINKS;
-use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use serde::{Deserialize, Serialize};
 use std::ffi::OsStr;
 use std::io::Read;
@@ -63,31 +62,10 @@ pub fn record(init: i32, base: (u32, u32), range: u32) -> Result<Vec<u8>, String
         Mode::empty(),
     )
     .map_err(|e| format!("opening the VE's root: {e}"))?;
-    let dev = open_dir_in(root.as_fd(), "dev").map_err(|e| format!("opening its /dev: {e}"))?;
+    let dev = super::open_dir_below(root.as_fd(), "dev", ResolveFlags::empty())
+        .map_err(|e| format!("opening its /dev: {e}"))?;
     let entries = walk(dev, base, range)?;
     postcard::to_stdvec(&entries).map_err(|e| format!("encoding the /dev record: {e}"))
-}
-
-fn open_dir_in(at: BorrowedFd<'_>, name: &str) -> rustix::io::Result<OwnedFd> {
-    rustix::fs::openat2(
-        at,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-        IN_ROOT_NO_LINKS,
-    )
-}
-
-/// A subdirectory `name` of the VE's running `/dev` (`at`): not across a
-/// mount (one the VE bound there since it was seen).
-fn open_subdir(at: BorrowedFd<'_>, name: &str) -> rustix::io::Result<OwnedFd> {
-    rustix::fs::openat2(
-        at,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-        IN_ROOT_NO_LINKS | rustix::fs::ResolveFlags::NO_XDEV,
-    )
 }
 
 /// The entries of the directory `dev`, parents before children.
@@ -164,7 +142,7 @@ fn walk(dev: OwnedFd, base: (u32, u32), range: u32) -> Result<Vec<Entry>, String
                             ));
                         }
                         out.push(entry(What::Dir));
-                        let sub = open_subdir(dir.as_fd(), &name)
+                        let sub = super::open_dir_below(dir.as_fd(), &name, ResolveFlags::NO_XDEV)
                             .map_err(|e| format!("opening /dev/{path}: {e}"))?;
                         stack.push((path.clone(), sub, depth + 1));
                     }
@@ -268,9 +246,10 @@ fn made(dev: BorrowedFd<'_>, e: &Entry, base: (u32, u32), range: u32) -> Result<
         None => (None, e.path.as_str()),
     };
     let parent = match parent_rel {
-        Some(p) => {
-            Some(open_dir_in(dev, p).map_err(|err| format!("opening its directory: {err}"))?)
-        }
+        Some(p) => Some(
+            super::open_dir_below(dev, p, ResolveFlags::empty())
+                .map_err(|err| format!("opening its directory: {err}"))?,
+        ),
         None => None,
     };
     let at = parent.as_ref().map_or(dev, |p| p.as_fd());

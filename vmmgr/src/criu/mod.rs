@@ -419,6 +419,24 @@ pub fn undumpable_mounts(mountinfo: &str) -> Vec<String> {
         .collect()
 }
 
+/// A readable directory `rel` ("" for `at` itself) beneath `at`, opened
+/// without following a link or leaving `at`; `extra` adds resolve flags
+/// (`NO_XDEV` where the VE may have mounted something since it was seen).
+pub(crate) fn open_dir_below(
+    at: std::os::fd::BorrowedFd<'_>,
+    rel: &str,
+    extra: rustix::fs::ResolveFlags,
+) -> rustix::io::Result<std::os::fd::OwnedFd> {
+    use rustix::fs::OFlags;
+    rustix::fs::openat2(
+        at,
+        if rel.is_empty() { "." } else { rel },
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+        crate::mountfd::IN_ROOT_NO_LINKS | extra,
+    )
+}
+
 /// Whether `path` (of a record beside the images) is a plain relative path
 /// of at most `depth` components: no `.`, `..`, empty part or NUL.
 pub(crate) fn plain_relative(path: &str, depth: usize) -> bool {

@@ -4,7 +4,8 @@
 //! -> A ... (VZ_BENCH_ROUNDS moves, default 4); prints each move's freeze
 //! time (from the start of the final dump at the source to DEST's answer
 //! that the VE runs), total time and bytes sent, as vzmigrate reports
-//! them, and the medians.
+//! them, and the medians. `VZ_BENCH_CASES` (default "idle,64m,web")
+//! picks the VEs.
 //!
 //! `cargo bench -p qemu-tests --bench migrate`
 
@@ -78,20 +79,26 @@ fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(4);
+    let cases = std::env::var("VZ_BENCH_CASES").unwrap_or_else(|_| "idle,64m,web".into());
+    let case = |c: &str| cases.split(',').any(|x| x.trim() == c);
     let (a, b) = Appliance::boot_migration_pair("bench-migrate", |_, _| String::new())?;
     let mut ends = [a, b];
     ends[0].run_ok("vzctl --quiet create 101 --ostemplate busybox")?;
     ends[0].run_ok("vzctl --quiet set 101 --ipadd 192.0.2.10 --ram 256M --save")?;
     ends[0].run_ok("vzctl --quiet start 101")?;
     let mut at = 0;
-    for (what, setup) in [
-        ("idle busybox VE", None),
+    for (key, what, setup) in [
+        ("idle", "idle busybox VE", None),
         (
+            "64m",
             "busybox VE writing 64 MiB",
             // dd reads /dev/zero into its 64 MiB buffer, again and again.
             Some("vzctl exec 101 '(dd if=/dev/zero of=/dev/null bs=64M count=100000000 </dev/null >/dev/null 2>&1 &)' </dev/null; sleep 5"),
         ),
     ] {
+        if !case(key) {
+            continue;
+        }
         if let Some(cmd) = setup {
             ends[at].run_ok(cmd)?;
         }
@@ -101,7 +108,7 @@ fn main() -> anyhow::Result<()> {
     }
     // A debian-12-web VE (init, syslog, cron, sshd, Apache), if the image
     // has the template (`image build --template debian-12-web`).
-    if ends[at].run_ok("vzpkg list -q")?.contains("debian-12-web") {
+    if case("web") && ends[at].run_ok("vzpkg list -q")?.contains("debian-12-web") {
         let what = "debian-12-web VE";
         ends[at].run_ok("vzctl --quiet stop 101 && vzctl --quiet destroy 101")?;
         ends[at].run_ok("vzctl --quiet create 102 --ostemplate debian-12-web")?;

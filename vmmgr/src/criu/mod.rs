@@ -16,14 +16,27 @@ use std::process::Command;
 
 /// Debian's CRIU on VZROOT.
 pub const CRIU: &str = "/usr/sbin/criu";
-/// The programs CRIU may run: VZROOT's, read-only.
-const PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+/// The programs CRIU may run: VZROOT's, read-only. Not the sbin
+/// directories: CRIU 3.17 runs `iptables-save -V` and `ip6tables-save -V`
+/// at every dump only to learn that their backend is nftables (whose rules
+/// it saves itself) and then skips them; a name it cannot find ends that
+/// probe sooner, under the freeze. (It needs `tar` and `gzip` from here;
+/// `ip` is named whole, `CR_IP_TOOL`.)
+const PATH: &str = "/usr/bin:/bin";
 /// iproute2's `ip` (busybox's, earlier on PATH, cannot save or restore).
 const IP_TOOL: &str = "/bin/ip";
 
 /// The key the VE's `/dev` goes by in the images: an external mount (see
 /// `setup::restore`).
 pub const DEV_KEY: &str = "vedev";
+
+/// The key every tmpfs mask below `/proc` and `/sys` goes by in the images:
+/// external mounts, so that CRIU neither archives their (empty) contents
+/// with `tar` at the dump nor unpacks them at the restore, each a fork and
+/// exec under the freeze. The restore binds an empty directory there, and
+/// the post-restore step replaces the whole of `/proc` and `/sys` with
+/// locked trees anyway (`setup::restore`).
+pub const MASK_KEY: &str = "vzmask";
 
 /// The log CRIU writes into the images directory.
 pub const DUMP_LOG: &str = "dump.log";
@@ -64,14 +77,21 @@ fn common(cmd: &mut Command, dir: &Path, log: &str) {
 /// `cgroup` (the VE's whole group: `ve/` and the exec leaves).
 /// `prev` (a live migration's last pre-copy round, relative to `dir`):
 /// only the memory written since goes into this dump.
-pub fn dump_command(pid: i32, dir: &Path, cgroup: &Path, prev: Option<&str>) -> Command {
+/// `masks`: the VE's mask mounts ([`mask_mounts`]).
+pub fn dump_command(
+    pid: i32,
+    dir: &Path,
+    cgroup: &Path,
+    masks: &[String],
+    prev: Option<&str>,
+) -> Command {
     let mut cmd = Command::new(CRIU);
     cmd.arg("dump");
     common(&mut cmd, dir, DUMP_LOG);
     if let Some(p) = prev {
         cmd.args(["--track-mem", "--prev-images-dir", p]);
     }
-    the_ve(&mut cmd, pid, cgroup);
+    the_ve(&mut cmd, pid, cgroup, masks);
     // The restore takes the method from the images.
     cmd.args(["--network-lock", "nftables"]);
     cmd
@@ -79,8 +99,8 @@ pub fn dump_command(pid: i32, dir: &Path, cgroup: &Path, prev: Option<&str>) -> 
 
 /// Both dumps' subject: the tree of VE init `pid`, frozen through its
 /// cgroup `cgroup` (the VE's whole group: `ve/` and the exec leaves),
-/// with its `/dev` an external mount.
-fn the_ve(cmd: &mut Command, pid: i32, cgroup: &Path) {
+/// with its `/dev` and its masks `masks` external mounts.
+fn the_ve(cmd: &mut Command, pid: i32, cgroup: &Path, masks: &[String]) {
     cmd.arg("--tree")
         .arg(pid.to_string())
         .arg("--freeze-cgroup")
@@ -88,17 +108,26 @@ fn the_ve(cmd: &mut Command, pid: i32, cgroup: &Path) {
         .arg("--manage-cgroups")
         .arg("--external")
         .arg(format!("mnt[/dev]:{DEV_KEY}"));
+    for m in masks {
+        cmd.arg("--external").arg(format!("mnt[{m}]:{MASK_KEY}"));
+    }
 }
 
 /// `criu pre-dump`: the memory of the tree of VE init `pid` while it goes
 /// on running (frozen only while its pages are collected), with
 /// soft-dirty tracking so that the next round (`prev`, relative to `dir`)
 /// writes only what changed since.
-pub fn pre_dump_command(pid: i32, dir: &Path, cgroup: &Path, prev: Option<&str>) -> Command {
+pub fn pre_dump_command(
+    pid: i32,
+    dir: &Path,
+    cgroup: &Path,
+    masks: &[String],
+    prev: Option<&str>,
+) -> Command {
     let mut cmd = Command::new(CRIU);
     cmd.arg("pre-dump");
     common(&mut cmd, dir, PRE_DUMP_LOG);
-    the_ve(&mut cmd, pid, cgroup);
+    the_ve(&mut cmd, pid, cgroup, masks);
     cmd.arg("--track-mem");
     if let Some(p) = prev {
         cmd.args(["--prev-images-dir", p]);
@@ -121,13 +150,15 @@ pub fn mem_tracking() -> bool {
 }
 
 /// `criu restore` of the images in `dir` onto the VE root mounted at
-/// `root`, its `/dev` the tmpfs at `dev`, detached (the restored init ends
+/// `root`, its `/dev` the tmpfs at `dev`, its masks binds of the empty
+/// directory `empty`, detached (the restored init ends
 /// up vmmgr's child, as a started one); its pid goes to `pidfile`. `venet` names the
 /// appliance's end of the VE's routed pair, when it has one.
 pub fn restore_command(
     dir: &Path,
     root: &Path,
     dev: &Path,
+    empty: &Path,
     pidfile: &Path,
     venet: Option<&str>,
     veths: &[(String, String, Option<String>)],
@@ -143,7 +174,9 @@ pub fn restore_command(
         .arg(pidfile)
         .arg("--manage-cgroups=soft")
         .arg("--external")
-        .arg(format!("mnt[{DEV_KEY}]:{}", dev.display()));
+        .arg(format!("mnt[{DEV_KEY}]:{}", dev.display()))
+        .arg("--external")
+        .arg(format!("mnt[{MASK_KEY}]:{}", empty.display()));
     if stopped {
         // Each task detached with SIGSTOP: nothing of the VE runs until
         // it is sent SIGCONT.
@@ -410,6 +443,23 @@ pub fn stray_kernfs(mountinfo: &str) -> Vec<String> {
         .collect()
 }
 
+/// The tmpfs mounts of mount table `mountinfo` strictly below `/proc` and
+/// `/sys` (the masks; anything a VE stacked there is replaced at the
+/// restore as well), as CRIU names external mounts: plain paths only (a
+/// `]` or `:` would end CRIU's `mnt[...]:` syntax; such a mount is
+/// archived as before).
+pub fn mask_mounts(mountinfo: &str) -> Vec<String> {
+    mounts(mountinfo)
+        .filter_map(|(point, fstype)| {
+            let below = ["/proc/", "/sys/"].iter().any(|t| point.starts_with(t));
+            let plain = point
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b));
+            (fstype == "tmpfs" && below && plain).then_some(point)
+        })
+        .collect()
+}
+
 /// Mounts of mount table `mountinfo` whose contents CRIU 3.17 cannot dump
 /// (ramfs: systemd's credentials outside a private namespace), each as
 /// "point (type)".
@@ -452,7 +502,7 @@ pub fn last_errors(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let errors: Vec<&str> = text
         .lines()
-        .filter(|l| l.contains("Error (") && !l.contains("legacy"))
+        .filter(|l| l.contains("Error (") && !l.contains("legacy") && !l.contains("tables-save"))
         .map(|l| l.split_once("): ").map_or(l, |(_, m)| m).trim())
         .collect();
     let tail = &errors[errors.len().saturating_sub(3)..];
@@ -484,6 +534,8 @@ mod tests {
             &log,
             "(00.1) Warn  (criu/mount.c:1259): mnt: something\n\
              Error (criu/util.c:627): execvp(\"iptables-legacy-save\", ...) failed\n\
+             Error (criu/util.c:627): execvp(\"ip6tables-save\", ...) failed\n\
+             (00.15) Error (criu/util.c:1567): ip6tables-save -V failed\n\
              (00.2) Error (criu/net.c:100): net: a\n\
              (00.3) Error (criu/cr-restore.c:7): Restoring FAILED.\n",
         )
@@ -512,6 +564,22 @@ mod tests {
     }
 
     #[test]
+    fn masks_are_the_plain_tmpfs_mounts_below_proc_and_sys() {
+        let info = "84 80 0:29 / / rw - overlay overlay rw\n\
+                    86 84 0:30 / /dev rw - tmpfs none rw\n\
+                    104 86 0:31 / /dev/shm rw - tmpfs none rw\n\
+                    106 84 0:41 / /proc rw - proc none rw\n\
+                    107 106 0:45 / /proc/acpi ro - tmpfs none ro,size=0k\n\
+                    108 106 0:5 /null /proc/kcore ro - devtmpfs devtmpfs rw\n\
+                    138 84 0:43 / /sys ro - sysfs none rw\n\
+                    139 138 0:46 / /sys/firmware ro - tmpfs none ro,size=0k\n\
+                    140 138 0:47 / /sys/fs/cgroup/a]:b rw - tmpfs none rw\n\
+                    141 84 0:48 / /tmp rw - tmpfs none rw\n\
+                    142 84 0:49 / /sys rw - tmpfs none rw\n";
+        assert_eq!(mask_mounts(info), vec!["/proc/acpi", "/sys/firmware"]);
+    }
+
+    #[test]
     fn note_round_trips() {
         assert_eq!(parse_note(&note(101, 4321, false)), Some((101, 4321)));
         assert_eq!(parse_note(&note(101, 4321, true)), Some((101, 4321)));
@@ -536,6 +604,7 @@ mod tests {
             Path::new("/vz/dump/Dump.101"),
             Path::new("/r"),
             Path::new("/s/vedev"),
+            Path::new("/s/vzmask"),
             Path::new("/s/restore.pid"),
             Some("venet101"),
             &[
@@ -560,6 +629,27 @@ mod tests {
         );
         assert!(args.contains(&"veth[lan]:veth101.1".to_owned()), "{args:?}");
         assert!(args.contains(&"mnt[vedev]:/s/vedev".to_owned()), "{args:?}");
+        assert!(
+            args.contains(&"mnt[vzmask]:/s/vzmask".to_owned()),
+            "{args:?}"
+        );
+        let d = dump_command(
+            7,
+            Path::new("/vz/dump/Dump.101"),
+            Path::new("/sys/fs/cgroup/vz/101"),
+            &["/proc/acpi".into(), "/sys/firmware".into()],
+            None,
+        );
+        let args: Vec<String> = d
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            args.contains(&"mnt[/proc/acpi]:vzmask".to_owned())
+                && args.contains(&"mnt[/sys/firmware]:vzmask".to_owned())
+                && args.contains(&"mnt[/dev]:vedev".to_owned()),
+            "{args:?}"
+        );
         let envs: Vec<(String, String)> = c
             .get_envs()
             .filter_map(|(k, v)| Some((k.to_string_lossy().into(), v?.to_string_lossy().into())))

@@ -27,6 +27,8 @@ const INVENTORY: &str = "inventory.img";
 pub(super) struct Dumpable {
     pub ids: (u32, u32),
     pub veths: Vec<(String, String)>,
+    /// Its masks, external to CRIU (`criu::mask_mounts`).
+    pub masks: Vec<String>,
 }
 
 impl Manager {
@@ -164,7 +166,11 @@ impl Manager {
                 undumpable.join(", ")
             ));
         }
-        Ok(Dumpable { ids, veths })
+        Ok(Dumpable {
+            ids,
+            veths,
+            masks: crate::criu::mask_mounts(&info),
+        })
     }
 
     /// Checkpoints a running VE into its images directory; it stops when
@@ -201,7 +207,7 @@ impl Manager {
             Ok(d) => d,
             Err(o) => return o,
         };
-        let Dumpable { ids, veths } = match self.checkpointable(veid, pid) {
+        let Dumpable { ids, veths, masks } = match self.checkpointable(veid, pid) {
             Ok(d) => d,
             Err(why) => return fail(why),
         };
@@ -271,7 +277,7 @@ impl Manager {
         self.lock().stopping.insert(veid);
         let t0 = std::time::Instant::now();
         let done = crate::criu::run(
-            crate::criu::dump_command(pid, &dir, &cg, prev),
+            crate::criu::dump_command(pid, &dir, &cg, &masks, prev),
             &dir.join(crate::criu::DUMP_LOG),
         );
         if let Err(e) = done {
@@ -427,7 +433,12 @@ impl Manager {
             })
             .map_err(|e| format!("preparing {}: {e}", dir.display()))?;
         let log = dir.join(crate::criu::PRE_DUMP_LOG);
-        let done = crate::criu::run(crate::criu::pre_dump_command(pid, dir, &cg, prev), &log);
+        let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+        let masks = crate::criu::mask_mounts(&info);
+        let done = crate::criu::run(
+            crate::criu::pre_dump_command(pid, dir, &cg, &masks, prev),
+            &log,
+        );
         if done.is_err() {
             // As after a failed dump: CRIU thaws on its own errors only.
             let _ = std::fs::write(cg.join("cgroup.freeze"), "0");

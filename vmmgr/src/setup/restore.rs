@@ -83,6 +83,14 @@ pub(super) fn run(spec: &Spec, images: &Path) -> Result<Started, SetupError> {
         )
         .map_err(|e| cx.fail("putting back the VE's /dev", e))?;
     }
+    // What CRIU binds on the masks until `relock` replaces them: empty,
+    // appliance root's, read-only to everyone.
+    let empty = spec.root.join(crate::criu::MASK_KEY);
+    cx.at("creating the masks' stand-in", std::fs::create_dir(&empty))?;
+    cx.at(
+        "making the masks' stand-in read-only",
+        std::fs::set_permissions(&empty, std::os::unix::fs::PermissionsExt::from_mode(0o555)),
+    )?;
     steps.mark("dev");
     // The VE's own cgroups, as it had them, before CRIU moves its
     // processes in.
@@ -141,6 +149,7 @@ pub(super) fn run(spec: &Spec, images: &Path) -> Result<Started, SetupError> {
         images,
         &root,
         &vedev,
+        &empty,
         &pidfile,
         venet.as_deref(),
         &veths,

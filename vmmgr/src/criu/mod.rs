@@ -149,17 +149,27 @@ pub fn mem_tracking() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// `criu restore` of the images in `dir` onto the VE root mounted at
-/// `root`, its `/dev` the tmpfs at `dev`, its masks binds of the empty
-/// directory `empty`, detached (the restored init ends
-/// up vmmgr's child, as a started one); its pid goes to `pidfile`. `venet` names the
-/// appliance's end of the VE's routed pair, when it has one.
+/// Where vesetup staged a restore: paths of its staging namespace.
+#[derive(Debug)]
+pub struct Staged<'a> {
+    /// The VE's overlay root.
+    pub root: &'a Path,
+    /// The VE's `/dev` tmpfs.
+    pub dev: &'a Path,
+    /// The empty directory bound on the masks until they are replaced.
+    pub empty: &'a Path,
+    /// Where CRIU writes the restored init's pid.
+    pub pidfile: &'a Path,
+}
+
+/// `criu restore` of the images in `dir` onto the VE root staged at `at`
+/// (its `/dev` the tmpfs there, its masks binds of the empty directory),
+/// detached (the restored init ends up vmmgr's child, as a started one).
+/// `venet` names the appliance's end of the VE's routed pair, when it has
+/// one.
 pub fn restore_command(
     dir: &Path,
-    root: &Path,
-    dev: &Path,
-    empty: &Path,
-    pidfile: &Path,
+    at: &Staged<'_>,
     venet: Option<&str>,
     veths: &[(String, String, Option<String>)],
     stopped: bool,
@@ -168,15 +178,15 @@ pub fn restore_command(
     cmd.arg("restore");
     common(&mut cmd, dir, RESTORE_LOG);
     cmd.arg("--root")
-        .arg(root)
+        .arg(at.root)
         .arg("--restore-detached")
         .arg("--pidfile")
-        .arg(pidfile)
+        .arg(at.pidfile)
         .arg("--manage-cgroups=soft")
         .arg("--external")
-        .arg(format!("mnt[{DEV_KEY}]:{}", dev.display()))
+        .arg(format!("mnt[{DEV_KEY}]:{}", at.dev.display()))
         .arg("--external")
-        .arg(format!("mnt[{MASK_KEY}]:{}", empty.display()));
+        .arg(format!("mnt[{MASK_KEY}]:{}", at.empty.display()));
     if stopped {
         // Each task detached with SIGSTOP: nothing of the VE runs until
         // it is sent SIGCONT.
@@ -602,10 +612,12 @@ mod tests {
     fn commands_name_appliance_programs_only() {
         let c = restore_command(
             Path::new("/vz/dump/Dump.101"),
-            Path::new("/r"),
-            Path::new("/s/vedev"),
-            Path::new("/s/vzmask"),
-            Path::new("/s/restore.pid"),
+            &Staged {
+                root: Path::new("/r"),
+                dev: Path::new("/s/vedev"),
+                empty: Path::new("/s/vzmask"),
+                pidfile: Path::new("/s/restore.pid"),
+            },
             Some("venet101"),
             &[
                 ("eth0".into(), "veth101.0".into(), Some("vmbr0".into())),

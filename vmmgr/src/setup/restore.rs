@@ -147,10 +147,12 @@ pub(super) fn run(spec: &Spec, images: &Path) -> Result<Started, SetupError> {
         .collect();
     let mut cmd = crate::criu::restore_command(
         images,
-        &root,
-        &vedev,
-        &empty,
-        &pidfile,
+        &crate::criu::Staged {
+            root: &root,
+            dev: &vedev,
+            empty: &empty,
+            pidfile: &pidfile,
+        },
         venet.as_deref(),
         &veths,
         crate::criu::note_leave_stopped(&note),

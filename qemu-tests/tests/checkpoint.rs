@@ -120,6 +120,40 @@ fn chkpnt_and_restore_keep_processes_network_and_locks() -> anyhow::Result<()> {
     let kcore = a.run_ok("vzctl exec 101 'head -c 1 /proc/kcore | wc -c' </dev/null")?;
     assert_eq!(kcore.trim(), "0", "/proc/kcore reads as /dev/null");
 
+    // vmmgr reads the VE's /dev into its record as appliance root while the
+    // VE runs. VE root lays traps there: a pty device bound over a file
+    // (opened, it would become vmmgr's controlling terminal), a FIFO (opened,
+    // it would block the dump), a link into the appliance (followed, it
+    // would be read), and more entries than a record holds.
+    a.run_ok(
+        "vzctl exec 101 'touch /dev/trap && mount --bind /dev/pts/ptmx /dev/trap && \
+         mkfifo /dev/pipe && ln -s /proc/1/root/etc/shadow /dev/link && \
+         mkdir -p /dev/d/e && echo kept > /dev/d/e/f' </dev/null",
+    )?;
+    a.run_ok(
+        "vzctl exec 101 'i=0; while [ $i -lt 1100 ]; do i=$((i+1)); : > /dev/n$i; done' </dev/null",
+    )?;
+    let (out, rc) = a.run_rc("vzctl chkpnt 101")?;
+    assert_eq!(rc, 16, "{out}");
+    assert!(
+        out.contains("more than 1024 entries") && out.contains("keeps running"),
+        "{out}"
+    );
+    a.run_ok("vzctl status 101 | grep -q running")?;
+    a.run_ok("vzctl exec 101 'rm /dev/n[0-9]*' </dev/null")?;
+    a.run_ok("vzctl chkpnt 101 >/dev/null && vzctl restore 101 >/dev/null")?;
+    let dev = a.run_ok(
+        "vzctl exec 101 'readlink /dev/link; test -p /dev/pipe && echo fifo; cat /dev/d/e/f; \
+         test -c /dev/trap && echo bound' </dev/null",
+    )?;
+    assert_eq!(
+        dev.trim(),
+        "/proc/1/root/etc/shadow\nfifo\nkept\nbound",
+        "the VE's /dev as it made it"
+    );
+    let tty = a.run_ok("cut -d' ' -f7 /proc/$(pidof vmmgr)/stat")?;
+    assert_eq!(tty.trim(), "0", "vmmgr has no controlling terminal");
+
     // CHECKPOINT="yes" (the default): VE root cannot make a namespace of
     // its own (CRIU could not dump it), in a restored VE too, and neither
     // can a command run with `vzctl exec`.

@@ -237,6 +237,13 @@ pub fn run(mut cmd: Command, log: &Path) -> Result<(), String> {
 
 const NO_ERROR: &str = "no error in its log";
 
+/// Whether CRIU's error `e` ([`run`]) is its freeze timing out on a task
+/// that would not stop (uninterruptible sleep), which leaves the VE
+/// running and may pass on another try.
+pub fn freeze_timed_out(e: &str) -> bool {
+    e.contains("Timeout reached") || e.contains("Unseizable non-zombie")
+}
+
 /// The note's text; `at_shutdown`: made by the appliance's shutdown
 /// (VE_STOP_MODE=suspend), to be restored at the next boot.
 /// (Only VEs started with CHECKPOINT="yes" are dumped: the note says so,
@@ -571,6 +578,17 @@ mod tests {
             undumpable_mounts(creds),
             vec!["/run/credentials/a b.service (ramfs)"]
         );
+    }
+
+    #[test]
+    fn a_freeze_timeout_is_told_apart() {
+        assert!(freeze_timed_out(
+            "/usr/sbin/criu failed (exit status: 1): Timeout reached. Try to interrupt: 0; \
+             Unseizable non-zombie 507 found, state D, err -1/4; Pre-dumping FAILED."
+        ));
+        assert!(!freeze_timed_out(
+            "/usr/sbin/criu failed (exit status: 1): net: a; Dumping FAILED."
+        ));
     }
 
     #[test]

@@ -435,15 +435,28 @@ impl Manager {
         let log = dir.join(crate::criu::PRE_DUMP_LOG);
         let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
         let masks = crate::criu::mask_mounts(&info);
-        let done = crate::criu::run(
-            crate::criu::pre_dump_command(pid, dir, &cg, &masks, prev),
-            &log,
-        );
-        if done.is_err() {
-            // As after a failed dump: CRIU thaws on its own errors only.
-            let _ = std::fs::write(cg.join("cgroup.freeze"), "0");
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let done = crate::criu::run(
+                crate::criu::pre_dump_command(pid, dir, &cg, &masks, prev),
+                &log,
+            );
+            if done.is_err() {
+                // As after a failed dump: CRIU thaws on its own errors only.
+                let _ = std::fs::write(cg.join("cgroup.freeze"), "0");
+            }
+            match done {
+                // A task that stayed in uninterruptible sleep while CRIU
+                // froze the VE (a vfork parent, a page being swapped in):
+                // the VE runs on, unharmed; the round is tried again.
+                Err(e) if tries < 3 && crate::criu::freeze_timed_out(&e) => {
+                    log::warn!("VE {veid}: memory pre-copy: {e}; trying again");
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+                done => return done.map(|()| crate::migrate::tree::pages_bytes(dir)),
+            }
         }
-        done.map(|()| crate::migrate::tree::pages_bytes(dir))
     }
 }
 

@@ -141,7 +141,28 @@ fn chkpnt_and_restore_keep_processes_network_and_locks() -> anyhow::Result<()> {
     );
     a.run_ok("vzctl status 101 | grep -q running")?;
     a.run_ok("vzctl exec 101 'rm /dev/n[0-9]*' </dev/null")?;
+    // The masks go to CRIU as external mounts, bound from a stand-in at the
+    // restore. VE root binds a mask elsewhere (it must come back as an
+    // empty read-only tmpfs, nothing of the appliance's staging area), and
+    // stacks a tmpfs of its own below /proc, bound elsewhere with a file in
+    // it (saved with its contents, as before).
+    a.run_ok(
+        "vzctl exec 101 'mkdir -p /mnt/x /mnt/y && mount --bind /sys/firmware /mnt/x && \
+         mount -t tmpfs none /proc/fs && echo own > /proc/fs/f && \
+         mount --bind /proc/fs /mnt/y' </dev/null",
+    )?;
     a.run_ok("vzctl chkpnt 101 >/dev/null && vzctl restore 101 >/dev/null")?;
+    let binds = a.run_ok(
+        "vzctl exec 101 'cat /mnt/y/f; ls -A /mnt/x | wc -l; touch /mnt/x/t 2>/dev/null || \
+         echo read-only; grep -w /mnt/x /proc/mounts | cut -d\\  -f3; \\
+         grep -w /mnt/x /proc/self/mountinfo | cut -d\\  -f4' </dev/null",
+    )?;
+    assert_eq!(
+        binds.trim(),
+        "own\n0\nread-only\ntmpfs\n/",
+        "the VE's binds of a mask (a whole tmpfs, not a directory of the staging area) and \
+         of its own tmpfs"
+    );
     let dev = a.run_ok(
         "vzctl exec 101 'readlink /dev/link; test -p /dev/pipe && echo fifo; cat /dev/d/e/f; \
          test -c /dev/trap && echo bound' </dev/null",

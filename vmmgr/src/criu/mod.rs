@@ -460,20 +460,57 @@ pub fn stray_kernfs(mountinfo: &str) -> Vec<String> {
         .collect()
 }
 
-/// The tmpfs mounts of mount table `mountinfo` strictly below `/proc` and
-/// `/sys` (the masks; anything a VE stacked there is replaced at the
-/// restore as well), as CRIU names external mounts: plain paths only (a
-/// `]` or `:` would end CRIU's `mnt[...]:` syntax; such a mount is
-/// archived as before).
+/// The masks of mount table `mountinfo`, as CRIU names external mounts:
+/// each read-only tmpfs mounted whole (root `/`) strictly below `/proc` or
+/// `/sys`, alone at its point, with nothing mounted below it and its
+/// superblock mounted nowhere else, at a plain path (a `]` or `:` would end
+/// CRIU's `mnt[...]:` syntax). CRIU applies an external mount to every
+/// mount at its path and to every bind of its superblock, so anything else
+/// (a VE's own tmpfs with files, a bind of a mask elsewhere, a file bound
+/// over a /proc file) is archived as before.
 pub fn mask_mounts(mountinfo: &str) -> Vec<String> {
-    mounts(mountinfo)
-        .filter_map(|(point, fstype)| {
-            let below = ["/proc/", "/sys/"].iter().any(|t| point.starts_with(t));
-            let plain = point
+    struct M {
+        id: String,
+        parent: String,
+        dev: String,
+        root: String,
+        point: String,
+        ro: bool,
+        fstype: String,
+    }
+    let all: Vec<M> = mountinfo
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let f: Vec<&str> = left.split(' ').collect();
+            Some(M {
+                id: f.first()?.to_string(),
+                parent: f.get(1)?.to_string(),
+                dev: f.get(2)?.to_string(),
+                root: vzcommon::mountinfo::unescape(f.get(3)?),
+                point: vzcommon::mountinfo::unescape(f.get(4)?),
+                ro: f.get(5)?.split(',').any(|o| o == "ro"),
+                fstype: right.split(' ').next()?.to_owned(),
+            })
+        })
+        .collect();
+    all.iter()
+        .filter(|m| {
+            let below = ["/proc/", "/sys/"].iter().any(|t| m.point.starts_with(t));
+            let plain = m
+                .point
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b));
-            (fstype == "tmpfs" && below && plain).then_some(point)
+            m.fstype == "tmpfs"
+                && below
+                && plain
+                && m.ro
+                && m.root == "/"
+                && all.iter().filter(|o| o.point == m.point).count() == 1
+                && all.iter().filter(|o| o.dev == m.dev).count() == 1
+                && !all.iter().any(|o| o.parent == m.id)
         })
+        .map(|m| m.point.clone())
         .collect()
 }
 
@@ -517,11 +554,18 @@ pub(crate) fn plain_relative(path: &str, depth: usize) -> bool {
 /// The last few `Error` lines of a CRIU log, joined.
 pub fn last_errors(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
-    let errors: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("Error (") && !l.contains("legacy") && !l.contains("tables-save"))
-        .map(|l| l.split_once("): ").map_or(l, |(_, m)| m).trim())
-        .collect();
+    // (CRIU's iptables probes fail by design, see PATH: their lines, and
+    // the exit status logged right after each, are noise.)
+    let probe = |l: &str| l.contains("legacy") || l.contains("tables-save");
+    let mut after_probe = false;
+    let mut errors: Vec<&str> = Vec::new();
+    for l in text.lines() {
+        let noise = probe(l) || (after_probe && l.contains("exited, status="));
+        after_probe = probe(l);
+        if l.contains("Error (") && !noise {
+            errors.push(l.split_once("): ").map_or(l, |(_, m)| m).trim());
+        }
+    }
     let tail = &errors[errors.len().saturating_sub(3)..];
     if tail.is_empty() {
         NO_ERROR.to_owned()
@@ -553,6 +597,7 @@ mod tests {
              Error (criu/util.c:627): execvp(\"iptables-legacy-save\", ...) failed\n\
              Error (criu/util.c:627): execvp(\"ip6tables-save\", ...) failed\n\
              (00.15) Error (criu/util.c:1567): ip6tables-save -V failed\n\
+             (00.16) Error (criu/util.c:642): exited, status=1\n\
              (00.2) Error (criu/net.c:100): net: a\n\
              (00.3) Error (criu/cr-restore.c:7): Restoring FAILED.\n",
         )
@@ -601,10 +646,26 @@ mod tests {
                     108 106 0:5 /null /proc/kcore ro - devtmpfs devtmpfs rw\n\
                     138 84 0:43 / /sys ro - sysfs none rw\n\
                     139 138 0:46 / /sys/firmware ro - tmpfs none ro,size=0k\n\
-                    140 138 0:47 / /sys/fs/cgroup/a]:b rw - tmpfs none rw\n\
+                    140 138 0:47 / /sys/fs/cgroup/a]:b ro - tmpfs none ro\n\
                     141 84 0:48 / /tmp rw - tmpfs none rw\n\
                     142 84 0:49 / /sys rw - tmpfs none rw\n";
         assert_eq!(mask_mounts(info), vec!["/proc/acpi", "/sys/firmware"]);
+        // What CRIU would restore from the stand-in, or could not: a mask
+        // bound elsewhere too, a writable tmpfs, a file bound from a tmpfs
+        // over a /proc file, a tmpfs with a mount below it, a tmpfs under
+        // another mount at the same point.
+        let tricks = "106 84 0:41 / /proc rw - proc none rw\n\
+                      107 106 0:45 / /proc/acpi ro - tmpfs none ro,size=0k\n\
+                      150 84 0:45 / /mnt/x ro - tmpfs none ro,size=0k\n\
+                      151 106 0:50 / /proc/fs rw - tmpfs none rw\n\
+                      152 106 0:31 /f /proc/meminfo ro - tmpfs none ro\n\
+                      153 106 0:51 / /proc/bus ro - tmpfs none ro\n\
+                      154 153 0:52 / /proc/bus/pci ro - tmpfs none ro\n\
+                      155 106 0:53 / /proc/irq ro - tmpfs none ro\n\
+                      156 155 0:54 / /proc/irq ro - tmpfs none ro\n\
+                      138 84 0:43 / /sys ro - sysfs none rw\n\
+                      139 138 0:46 / /sys/firmware ro - tmpfs none ro,size=0k\n";
+        assert_eq!(mask_mounts(tricks), vec!["/proc/bus/pci", "/sys/firmware"]);
     }
 
     #[test]

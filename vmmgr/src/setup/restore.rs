@@ -83,13 +83,20 @@ pub(super) fn run(spec: &Spec, images: &Path) -> Result<Started, SetupError> {
         )
         .map_err(|e| cx.fail("putting back the VE's /dev", e))?;
     }
-    // What CRIU binds on the masks until `relock` replaces them: empty,
-    // appliance root's, read-only to everyone.
+    // What CRIU binds on the masks until `relock` replaces them: a mask
+    // of its own (an empty, read-only tmpfs made for this restore), so that
+    // a bind of a mask the VE made elsewhere comes back as a bind of the
+    // same kind of thing, and nothing of the staging area.
     let empty = spec.root.join(crate::criu::MASK_KEY);
     cx.at("creating the masks' stand-in", std::fs::create_dir(&empty))?;
+    let point = cx.at(
+        "opening the masks' stand-in",
+        crate::mountfd::open_dir(&empty),
+    )?;
+    let null = cx.at("opening /dev/null", crate::mountfd::open_dev_null())?;
     cx.at(
-        "making the masks' stand-in read-only",
-        std::fs::set_permissions(&empty, std::os::unix::fs::PermissionsExt::from_mode(0o555)),
+        "mounting the masks' stand-in",
+        crate::mountfd::mask(point.as_fd(), null.as_fd()),
     )?;
     steps.mark("dev");
     // The VE's own cgroups, as it had them, before CRIU moves its

@@ -687,6 +687,12 @@ mod tests {
         assert_eq!(lock_table(138), "CRIU-138");
     }
 
+    fn args_of(c: &Command) -> Vec<String> {
+        c.get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
     #[test]
     fn commands_name_appliance_programs_only() {
         let c = restore_command(
@@ -704,10 +710,7 @@ mod tests {
             ],
             true,
         );
-        let args: Vec<String> = c
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
+        let args = args_of(&c);
         assert!(
             args.contains(&"veth[venet0]:venet101".to_owned())
                 && args.contains(&"--leave-stopped".to_owned()),
@@ -731,10 +734,7 @@ mod tests {
             &["/proc/acpi".into(), "/sys/firmware".into()],
             None,
         );
-        let args: Vec<String> = d
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
+        let args = args_of(&d);
         assert!(
             args.contains(&"mnt[/proc/acpi]:vzmask".to_owned())
                 && args.contains(&"mnt[/sys/firmware]:vzmask".to_owned())

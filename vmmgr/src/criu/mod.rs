@@ -73,61 +73,56 @@ fn common(cmd: &mut Command, dir: &Path, log: &str) {
         ]);
 }
 
-/// `criu dump` of the tree of VE init `pid`, frozen through its cgroup
-/// `cgroup` (the VE's whole group: `ve/` and the exec leaves).
-/// `prev` (a live migration's last pre-copy round, relative to `dir`):
-/// only the memory written since goes into this dump.
-/// `masks`: the VE's mask mounts ([`mask_mounts`]).
-pub fn dump_command(
-    pid: i32,
-    dir: &Path,
-    cgroup: &Path,
-    masks: &[String],
-    prev: Option<&str>,
-) -> Command {
+/// What a dump and a pre-dump are of: the tree of VE init `pid`, frozen
+/// through its cgroup `cgroup` (the VE's whole group: `ve/` and the exec
+/// leaves), with its `/dev` and its masks `masks` ([`mask_mounts`])
+/// external mounts.
+#[derive(Debug)]
+pub struct Subject<'a> {
+    pub pid: i32,
+    pub cgroup: &'a Path,
+    pub masks: &'a [String],
+}
+
+/// `criu dump` of `ve` into `dir`. `prev` (a live migration's last
+/// pre-copy round, relative to `dir`): only the memory written since goes
+/// into this dump.
+pub fn dump_command(ve: &Subject<'_>, dir: &Path, prev: Option<&str>) -> Command {
     let mut cmd = Command::new(CRIU);
     cmd.arg("dump");
     common(&mut cmd, dir, DUMP_LOG);
     if let Some(p) = prev {
         cmd.args(["--track-mem", "--prev-images-dir", p]);
     }
-    the_ve(&mut cmd, pid, cgroup, masks);
+    the_ve(&mut cmd, ve);
     // The restore takes the method from the images.
     cmd.args(["--network-lock", "nftables"]);
     cmd
 }
 
-/// Both dumps' subject: the tree of VE init `pid`, frozen through its
-/// cgroup `cgroup` (the VE's whole group: `ve/` and the exec leaves),
-/// with its `/dev` and its masks `masks` external mounts.
-fn the_ve(cmd: &mut Command, pid: i32, cgroup: &Path, masks: &[String]) {
+/// Both dumps' options naming their subject.
+fn the_ve(cmd: &mut Command, ve: &Subject<'_>) {
     cmd.arg("--tree")
-        .arg(pid.to_string())
+        .arg(ve.pid.to_string())
         .arg("--freeze-cgroup")
-        .arg(cgroup)
+        .arg(ve.cgroup)
         .arg("--manage-cgroups")
         .arg("--external")
         .arg(format!("mnt[/dev]:{DEV_KEY}"));
-    for m in masks {
+    for m in ve.masks {
         cmd.arg("--external").arg(format!("mnt[{m}]:{MASK_KEY}"));
     }
 }
 
-/// `criu pre-dump`: the memory of the tree of VE init `pid` while it goes
-/// on running (frozen only while its pages are collected), with
-/// soft-dirty tracking so that the next round (`prev`, relative to `dir`)
-/// writes only what changed since.
-pub fn pre_dump_command(
-    pid: i32,
-    dir: &Path,
-    cgroup: &Path,
-    masks: &[String],
-    prev: Option<&str>,
-) -> Command {
+/// `criu pre-dump`: the memory of `ve` into `dir` while it goes on running
+/// (frozen only while its pages are collected), with soft-dirty tracking so
+/// that the next round (`prev`, relative to `dir`) writes only what changed
+/// since.
+pub fn pre_dump_command(ve: &Subject<'_>, dir: &Path, prev: Option<&str>) -> Command {
     let mut cmd = Command::new(CRIU);
     cmd.arg("pre-dump");
     common(&mut cmd, dir, PRE_DUMP_LOG);
-    the_ve(&mut cmd, pid, cgroup, masks);
+    the_ve(&mut cmd, ve);
     cmd.arg("--track-mem");
     if let Some(p) = prev {
         cmd.args(["--prev-images-dir", p]);
@@ -438,12 +433,34 @@ pub fn own_namespaces(cg: &Path, init: i32) -> Result<(), String> {
     Ok(())
 }
 
-/// Each mount of mount table `mountinfo`: its mount point and type.
-fn mounts(mountinfo: &str) -> impl Iterator<Item = (String, &str)> {
+/// One line of a mount table (`/proc/<pid>/mountinfo`).
+struct Mount {
+    id: String,
+    parent: String,
+    /// The superblock's `major:minor`.
+    dev: String,
+    /// What of its filesystem is mounted (`/` for the whole of it).
+    root: String,
+    point: String,
+    /// Mounted read-only.
+    ro: bool,
+    fstype: String,
+}
+
+/// Each mount of mount table `mountinfo`.
+fn mounts(mountinfo: &str) -> impl Iterator<Item = Mount> + '_ {
     mountinfo.lines().filter_map(|l| {
-        let point = vzcommon::mountinfo::unescape(l.split(' ').nth(4)?);
-        let fstype = l.split(" - ").nth(1)?.split(' ').next()?;
-        Some((point, fstype))
+        let (left, right) = l.split_once(" - ")?;
+        let f: Vec<&str> = left.split(' ').collect();
+        Some(Mount {
+            id: f.first()?.to_string(),
+            parent: f.get(1)?.to_string(),
+            dev: f.get(2)?.to_string(),
+            root: vzcommon::mountinfo::unescape(f.get(3)?),
+            point: vzcommon::mountinfo::unescape(f.get(4)?),
+            ro: f.get(5)?.split(',').any(|o| o == "ro"),
+            fstype: right.split(' ').next()?.to_owned(),
+        })
     })
 }
 
@@ -451,11 +468,11 @@ fn mounts(mountinfo: &str) -> impl Iterator<Item = (String, &str)> {
 /// `/sys` (a VE's copy of either would come back from CRIU unlocked).
 pub fn stray_kernfs(mountinfo: &str) -> Vec<String> {
     mounts(mountinfo)
-        .filter_map(|(point, fstype)| {
+        .filter_map(|m| {
             let inside = ["/proc", "/sys"]
                 .iter()
-                .any(|t| point == *t || point.starts_with(&format!("{t}/")));
-            (matches!(fstype, "proc" | "sysfs") && !inside).then_some(point)
+                .any(|t| m.point == *t || m.point.starts_with(&format!("{t}/")));
+            (matches!(m.fstype.as_str(), "proc" | "sysfs") && !inside).then_some(m.point)
         })
         .collect()
 }
@@ -469,31 +486,7 @@ pub fn stray_kernfs(mountinfo: &str) -> Vec<String> {
 /// (a VE's own tmpfs with files, a bind of a mask elsewhere, a file bound
 /// over a /proc file) is archived as before.
 pub fn mask_mounts(mountinfo: &str) -> Vec<String> {
-    struct M {
-        id: String,
-        parent: String,
-        dev: String,
-        root: String,
-        point: String,
-        ro: bool,
-        fstype: String,
-    }
-    let all: Vec<M> = mountinfo
-        .lines()
-        .filter_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            let f: Vec<&str> = left.split(' ').collect();
-            Some(M {
-                id: f.first()?.to_string(),
-                parent: f.get(1)?.to_string(),
-                dev: f.get(2)?.to_string(),
-                root: vzcommon::mountinfo::unescape(f.get(3)?),
-                point: vzcommon::mountinfo::unescape(f.get(4)?),
-                ro: f.get(5)?.split(',').any(|o| o == "ro"),
-                fstype: right.split(' ').next()?.to_owned(),
-            })
-        })
-        .collect();
+    let all: Vec<Mount> = mounts(mountinfo).collect();
     all.iter()
         .filter(|m| {
             let below = ["/proc/", "/sys/"].iter().any(|t| m.point.starts_with(t));
@@ -519,7 +512,8 @@ pub fn mask_mounts(mountinfo: &str) -> Vec<String> {
 /// "point (type)".
 pub fn undumpable_mounts(mountinfo: &str) -> Vec<String> {
     mounts(mountinfo)
-        .filter_map(|(point, fstype)| (fstype == "ramfs").then(|| format!("{point} ({fstype})")))
+        .filter(|m| m.fstype == "ramfs")
+        .map(|m| format!("{} ({})", m.point, m.fstype))
         .collect()
 }
 
@@ -727,11 +721,14 @@ mod tests {
             args.contains(&"mnt[vzmask]:/s/vzmask".to_owned()),
             "{args:?}"
         );
+        let masks = ["/proc/acpi".to_owned(), "/sys/firmware".to_owned()];
         let d = dump_command(
-            7,
+            &Subject {
+                pid: 7,
+                cgroup: Path::new("/sys/fs/cgroup/vz/101"),
+                masks: &masks,
+            },
             Path::new("/vz/dump/Dump.101"),
-            Path::new("/sys/fs/cgroup/vz/101"),
-            &["/proc/acpi".into(), "/sys/firmware".into()],
             None,
         );
         let args = args_of(&d);

@@ -277,7 +277,15 @@ impl Manager {
         self.lock().stopping.insert(veid);
         let t0 = std::time::Instant::now();
         let done = crate::criu::run(
-            crate::criu::dump_command(pid, &dir, &cg, &masks, prev),
+            crate::criu::dump_command(
+                &crate::criu::Subject {
+                    pid,
+                    cgroup: &cg,
+                    masks: &masks,
+                },
+                &dir,
+                prev,
+            ),
             &dir.join(crate::criu::DUMP_LOG),
         );
         if let Err(e) = done {
@@ -435,13 +443,15 @@ impl Manager {
         let log = dir.join(crate::criu::PRE_DUMP_LOG);
         let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
         let masks = crate::criu::mask_mounts(&info);
+        let ve = crate::criu::Subject {
+            pid,
+            cgroup: &cg,
+            masks: &masks,
+        };
         let mut tries = 0;
         loop {
             tries += 1;
-            let done = crate::criu::run(
-                crate::criu::pre_dump_command(pid, dir, &cg, &masks, prev),
-                &log,
-            );
+            let done = crate::criu::run(crate::criu::pre_dump_command(&ve, dir, prev), &log);
             if done.is_err() {
                 // As after a failed dump: CRIU thaws on its own errors only.
                 let _ = std::fs::write(cg.join("cgroup.freeze"), "0");

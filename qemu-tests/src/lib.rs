@@ -203,10 +203,18 @@ impl Appliance {
     /// waits until `eth1` has `ip`.
     pub fn configure_migration(&mut self, ip: &str, peers: &str) -> Result<()> {
         self.run_ok(&format!(
-            "printf 'NETIF=\"ifname=eth0,dhcp=yes;ifname=eth1,ip={ip}/24\"\\n' > /etc/vz/net.conf"
-        ))?;
-        self.run_ok(&format!(
             "printf 'MIGRATE_PORT=\"5810\"\\nMIGRATE_PEERS=\"{peers}\"\\n' > /etc/vz/migrate.conf"
+        ))?;
+        self.configure_net(&format!("ifname=eth1,ip={ip}/24"), "", "eth1", ip)
+    }
+
+    /// Writes `net.conf` (`eth0` by DHCP, then the NETIF entries `link`,
+    /// then the lines `extra`) and restarts vmmgr, which applies it at its
+    /// start (init starts it again; running VEs are adopted); waits until
+    /// the new vmmgr answers and `dev` holds `ip`.
+    pub fn configure_net(&mut self, link: &str, extra: &str, dev: &str, ip: &str) -> Result<()> {
+        self.run_ok(&format!(
+            "printf 'NETIF=\"ifname=eth0,dhcp=yes;{link}\"\\n{extra}\\n' > /etc/vz/net.conf"
         ))?;
         let old = self.run_ok("pidof vmmgr")?;
         self.run_ok("(sleep 1; kill -9 $(pidof vmmgr)) >/dev/null 2>&1 &")?;
@@ -216,13 +224,20 @@ impl Appliance {
             if !now.trim().is_empty()
                 && now.trim() != old.trim()
                 && self.run_rc("vzlist -a -H -o ctid")?.1 == 0
-                && self.run_rc("ip -o addr show dev eth1")?.0.contains(ip)
+                && self
+                    .run_rc(&format!("ip -o addr show dev {dev}"))?
+                    .0
+                    .contains(ip)
             {
+                // init's console line about the new vmmgr passes first.
                 std::thread::sleep(Duration::from_secs(1));
                 return Ok(());
             }
         }
-        bail!("vmmgr did not come back with {ip} on eth1")
+        bail!(
+            "vmmgr did not come back with {ip} on {dev}:\n{}",
+            self.run_ok("ip addr; tail -5 /run/vz/log")?
+        )
     }
 
     /// Boots the image on a fresh overlay with `opts` and waits for `ready`.

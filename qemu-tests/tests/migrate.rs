@@ -12,7 +12,9 @@
 //!   modes, links, overlay whiteouts) and the VE runs there;
 //! - DEST killed during the memory transfer: the VE goes on running at A,
 //!   the exit code names the stage, and DEST after its restart has
-//!   nothing of the VE.
+//!   nothing of the VE;
+//! - a systemd VE, and a bridged VE (NETIF) with a connection from B to
+//!   it, live; B announces the bridged VE's MAC to the segment.
 
 use qemu_tests::Appliance;
 use std::time::Duration;
@@ -266,5 +268,83 @@ fn vzmigrate_moves_a_running_ve_and_fails_safe() -> anyhow::Result<()> {
     b.run_ok("ping -c 1 -W 5 192.0.2.31 >/dev/null")?;
     nothing_of(&mut a, 301)?;
     b.run_ok("vzctl --quiet stop 301")?;
+
+    // A bridged VE (NETIF) moves live too. Each link becomes the port of a
+    // bridge that takes over the appliance's address: the port gives its
+    // address up, and the bridge keeps the port's MAC when a VE's pair
+    // (00:18:51:.., a lower MAC) joins it.
+    for (x, ip) in [(&mut a, "192.0.2.1"), (&mut b, "192.0.2.2")] {
+        x.configure_net(
+            &format!("ifname=vmbr0,type=bridge,ports=eth1,ip={ip}/24"),
+            "",
+            "vmbr0",
+            ip,
+        )?;
+        let eth1 = x.run_ok("ip -o addr show dev eth1")?;
+        assert!(
+            !eth1.contains("192.0.2."),
+            "a bridge's port kept its address: {eth1}"
+        );
+    }
+    a.run_ok("vzctl --quiet create 105 --ostemplate busybox && vzctl --quiet set 105 --netif_add eth0,,,,vmbr0 --save && vzctl --quiet start 105")?;
+    a.run_ok(
+        "vzctl exec2 105 'ip addr add 192.0.2.40/24 dev eth0 && ip link set eth0 up' </dev/null",
+    )?;
+    let bridge_mac = |x: &mut Appliance| -> anyhow::Result<()> {
+        let macs = x.run_ok("cat /sys/class/net/vmbr0/address /sys/class/net/eth1/address")?;
+        let l: Vec<&str> = macs.lines().collect();
+        assert!(
+            l.len() == 2 && l[0] == l[1],
+            "the bridge's MAC is not its port's: {macs}"
+        );
+        Ok(())
+    };
+    bridge_mac(&mut a)?;
+    let mac = a.run_ok("vzctl exec 105 cat /sys/class/net/eth0/address </dev/null")?;
+    let mac = mac.trim();
+    start_counter(&mut a, 105)?;
+    a.run_ok(
+        "vzctl exec 105 '(nc -l -p 7000 -e /bin/cat </dev/null >/dev/null 2>&1 &)' </dev/null",
+    )?;
+    b.run_ok("mkfifo /tmp/bin && (sleep 600 > /tmp/bin &) && (nc 192.0.2.40 7000 < /tmp/bin > /tmp/bout 2>&1 &)")?;
+    b.run_ok("sleep 1; echo before > /tmp/bin; sleep 1")?;
+    assert_eq!(b.run_ok("cat /tmp/bout")?.trim(), "before");
+    // A counts the frames that come over the link from the VE's MAC
+    // announcing where it is now (RARP, as for a migrated virtual machine).
+    a.run_ok(&format!(
+        "nft add table bridge t && nft add chain bridge t c '{{ type filter hook prerouting priority 0; }}' \
+         && nft add rule bridge t c iifname eth1 ether type 0x8035 ether saddr {mac} counter"
+    ))?;
+    let (pid, before) = counter(&mut a, 105)?;
+    let (out, rc) = a.run_rc("vzmigrate --online b 105")?;
+    assert_eq!(rc, 0, "live migration of a bridged VE: {out}");
+    println!(
+        "migrate: live, bridged VE: {}",
+        out.lines().last().unwrap_or("")
+    );
+    b.run_ok("sleep 1")?;
+    let (pid_b, after) = counter(&mut b, 105)?;
+    assert_eq!(pid_b, pid, "the bridged VE's counting process kept its PID");
+    assert!(after > before, "the count went on: {before} -> {after}");
+    b.run_ok("echo after > /tmp/bin; sleep 2")?;
+    let got = b.run_ok("cat /tmp/bout")?;
+    assert_eq!(
+        got.trim(),
+        "before\nafter",
+        "the connection across the move"
+    );
+    let port = b.run_ok("ip -o link show veth105.0")?;
+    assert!(port.contains("master vmbr0"), "{port}");
+    assert!(b
+        .run_ok("nft list set bridge vz ve_port")?
+        .contains("veth105.0"));
+    bridge_mac(&mut b)?;
+    let rarp = a.run_ok("nft list chain bridge t c")?;
+    assert!(
+        !rarp.contains("counter packets 0 "),
+        "no announcement of the VE's MAC reached A: {rarp}"
+    );
+    a.run_ok("ping -c 1 -W 5 192.0.2.40 >/dev/null")?;
+    nothing_of(&mut a, 105)?;
     Ok(())
 }

@@ -422,37 +422,6 @@ fn routed_addresses_live_and_held_to_their_own() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes the appliance's net.conf (eth0 by DHCP, then `link`) and
-/// restarts vmmgr to apply it (init starts it again; running VEs are
-/// adopted); waits until `dev` holds `v4`.
-fn configure_link(
-    a: &mut Appliance,
-    link: &str,
-    dev: &str,
-    v4: &str,
-    extra: &str,
-) -> anyhow::Result<()> {
-    a.run_ok(&format!(
-        "printf 'NETIF=\"ifname=eth0,dhcp=yes;{link}\"\\n{extra}\\n' > /etc/vz/net.conf"
-    ))?;
-    a.run_ok(KILL_VMMGR)?;
-    for _ in 0..60 {
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        if a.run_rc("vzlist -a -H -o ctid")?.1 == 0 {
-            let ip = a.run_rc(&format!("ip -o addr show dev {dev}"))?.0;
-            if ip.contains(v4) {
-                // init's console line about the new vmmgr passes first.
-                std::thread::sleep(std::time::Duration::from_secs(1));
-                return Ok(());
-            }
-        }
-    }
-    anyhow::bail!(
-        "{v4} not configured on {dev}:\n{}",
-        a.run_ok("ip addr; tail -5 /run/vz/log")?
-    )
-}
-
 /// Runs `cmd` on `a` (its exit code aside) until its output contains
 /// `needle`, for at most `secs` seconds; returns the last output (the
 /// caller asserts on it).
@@ -540,19 +509,17 @@ fn a_ve_is_reached_from_another_appliance_through_neighbour_answers() -> anyhow:
     b.enter_shell()?;
     // A masquerades its VEs' 198.51.100.0/24, which B has no route back to.
     // A's link is a port of its bridge vmbr0, which holds A's addresses.
-    configure_link(
-        &mut a,
+    a.configure_net(
         "ifname=vmbr0,type=bridge,ports=eth1,ip=192.0.2.1/24,ip=2001:db8:2::1/64",
+        "MASQUERADE=\"198.51.100.0/24\"",
         "vmbr0",
         "192.0.2.1",
-        "MASQUERADE=\"198.51.100.0/24\"",
     )?;
-    configure_link(
-        &mut b,
+    b.configure_net(
         "ifname=eth1,ip=192.0.2.2/24,ip=2001:db8:2::2/64",
+        "",
         "eth1",
         "192.0.2.2",
-        "",
     )?;
     a.run_ok("vzctl --quiet create 101 && vzctl set 101 --ipadd 192.0.2.10 --ipadd 2001:db8:2::10 --save && vzctl --quiet start 101")?;
     a.run_ok("vzctl exec 101 'mkdir -p /www && echo hello-from-a > /www/index.html && httpd -p 80 -h /www'")?;

@@ -1226,6 +1226,20 @@ impl Manager {
         for e in crate::net::announce::announce(&addrs) {
             log::warn!("VE {veid}: announcing its address: {e}");
         }
+        // Its bridged interfaces keep their MACs: the segment's switches
+        // learn that those are here now.
+        let macs: Vec<(String, [u8; 6])> = match self.config_of(veid) {
+            Some(Ok(c)) => c
+                .netif
+                .iter()
+                .map(|n| n.filled(veid.get()))
+                .filter_map(|n| Some((n.bridge?, n.mac?)))
+                .collect(),
+            _ => Vec::new(),
+        };
+        for e in crate::net::announce::announce_macs(&macs) {
+            log::warn!("VE {veid}: announcing its bridged MAC: {e}");
+        }
     }
 }
 

@@ -188,6 +188,20 @@ fn apply_one(nl: &mut Rtnl, u: &Uplink) -> io::Result<()> {
             let port = nl.index(p)?;
             nl.set_master(port, br)?;
             nl.set_up(port, true)?;
+            clear_port(nl, p, port)?;
+        }
+        // The bridge keeps one MAC: its first port's (else its own). Left
+        // to the kernel, it would take the lowest of its ports' and change
+        // as VEs' veth ends come and go (00:18:51:.. is below QEMU's and
+        // most vendors'), and neighbours would see the address move.
+        let links = nl.links()?;
+        let mac_of = |name: &str| links.iter().find(|l| l.name == name).and_then(|l| l.mac);
+        if let Some(mac) = ports
+            .first()
+            .and_then(|p| mac_of(p))
+            .or_else(|| mac_of(&u.ifname))
+        {
+            nl.set_mac(br, mac)?;
         }
     }
     let index = nl.index(&u.ifname)?;
@@ -221,17 +235,59 @@ fn apply_one(nl: &mut Rtnl, u: &Uplink) -> io::Result<()> {
     Ok(())
 }
 
-/// busybox udhcpc in the background for `ifname` (it keeps the lease).
-fn start_dhcp(ifname: &str) -> io::Result<()> {
+/// The addresses a bridge's port gives up: all but IPv6 link-local ones
+/// (the kernel's own). An address left on a port answers beside the bridge's
+/// and keeps a second route to its network, through the port, where replies
+/// get lost.
+fn port_drops(addrs: &[vzcommon::rtnl::Addr]) -> Vec<vzcommon::rtnl::Addr> {
+    addrs
+        .iter()
+        .filter(|a| !matches!(a.ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80))
+        .copied()
+        .collect()
+}
+
+/// A bridge's port holds no address and runs no DHCP client: what an
+/// earlier net.conf gave it (the interface before it became a port) goes.
+fn clear_port(nl: &mut Rtnl, name: &str, index: u32) -> io::Result<()> {
+    stop_dhcp(name);
+    for a in port_drops(&nl.addresses(Some(index))?) {
+        match nl.del_address(index, a.ip, a.prefix) {
+            Err(e) if vzcommon::rtnl::errno(&e) == Some(libc::EADDRNOTAVAIL) => {}
+            other => other.map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("removing {}/{} from port {name}: {e}", a.ip, a.prefix),
+                )
+            })?,
+        }
+        log::info!(
+            "network: {name} is a bridge port now: its address {}/{} removed (give it to the bridge in {FILE})",
+            a.ip,
+            a.prefix
+        );
+    }
+    Ok(())
+}
+
+/// Stops the DHCP client an earlier vmmgr started for `ifname`, if any.
+fn stop_dhcp(ifname: &str) {
     let pidfile = format!("/run/udhcpc.{ifname}.pid");
-    // The client of an earlier vmmgr keeps the lease no more.
     if let Some(pid) = std::fs::read_to_string(&pidfile)
         .ok()
         .and_then(|t| t.trim().parse::<i32>().ok())
         .and_then(rustix::process::Pid::from_raw)
     {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let _ = std::fs::remove_file(&pidfile);
     }
+}
+
+/// busybox udhcpc in the background for `ifname` (it keeps the lease).
+fn start_dhcp(ifname: &str) -> io::Result<()> {
+    let pidfile = format!("/run/udhcpc.{ifname}.pid");
+    // The client of an earlier vmmgr keeps the lease no more.
+    stop_dhcp(ifname);
     let mut child = std::process::Command::new("/bin/busybox")
         .args(["udhcpc", "-b", "-R", "-t", "5", "-T", "2", "-S"])
         .args(["-i", ifname, "-s", DHCP_SCRIPT, "-p", &pidfile])
@@ -400,6 +456,22 @@ mod tests {
         assert_eq!(m[1].to_string(), "2001:db8:1::/64");
         assert_eq!(parse_masquerade("all").expect("all").len(), 2);
         assert!(parse_masquerade("198.51.100.7").is_err());
+        let addr = |ip: &str, prefix| vzcommon::rtnl::Addr {
+            index: 3,
+            ip: ip.parse().expect("ip"),
+            prefix,
+        };
+        let on_port = [
+            addr("192.0.2.1", 24),
+            addr("fe80::5054:ff:fe00:101", 64),
+            addr("2001:db8:2::1", 64),
+            addr("febf::1", 64),
+        ];
+        let drops: Vec<String> = port_drops(&on_port)
+            .iter()
+            .map(|a| a.ip.to_string())
+            .collect();
+        assert_eq!(drops, ["192.0.2.1", "2001:db8:2::1"]);
         let (s, d) = parse_resolv(
             "# x\nsearch a.example\nnameserver 192.0.2.53\ndomain b.example\nnameserver bad\n",
         );

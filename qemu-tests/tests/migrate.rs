@@ -9,7 +9,8 @@
 //!   entry names B's MAC), a TCP connection from a VE on B survives, the
 //!   freeze time is printed; the source keeps only `101.conf.migrated`;
 //! - offline: the private area is identical at DEST (contents, owners,
-//!   modes, links, overlay whiteouts) and the VE runs there;
+//!   modes, links, overlay whiteouts) and the VE runs there; a VEID DEST
+//!   has already is refused, unless given another there (`--new-id`);
 //! - DEST killed during the memory transfer: the VE goes on running at A,
 //!   the exit code names the stage, and DEST after its restart has
 //!   nothing of the VE;
@@ -190,6 +191,28 @@ fn vzmigrate_moves_a_running_ve_and_fails_safe() -> anyhow::Result<()> {
     );
     assert!(a.run_ok("vzctl status 103")?.contains("running"));
     a.run_ok("vzctl exec 103 'test ! -e /bin/vi && cat /srv/hard' </dev/null")?;
+    // DEST has a VE of that VEID by now: refused (9), unless told to take
+    // it under another VEID (--new-id, offline only).
+    b.run_ok("vzctl --quiet create 103 --ostemplate busybox")?;
+    let (out, rc) = a.run_rc("vzmigrate b 103")?;
+    assert_eq!(rc, 9, "the VEID exists at DEST: {out}");
+    assert!(
+        out.contains("already exists") && out.contains("--new-id"),
+        "{out}"
+    );
+    let (out, rc) = a.run_rc("vzmigrate --online --new-id=113 b 103")?;
+    assert_eq!(rc, 1, "--new-id live: {out}");
+    assert!(a.run_ok("vzctl status 103")?.contains("running"));
+    let (out, rc) = a.run_rc("vzmigrate --new-id=113 b 103")?;
+    assert_eq!(rc, 0, "offline migration under a new VEID: {out}");
+    assert!(b.run_ok("vzctl status 113")?.contains("running"));
+    b.run_ok("vzctl exec 113 'test ! -e /bin/vi && cat /srv/hard' </dev/null")?;
+    assert!(
+        b.run_ok("vzctl status 103")?.contains("down"),
+        "B's own 103"
+    );
+    a.run_ok("test -f /etc/vz/conf/103.conf.migrated && test ! -e /etc/vz/conf/103.conf")?;
+    b.run_ok("vzctl --quiet stop 113")?;
 
     // DEST killed during the memory transfer: A's VE keeps running.
     a.run_ok("vzctl --quiet create 104 --ostemplate busybox && vzctl --quiet start 104")?;

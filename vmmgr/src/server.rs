@@ -164,6 +164,7 @@ pub fn serve_stream<T: std::io::Read + std::io::Write>(
                     online,
                     remove_area,
                     keep_dst,
+                    new_id,
                 },
             )) => {
                 let req = crate::daemon::MigrateRequest {
@@ -171,6 +172,7 @@ pub fn serve_stream<T: std::io::Read + std::io::Write>(
                     online,
                     remove_area,
                     keep_dst,
+                    new_id,
                 };
                 let mut say = |line: &str| {
                     // A client that went away does not stop the migration.

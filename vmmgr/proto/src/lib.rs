@@ -70,6 +70,8 @@ pub enum Request {
         online: bool,
         remove_area: bool,
         keep_dst: bool,
+        /// `--new-id`: DEST takes it under this VEID (offline only).
+        new_id: Option<u32>,
     },
 }
 

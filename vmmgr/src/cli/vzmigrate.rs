@@ -5,7 +5,8 @@ use proto::{Kind, Request, Response};
 use std::os::unix::net::UnixStream;
 
 pub const USAGE: &str = "\
-usage: vzmigrate [--online|--live] [--keep-dst] [-r|--remove-area yes|no] DEST VE
+usage: vzmigrate [--online|--live] [--keep-dst] [-r|--remove-area yes|no]
+                 [--new-id=VEID] DEST VE
        vzmigrate --key
 
   DEST   a peer named in the boot config's migrate.conf (its name or address)
@@ -16,6 +17,8 @@ usage: vzmigrate [--online|--live] [--keep-dst] [-r|--remove-area yes|no] DEST V
   --keep-dst        on failure DEST keeps what it received, for inspection
   -r, --remove-area yes|no  remove the private area here after success
          (default yes); the config is kept as VEID.conf.migrated either way
+  --new-id=VEID     DEST takes it under this VEID (when DEST has a VE of
+         its VEID already); offline only
   --key  print this appliance's public key (for the peers' migrate.conf)
 
 exit codes: 0 done, 1 usage, 4 cannot connect or authenticate, 6 copy failed,
@@ -28,6 +31,7 @@ space at DEST, 91 its OS template is not at DEST";
 pub fn run(args: &[String]) -> i32 {
     let mut online = false;
     let mut keep_dst = false;
+    let mut new_id: Option<String> = None;
     let mut remove_area = true;
     let mut pos = Vec::new();
     let mut it = args.iter();
@@ -35,6 +39,8 @@ pub fn run(args: &[String]) -> i32 {
         match a.as_str() {
             "--online" | "--live" => online = true,
             "--keep-dst" => keep_dst = true,
+            "--new-id" => new_id = Some(it.next().cloned().unwrap_or_default()),
+            s if s.starts_with("--new-id=") => new_id = Some(s["--new-id=".len()..].to_owned()),
             "--key" => {
                 let dir = std::path::Path::new(crate::migrate::KEY_DIR);
                 return match crate::migrate::public_key(dir) {
@@ -92,6 +98,21 @@ pub fn run(args: &[String]) -> i32 {
             return 10;
         }
     };
+    let new_id = match new_id.as_deref().map(str::parse::<crate::config::VeId>) {
+        None => None,
+        Some(Ok(id)) if online => {
+            eprintln!(
+                "vzmigrate: --new-id={id} moves a stopped copy: migrate without --online (the VE \
+                 is stopped here and started at DEST under {id})"
+            );
+            return 1;
+        }
+        Some(Ok(id)) => Some(id.get()),
+        Some(Err(e)) => {
+            eprintln!("vzmigrate: --new-id: {e}\n{USAGE}");
+            return 1;
+        }
+    };
     let Ok(dest_name) = proto::Name::try_from(dest.as_str()) else {
         eprintln!("vzmigrate: DEST {dest:?} is too long");
         return 1;
@@ -102,6 +123,7 @@ pub fn run(args: &[String]) -> i32 {
         online,
         remove_area,
         keep_dst,
+        new_id,
     };
     match talk(&req) {
         Ok(code) => code,

@@ -40,6 +40,8 @@ pub struct Request {
     /// `--keep-dst`: on failure DEST keeps what it received, for
     /// inspection, as `<private>.partial`.
     pub keep_dst: bool,
+    /// `--new-id`: DEST takes the VE under this VEID (offline only).
+    pub new_id: Option<u32>,
 }
 
 /// Pre-copy rounds at most, and when to stop early: the round wrote
@@ -267,6 +269,7 @@ impl Manager {
                 .to_string_lossy()
                 .into_owned(),
             keep: req.keep_dst,
+            dst_id: req.new_id,
         };
         let mut sent_total = 0u64;
         let mut run = || -> Result<Outcome2, Failure> {
@@ -797,7 +800,15 @@ impl Manager {
                 return;
             }
         };
-        let veid = match offer.veid.to_string().parse::<VeId>() {
+        // `--new-id` moves a stopped copy only: a live VE's images name
+        // its VEID throughout (cgroups, dump names, vmmgr's records).
+        let veid = match (offer.dst_id, offer.online) {
+            (Some(_), true) => {
+                Err("a live migration under a new VEID (--new-id) is not supported".to_owned())
+            }
+            (id, _) => id.unwrap_or(offer.veid).to_string().parse::<VeId>(),
+        };
+        let veid = match veid {
             Ok(v) => v,
             Err(m) => {
                 let _ = ch.send(&Msg::Refuse {
@@ -879,7 +890,10 @@ impl Manager {
         if self.conf_path(veid).exists() || self.is_running(veid) {
             return Err((
                 Code::Exists,
-                format!("VE {veid} already exists here; destroy it first (vzctl destroy {veid})"),
+                format!(
+                    "VE {veid} already exists here; destroy it first (vzctl destroy {veid}), or \
+                     give the incoming VE another VEID here (vzmigrate --new-id=VEID, offline)"
+                ),
             ));
         }
         let file = self.conf_path(veid);

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 /// Both ends' protocol, and the prologue binding the handshake to it.
 const PATTERN: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
-const PROLOGUE: &[u8] = b"vzmigrate 1";
+const PROLOGUE: &[u8] = b"vzmigrate 2";
 /// Largest Noise message.
 const MAX_FRAME: usize = 65535;
 /// How long a read or a write may wait. (A restore under emulation takes

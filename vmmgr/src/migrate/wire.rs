@@ -43,6 +43,9 @@ pub struct Offer {
     pub source: String,
     /// `--keep-dst`: on failure DEST keeps what it received.
     pub keep: bool,
+    /// `--new-id`: the VEID DEST takes it under (offline only); `None`:
+    /// its own.
+    pub dst_id: Option<u32>,
 }
 
 /// What a stream of `Data` carries.

@@ -168,7 +168,13 @@ pub(super) fn run(spec: &Spec, images: &Path) -> Result<Started, SetupError> {
     // none is locked: VE root could take the masks off /proc and /sys. At
     // `post-restore` (everything made, nothing resumed yet) this same
     // program puts locked ones in their place (`relock`).
-    let helper = cx.at("finding vesetup", std::env::current_exe())?;
+    // CRIU runs the script at every one of its actions: the image's
+    // dispatcher runs vesetup only for the two that need it (without it,
+    // say outside the image, vesetup itself, which ends the others).
+    let helper = match Path::new(ACTION_SCRIPT) {
+        p if p.is_file() => p.to_path_buf(),
+        _ => cx.at("finding vesetup", std::env::current_exe())?,
+    };
     cmd.arg("--action-script")
         .arg(&helper)
         .env(ENV_VEID, spec.veid.to_string())
@@ -240,6 +246,10 @@ fn mounts_below(top: &Path) -> Vec<std::path::PathBuf> {
         .filter(|p| p != top && p.starts_with(top))
         .collect()
 }
+
+/// The image's action script for CRIU (`rootfs/etc/vzcriu/action`): it
+/// runs vesetup at `post-setup-namespaces` and `post-restore` only.
+pub const ACTION_SCRIPT: &str = "/etc/vzcriu/action";
 
 /// `vesetup` run by CRIU as its action script (`CRTOOLS_SCRIPT_ACTION` in
 /// the environment): at `post-setup-namespaces`, the controllers of the

@@ -45,6 +45,13 @@ fn start_counter(a: &mut Appliance, ve: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A shell line that runs `cat` (a command printing an echo client's
+/// output) until its output has the line `word`, for up to 10 s, and then
+/// once more for the caller to check.
+fn echoed(cat: &str, word: &str) -> String {
+    format!("i=0; until {cat} | grep -qx {word} || [ $i -ge 20 ]; do i=$((i+1)); sleep 0.5; done; {cat}")
+}
+
 /// Nothing of `ve` at `b`: no config, no private area, no dump.
 fn nothing_of(b: &mut Appliance, ve: u32) -> anyhow::Result<()> {
     let list = b.run_ok("vzlist -a -H -o ctid")?;
@@ -112,9 +119,11 @@ fn vzmigrate_moves_a_running_ve_and_fails_safe() -> anyhow::Result<()> {
     b.run_ok(
         "vzctl exec 201 'mkfifo /tmp/tin; (sleep 900 > /tmp/tin &); (nc 192.0.2.10 7000 < /tmp/tin > /tmp/tout 2>&1 &)' </dev/null",
     )?;
-    b.run_ok("sleep 1; vzctl exec 201 'echo before > /tmp/tin' </dev/null; sleep 1")?;
+    // (The first connection waits for its neighbour entries: up to 10 s.)
+    b.run_ok("sleep 1; vzctl exec 201 'echo before > /tmp/tin' </dev/null")?;
     assert_eq!(
-        b.run_ok("vzctl exec 201 cat /tmp/tout </dev/null")?.trim(),
+        b.run_ok(&echoed("vzctl exec 201 cat /tmp/tout </dev/null", "before"))?
+            .trim(),
         "before"
     );
     let (pid, before) = counter(&mut a, 101)?;
@@ -147,8 +156,8 @@ fn vzmigrate_moves_a_running_ve_and_fails_safe() -> anyhow::Result<()> {
         "VE uptime {up_before} s at A, {up_after} s at B, {passed:.1} s later"
     );
     // The connection from 201 still carries data.
-    b.run_ok("vzctl exec 201 'echo after > /tmp/tin' </dev/null; sleep 2")?;
-    let got = b.run_ok("vzctl exec 201 cat /tmp/tout </dev/null")?;
+    b.run_ok("vzctl exec 201 'echo after > /tmp/tin' </dev/null")?;
+    let got = b.run_ok(&echoed("vzctl exec 201 cat /tmp/tout </dev/null", "after"))?;
     assert_eq!(
         got.split_whitespace().collect::<Vec<_>>(),
         ["before", "after"],
@@ -330,8 +339,11 @@ fn vzmigrate_moves_a_running_ve_and_fails_safe() -> anyhow::Result<()> {
         "vzctl exec 105 '(nc -l -p 7000 -e /bin/cat </dev/null >/dev/null 2>&1 &)' </dev/null",
     )?;
     b.run_ok("mkfifo /tmp/bin && (sleep 600 > /tmp/bin &) && (nc 192.0.2.40 7000 < /tmp/bin > /tmp/bout 2>&1 &)")?;
-    b.run_ok("sleep 1; echo before > /tmp/bin; sleep 1")?;
-    assert_eq!(b.run_ok("cat /tmp/bout")?.trim(), "before");
+    b.run_ok("sleep 1; echo before > /tmp/bin")?;
+    assert_eq!(
+        b.run_ok(&echoed("cat /tmp/bout", "before"))?.trim(),
+        "before"
+    );
     // A counts the frames that come over the link from the VE's MAC
     // announcing where it is now (RARP, as for a migrated virtual machine).
     a.run_ok(&format!(
@@ -349,8 +361,8 @@ fn vzmigrate_moves_a_running_ve_and_fails_safe() -> anyhow::Result<()> {
     let (pid_b, after) = counter(&mut b, 105)?;
     assert_eq!(pid_b, pid, "the bridged VE's counting process kept its PID");
     assert!(after > before, "the count went on: {before} -> {after}");
-    b.run_ok("echo after > /tmp/bin; sleep 2")?;
-    let got = b.run_ok("cat /tmp/bout")?;
+    b.run_ok("echo after > /tmp/bin")?;
+    let got = b.run_ok(&echoed("cat /tmp/bout", "after"))?;
     assert_eq!(
         got.trim(),
         "before\nafter",

@@ -968,6 +968,53 @@ impl Manager {
         if let Some((ip, other)) = self.address_taken(&cfg) {
             return Err((Code::IpInUse, format!("address {ip} is VE {other}'s here")));
         }
+        // What the loader checks across files, checked before the commit
+        // (under `--new-id` the config may still say the source's VEID, and
+        // a name or port another VE has here would make one of the two
+        // configs invalid at the next load).
+        if let Some(e) = entries
+            .iter()
+            .rev()
+            .find(|e| e.key == "VEID" && e.value.trim() != veid.to_string())
+        {
+            return Err((
+                Code::Usage,
+                format!(
+                    "VE {veid}'s config says VEID={} (line {}): remove that line there, or make \
+                     it {veid}",
+                    e.value.trim(),
+                    e.line
+                ),
+            ));
+        }
+        if let Some(other) = cfg
+            .name
+            .as_deref()
+            .and_then(|n| self.name_owner(n, Some(veid)))
+        {
+            return Err((
+                Code::Exists,
+                format!(
+                    "VE {other} here is named {:?} already: rename one of them first (vzctl set \
+                     VEID --name)",
+                    cfg.name.as_deref().unwrap_or_default()
+                ),
+            ));
+        }
+        if let Some((f, other)) = cfg
+            .portfwd
+            .iter()
+            .find_map(|f| self.port_owner(f, veid).map(|o| (f, o)))
+        {
+            return Err((
+                Code::Exists,
+                format!(
+                    "the appliance's {} port {} is forwarded to VE {other} here already",
+                    if f.udp { "UDP" } else { "TCP" },
+                    f.outer
+                ),
+            ));
+        }
         // Nor an address of this appliance's own (announced, it would take
         // it over on the link).
         let own: Vec<std::net::IpAddr> = vzcommon::rtnl::Rtnl::new()
@@ -1242,15 +1289,25 @@ impl Manager {
         }
         // Its bridged interfaces keep their MACs: the segment's switches
         // learn that those are here now.
-        let macs: Vec<(String, [u8; 6])> = match self.config_of(veid) {
-            Some(Ok(c)) => c
-                .netif
-                .iter()
-                .map(|n| n.filled(veid.get()))
-                .filter_map(|n| Some((n.bridge?, n.mac?)))
-                .collect(),
-            _ => Vec::new(),
-        };
+        // Only the ports the VE has here now, each into the bridge it is
+        // in (never a name the config gives, which came from the peer).
+        let ports: Vec<(String, [u8; 6])> =
+            self.lock().ports.get(&veid).cloned().unwrap_or_default();
+        let links = vzcommon::rtnl::Rtnl::new()
+            .and_then(|mut nl| nl.links())
+            .unwrap_or_default();
+        let macs: Vec<(String, [u8; 6])> = ports
+            .iter()
+            .filter_map(|(port, mac)| {
+                let l = links
+                    .iter()
+                    .find(|l| l.name == *port && l.kind.as_deref() == Some("veth"))?;
+                let br = links
+                    .iter()
+                    .find(|b| Some(b.index) == l.master && b.kind.as_deref() == Some("bridge"))?;
+                Some((br.name.clone(), *mac))
+            })
+            .collect();
         for e in crate::net::announce::announce_macs(&macs) {
             log::warn!("VE {veid}: announcing its bridged MAC: {e}");
         }

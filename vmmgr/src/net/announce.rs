@@ -19,9 +19,10 @@ const ETH_P_ARP: u16 = 0x0806;
 const ETH_P_RARP: u16 = 0x8035;
 
 /// A broadcast RARP request ("who am I") from `mac`, Ethernet header
-/// included: its source MAC is what the switches learn.
-pub fn rarp_frame(mac: [u8; 6]) -> [u8; 42] {
-    let mut f = [0u8; 42];
+/// included and padded to Ethernet's 60-byte minimum: its source MAC is
+/// what the switches learn.
+pub fn rarp_frame(mac: [u8; 6]) -> [u8; 60] {
+    let mut f = [0u8; 60];
     f[0..6].copy_from_slice(&[0xff; 6]);
     f[6..12].copy_from_slice(&mac);
     f[12..14].copy_from_slice(&ETH_P_RARP.to_be_bytes());
@@ -220,6 +221,7 @@ mod tests {
         assert_eq!(&r[12..14], &[0x80, 0x35]);
         assert_eq!(&r[14..22], &[0, 1, 8, 0, 6, 4, 0, 3]);
         assert_eq!((&r[22..28], &r[32..38]), (&mac[..], &mac[..]));
+        assert_eq!(&r[38..], &[0; 22], "target address and padding");
         assert_eq!(mac_text(mac), "52:54:00:00:01:02");
     }
 }

@@ -178,14 +178,22 @@ fn sysctl(path: &str, value: &str) -> io::Result<()> {
 /// Brings one uplink up as configured.
 fn apply_one(nl: &mut Rtnl, u: &Uplink) -> io::Result<()> {
     if let Some(ports) = &u.bridge_ports {
+        // Every port there before anything changes: a name that is not
+        // leaves the other ports as they were.
+        let indexes = ports
+            .iter()
+            .map(|p| {
+                nl.index(p)
+                    .map_err(|e| io::Error::new(e.kind(), format!("port {p}: {e}")))
+            })
+            .collect::<io::Result<Vec<u32>>>()?;
         if nl.link(&u.ifname)?.is_none() {
             nl.add_bridge(&u.ifname)?;
         }
         let br = nl.index(&u.ifname)?;
         // VEs' ports join it (NETIF): no MAC learned from link-local frames.
         crate::net::bridged::no_linklocal_learn(&u.ifname)?;
-        for p in ports {
-            let port = nl.index(p)?;
+        for (p, &port) in ports.iter().zip(&indexes) {
             nl.set_master(port, br)?;
             nl.set_up(port, true)?;
             clear_port(nl, p, port)?;
@@ -270,17 +278,47 @@ fn clear_port(nl: &mut Rtnl, name: &str, index: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// Stops the DHCP client an earlier vmmgr started for `ifname`, if any.
+/// Stops the DHCP client an earlier vmmgr started for `ifname`, if any:
+/// the process its pid file names, if that is still `udhcpc -i ifname` (a
+/// stale file's pid may be another process's by now); waits up to a
+/// second for it to end (its script could put an address back).
 fn stop_dhcp(ifname: &str) {
     let pidfile = format!("/run/udhcpc.{ifname}.pid");
-    if let Some(pid) = std::fs::read_to_string(&pidfile)
+    let Some(pid) = std::fs::read_to_string(&pidfile)
         .ok()
         .and_then(|t| t.trim().parse::<i32>().ok())
         .and_then(rustix::process::Pid::from_raw)
-    {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        let _ = std::fs::remove_file(&pidfile);
+    else {
+        return;
+    };
+    let _ = std::fs::remove_file(&pidfile);
+    let raw = pid.as_raw_nonzero().get();
+    let Ok(fd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) else {
+        return;
+    };
+    let cmdline = std::fs::read(format!("/proc/{raw}/cmdline")).unwrap_or_default();
+    if !is_dhcp_client_of(&cmdline, ifname) {
+        return;
     }
+    let _ = rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::TERM);
+    let mut fds = [rustix::event::PollFd::new(
+        &fd,
+        rustix::event::PollFlags::IN,
+    )];
+    let second = rustix::time::Timespec {
+        tv_sec: 1,
+        tv_nsec: 0,
+    };
+    let _ = rustix::event::poll(&mut fds, Some(&second));
+}
+
+/// Whether a `/proc/PID/cmdline` is busybox udhcpc's for `ifname`.
+fn is_dhcp_client_of(cmdline: &[u8], ifname: &str) -> bool {
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    args.iter().any(|a| *a == b"udhcpc")
+        && args
+            .windows(2)
+            .any(|w| w[0] == b"-i" && w[1] == ifname.as_bytes())
 }
 
 /// busybox udhcpc in the background for `ifname` (it keeps the lease).
@@ -472,6 +510,10 @@ mod tests {
             .map(|a| a.ip.to_string())
             .collect();
         assert_eq!(drops, ["192.0.2.1", "2001:db8:2::1"]);
+        let client = b"/bin/busybox\0udhcpc\0-b\0-i\0eth1\0-s\0/etc/udhcpc/default.script\0";
+        assert!(is_dhcp_client_of(client, "eth1"));
+        assert!(!is_dhcp_client_of(client, "eth0"));
+        assert!(!is_dhcp_client_of(b"/bin/sh\0-c\0udhcpc -i eth1\0", "eth1"));
         let (s, d) = parse_resolv(
             "# x\nsearch a.example\nnameserver 192.0.2.53\ndomain b.example\nnameserver bad\n",
         );

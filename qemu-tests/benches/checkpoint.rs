@@ -35,7 +35,7 @@ fn main() -> anyhow::Result<()> {
     // (VEID, what, template, made ready by, then set up by)
     let waited = |ve: u32| {
         format!(
-            "i=0; until vzctl exec {ve} 'pidof apache2 sshd cron rsyslogd' </dev/null >/dev/null \
+            "i=0; until vzctl exec {ve} 'pidof apache2 sshd cron syslogd' </dev/null >/dev/null \
              || [ $i -ge 120 ]; do i=$((i+1)); sleep 1; done"
         )
     };
@@ -50,7 +50,7 @@ fn main() -> anyhow::Result<()> {
         ),
         (
             301,
-            "debian-12-web VE (sysvinit, rsyslog, cron, sshd, Apache)",
+            "debian-12-web VE (sysvinit, syslogd, cron, sshd, Apache)",
             "debian-12-web",
             Some(waited(301)),
             None,

@@ -1,5 +1,5 @@
 //! The seed's density experiment, under TCG: an appliance with 768 MiB
-//! starts VEs of `debian-12-web` (init, rsyslogd, cron, sshd, Apache) in
+//! starts VEs of `debian-12-web` (init, syslogd, cron, sshd, Apache) in
 //! batches; after each batch every VE must answer an HTTP GET and show its
 //! SSH banner (an in-appliance client, `ve-probe web`, over the VEs' routed
 //! addresses). It stops at the first batch where a VE does not answer, the

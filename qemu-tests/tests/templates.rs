@@ -1,5 +1,5 @@
 //! Debian OS templates on one booted appliance: the seed's web VE
-//! (sysvinit, rsyslog, cron, sshd, Apache), Debian's default init (systemd)
+//! (sysvinit, syslogd, cron, sshd, Apache), Debian's default init (systemd)
 //! in an unprivileged VE, per-VE SSH host keys, clean stops through the VE's
 //! own init, `vzpkg list`/`install`, a template update picked up at the next
 //! start with the VE's own files kept, and a truncated template refused.
@@ -201,12 +201,21 @@ fn debian_templates_web_systemd_update() -> anyhow::Result<()> {
         Duration::from_secs(60),
     )?;
     let procs = a.run_ok("vzctl exec 101 ps -e -o comm=")?;
-    for p in ["init", "rsyslogd", "cron", "sshd", "apache2"] {
+    for p in ["init", "syslogd", "cron", "sshd", "apache2"] {
         assert!(
             procs.lines().any(|l| l.trim() == p),
             "{p} not running in VE 101:\n{procs}"
         );
     }
+    // The VE's syslogd takes a message on /dev/log and writes it where
+    // Debian's syslog.conf says.
+    a.run_ok("vzctl exec 101 logger -t vztest mark-101")?;
+    wait_for(
+        &mut a,
+        "vzctl exec 101 grep vztest /var/log/syslog",
+        "vztest: mark-101",
+        Duration::from_secs(30),
+    )?;
     let dpkg = a.run_ok("vzctl exec 101 'dpkg -l apache2 openssh-server | cat'")?;
     assert!(
         dpkg.lines().filter(|l| l.starts_with("ii ")).count() == 2,

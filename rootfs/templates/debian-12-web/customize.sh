@@ -16,8 +16,10 @@ for s in umountfs umountroot; do
     chroot "$root" update-rc.d -f "$s" remove >/dev/null 2>&1
 done
 chroot "$root" update-rc.d ssh-hostkeys defaults >/dev/null
-# The kernel log is the appliance's (reading it needs CAP_SYSLOG).
-sed -i 's/^module(load="imklog"/#&/' "$root/etc/rsyslog.conf"
+# The kernel log is the appliance's (reading /proc/kmsg needs CAP_SYSLOG).
+sed -i 's/^SYSLOGD_OPTS="--no-forward"$/SYSLOGD_OPTS="--no-forward --no-klog"/' \
+    "$root/etc/default/inetutils-syslogd"
+grep -q '^SYSLOGD_OPTS="--no-forward --no-klog"$' "$root/etc/default/inetutils-syslogd"
 chroot "$root" a2enconf vz >/dev/null
 # Prefork: a smaller idle child than the event MPM's (conf-available/vz.conf).
 chroot "$root" a2dismod -q -f mpm_event >/dev/null

@@ -12,13 +12,18 @@ fn avail_kib(a: &mut Appliance) -> anyhow::Result<u64> {
     Ok(a.status()?.mem_available_kib)
 }
 
-fn wait_running(a: &mut Appliance, n: usize, limit: Duration) -> anyhow::Result<()> {
+/// Waits until `n` VEs run; returns how long each listing on the console
+/// took to answer meanwhile (the console's latency while VEs start).
+fn wait_running(a: &mut Appliance, n: usize, limit: Duration) -> anyhow::Result<Vec<Duration>> {
     let deadline = Instant::now() + limit;
+    let mut answers = Vec::new();
     loop {
         // The guest is busy starting VEs: allow the listing a long time.
+        let t = Instant::now();
         let out = a.shell_within("vzlist -H -o ctid | wc -l", Duration::from_secs(300))?;
+        answers.push(t.elapsed());
         if out.trim().parse::<usize>().unwrap_or(0) >= n {
-            return Ok(());
+            return Ok(answers);
         }
         anyhow::ensure!(
             Instant::now() < deadline,
@@ -146,8 +151,10 @@ fn main() -> anyhow::Result<()> {
         let t = Instant::now();
         let ready = a.rebooted()?;
         a.enter_shell()?;
-        wait_running(&mut a, n, Duration::from_secs(900))?;
+        let mut answers = wait_running(&mut a, n, Duration::from_secs(900))?;
         let wall = t.elapsed();
+        answers.sort();
+        let ms = |d: Duration| d.as_millis();
         let line = a.shell_within(
             "grep 'ONBOOT VEs handled' /run/vz/log | tail -1",
             Duration::from_secs(300),
@@ -198,6 +205,14 @@ fn main() -> anyhow::Result<()> {
             at_s,
             wall.as_secs_f64(),
             ready.trim()
+        );
+        // Each `vzlist` typed on the console while the VEs started: the
+        // shell, vzlist's exec and vmmgr's answer, over the serial line.
+        println!(
+            "    console while they started: {} listings (`vzlist | wc -l`), answered in median {} ms, max {} ms",
+            answers.len(),
+            ms(answers[answers.len() / 2]),
+            ms(*answers.last().unwrap_or(&Duration::ZERO))
         );
     }
     Ok(())

@@ -324,7 +324,10 @@ fn main() -> anyhow::Result<()> {
         let t = Instant::now();
         create(&mut a, n, to)?;
         let addrs: Vec<String> = (0..to).map(|k| ve(k).1).collect();
-        let w = wait_all(&mut a, &addrs, Duration::from_secs(600))?;
+        // A web VE's boot is tens of seconds of emulated CPU (host keys,
+        // init scripts, Apache): allow 45 s per VE of the batch.
+        let limit = Duration::from_secs((45 * (to - n) as u64).max(600));
+        let w = wait_all(&mut a, &addrs, limit)?;
         let boot = t.elapsed();
         let idle = if w.fail == 0 { settle(&mut a)? } else { 1.0 };
         let w = if w.fail == 0 {

@@ -255,6 +255,7 @@ fn run(mut args: std::vec::IntoIter<String>, ws: PathBuf) -> Result<()> {
         hostfwd,
         extra_disks: vec![],
         links: vec![],
+        tb_mib: qemu::TB_MIB,
     };
     eprintln!(
         "booting {} ({}), management channel on {}; ctrl-a x quits",

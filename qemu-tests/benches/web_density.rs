@@ -12,7 +12,8 @@
 //! default 768; VZ_BENCH_TEMPLATE, default debian-12-web (debian-12-light
 //! runs the same roles from busybox and dropbear); VZ_BENCH_PASSES, default 5: the p50 is the median of that
 //! many passes' p50s; VZ_BENCH_ZRAM, e.g. "150%": vz.conf's ZRAM_SWAP for
-//! the run, set and rebooted into before the first VE)
+//! the run, set and rebooted into before the first VE; VZ_BENCH_TB, MiB,
+//! default 1024: TCG's translation cache)
 
 use qemu_tests::{Appliance, Opts};
 use std::time::{Duration, Instant};
@@ -238,16 +239,37 @@ fn per_process(a: &mut Appliance) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The emulator's translation cache: blocks held and whole-cache flushes
+/// so far (the monitor's `info jit`).
+fn jit_line(a: &mut Appliance) -> String {
+    match a.jit_stats() {
+        Ok(j) => j
+            .lines()
+            .filter(|l| l.contains("TB count") || l.contains("TB flush count"))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+            .join(", "),
+        Err(e) => format!("info jit: {e}"),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let max = env("VZ_BENCH_MAX", 200);
     let batch = env("VZ_BENCH_BATCH", 10).max(1);
     let mem = env("VZ_BENCH_MEM", 768) as u32;
     let template = std::env::var("VZ_BENCH_TEMPLATE").unwrap_or_else(|_| "debian-12-web".into());
+    // TCG's translation cache: QEMU's own 1 GiB here, not the harness's 128
+    // MiB. QEMU 7.2 translates code per virtual address, and every VE's
+    // processes map the shared template libraries at their own (random)
+    // addresses, so the hot code of many VEs overflows a small cache, which
+    // TCG then flushes whole and translates again on every pass.
+    let tb = env("VZ_BENCH_TB", 1024) as u32;
     let mut a = Appliance::boot_with(
         "bench-web-density",
         Opts {
             probe: true,
             memory_mib: Some(mem),
+            tb_mib: Some(tb),
             ..Opts::default()
         },
     )?;
@@ -313,6 +335,7 @@ fn main() -> anyhow::Result<()> {
         idle * 100.0
     );
 
+    println!("web_density: TCG ({tb} MiB cache): {}", jit_line(&mut a));
     // Where one VE's memory goes (alone: its binaries' pages count as its
     // own; at the end, shared with every other VE).
     per_process(&mut a)?;
@@ -337,6 +360,7 @@ fn main() -> anyhow::Result<()> {
         };
         let avail = mem_available_mib(&mut a)?;
         println!("web_density: {}", swap_line(&mut a)?);
+        println!("web_density: TCG ({tb} MiB cache): {}", jit_line(&mut a));
         println!("web_density: {}", kernel_line(&mut a)?);
         println!(
             "web_density: {to} VEs (batch answering after {:.0} s, CPUs {:.0} % busy before measuring): answered {} failed {}, HTTP p50 {} µs p90 {} µs, MemAvailable {avail} MiB",

@@ -112,6 +112,8 @@ pub struct Opts {
     pub probe: bool,
     /// Guest memory in MiB (default 1024).
     pub memory_mib: Option<u32>,
+    /// TCG's translation cache in MiB (default [`image::qemu::TB_MIB`]).
+    pub tb_mib: Option<u32>,
 }
 
 /// Waits until something listens on 127.0.0.1:`port`.
@@ -300,6 +302,7 @@ impl Appliance {
             hostfwd: opts.hostfwd.clone(),
             extra_disks,
             links: opts.links.clone(),
+            tb_mib: opts.tb_mib.unwrap_or(image::qemu::TB_MIB),
         };
         let mut cmd = machine.command()?;
         cmd.stdin(Stdio::piped())
@@ -537,6 +540,15 @@ impl Appliance {
                 bail!("QMP closed before replying to {command}");
             }
         }
+    }
+
+    /// TCG's translation statistics (the monitor's `info jit`): how many
+    /// blocks it holds and how often it flushed its whole cache.
+    pub fn jit_stats(&mut self) -> Result<String> {
+        let reply = self.qmp(
+            r#"{"execute":"human-monitor-command","arguments":{"command-line":"info jit"}}"#,
+        )?;
+        Ok(reply.replace("\\r\\n", "\n").replace("\\n", "\n"))
     }
 
     /// Sends ctrl-alt-del through the emulated keyboard.

@@ -20,14 +20,39 @@
 //! | numsiginfo, socket buffers, numiptent | not counted per VE by this kernel: 0 | | |
 //!
 //! maxheld is the kernel's peak where it keeps one, otherwise the largest
-//! value vmmgr saw (at every read and every [`SAMPLE_EVERY`]).
+//! value vmmgr saw: at every read, and by the sampler (memory and process
+//! counts every [`SAMPLE_EVERY`] or more, see [`next_sample`]; open files,
+//! locks, sockets and terminals, which take a walk over every descriptor of
+//! the VE, every [`WHOLE_EVERY`]).
 
 use proto::{UbcRow, UBC_COUNT};
 use std::path::Path;
 use std::time::Duration;
 
-/// How often vmmgr samples running VEs for maxheld and the load average.
+/// How often vmmgr samples running VEs for maxheld and the load average, at
+/// most (see [`next_sample`]).
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+
+/// How often the sampler also counts files, locks, sockets and terminals.
+pub const WHOLE_EVERY: Duration = Duration::from_secs(60);
+
+/// The wait before the next sample, after one that took `took`: at least
+/// [`SAMPLE_EVERY`], and at least 19 times `took`, so the sampler never
+/// holds more than a twentieth of a CPU however many VEs run. (With 200
+/// web VEs under TCG one round of the cheap counters takes about a second.)
+pub fn next_sample(took: Duration) -> Duration {
+    SAMPLE_EVERY.max(took.saturating_mul(19))
+}
+
+/// How much of a VE [`read_counters`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The cgroup's files and the threads' states: a few reads per VE.
+    Cheap,
+    /// Also every descriptor of every process (numfile, numpty), the file
+    /// locks and the network namespace's sockets.
+    Whole,
+}
 
 const PAGE: u64 = vzconfig::resources::PAGE;
 
@@ -97,8 +122,9 @@ fn inuse(text: &str, proto: &str) -> u64 {
 }
 
 /// Reads VE counters: `cg` is its cgroup, `proc` the appliance's procfs,
-/// `init` its init's pid there.
-pub fn read_counters(cg: &Path, proc: &Path, init: Option<i32>) -> Counters {
+/// `init` its init's pid there; `scope` says how much (the counters it
+/// leaves out are 0).
+pub fn read_counters(cg: &Path, proc: &Path, init: Option<i32>, scope: Scope) -> Counters {
     let mut c = Counters::default();
     let stat = read(&cg.join("memory.stat")).unwrap_or_default();
     let st = |k: &str| keyed(&stat, k).unwrap_or(0);
@@ -132,18 +158,34 @@ pub fn read_counters(cg: &Path, proc: &Path, init: Option<i32>) -> Counters {
         if let Some(t) = read(&g.join("pids.events")) {
             c.failcnt[idx("numproc")] += keyed(&t, "max").unwrap_or(0);
         }
-        if let Some(t) = read(&g.join("cgroup.procs")) {
-            pids.extend(t.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+        // Runnable threads (for the load average): every thread's state.
+        if let Some(t) = read(&g.join("cgroup.threads")) {
+            for tid in t.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                if let Some(s) = read(&proc.join(tid.to_string()).join("stat")) {
+                    let state = s
+                        .rsplit_once(')')
+                        .and_then(|(_, r)| r.trim().chars().next());
+                    if matches!(state, Some('R' | 'D')) {
+                        c.runnable += 1;
+                    }
+                }
+            }
+        }
+        if scope == Scope::Whole {
+            if let Some(t) = read(&g.join("cgroup.procs")) {
+                pids.extend(t.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+            }
         }
     }
-    // Open files, terminals and runnable threads of the VE's processes.
-    // (Terminals from the names of open descriptors, never by walking the
-    // VE's /dev: the VE decides what is mounted there, and may make it
-    // block.)
+    if scope == Scope::Cheap {
+        return c;
+    }
+    // Open files and terminals of the VE's processes. (Terminals from the
+    // names of open descriptors, never by walking the VE's /dev: the VE
+    // decides what is mounted there, and may make it block.)
     let mut ptys = std::collections::BTreeSet::new();
     for pid in &pids {
-        let base = proc.join(pid.to_string());
-        if let Ok(d) = std::fs::read_dir(base.join("fd")) {
+        if let Ok(d) = std::fs::read_dir(proc.join(pid.to_string()).join("fd")) {
             for e in d.flatten() {
                 c.held[idx("numfile")] += 1;
                 if let Ok(t) = std::fs::read_link(e.path()) {
@@ -152,18 +194,6 @@ pub fn read_counters(cg: &Path, proc: &Path, init: Option<i32>) -> Counters {
                         if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) {
                             ptys.insert(n.to_owned());
                         }
-                    }
-                }
-            }
-        }
-        if let Ok(tasks) = std::fs::read_dir(base.join("task")) {
-            for t in tasks.flatten() {
-                if let Some(s) = read(&t.path().join("stat")) {
-                    let state = s
-                        .rsplit_once(')')
-                        .and_then(|(_, r)| r.trim().chars().next());
-                    if matches!(state, Some('R' | 'D')) {
-                        c.runnable += 1;
                     }
                 }
             }
@@ -245,7 +275,7 @@ pub fn rows(
 }
 
 /// An exponentially damped load average, as the kernel computes its own
-/// (fixed point, 11 bits), fed every [`SAMPLE_EVERY`].
+/// (fixed point, 11 bits), fed at every sample.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LoadAvg {
     avg: [u64; 3],
@@ -254,13 +284,18 @@ pub struct LoadAvg {
 impl LoadAvg {
     const FSHIFT: u32 = 11;
     const FIXED_1: u64 = 1 << Self::FSHIFT;
-    /// exp(-5/60), exp(-5/300), exp(-5/900) in fixed point (the kernel's
-    /// EXP_1, EXP_5, EXP_15 for a 5 s period).
-    const EXP: [u64; 3] = [1884, 2014, 2037];
+    /// The three averages' periods in seconds.
+    const PERIODS: [f64; 3] = [60.0, 300.0, 900.0];
 
-    pub fn update(&mut self, runnable: u32) {
+    /// One sample of `runnable` threads, `dt` after the one before: the
+    /// kernel's exponential decay (exp(-dt/period) in fixed point; for a
+    /// 5 s `dt` exactly its EXP_1, EXP_5 and EXP_15).
+    pub fn update(&mut self, runnable: u32, dt: Duration) {
         let active = u64::from(runnable) * Self::FIXED_1;
-        for (a, e) in self.avg.iter_mut().zip(Self::EXP) {
+        let secs = dt.as_secs_f64().max(0.001);
+        for (a, period) in self.avg.iter_mut().zip(Self::PERIODS) {
+            let e = ((-secs / period).exp() * Self::FIXED_1 as f64).round() as u64;
+            let e = e.min(Self::FIXED_1);
             let mut v = *a * e + active * (Self::FIXED_1 - e);
             if active >= *a {
                 v += Self::FIXED_1 - 1;
@@ -301,8 +336,29 @@ mod tests {
         w(&cg.join("pids.current"), "4\n");
         w(&cg.join("pids.events"), "max 2\n");
         w(&leaf.join("pids.events"), "max 5\n");
-        w(&leaf.join("cgroup.procs"), "");
-        let c = read_counters(&cg, d.path(), None);
+        // Process 17 (threads 17, 18): one running thread, and a
+        // terminal among its two descriptors.
+        w(&leaf.join("cgroup.procs"), "17\n");
+        w(&leaf.join("cgroup.threads"), "17\n18\n");
+        let proc = d.path().join("proc");
+        for (tid, state) in [(17, "R"), (18, "S")] {
+            std::fs::create_dir_all(proc.join(format!("{tid}"))).expect("dir");
+            w(
+                &proc.join(format!("{tid}/stat")),
+                &format!("{tid} (a) b) {state} 1 1 1"),
+            );
+        }
+        std::fs::create_dir_all(proc.join("17/fd")).expect("dir");
+        std::os::unix::fs::symlink("/dev/pts/3", proc.join("17/fd/0")).expect("link");
+        std::os::unix::fs::symlink("/etc/x", proc.join("17/fd/1")).expect("link");
+        let cheap = read_counters(&cg, &proc, None, Scope::Cheap);
+        assert_eq!(cheap.runnable, 1);
+        assert_eq!(cheap.held[idx("numfile")], 0);
+        assert_eq!(cheap.held[idx("physpages")], 256);
+        let c = read_counters(&cg, &proc, None, Scope::Whole);
+        assert_eq!(c.runnable, 1);
+        assert_eq!(c.held[idx("numfile")], 2);
+        assert_eq!(c.held[idx("numpty")], 1);
         assert_eq!(c.held[idx("kmemsize")], 123_456);
         assert_eq!(c.held[idx("physpages")], 256);
         assert_eq!(c.peak[idx("physpages")], Some(512));
@@ -357,15 +413,47 @@ mod tests {
     fn load_average_follows_the_runnable_count() {
         let mut l = LoadAvg::default();
         for _ in 0..12 {
-            l.update(2);
+            l.update(2, SAMPLE_EVERY);
         }
         let [one, five, fifteen] = l.hundredths();
         // After a minute at 2 runnable: the 1-minute average near 2 × (1 − 1/e).
         assert!((120..=135).contains(&one), "{one}");
         assert!(five < one && fifteen < five, "{one} {five} {fifteen}");
         for _ in 0..200 {
-            l.update(0);
+            l.update(0, SAMPLE_EVERY);
         }
         assert_eq!(l.hundredths()[0], 0);
+    }
+
+    #[test]
+    fn load_average_decays_by_the_time_between_samples() {
+        // The kernel's own constants for 5 s.
+        for (i, want) in [1884, 2014, 2037].into_iter().enumerate() {
+            let mut l = LoadAvg::default();
+            l.avg[i] = LoadAvg::FIXED_1;
+            l.update(0, SAMPLE_EVERY);
+            assert_eq!(l.avg[i], want, "average {i}");
+        }
+        // One 30 s sample decays as much as six of 5 s, within rounding.
+        let (mut a, mut b) = (LoadAvg::default(), LoadAvg::default());
+        a.update(4, Duration::from_secs(60));
+        b.update(4, Duration::from_secs(60));
+        a.update(0, Duration::from_secs(30));
+        for _ in 0..6 {
+            b.update(0, SAMPLE_EVERY);
+        }
+        let (ha, hb) = (a.hundredths(), b.hundredths());
+        for i in 0..3 {
+            assert!(ha[i].abs_diff(hb[i]) <= 2, "{ha:?} {hb:?}");
+        }
+    }
+
+    #[test]
+    fn the_sampler_waits_longer_when_a_round_is_slow() {
+        assert_eq!(next_sample(Duration::from_millis(10)), SAMPLE_EVERY);
+        assert_eq!(
+            next_sample(Duration::from_secs(1)),
+            Duration::from_secs(19)
+        );
     }
 }

@@ -1,14 +1,16 @@
 //! What `vzctl ubc`, `vzlist` and a VE's own `/proc` show of its resources:
 //! beancounters from the kernel's counters with the config's limits, the
 //! disk quota, and a load average sampled every
-//! [`beancounters::SAMPLE_EVERY`] by [`Manager::sample`].
+//! [`beancounters::SAMPLE_EVERY`] (or more, see
+//! [`beancounters::next_sample`]) by [`Manager::sample`].
 
-use super::beancounters::{self, Counters, LoadAvg};
+use super::beancounters::{self, Counters, LoadAvg, Scope};
 use super::Manager;
 use crate::config::VeId;
 use proto::{Quota, Resources, UBC_COUNT};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// The largest held values seen and the load average of a running VE.
 #[derive(Debug, Clone, Default)]
@@ -23,27 +25,29 @@ pub(super) struct Sampled {
 
 impl Manager {
     /// The kernel's counters of running VE `veid` (None when stopped).
-    fn counters(&self, veid: VeId) -> Option<Counters> {
+    fn counters(&self, veid: VeId, scope: Scope) -> Option<Counters> {
         let pid = self.lock().running.get(&veid).map(|r| r.pid)?;
         let cg = super::cgroup::dir(&self.layout.cgroup_root, veid);
         Some(beancounters::read_counters(
             &cg,
             Path::new("/proc"),
             Some(pid),
+            scope,
         ))
     }
 
-    /// Samples every running VE: maxheld and the load average.
-    pub fn sample(&self) {
+    /// Samples every running VE, `dt` after the last sample: maxheld (of
+    /// the counters `scope` reads) and the load average.
+    pub fn sample(&self, scope: Scope, dt: Duration) {
         let running: Vec<VeId> = self.lock().running.keys().copied().collect();
         for veid in running {
-            if let Some(c) = self.counters(veid) {
+            if let Some(c) = self.counters(veid, scope) {
                 let mut st = self.lock();
                 let s = st.sampled.entry(veid).or_default();
                 for (seen, held) in s.seen.iter_mut().zip(c.held) {
                     *seen = (*seen).max(held);
                 }
-                s.load.update(c.runnable);
+                s.load.update(c.runnable, dt);
                 s.runnable = c.runnable;
                 // Say which VE hit which limit, once per rise.
                 for (i, (was, now)) in s.failcnt.iter_mut().zip(c.failcnt).enumerate() {
@@ -73,14 +77,27 @@ impl Manager {
             .name("sampler".into())
             .spawn(move || {
                 me.follow_dns();
-                for n in 0u64.. {
-                    std::thread::sleep(beancounters::SAMPLE_EVERY);
-                    me.sample();
+                let mut wait = beancounters::SAMPLE_EVERY;
+                let (mut last, mut whole, mut drops) =
+                    (Instant::now(), Instant::now(), Instant::now());
+                loop {
+                    std::thread::sleep(wait);
+                    let t0 = Instant::now();
+                    let scope = if t0.duration_since(whole) >= beancounters::WHOLE_EVERY {
+                        whole = t0;
+                        Scope::Whole
+                    } else {
+                        Scope::Cheap
+                    };
+                    me.sample(scope, t0.duration_since(last));
+                    last = t0;
                     me.follow_dns();
                     // The drop counters cost an nft run: every 30 s.
-                    if n % 6 == 5 {
+                    if t0.duration_since(drops) >= Duration::from_secs(30) {
+                        drops = t0;
                         me.report_drops();
                     }
+                    wait = beancounters::next_sample(t0.elapsed());
                 }
             });
     }
@@ -118,7 +135,7 @@ impl Manager {
             limits.devnodes = n;
             limits.devices = d;
         }
-        let counters = self.counters(veid);
+        let counters = self.counters(veid, Scope::Whole);
         let seen = {
             let mut st = self.lock();
             let s = st.sampled.entry(veid).or_default();
@@ -194,7 +211,7 @@ impl Manager {
             .parent()
             .map(|p| p.join("appliance"))
             .unwrap_or_default();
-        let c = beancounters::read_counters(&cg, Path::new("/proc"), Some(1));
+        let c = beancounters::read_counters(&cg, Path::new("/proc"), Some(1), Scope::Whole);
         let rows = beancounters::rows(
             Some(&c),
             &vzconfig::resources::Limits::default(),

@@ -39,6 +39,7 @@ fn main() -> anyhow::Result<()> {
                 &root.join(v.to_string()),
                 Path::new("/proc"),
                 Some(child.id() as i32),
+                beancounters::Scope::Whole,
             );
             all.push((*v + 101, beancounters::rows(Some(&c), &limits, &seen)));
         }

@@ -451,9 +451,6 @@ mod tests {
     #[test]
     fn the_sampler_waits_longer_when_a_round_is_slow() {
         assert_eq!(next_sample(Duration::from_millis(10)), SAMPLE_EVERY);
-        assert_eq!(
-            next_sample(Duration::from_secs(1)),
-            Duration::from_secs(19)
-        );
+        assert_eq!(next_sample(Duration::from_secs(1)), Duration::from_secs(19));
     }
 }

@@ -109,10 +109,12 @@ fn main() -> anyhow::Result<()> {
     // A group left by an interrupted run (the cgroup2 hierarchy outlives it).
     let _ = std::fs::remove_dir(&spec.cgroup);
     let mut ours = Vec::new();
+    // Runs forked by a `vesetup server`, as vmmgr gets them.
+    let launcher = vmmgr::setup::launch::Launcher::new(&helper);
     for _ in 0..n {
         std::fs::create_dir(&spec.cgroup)?;
         let t = Instant::now();
-        let out = vmmgr::setup::spawn_helper(&helper, &spec);
+        let out = vmmgr::setup::spawn_helper(&launcher, &spec);
         let d = t.elapsed();
         let pid = match out {
             vmmgr::setup::Outcome::Started { pid, .. } => pid,

@@ -267,6 +267,55 @@ fn virtual_environments() -> anyhow::Result<()> {
         a.run_ok("vzctl --quiet destroy 120")?;
     }
 
+    // Starts are forked by one `vesetup server`, vmmgr's child. The VE
+    // init is vmmgr's child as well (not the server's), and no run is left
+    // behind. Killed, the server is replaced at the next start.
+    let procs = |a: &mut Appliance| -> anyhow::Result<Vec<(String, String, String)>> {
+        let ps = a.run_ok("ps -o pid,ppid,args")?;
+        Ok(ps
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                let (pid, ppid) = (f.next()?, f.next()?);
+                let args = f.collect::<Vec<_>>().join(" ");
+                Some((pid.to_owned(), ppid.to_owned(), args))
+            })
+            .collect())
+    };
+    let vmmgr = a.run_ok("pidof vmmgr")?.trim().to_owned();
+    let server_of = |ps: &[(String, String, String)]| -> Vec<(String, String)> {
+        ps.iter()
+            .filter(|p| p.2 == "/sbin/vesetup server")
+            .map(|p| (p.0.clone(), p.1.clone()))
+            .collect()
+    };
+    let ps = procs(&mut a)?;
+    let servers = server_of(&ps);
+    assert_eq!(servers.len(), 1, "one setup server: {ps:?}");
+    let (server, parent) = servers[0].clone();
+    assert_eq!(parent, vmmgr, "the setup server is vmmgr's child: {ps:?}");
+    let init101 = a.run_ok("cut -d' ' -f1 /run/vz/ve/101")?;
+    let init101 = init101.trim();
+    assert!(
+        ps.iter().any(|p| p.0 == init101 && p.1 == vmmgr),
+        "VE 101's init ({init101}) must be vmmgr's child: {ps:?}"
+    );
+    assert!(
+        !ps.iter().any(|p| p.1 == server),
+        "nothing may be left under the setup server: {ps:?}"
+    );
+    a.run_ok(&format!("kill {server}"))?;
+    a.run_ok("vzctl stop 102 && vzctl start 102")?;
+    let ps = procs(&mut a)?;
+    let again = server_of(&ps);
+    assert_eq!(again.len(), 1, "a new setup server: {ps:?}");
+    assert_ne!(again[0].0, server, "the killed server was replaced: {ps:?}");
+    assert!(
+        !ps.iter().any(|p| p.0 == server),
+        "the killed server was reaped: {ps:?}"
+    );
+
     // A failed start loses nothing: a broken init in VE 102's private area.
     a.run_ok("vzctl stop 102")?;
     a.run_ok("mkdir -p /vz/private/102/upper/sbin && rm -f /vz/private/102/upper/sbin/init && touch /vz/private/102/upper/sbin/init")?;

@@ -2,8 +2,13 @@
 //! its init (see `vmmgr::setup`). vmmgr sends a `SetupSpec` frame on fd 3 and
 //! gets back one `SetupReply` frame there, with a pidfd of the VE init beside
 //! it on success. Diagnostics go to stderr (vmmgr logs them).
+//!
+//! `vesetup server` is the same run forked instead of executed: vmmgr keeps
+//! one running and sends it, per start, the start's channel and a pipe for
+//! its stderr (`vmmgr::setup::launch`); a child forked for it does exactly
+//! what a fresh `vesetup` does with them.
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 /// The descriptor vmmgr passes (a unix socket).
 const CHANNEL_FD: i32 = 3;
@@ -33,6 +38,14 @@ fn main() {
         eprintln!("vesetup: run by vmmgr only (no channel on fd {CHANNEL_FD})");
         std::process::exit(2);
     };
+    if args.first().map(String::as_str) == Some("server") {
+        server(chan);
+    }
+    setup_one(chan)
+}
+
+/// One VE's setup over `chan`, then exit.
+fn setup_one(chan: OwnedFd) -> ! {
     // Nothing else inherited may reach the VE.
     if let Err(e) = vmmgr::sys::close_fds_except(&[chan.as_fd()]) {
         eprintln!("vesetup: closing inherited descriptors: {e}");
@@ -68,6 +81,76 @@ fn main() {
     if let Err(e) = sent {
         eprintln!("vesetup: reporting to vmmgr: {e}");
         std::process::exit(1);
+    }
+    std::process::exit(0)
+}
+
+/// `vesetup server`: `sock` is vmmgr's end of the requests. Each request is
+/// [`vmmgr::setup::launch::REQUEST`] with two descriptors, the start's
+/// channel and the write end of a pipe for its stderr; a child is forked for
+/// it and runs [`setup_one`]. Ends when vmmgr closes `sock`.
+///
+/// Why: under emulation (TCG) every exec of this binary lays it out at new
+/// random addresses, and the emulator translates its code again; forked
+/// children share one layout, whose translations it keeps. It also saves
+/// the exec and the start-up of every run.
+fn server(sock: OwnedFd) -> ! {
+    if let Err(e) = vmmgr::sys::close_fds_except(&[sock.as_fd()]) {
+        eprintln!("vesetup server: closing inherited descriptors: {e}");
+        std::process::exit(2);
+    }
+    // Children are reaped by the kernel; each child sets SIGCHLD back to
+    // its default before it does anything (it waits for processes of its
+    // own).
+    // SAFETY: setting a signal's disposition to SIG_IGN has no handler to
+    // race with; this process is single-threaded.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+    if let Err(e) = vmmgr::fdpass::send(sock.as_fd(), vmmgr::setup::launch::READY, None) {
+        eprintln!("vesetup server: saying it is ready: {e}");
+        std::process::exit(1);
+    }
+    let mut buf = [0u8; 64];
+    loop {
+        let (n, mut fds) = match vmmgr::fdpass::recv_fds(sock.as_fd(), &mut buf) {
+            Ok(r) => r,
+            Err(e) => {
+                // A malformed request (its descriptors are closed); the
+                // next one may be fine. A broken socket ends us: vmmgr
+                // starts another server or execs `vesetup` itself.
+                eprintln!("vesetup server: a request: {e}");
+                if e.raw_os_error().is_some() {
+                    std::process::exit(1);
+                }
+                continue;
+            }
+        };
+        if n == 0 && fds.is_empty() {
+            std::process::exit(0);
+        }
+        if &buf[..n] != vmmgr::setup::launch::REQUEST || fds.len() != 2 {
+            eprintln!("vesetup server: a request that is not a start's channel and stderr");
+            continue;
+        }
+        let (Some(err), Some(chan)) = (fds.pop(), fds.pop()) else {
+            continue;
+        };
+        // SAFETY: this process is single-threaded.
+        match unsafe { vmmgr::sys::fork_single_threaded() } {
+            Ok(None) => {
+                drop(sock);
+                // SAFETY: as above; restores the default in the child.
+                unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
+                if let Err(e) = rustix::stdio::dup2_stderr(&err) {
+                    eprintln!("vesetup: its stderr: {e}");
+                    std::process::exit(2);
+                }
+                drop(err);
+                setup_one(chan)
+            }
+            Ok(Some(_)) => drop((chan, err)),
+            // vmmgr sees the channel close with no reply.
+            Err(e) => eprintln!("vesetup server: fork: {e}"),
+        }
     }
 }
 

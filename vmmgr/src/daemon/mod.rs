@@ -181,6 +181,8 @@ pub struct Manager {
     /// `--ipdel`, adoption, the keeper thread): one at a time, so none
     /// undoes another's. Taken before `state`, never while holding it.
     answers: Mutex<()>,
+    /// Gets the `vesetup` runs of starts (forked by its server).
+    launcher: crate::setup::launch::Launcher,
 }
 
 impl Manager {
@@ -193,6 +195,7 @@ impl Manager {
         }
         Arc::new(Manager {
             host,
+            launcher: crate::setup::launch::Launcher::new(&layout.helper),
             layout,
             state: Mutex::new(State::default()),
             changed: Condvar::new(),

@@ -218,7 +218,7 @@ impl Manager {
             return Outcome::fail(ExitCode::System, format!("VE {veid}: {e}"));
         }
         steps.mark("firewall");
-        let (pid, start, fd) = match crate::setup::spawn_helper(&self.layout.helper, &spec) {
+        let (pid, start, fd) = match crate::setup::spawn_helper(&self.launcher, &spec) {
             crate::setup::Outcome::Started {
                 pid,
                 start_time,

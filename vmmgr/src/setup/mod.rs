@@ -30,6 +30,7 @@ pub mod devnodes;
 pub mod helper;
 mod init;
 mod kernfs;
+pub mod launch;
 mod layers;
 mod net;
 pub mod netfiles;
@@ -407,10 +408,12 @@ pub enum Outcome {
     },
 }
 
-/// Runs `vesetup` (the daemon side): sends `spec` on the child's fd 3 and
-/// waits for its typed reply and the init's pidfd. `stderr` lines of the
-/// helper are returned with a failure.
-pub fn spawn_helper(helper: &std::path::Path, spec: &Spec) -> Outcome {
+/// Runs `vesetup` (the daemon side; forked by its server or executed, see
+/// [`launch`]): sends `spec` on its channel and waits for its typed reply
+/// and the init's pidfd. `stderr` lines of the helper are returned with a
+/// failure.
+pub fn spawn_helper(launcher: &launch::Launcher, spec: &Spec) -> Outcome {
+    let helper = launcher.helper();
     let failed = |message: String| Outcome::Failed {
         message,
         broken_init: false,
@@ -424,8 +427,8 @@ pub fn spawn_helper(helper: &std::path::Path, spec: &Spec) -> Outcome {
         Err(e) => return failed(format!("socketpair: {e}")),
     };
     let t0 = std::time::Instant::now();
-    let mut child = match crate::sys::spawn_passing(helper, &[], theirs.as_fd(), 3) {
-        Ok(c) => c,
+    let run = match launcher.launch(theirs.as_fd()) {
+        Ok(r) => r,
         Err(e) => return failed(format!("running {}: {e}", helper.display())),
     };
     drop(theirs);
@@ -434,12 +437,7 @@ pub fn spawn_helper(helper: &std::path::Path, spec: &Spec) -> Outcome {
         .map_err(|e| std::io::Error::other(format!("{e:?}")))
         .and_then(|n| crate::fdpass::send(ours.as_fd(), &buf[..n], None));
     let reply = frame.and_then(|()| crate::fdpass::recv(ours.as_fd(), &mut buf));
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut stderr);
-    }
-    let status = child.wait();
+    let (stderr, status) = run.finish();
     let stderr = stderr.trim().to_owned();
     if !stderr.is_empty() {
         log::warn!("VE {}: {}: {stderr}", spec.veid, helper.display());

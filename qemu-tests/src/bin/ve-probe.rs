@@ -110,6 +110,22 @@ struct Snapshot {
     vmstat: Vec<(String, u64)>,
     /// Ticks (user + system) per pid, with its command.
     procs: std::collections::HashMap<u32, (String, u64)>,
+    /// Ticks per thread of vmmgr (tid, its name, ticks): which of its
+    /// threads takes the CPU.
+    vmmgr: std::collections::HashMap<u32, (String, u64)>,
+}
+
+/// `/proc/.../stat`'s command and user + system ticks.
+fn comm_ticks(t: &str) -> Option<(String, u64)> {
+    let (o, c) = (t.find('(')?, t.rfind(')')?);
+    let f: Vec<&str> = t.get(c + 2..)?.split_whitespace().collect();
+    // After ")": state is field 3; utime 14 and stime 15.
+    let ticks = |i: usize| {
+        f.get(i - 3)
+            .and_then(|x| x.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Some((t[o + 1..c].to_owned(), ticks(14) + ticks(15)))
 }
 
 impl Snapshot {
@@ -136,6 +152,7 @@ impl Snapshot {
             })
             .collect();
         let mut procs = std::collections::HashMap::new();
+        let mut vmmgr = std::collections::HashMap::new();
         for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
             let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
                 continue;
@@ -143,24 +160,30 @@ impl Snapshot {
             let Ok(t) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
                 continue;
             };
-            let (Some(o), Some(c)) = (t.find('('), t.rfind(')')) else {
+            let Some((comm, ticks)) = comm_ticks(&t) else {
                 continue;
             };
-            let comm = t[o + 1..c].to_owned();
-            let f: Vec<&str> = t[c + 2..].split_whitespace().collect();
-            // After ")": state is field 3; utime 14 and stime 15.
-            let ticks = |i: usize| {
-                f.get(i - 3)
-                    .and_then(|x| x.parse::<u64>().ok())
-                    .unwrap_or(0)
-            };
-            procs.insert(pid, (comm, ticks(14) + ticks(15)));
+            if comm == "vmmgr" {
+                let tasks = std::fs::read_dir(format!("/proc/{pid}/task"));
+                for t in tasks.into_iter().flatten().flatten() {
+                    let Some(tid) = t.file_name().to_str().and_then(|p| p.parse::<u32>().ok())
+                    else {
+                        continue;
+                    };
+                    let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+                    if let Some(ct) = comm_ticks(&stat) {
+                        vmmgr.insert(tid, ct);
+                    }
+                }
+            }
+            procs.insert(pid, (comm, ticks));
         }
         Snapshot {
             at: std::time::Instant::now(),
             cpu,
             vmstat,
             procs,
+            vmmgr,
         }
     }
 
@@ -204,6 +227,18 @@ impl Snapshot {
             .map(|(c, (t, n))| format!("{c} {t} ({n})"))
             .collect();
         println!("web: stat ticks by command: {}", list.join(", "));
+        let mut threads: Vec<(String, u64)> = after
+            .vmmgr
+            .iter()
+            .map(|(tid, (name, t))| {
+                let was = self.vmmgr.get(tid).map_or(0, |(_, w)| *w);
+                (name.clone(), t.saturating_sub(was))
+            })
+            .filter(|(_, t)| *t > 0)
+            .collect();
+        threads.sort_by_key(|(_, t)| std::cmp::Reverse(*t));
+        let list: Vec<String> = threads.iter().map(|(n, t)| format!("{n} {t}")).collect();
+        println!("web: stat vmmgr ticks by thread: {}", list.join(", "));
     }
 }
 

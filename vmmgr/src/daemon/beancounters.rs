@@ -38,8 +38,7 @@ pub const WHOLE_EVERY: Duration = Duration::from_secs(60);
 
 /// The wait before the next sample, after one that took `took`: at least
 /// [`SAMPLE_EVERY`], and at least 19 times `took`, so the sampler never
-/// holds more than a twentieth of a CPU however many VEs run. (With 200
-/// web VEs under TCG one round of the cheap counters takes about a second.)
+/// holds more than a twentieth of a CPU however many VEs run.
 pub fn next_sample(took: Duration) -> Duration {
     SAMPLE_EVERY.max(took.saturating_mul(19))
 }

@@ -32,9 +32,15 @@ fn main() {
     let zram = manager.zram_swap();
     let _ = std::thread::Builder::new()
         .name("vmmgr-zram".into())
-        .spawn(move || match vmmgr::swap::setup(zram) {
-            Ok(what) => log::info!("swap: {what}"),
-            Err(e) => log::error!("swap (vz.conf ZRAM_SWAP): {e}; running without it"),
+        .spawn(move || {
+            match vmmgr::swap::reclaim_policy() {
+                Ok(what) => log::info!("reclaim: {what}"),
+                Err(e) => log::warn!("reclaim: {e}; the kernel keeps its two-list LRU"),
+            }
+            match vmmgr::swap::setup(zram) {
+                Ok(what) => log::info!("swap: {what}"),
+                Err(e) => log::error!("swap (vz.conf ZRAM_SWAP): {e}; running without it"),
+            }
         });
     // The VEs' /proc view, before any VE starts (their setup binds it).
     if let Err(e) = vmmgr::procfs::start(std::sync::Arc::clone(&manager)) {

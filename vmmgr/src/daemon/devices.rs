@@ -12,6 +12,7 @@
 //! nodes DEVNODES names are also bound into its /dev (`setup::devnodes`).
 
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
 use vzconfig::resources::{Access, DevNode, DevRule};
 
 /// One rule of the program: type, numbers (None: any), access.
@@ -172,6 +173,7 @@ const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_ATTACH: libc::c_long = 8;
 const BPF_PROG_DETACH: libc::c_long = 9;
 const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_PROG_QUERY: libc::c_long = 16;
 const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
 const BPF_CGROUP_DEVICE: u32 = 6;
@@ -261,17 +263,36 @@ fn attached(cg: BorrowedFd<'_>) -> std::io::Result<Vec<u32>> {
     Ok(ids[..n].to_vec())
 }
 
-/// Attaches `prog` to the cgroup `cg` (ALLOW_MULTI), then detaches every
-/// device program that was there before.
+/// The id of the loaded program `prog` (`bpf_prog_info.id`).
+fn prog_id(prog: BorrowedFd<'_>) -> std::io::Result<u32> {
+    // struct bpf_prog_info begins with its type and id; the kernel fills
+    // only as much of it as we give room for.
+    let mut info = [0u32; 2];
+    let mut a = Attr::new();
+    a.u32(0, prog.as_raw_fd() as u32)
+        .u32(4, std::mem::size_of_val(&info) as u32)
+        .u64(8, info.as_mut_ptr() as u64);
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a)?;
+    Ok(info[1])
+}
+
+/// Attaches `prog` to the cgroup `cg` (ALLOW_MULTI) unless it is there
+/// already, then detaches every other device program that was there
+/// before.
 pub fn replace(cg: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> std::io::Result<()> {
     let old = attached(cg)?;
-    let mut a = Attr::new();
-    a.u32(0, cg.as_raw_fd() as u32)
-        .u32(4, prog.as_raw_fd() as u32)
-        .u32(8, BPF_CGROUP_DEVICE)
-        .u32(12, BPF_F_ALLOW_MULTI);
-    bpf(BPF_PROG_ATTACH, &mut a)?;
-    for id in old {
+    let ours = prog_id(prog)?;
+    // A program is attached to a cgroup at most once (EEXIST): a change
+    // that comes back to the rules in force keeps their program.
+    if !old.contains(&ours) {
+        let mut a = Attr::new();
+        a.u32(0, cg.as_raw_fd() as u32)
+            .u32(4, prog.as_raw_fd() as u32)
+            .u32(8, BPF_CGROUP_DEVICE)
+            .u32(12, BPF_F_ALLOW_MULTI);
+        bpf(BPF_PROG_ATTACH, &mut a)?;
+    }
+    for id in old.into_iter().filter(|id| *id != ours) {
         let mut g = Attr::new();
         g.u32(0, id);
         let fd = match bpf(BPF_PROG_GET_FD_BY_ID, &mut g) {
@@ -297,6 +318,29 @@ pub fn replace(cg: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> std::io::Result<()> 
     Ok(())
 }
 
+/// Programs loaded before, by their instructions, most recently used last.
+/// Most VEs have the same rules, so they share one program: a start runs
+/// no verifier, and the kernel holds one program for all of them. A device
+/// program keeps no state (no maps), so sharing it joins nothing between
+/// VEs; a VE's cgroup keeps its program alive after it leaves this list.
+static LOADED: Mutex<Vec<(Vec<[u8; 8]>, Arc<OwnedFd>)>> = Mutex::new(Vec::new());
+/// How many distinct rule sets [`LOADED`] keeps.
+const LOADED_MAX: usize = 8;
+
+/// The loaded program for `insns`: the one loaded before, or a new one.
+fn shared(insns: Vec<[u8; 8]>) -> std::io::Result<Arc<OwnedFd>> {
+    let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
+    let prog = match loaded.iter().position(|(i, _)| *i == insns) {
+        Some(at) => loaded.remove(at).1,
+        None => Arc::new(load(&insns)?),
+    };
+    if loaded.len() >= LOADED_MAX {
+        loaded.remove(0);
+    }
+    loaded.push((insns, Arc::clone(&prog)));
+    Ok(prog)
+}
+
 /// Builds, loads and puts in place the device program of the VE whose
 /// cgroup directory is `cg`.
 pub fn apply(
@@ -305,7 +349,7 @@ pub fn apply(
     devices: &[DevRule],
 ) -> Result<(), String> {
     let rules = rules(devnodes, devices, &stat_node)?;
-    let prog = load(&program(&rules)).map_err(|e| e.to_string())?;
+    let prog = shared(program(&rules)).map_err(|e| e.to_string())?;
     let dir = rustix::fs::open(
         cg,
         rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
@@ -402,6 +446,43 @@ mod tests {
             Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
             Err(e) => panic!("{e}"),
         }
+    }
+
+    #[test]
+    fn equal_rules_share_one_loaded_program() {
+        use std::os::fd::AsFd;
+        let none = rules(&[], &[], &|_| None).expect("rules");
+        let tty = Rule {
+            kind: 'c',
+            major: Some(4),
+            minor: Some(1),
+            read: true,
+            write: true,
+        };
+        let mut more = none.clone();
+        more.push(tty);
+        let first = match shared(program(&none)) {
+            Ok(p) => p,
+            // Not root (or no BPF here): nothing to check.
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => return,
+            Err(e) => panic!("{e}"),
+        };
+        let other = shared(program(&more)).expect("a second program");
+        let again = shared(program(&none)).expect("the first again");
+        assert!(Arc::ptr_eq(&first, &again), "equal rules, one program");
+        assert!(!Arc::ptr_eq(&first, &other), "other rules, another");
+        let id = prog_id(first.as_fd()).expect("its id");
+        assert_ne!(id, prog_id(other.as_fd()).expect("its id"));
+        // The list keeps at most LOADED_MAX rule sets.
+        for minor in 0..LOADED_MAX as u32 + 2 {
+            let mut r = none.clone();
+            r.push(Rule {
+                minor: Some(minor),
+                ..tty
+            });
+            shared(program(&r)).expect("load");
+        }
+        assert!(LOADED.lock().unwrap().len() <= LOADED_MAX);
     }
 
     #[test]

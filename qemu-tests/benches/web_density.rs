@@ -294,6 +294,15 @@ fn main() -> anyhow::Result<()> {
         )?
         .trim()
     );
+    // The reclaim settings vmmgr made (LRU, free-memory floor).
+    println!(
+        "web_density: reclaim: {}",
+        a.shell_within(
+            "grep -h 'reclaim:' /run/vz/log | sed 's/.*reclaim: //' | tr '\\n' ';'",
+            long
+        )?
+        .trim()
+    );
     a.install_probe_here()?;
     let avail0 = mem_available_mib(&mut a)?;
     println!("web_density: -m {mem}, MemAvailable before any VE: {avail0} MiB");

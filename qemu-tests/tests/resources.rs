@@ -277,11 +277,19 @@ fn beancounters_proc_view_cpu_and_memory() -> anyhow::Result<()> {
     // zstd): a VE whose RAM limit is below what it holds keeps running
     // because its pages go to the compressed device.
     let swaps = a.run_ok(
-        "cat /proc/swaps; cat /sys/block/zram0/comp_algorithm; grep MemTotal /proc/meminfo",
+        "cat /proc/swaps; cat /sys/block/zram0/comp_algorithm; grep MemTotal /proc/meminfo; \
+         echo lru_gen $(cat /sys/kernel/mm/lru_gen/enabled); \
+         echo min_free_kbytes $(cat /proc/sys/vm/min_free_kbytes); grep -h 'reclaim:' /run/vz/log",
     )?;
     println!("resources: swap:\n{}", swaps.trim());
     assert!(swaps.contains("/dev/zram0"), "{swaps}");
     assert!(swaps.contains("[zstd]"), "{swaps}");
+    // vmmgr turned on the multi-generational LRU, all its parts, and said so.
+    assert!(swaps.contains("lru_gen 0x0007"), "{swaps}");
+    assert!(
+        swaps.contains("reclaim: multi-generational LRU on (0x0007)"),
+        "{swaps}"
+    );
     // /proc/swaps: "/dev/zram0 partition SIZE USED PRIO" (KiB).
     let field = |prefix: &str, n: usize| -> u64 {
         swaps
@@ -291,6 +299,15 @@ fn beancounters_proc_view_cpu_and_memory() -> anyhow::Result<()> {
             .unwrap_or(0)
     };
     let (zram, total) = (field("/dev/zram0", 2), field("MemTotal:", 1));
+    // The free-memory floor is the kernel's own (4 × √ of RAM in KiB), not
+    // the tens of MiB khugepaged asks for huge pages.
+    let min_free = field("min_free_kbytes", 1);
+    let kernels = ((16 * total) as f64).sqrt() as u64;
+    assert!(
+        min_free.abs_diff(kernels) <= 1,
+        "min_free_kbytes {min_free}, the kernel's figure {kernels}:\n{swaps}"
+    );
+    assert!(swaps.contains("reclaim: vm.min_free_kbytes "), "{swaps}");
     assert!(
         zram + 1024 >= total && zram <= total,
         "the zram swap is 100 % of RAM:\n{swaps}"

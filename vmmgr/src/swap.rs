@@ -30,11 +30,62 @@ const LRU_GEN: &str = "/sys/kernel/mm/lru_gen/enabled";
 /// Turns on the multi-generational LRU with all its parts ("y": the
 /// generations, the page-table walk, the non-leaf accessed bits); returns
 /// what the kernel then reports. A kernel without it keeps its LRU.
-pub fn reclaim_policy() -> Result<String, String> {
-    reclaim_policy_at(std::path::Path::new(LRU_GEN))
+pub fn lru_gen() -> Result<String, String> {
+    lru_gen_at(std::path::Path::new(LRU_GEN))
 }
 
-fn reclaim_policy_at(file: &std::path::Path) -> Result<String, String> {
+/// The free memory the kernel keeps for itself, `vm.min_free_kbytes`.
+const MIN_FREE: &str = "/proc/sys/vm/min_free_kbytes";
+
+/// The kernel's own floor for `mem_total_kib` of RAM, by its boot-time
+/// formula: 4 × √(KiB), within 128 KiB and 64 MiB (3.5 MiB for 768 MiB).
+fn kernel_floor_kib(mem_total_kib: u64) -> u64 {
+    let mut root = (mem_total_kib as f64 * 16.0).sqrt() as u64;
+    // Exact for any RAM size (the float may be one off).
+    while root * root > 16 * mem_total_kib {
+        root -= 1;
+    }
+    while (root + 1) * (root + 1) <= 16 * mem_total_kib {
+        root += 1;
+    }
+    root.clamp(128, 65536)
+}
+
+/// Puts the free-memory floor back to the kernel's own figure when
+/// something raised it. With transparent huge pages on, even `madvise`,
+/// khugepaged raises it so that 2 MiB pages can always be formed: 44 MiB
+/// of a 1 GiB appliance (35 MiB of 768), and reclaim keeps the zone's
+/// high watermark, half as much again, free while VEs' pages go to swap.
+/// Nothing the appliance runs asks for huge pages (a VE's program that
+/// does gets small pages when none is free), so that RAM goes to the VEs.
+/// Never raises it; returns what it did.
+pub fn free_floor() -> Result<String, String> {
+    let meminfo =
+        std::fs::read_to_string("/proc/meminfo").map_err(|e| format!("/proc/meminfo: {e}"))?;
+    free_floor_at(
+        std::path::Path::new(MIN_FREE),
+        crate::appliance::meminfo_kib(&meminfo, "MemTotal"),
+    )
+}
+
+fn free_floor_at(file: &std::path::Path, mem_total_kib: u64) -> Result<String, String> {
+    if mem_total_kib == 0 {
+        return Err("no MemTotal in /proc/meminfo".to_owned());
+    }
+    let now: u64 = std::fs::read_to_string(file)
+        .map_err(|e| format!("{}: {e}", file.display()))?
+        .trim()
+        .parse()
+        .map_err(|_| format!("{}: not a number", file.display()))?;
+    let want = kernel_floor_kib(mem_total_kib);
+    if now <= want {
+        return Ok(format!("vm.min_free_kbytes {now} kept"));
+    }
+    std::fs::write(file, want.to_string()).map_err(|e| format!("{}: {e}", file.display()))?;
+    Ok(format!("vm.min_free_kbytes {want}, was {now}"))
+}
+
+fn lru_gen_at(file: &std::path::Path) -> Result<String, String> {
     if !file.exists() {
         return Ok(format!("two-list LRU ({} is missing)", file.display()));
     }
@@ -155,15 +206,50 @@ mod tests {
     }
 
     #[test]
-    fn reclaim_policy_reads_back_the_mask() {
+    fn lru_gen_reads_back_the_mask() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing");
-        assert!(reclaim_policy_at(&missing).unwrap().contains("missing"));
+        assert!(lru_gen_at(&missing).unwrap().contains("missing"));
         // A plain file keeps what was written: "y" is no hex mask.
         let file = dir.path().join("enabled");
         std::fs::write(&file, "0x0000").unwrap();
-        let err = reclaim_policy_at(&file).unwrap_err();
+        let err = lru_gen_at(&file).unwrap_err();
         assert!(err.contains("unexpected contents \"y\""), "{err}");
+    }
+
+    #[test]
+    fn the_kernels_floor() {
+        // The kernel's figures: 768 MiB and 1 GiB appliances, and the
+        // clamps at both ends.
+        assert_eq!(kernel_floor_kib(786_432), 3547);
+        assert_eq!(kernel_floor_kib(995_356), 3990);
+        assert_eq!(kernel_floor_kib(1000), 128);
+        assert_eq!(kernel_floor_kib(1 << 40), 65536);
+        // Exact squares: 4 × 1000.
+        assert_eq!(kernel_floor_kib(1_000_000), 4000);
+    }
+
+    #[test]
+    fn free_floor_only_lowers() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("min_free_kbytes");
+        // khugepaged's figure on a 1 GiB appliance comes down.
+        std::fs::write(&file, "45056\n").unwrap();
+        let did = free_floor_at(&file, 995_356).unwrap();
+        assert_eq!(did, "vm.min_free_kbytes 3990, was 45056");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "3990");
+        // At or below the kernel's own figure it stays.
+        std::fs::write(&file, "2000\n").unwrap();
+        assert_eq!(
+            free_floor_at(&file, 995_356).unwrap(),
+            "vm.min_free_kbytes 2000 kept"
+        );
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "2000\n");
+        assert!(free_floor_at(&file, 0).is_err());
+        std::fs::write(&file, "x").unwrap();
+        assert!(free_floor_at(&file, 995_356)
+            .unwrap_err()
+            .contains("not a number"));
     }
 
     #[test]

@@ -33,9 +33,13 @@ fn main() {
     let _ = std::thread::Builder::new()
         .name("vmmgr-zram".into())
         .spawn(move || {
-            match vmmgr::swap::reclaim_policy() {
+            match vmmgr::swap::lru_gen() {
                 Ok(what) => log::info!("reclaim: {what}"),
                 Err(e) => log::warn!("reclaim: {e}; the kernel keeps its two-list LRU"),
+            }
+            match vmmgr::swap::free_floor() {
+                Ok(what) => log::info!("reclaim: {what}"),
+                Err(e) => log::warn!("reclaim: {e}; the kernel keeps its free-memory floor"),
             }
             match vmmgr::swap::setup(zram) {
                 Ok(what) => log::info!("swap: {what}"),

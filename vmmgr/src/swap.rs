@@ -207,13 +207,13 @@ mod tests {
 
     #[test]
     fn lru_gen_reads_back_the_mask() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("a temp dir");
         let missing = dir.path().join("missing");
-        assert!(lru_gen_at(&missing).unwrap().contains("missing"));
+        assert!(lru_gen_at(&missing).expect("ok").contains("missing"));
         // A plain file keeps what was written: "y" is no hex mask.
         let file = dir.path().join("enabled");
-        std::fs::write(&file, "0x0000").unwrap();
-        let err = lru_gen_at(&file).unwrap_err();
+        std::fs::write(&file, "0x0000").expect("write");
+        let err = lru_gen_at(&file).expect_err("an error");
         assert!(err.contains("unexpected contents \"y\""), "{err}");
     }
 
@@ -231,24 +231,24 @@ mod tests {
 
     #[test]
     fn free_floor_only_lowers() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("a temp dir");
         let file = dir.path().join("min_free_kbytes");
         // khugepaged's figure on a 1 GiB appliance comes down.
-        std::fs::write(&file, "45056\n").unwrap();
-        let did = free_floor_at(&file, 995_356).unwrap();
+        std::fs::write(&file, "45056\n").expect("write");
+        let did = free_floor_at(&file, 995_356).expect("ok");
         assert_eq!(did, "vm.min_free_kbytes 3990, was 45056");
-        assert_eq!(std::fs::read_to_string(&file).unwrap(), "3990");
+        assert_eq!(std::fs::read_to_string(&file).expect("read"), "3990");
         // At or below the kernel's own figure it stays.
-        std::fs::write(&file, "2000\n").unwrap();
+        std::fs::write(&file, "2000\n").expect("write");
         assert_eq!(
-            free_floor_at(&file, 995_356).unwrap(),
+            free_floor_at(&file, 995_356).expect("ok"),
             "vm.min_free_kbytes 2000 kept"
         );
-        assert_eq!(std::fs::read_to_string(&file).unwrap(), "2000\n");
+        assert_eq!(std::fs::read_to_string(&file).expect("read"), "2000\n");
         assert!(free_floor_at(&file, 0).is_err());
-        std::fs::write(&file, "x").unwrap();
+        std::fs::write(&file, "x").expect("write");
         assert!(free_floor_at(&file, 995_356)
-            .unwrap_err()
+            .expect_err("an error")
             .contains("not a number"));
     }
 

@@ -276,15 +276,45 @@ fn prog_id(prog: BorrowedFd<'_>) -> std::io::Result<u32> {
     Ok(info[1])
 }
 
+/// Which of `old` (the ids attached to a cgroup) to detach, and whether
+/// `ours` must be attached first, to leave exactly `ours` in force. A
+/// program is attached to a cgroup at most once (the kernel refuses a
+/// second attach with EINVAL): a change that comes back to the rules in
+/// force keeps their program.
+fn plan(old: &[u32], ours: &[u32]) -> (Vec<u32>, Vec<u32>) {
+    let attach = ours
+        .iter()
+        .filter(|id| !old.contains(id))
+        .copied()
+        .collect();
+    let detach = old
+        .iter()
+        .filter(|id| !ours.contains(id))
+        .copied()
+        .collect();
+    (attach, detach)
+}
+
 /// Attaches `prog` to the cgroup `cg` (ALLOW_MULTI) unless it is there
 /// already, then detaches every other device program that was there
 /// before.
 pub fn replace(cg: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> std::io::Result<()> {
+    replace_all(cg, &[prog])
+}
+
+/// Leaves exactly `progs` attached to `cg`: attaches those missing first,
+/// then detaches the others (so access only narrows meanwhile).
+fn replace_all(cg: BorrowedFd<'_>, progs: &[BorrowedFd<'_>]) -> std::io::Result<()> {
     let old = attached(cg)?;
-    let ours = prog_id(prog)?;
-    // A program is attached to a cgroup at most once (EEXIST): a change
-    // that comes back to the rules in force keeps their program.
-    if !old.contains(&ours) {
+    let ids = progs
+        .iter()
+        .map(|p| prog_id(*p))
+        .collect::<std::io::Result<Vec<u32>>>()?;
+    let (attach, detach) = plan(&old, &ids);
+    for (prog, id) in progs.iter().zip(&ids) {
+        if !attach.contains(id) {
+            continue;
+        }
         let mut a = Attr::new();
         a.u32(0, cg.as_raw_fd() as u32)
             .u32(4, prog.as_raw_fd() as u32)
@@ -292,12 +322,12 @@ pub fn replace(cg: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> std::io::Result<()> 
             .u32(12, BPF_F_ALLOW_MULTI);
         bpf(BPF_PROG_ATTACH, &mut a)?;
     }
-    for id in old.into_iter().filter(|id| *id != ours) {
+    for id in detach {
         let mut g = Attr::new();
         g.u32(0, id);
         let fd = match bpf(BPF_PROG_GET_FD_BY_ID, &mut g) {
             Ok(fd) => fd,
-            // Detached meanwhile: nothing left to do.
+            // Gone meanwhile: nothing left to do.
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
             // Still attached, still narrowing: the change is not done.
             Err(e) => {
@@ -313,9 +343,69 @@ pub fn replace(cg: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> std::io::Result<()> 
         d.u32(0, cg.as_raw_fd() as u32)
             .u32(4, fd.as_raw_fd() as u32)
             .u32(8, BPF_CGROUP_DEVICE);
-        bpf(BPF_PROG_DETACH, &mut d)?;
+        match bpf(BPF_PROG_DETACH, &mut d) {
+            // Detached from this cgroup meanwhile (a shared program lives
+            // on in other VEs' cgroups, so its id still resolves).
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
+}
+
+/// The device programs in force on a VE's cgroup, held so that a change
+/// can be undone exactly (no rules rebuilt, no verifier run).
+#[derive(Debug)]
+pub struct InForce {
+    cg: std::path::PathBuf,
+    progs: Vec<OwnedFd>,
+}
+
+fn open_cgroup(cg: &std::path::Path) -> Result<OwnedFd, String> {
+    rustix::fs::open(
+        cg,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| format!("opening {}: {e}", cg.display()))
+}
+
+impl InForce {
+    /// What is attached to the cgroup `cg` now.
+    pub fn of(cg: &std::path::Path) -> Result<InForce, String> {
+        use std::os::fd::AsFd;
+        let dir = open_cgroup(cg)?;
+        let ids = attached(dir.as_fd())
+            .map_err(|e| format!("the device programs on {}: {e}", cg.display()))?;
+        let mut progs = Vec::new();
+        for id in ids {
+            let mut g = Attr::new();
+            g.u32(0, id);
+            let fd = bpf(BPF_PROG_GET_FD_BY_ID, &mut g)
+                .map_err(|e| format!("device program {id} on {}: {e}", cg.display()))?;
+            // SAFETY: a new descriptor we own.
+            progs.push(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+        }
+        Ok(InForce {
+            cg: cg.to_owned(),
+            progs,
+        })
+    }
+
+    /// Puts these programs back in force, alone (the ones attached since
+    /// are detached after).
+    pub fn restore(&self) -> Result<(), String> {
+        use std::os::fd::AsFd;
+        let dir = open_cgroup(&self.cg)?;
+        let progs: Vec<BorrowedFd<'_>> = self.progs.iter().map(|p| p.as_fd()).collect();
+        replace_all(dir.as_fd(), &progs).map_err(|e| {
+            format!(
+                "putting the device program back on {}: {e}",
+                self.cg.display()
+            )
+        })
+    }
 }
 
 /// Programs loaded before, by their instructions, most recently used last.
@@ -323,13 +413,24 @@ pub fn replace(cg: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> std::io::Result<()> 
 /// no verifier, and the kernel holds one program for all of them. A device
 /// program keeps no state (no maps), so sharing it joins nothing between
 /// VEs; a VE's cgroup keeps its program alive after it leaves this list.
-static LOADED: Mutex<Vec<(Vec<[u8; 8]>, Arc<OwnedFd>)>> = Mutex::new(Vec::new());
+static LOADED: Mutex<Loaded<OwnedFd>> = Mutex::new(Vec::new());
+/// Programs (`P`) by their instructions, most recently used last.
+type Loaded<P> = Vec<(Vec<[u8; 8]>, Arc<P>)>;
 /// How many distinct rule sets [`LOADED`] keeps.
 const LOADED_MAX: usize = 8;
 
 /// The loaded program for `insns`: the one loaded before, or a new one.
 fn shared(insns: Vec<[u8; 8]>) -> std::io::Result<Arc<OwnedFd>> {
     let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
+    shared_in(&mut loaded, insns, load)
+}
+
+/// [`shared`] over the list `loaded`, loading with `load`.
+fn shared_in<P>(
+    loaded: &mut Loaded<P>,
+    insns: Vec<[u8; 8]>,
+    load: impl FnOnce(&[[u8; 8]]) -> std::io::Result<P>,
+) -> std::io::Result<Arc<P>> {
     let prog = match loaded.iter().position(|(i, _)| *i == insns) {
         Some(at) => loaded.remove(at).1,
         None => Arc::new(load(&insns)?),
@@ -350,12 +451,7 @@ pub fn apply(
 ) -> Result<(), String> {
     let rules = rules(devnodes, devices, &stat_node)?;
     let prog = shared(program(&rules)).map_err(|e| e.to_string())?;
-    let dir = rustix::fs::open(
-        cg,
-        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
-    .map_err(|e| format!("opening {}: {e}", cg.display()))?;
+    let dir = open_cgroup(cg)?;
     use std::os::fd::AsFd;
     replace(dir.as_fd(), prog.as_fd())
         .map_err(|e| format!("attaching the device program to {}: {e}", cg.display()))
@@ -450,39 +546,150 @@ mod tests {
 
     #[test]
     fn equal_rules_share_one_loaded_program() {
+        // Programs stand in for loaded ones: their number is the load's.
+        let mut loaded = Vec::new();
+        let mut loads = 0;
+        let mut get = |list: &mut Vec<_>, n: u8| {
+            shared_in(list, vec![[n; 8]], |_| {
+                loads += 1;
+                Ok(loads)
+            })
+            .expect("a stand-in load never fails")
+        };
+        let first = get(&mut loaded, 0);
+        let other = get(&mut loaded, 1);
+        let again = get(&mut loaded, 0);
+        assert!(Arc::ptr_eq(&first, &again), "equal rules, one program");
+        assert!(!Arc::ptr_eq(&first, &other), "other rules, another");
+        assert_eq!((*first, *other), (1, 2));
+        // Rule set 0 was used last: LOADED_MAX - 1 new ones evict 1, not 0.
+        for n in 2..=LOADED_MAX as u8 {
+            get(&mut loaded, n);
+        }
+        assert_eq!(loaded.len(), LOADED_MAX);
+        assert!(Arc::ptr_eq(&first, &get(&mut loaded, 0)), "0 was kept");
+        let reloaded = get(&mut loaded, 1);
+        assert!(
+            !Arc::ptr_eq(&other, &reloaded),
+            "1 was evicted, loaded again"
+        );
+        // A failed load leaves the list as it was.
+        let before = loaded.len();
+        let e = shared_in(&mut loaded, vec![[99; 8]], |_| -> std::io::Result<u32> {
+            Err(std::io::Error::from_raw_os_error(libc::EPERM))
+        });
+        assert!(e.is_err());
+        assert_eq!(loaded.len(), before);
+    }
+
+    #[test]
+    fn a_change_attaches_before_it_detaches_and_only_what_differs() {
+        // Fresh cgroup: attach ours, detach nothing.
+        assert_eq!(plan(&[], &[7]), (vec![7], vec![]));
+        // Other rules: attach the new, detach the old.
+        assert_eq!(plan(&[5], &[7]), (vec![7], vec![5]));
+        // The same rules again (a shared program already in force):
+        // nothing to attach (a second attach is refused), nothing to detach.
+        assert_eq!(plan(&[7], &[7]), (vec![], vec![]));
+        // A change cut short left two: the extra one goes.
+        assert_eq!(plan(&[5, 7], &[7]), (vec![], vec![5]));
+        // An undo to two programs in force before.
+        assert_eq!(plan(&[9], &[5, 7]), (vec![5, 7], vec![9]));
+    }
+
+    #[test]
+    fn the_kernel_shares_and_identifies_programs() {
         use std::os::fd::AsFd;
         let none = rules(&[], &[], &|_| None).expect("rules");
-        let tty = Rule {
+        let first = match shared(program(&none)) {
+            Ok(p) => p,
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                eprintln!("skipped: no BPF here (not root): {e}");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        let again = shared(program(&none)).expect("the same program");
+        assert!(Arc::ptr_eq(&first, &again));
+        let id = prog_id(first.as_fd()).expect("its id");
+        assert_ne!(id, 0);
+        let mut tty = none.clone();
+        tty.push(Rule {
             kind: 'c',
             major: Some(4),
             minor: Some(1),
             read: true,
             write: true,
+        });
+        let other = shared(program(&tty)).expect("another program");
+        assert_ne!(prog_id(other.as_fd()).expect("its id"), id);
+    }
+
+    /// A scratch cgroup2 directory, when this machine has one we may write.
+    fn scratch_cgroup() -> Option<tempfile::TempDir> {
+        const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+        ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+            .into_iter()
+            .filter(|d| rustix::fs::statfs(*d).is_ok_and(|s| s.f_type == CGROUP2_SUPER_MAGIC))
+            .find_map(|d| {
+                tempfile::Builder::new()
+                    .prefix("vz-devices-")
+                    .tempdir_in(d)
+                    .ok()
+            })
+    }
+
+    #[test]
+    fn changes_and_undos_on_a_real_cgroup() {
+        use std::os::fd::AsFd;
+        let Some(cg) = scratch_cgroup() else {
+            eprintln!("skipped: no writable cgroup2 tree here");
+            return;
         };
-        let mut more = none.clone();
-        more.push(tty);
-        let first = match shared(program(&none)) {
-            Ok(p) => p,
-            // Not root (or no BPF here): nothing to check.
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => return,
-            Err(e) => panic!("{e}"),
-        };
-        let other = shared(program(&more)).expect("a second program");
-        let again = shared(program(&none)).expect("the first again");
-        assert!(Arc::ptr_eq(&first, &again), "equal rules, one program");
-        assert!(!Arc::ptr_eq(&first, &other), "other rules, another");
-        let id = prog_id(first.as_fd()).expect("its id");
-        assert_ne!(id, prog_id(other.as_fd()).expect("its id"));
-        // The list keeps at most LOADED_MAX rule sets.
-        for minor in 0..LOADED_MAX as u32 + 2 {
-            let mut r = none.clone();
-            r.push(Rule {
-                minor: Some(minor),
-                ..tty
-            });
-            shared(program(&r)).expect("load");
+        let none = rules(&[], &[], &|_| None).expect("rules");
+        if let Err(e) = shared(program(&none)) {
+            eprintln!("skipped: no BPF here: {e}");
+            return;
         }
-        assert!(LOADED.lock().unwrap().len() <= LOADED_MAX);
+        let path = cg.path().to_owned();
+        let ids = || {
+            let dir = open_cgroup(&path).expect("the scratch cgroup");
+            attached(dir.as_fd()).expect("its programs")
+        };
+        let id_of = |r: &[Rule]| {
+            let prog = shared(program(r)).expect("loaded before");
+            prog_id(prog.as_fd()).expect("its id")
+        };
+        let tty = DevRule {
+            kind: 'c',
+            major: 4,
+            minor: Some(1),
+            access: Access {
+                read: true,
+                write: true,
+                quota: false,
+            },
+        };
+        let with_tty = rules(&[], std::slice::from_ref(&tty), &|_| None).expect("rules");
+        apply(&path, &[], &[]).expect("first program");
+        assert_eq!(ids(), vec![id_of(&none)]);
+        // The same rules again keep the program (no second attach).
+        apply(&path, &[], &[]).expect("same rules");
+        assert_eq!(ids(), vec![id_of(&none)]);
+        // A change, then its undo: exactly the first program again.
+        let before = InForce::of(&path).expect("in force");
+        apply(&path, &[], std::slice::from_ref(&tty)).expect("second program");
+        assert_eq!(ids(), vec![id_of(&with_tty)]);
+        before.restore().expect("undo");
+        assert_eq!(ids(), vec![id_of(&none)]);
+        // Detach before the directory goes (rmdir would do it too).
+        InForce {
+            cg: path.clone(),
+            progs: Vec::new(),
+        }
+        .restore()
+        .expect("detach all");
+        assert!(ids().is_empty());
     }
 
     #[test]

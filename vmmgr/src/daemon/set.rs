@@ -297,13 +297,23 @@ impl Manager {
         let devs = |c: &config::VeConfig| (c.limits.devnodes.clone(), c.limits.devices.clone());
         let old_devs = in_force.or_else(|| before.map(devs)).unwrap_or_default();
         if old_devs != devs(cfg) {
+            // The programs in force now, held to be put back exactly if a
+            // later step fails (no rules rebuilt, no load that could fail).
+            let programs =
+                crate::daemon::devices::InForce::of(&cg).map_err(|e| fail(ExitCode::System, e))?;
             crate::daemon::devices::apply(&cg, &cfg.limits.devnodes, &cfg.limits.devices)
                 .map_err(|e| fail(ExitCode::BadValue, e))?;
             {
-                let (cg, old) = (cg.clone(), old_devs.clone());
-                undo.push(move || {
-                    let _ = crate::daemon::devices::apply(&cg, &old.0, &old.1);
-                    self.lock().devices.insert(veid, old);
+                let (old, new) = (old_devs.clone(), devs(cfg));
+                undo.push(move || match programs.restore() {
+                    Ok(()) => {
+                        self.lock().devices.insert(veid, old);
+                    }
+                    Err(e) => {
+                        // The new rules stay in force: say so, and record them.
+                        log::error!("VE {veid}: {e}; its new DEVNODES and DEVICES stay in force");
+                        self.lock().devices.insert(veid, new);
+                    }
                 });
             }
             let owner = (cfg.local_uid, cfg.local_gid);

@@ -20,11 +20,11 @@ const ALGORITHM: &str = "zstd";
 const SWAPPINESS: &str = "100";
 
 /// The multi-generational LRU (`CONFIG_LRU_GEN`, built into the appliance's
-/// kernel but off by default): it picks the pages to reclaim by walking
+/// kernel but off by default): it finds the pages to reclaim by walking
 /// page tables for the accessed bit instead of the reverse map page by
-/// page, which is what most of reclaim's CPU went to with 200 web VEs in
-/// zram, and it keeps the recently used pages of many small idle
-/// processes apart from the long-idle ones better than the two-list LRU.
+/// page, and sorts pages into generations by when they were last used,
+/// which suits many small idle processes swapping to zram (with the
+/// two-list LRU, 200 web VEs thrashed in direct reclaim).
 const LRU_GEN: &str = "/sys/kernel/mm/lru_gen/enabled";
 
 /// Turns on the multi-generational LRU with all its parts ("y": the
@@ -38,7 +38,7 @@ pub fn lru_gen() -> Result<String, String> {
 const MIN_FREE: &str = "/proc/sys/vm/min_free_kbytes";
 
 /// The kernel's own floor for `mem_total_kib` of RAM, by its boot-time
-/// formula: 4 × √(KiB), within 128 KiB and 64 MiB (3.5 MiB for 768 MiB).
+/// formula: 4 × √(KiB), within 128 KiB and 256 MiB (3.5 MiB for 768 MiB).
 fn kernel_floor_kib(mem_total_kib: u64) -> u64 {
     let mut root = (mem_total_kib as f64 * 16.0).sqrt() as u64;
     // Exact for any RAM size (the float may be one off).
@@ -48,7 +48,7 @@ fn kernel_floor_kib(mem_total_kib: u64) -> u64 {
     while (root + 1) * (root + 1) <= 16 * mem_total_kib {
         root += 1;
     }
-    root.clamp(128, 65536)
+    root.clamp(128, 262_144)
 }
 
 /// Puts the free-memory floor back to the kernel's own figure when
@@ -224,7 +224,7 @@ mod tests {
         assert_eq!(kernel_floor_kib(786_432), 3547);
         assert_eq!(kernel_floor_kib(995_356), 3990);
         assert_eq!(kernel_floor_kib(1000), 128);
-        assert_eq!(kernel_floor_kib(1 << 40), 65536);
+        assert_eq!(kernel_floor_kib(1 << 40), 262_144);
         // Exact squares: 4 × 1000.
         assert_eq!(kernel_floor_kib(1_000_000), 4000);
     }

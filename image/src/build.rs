@@ -681,6 +681,10 @@ fn stage_templates(tree: &Path, sysroot: &Path, rootfs: &Path) -> Result<()> {
         ] {
             std::fs::create_dir_all(t.join(d))?;
         }
+        // Sticky and writable by all, as every Unix /tmp: set here, so a
+        // VE's start has nothing to fix (the template's rcS runs no chmod).
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(t.join("tmp"), std::fs::Permissions::from_mode(0o1777))?;
         copy_file(&sysroot.join("bin/busybox"), &t.join("bin/busybox"))?;
         for applet in &applets {
             let link = t.join(applet);

@@ -41,11 +41,12 @@ fn main() {
     if args.first().map(String::as_str) == Some("server") {
         server(chan);
     }
-    setup_one(chan)
+    setup_one(chan, None)
 }
 
-/// One VE's setup over `chan`, then exit.
-fn setup_one(chan: OwnedFd) -> ! {
+/// One VE's setup over `chan`, then exit; `pre`: the policy the server
+/// read ahead.
+fn setup_one(chan: OwnedFd, pre: Option<&vmmgr::setup::Preloaded>) -> ! {
     // Nothing else inherited may reach the VE.
     if let Err(e) = vmmgr::sys::close_fds_except(&[chan.as_fd()]) {
         eprintln!("vesetup: closing inherited descriptors: {e}");
@@ -58,7 +59,7 @@ fn setup_one(chan: OwnedFd) -> ! {
             std::process::exit(2);
         }
     };
-    let (reply, pidfd) = match vmmgr::setup::run(&spec) {
+    let (reply, pidfd) = match vmmgr::setup::run_preloaded(&spec, pre) {
         Ok(started) => (
             proto::SetupReply::Started {
                 pid: started.pid.as_raw_nonzero().get() as u32,
@@ -105,6 +106,9 @@ fn server(sock: OwnedFd) -> ! {
     // SAFETY: setting a signal's disposition to SIG_IGN has no handler to
     // race with; this process is single-threaded.
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+    // The policy, once for every run (each would read the same files and
+    // compile the same filter).
+    let pre = vmmgr::setup::Preloaded::read(std::path::Path::new(vmmgr::policy::POLICY_DIR));
     if let Err(e) = vmmgr::fdpass::send(sock.as_fd(), vmmgr::setup::launch::READY, None) {
         eprintln!("vesetup server: saying it is ready: {e}");
         std::process::exit(1);
@@ -145,7 +149,7 @@ fn server(sock: OwnedFd) -> ! {
                     std::process::exit(2);
                 }
                 drop(err);
-                setup_one(chan)
+                setup_one(chan, Some(&pre))
             }
             Ok(Some(_)) => drop((chan, err)),
             // vmmgr sees the channel close with no reply.

@@ -189,6 +189,46 @@ fn read_policy_dir(
     })
 }
 
+/// The policy files read once by `vesetup server` before any start, for
+/// both settings of CHECKPOINT: its forked runs use them instead of reading
+/// the files and compiling the seccomp filter again. Only a directory on a
+/// read-only mount is read ahead (the appliance's /etc/vzpolicy, on
+/// VZROOT): its files cannot change while the server runs. Anything else,
+/// or a directory that fails to read, is left to each run, which then
+/// reports the error as before.
+#[derive(Debug, Default)]
+pub struct Preloaded {
+    dir: PathBuf,
+    plain: Option<Policy>,
+    checkpoint: Option<Policy>,
+}
+
+impl Preloaded {
+    /// Reads `dir`'s policy ahead if it is on a read-only mount.
+    pub fn read(dir: &std::path::Path) -> Preloaded {
+        let readonly = rustix::fs::statvfs(dir)
+            .is_ok_and(|s| s.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY));
+        if !readonly {
+            return Preloaded::default();
+        }
+        Preloaded {
+            dir: dir.to_owned(),
+            plain: read_policy_dir(0, dir, false).ok(),
+            checkpoint: read_policy_dir(0, dir, true).ok(),
+        }
+    }
+
+    fn get(&self, spec: &Spec) -> Option<&Policy> {
+        if self.dir.as_os_str().is_empty() || spec.policy_dir != self.dir {
+            return None;
+        }
+        match spec.checkpoint {
+            false => self.plain.as_ref(),
+            true => self.checkpoint.as_ref(),
+        }
+    }
+}
+
 /// A VE init that runs the template's init program.
 #[derive(Debug)]
 pub struct Started {
@@ -202,6 +242,11 @@ pub struct Started {
 
 /// Builds the VE and starts its init.
 pub fn run(spec: &Spec) -> Result<Started, SetupError> {
+    run_preloaded(spec, None)
+}
+
+/// [`run`], with the policy read ahead by the server when it has it.
+pub fn run_preloaded(spec: &Spec, pre: Option<&Preloaded>) -> Result<Started, SetupError> {
     if let Some(images) = &spec.restore {
         return restore::run(spec, images);
     }
@@ -210,7 +255,14 @@ pub fn run(spec: &Spec) -> Result<Started, SetupError> {
     // back to vmmgr, which names them from that list).
     let mut steps = crate::timing::Steps::new();
     // 1. Policy, while /etc/vzpolicy is in reach.
-    let policy = read_policy(spec)?;
+    let read;
+    let policy = match pre.and_then(|p| p.get(spec)) {
+        Some(p) => p,
+        None => {
+            read = read_policy(spec)?;
+            &read
+        }
+    };
     steps.mark("policy");
 
     // 2. Mount namespace A, ours alone.
@@ -243,7 +295,7 @@ pub fn run(spec: &Spec) -> Result<Started, SetupError> {
 
     // 7. The VE's first process and its init, waiting; its network
     // interface while it waits.
-    let waiting = init::spawn(spec, &cx, userns.as_fd(), &policy)?;
+    let waiting = init::spawn(spec, &cx, userns.as_fd(), policy)?;
     steps.mark("init");
     if let Err(e) = net::configure(&cx, spec, waiting.pidfd.as_fd()) {
         waiting.abort();
@@ -258,7 +310,7 @@ pub fn run(spec: &Spec) -> Result<Started, SetupError> {
         waiting.pidfd.as_fd(),
         root.as_fd(),
         null.as_fd(),
-        &policy,
+        policy,
     )
     .and_then(|()| {
         steps.mark("kernfs");
@@ -550,6 +602,39 @@ mod tests {
             .to_wire()
             .expect_err("too long for the wire: refused, not cut");
         assert!(e.contains("VE_PRIVATE"), "{e}");
+    }
+
+    #[test]
+    fn the_servers_policy_serves_its_own_directory_only() {
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../rootfs/etc/vzpolicy");
+        let read = |checkpoint| read_policy_dir(0, &repo, checkpoint).expect("the shipped policy");
+        let (plain, chk) = (read(false), read(true));
+        // CHECKPOINT changes the filter (no nested namespaces), so which
+        // one a run gets shows.
+        assert_ne!(plain.seccomp, chk.seccomp);
+        let pre = Preloaded {
+            dir: repo.clone(),
+            plain: Some(read(false)),
+            checkpoint: Some(read(true)),
+        };
+        let mut s = spec();
+        s.policy_dir = repo.clone();
+        s.checkpoint = false;
+        assert_eq!(pre.get(&s).map(|p| &p.seccomp), Some(&plain.seccomp));
+        s.checkpoint = true;
+        assert_eq!(pre.get(&s).map(|p| &p.seccomp), Some(&chk.seccomp));
+        // Another directory is read by the run itself.
+        s.policy_dir = "/etc/vzpolicy".into();
+        assert!(pre.get(&s).is_none());
+        // Nothing read ahead serves nothing.
+        assert!(Preloaded::default().get(&s).is_none());
+        // The source tree is writable: never read ahead.
+        let writable = rustix::fs::statvfs(&repo)
+            .is_ok_and(|v| !v.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY));
+        if writable {
+            s.policy_dir = repo.clone();
+            assert!(Preloaded::read(&repo).get(&s).is_none());
+        }
     }
 
     #[test]

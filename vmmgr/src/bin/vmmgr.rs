@@ -27,8 +27,9 @@ fn main() {
     }
     let manager = vmmgr::daemon::Manager::new(vmmgr::daemon::Layout::default());
     manager.reload();
-    // Compressed swap (vz.conf's ZRAM_SWAP), on its own thread: nothing
-    // waits for it, and it is there before the ONBOOT VEs need memory.
+    // The kernel's reclaim settings (swap.rs) and the compressed swap
+    // (vz.conf's ZRAM_SWAP), on their own thread: nothing waits for them,
+    // and they are in place before the ONBOOT VEs need memory.
     let zram = manager.zram_swap();
     let _ = std::thread::Builder::new()
         .name("vmmgr-zram".into())

@@ -40,15 +40,7 @@ const MIN_FREE: &str = "/proc/sys/vm/min_free_kbytes";
 /// The kernel's own floor for `mem_total_kib` of RAM, by its boot-time
 /// formula: 4 × √(KiB), within 128 KiB and 256 MiB (3.5 MiB for 768 MiB).
 fn kernel_floor_kib(mem_total_kib: u64) -> u64 {
-    let mut root = (mem_total_kib as f64 * 16.0).sqrt() as u64;
-    // Exact for any RAM size (the float may be one off).
-    while root * root > 16 * mem_total_kib {
-        root -= 1;
-    }
-    while (root + 1) * (root + 1) <= 16 * mem_total_kib {
-        root += 1;
-    }
-    root.clamp(128, 262_144)
+    (16 * mem_total_kib).isqrt().clamp(128, 262_144)
 }
 
 /// Puts the free-memory floor back to the kernel's own figure when

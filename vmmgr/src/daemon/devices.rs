@@ -263,6 +263,15 @@ fn attached(cg: BorrowedFd<'_>) -> std::io::Result<Vec<u32>> {
     Ok(ids[..n].to_vec())
 }
 
+/// A descriptor of the loaded program with id `id`.
+fn prog_by_id(id: u32) -> std::io::Result<OwnedFd> {
+    let mut g = Attr::new();
+    g.u32(0, id);
+    let fd = bpf(BPF_PROG_GET_FD_BY_ID, &mut g)?;
+    // SAFETY: BPF_PROG_GET_FD_BY_ID returned a new descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
 /// The id of the loaded program `prog` (`bpf_prog_info.id`).
 fn prog_id(prog: BorrowedFd<'_>) -> std::io::Result<u32> {
     // struct bpf_prog_info begins with its type and id; the kernel fills
@@ -323,9 +332,7 @@ fn replace_all(cg: BorrowedFd<'_>, progs: &[BorrowedFd<'_>]) -> std::io::Result<
         bpf(BPF_PROG_ATTACH, &mut a)?;
     }
     for id in detach {
-        let mut g = Attr::new();
-        g.u32(0, id);
-        let fd = match bpf(BPF_PROG_GET_FD_BY_ID, &mut g) {
+        let fd = match prog_by_id(id) {
             Ok(fd) => fd,
             // Gone meanwhile: nothing left to do.
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
@@ -337,8 +344,6 @@ fn replace_all(cg: BorrowedFd<'_>, progs: &[BorrowedFd<'_>]) -> std::io::Result<
                 ))
             }
         };
-        // SAFETY: a new descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
         let mut d = Attr::new();
         d.u32(0, cg.as_raw_fd() as u32)
             .u32(4, fd.as_raw_fd() as u32)
@@ -380,12 +385,10 @@ impl InForce {
             .map_err(|e| format!("the device programs on {}: {e}", cg.display()))?;
         let mut progs = Vec::new();
         for id in ids {
-            let mut g = Attr::new();
-            g.u32(0, id);
-            let fd = bpf(BPF_PROG_GET_FD_BY_ID, &mut g)
-                .map_err(|e| format!("device program {id} on {}: {e}", cg.display()))?;
-            // SAFETY: a new descriptor we own.
-            progs.push(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+            progs.push(
+                prog_by_id(id)
+                    .map_err(|e| format!("device program {id} on {}: {e}", cg.display()))?,
+            );
         }
         Ok(InForce {
             cg: cg.to_owned(),

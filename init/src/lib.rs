@@ -404,7 +404,12 @@ fn stage_root() -> Degraded {
             "/sys/fs/cgroup",
             "cgroup2",
             nosuid | MountFlags::NODEV,
-            "nsdelegate,memory_recursiveprot",
+            // favordynmods (Linux 6.0): moving a task between cgroups no
+            // longer waits for an RCU grace period (a percpu rwsem's write
+            // side), at a small cost to every fork and exit. Each VE start
+            // moves its first process into the VE's cgroup: 14 ms of that
+            // start under TCG was this wait (docs/benchmarks.md).
+            "nsdelegate,memory_recursiveprot,favordynmods",
         ),
     ];
     for (src, target, fstype, flags, data) in basic {

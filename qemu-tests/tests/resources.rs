@@ -279,13 +279,16 @@ fn beancounters_proc_view_cpu_and_memory() -> anyhow::Result<()> {
     let swaps = a.run_ok(
         "cat /proc/swaps; cat /sys/block/zram0/comp_algorithm; grep MemTotal /proc/meminfo; \
          echo lru_gen $(cat /sys/kernel/mm/lru_gen/enabled); \
-         echo min_free_kbytes $(cat /proc/sys/vm/min_free_kbytes); grep -h 'reclaim:' /run/vz/log",
+         echo min_free_kbytes $(cat /proc/sys/vm/min_free_kbytes); grep -h 'reclaim:' /run/vz/log; \
+         grep ' /sys/fs/cgroup cgroup2 ' /proc/mounts",
     )?;
     println!("resources: swap:\n{}", swaps.trim());
     assert!(swaps.contains("/dev/zram0"), "{swaps}");
     assert!(swaps.contains("[zstd]"), "{swaps}");
     // vmmgr turned on the multi-generational LRU, all its parts, and said so.
     assert!(swaps.contains("lru_gen 0x0007"), "{swaps}");
+    // A start's move into the VE's cgroup does not wait for RCU.
+    assert!(swaps.contains(",favordynmods,"), "{swaps}");
     assert!(
         swaps.contains("reclaim: multi-generational LRU on (0x0007)"),
         "{swaps}"

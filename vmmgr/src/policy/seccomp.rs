@@ -471,7 +471,57 @@ pub fn compile(policy: &Policy, nested: NestedNamespaces) -> Result<Program, Pol
         .map_err(build)?;
         filters.push(filter.try_into().map_err(build)?);
     }
-    Ok(Program { filters })
+    Ok(Program {
+        filters: chain(filters),
+    })
+}
+
+/// The kernel's limit on one classic BPF program (`BPF_MAXINSNS`).
+const MAX_INSNS: usize = 4096;
+
+/// Joins `filters` into one program that gives the same verdicts, when it
+/// fits in [`MAX_INSNS`]; otherwise leaves them to be stacked.
+///
+/// Each filter installed costs the VE's start a conversion, a JIT
+/// compilation and the kernel's pass over every system call number to
+/// build its allow cache, and costs every later system call of the VE one
+/// more filter to run. Joined, each filter's "allow" becomes a jump to the
+/// next filter's first instruction, so a call goes on to the next filter
+/// exactly where it would have been allowed; any other verdict ends the
+/// program as before. The kernel's stacked filters act on the most severe
+/// verdict of all; joined ones on the first one that is not "allow". These
+/// agree because every filter kills a foreign architecture the same way,
+/// the x32 guard kills before any errno, and a system call has rules in one
+/// errno filter only (checked when parsing).
+fn chain(filters: Vec<BpfProgram>) -> Vec<BpfProgram> {
+    use seccompiler::sock_filter;
+    const RET: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    const JA: u16 = (libc::BPF_JMP | libc::BPF_JA) as u16;
+    let total: usize = filters.iter().map(Vec::len).sum();
+    if filters.len() < 2 || total > MAX_INSNS {
+        return filters;
+    }
+    let last = filters.len() - 1;
+    let mut joined = Vec::with_capacity(total);
+    for (i, filter) in filters.into_iter().enumerate() {
+        let len = filter.len();
+        for (at, insn) in filter.into_iter().enumerate() {
+            let allow = insn.code == RET && insn.k == libc::SECCOMP_RET_ALLOW;
+            joined.push(if allow && i < last {
+                // Relative to the next instruction: past the rest of this filter.
+                let k = u32::try_from(len - at - 1).expect("within MAX_INSNS");
+                sock_filter {
+                    code: JA,
+                    jt: 0,
+                    jf: 0,
+                    k,
+                }
+            } else {
+                insn
+            });
+        }
+    }
+    vec![joined]
 }
 
 /// Installs `program` on the calling thread, for it and every process it
@@ -808,7 +858,7 @@ mod tests {
     }
 
     #[test]
-    fn compile_makes_one_filter_per_errno_after_the_x32_guard() {
+    fn compile_joins_the_x32_guard_and_one_filter_per_errno() {
         let policy = parse(
             "bpf\nkeyctl ENOSYS\nioctl arg1 == TIOCSTI\n\
              [nested-namespaces=deny]\nclone3 ENOSYS\nunshare arg0 & CLONE_NEWUSER == CLONE_NEWUSER\n",
@@ -816,12 +866,20 @@ mod tests {
         .expect("parses");
         let allow = compile(&policy, NestedNamespaces::Allow).expect("compiles");
         let deny = compile(&policy, NestedNamespaces::Deny).expect("compiles");
-        assert_eq!(allow.filters.len(), 3);
-        assert_eq!(allow.filters[0], x32_guard());
-        assert_eq!(deny.filters.len(), 3);
-        for (a, d) in allow.filters.iter().zip(&deny.filters).skip(1) {
-            assert!(a.len() < d.len(), "the nested rules add instructions");
-        }
+        assert_eq!(allow.filters.len(), 1, "one program");
+        assert_eq!(deny.filters.len(), 1, "one program");
+        let guard = x32_guard();
+        // The guard comes first; its "allow" now jumps past its own end.
+        let head = &allow.filters[0][..guard.len()];
+        assert_eq!(head[..guard.len() - 1], guard[..guard.len() - 1]);
+        assert_eq!(
+            (head[guard.len() - 1].code, head[guard.len() - 1].k),
+            ((libc::BPF_JMP | libc::BPF_JA) as u16, 0)
+        );
+        assert!(
+            allow.filters[0].len() < deny.filters[0].len(),
+            "the nested rules add instructions"
+        );
         let only_guard = compile(
             &parse("# nothing\n").expect("parses"),
             NestedNamespaces::Deny,
@@ -830,15 +888,127 @@ mod tests {
     }
 
     #[test]
+    fn chain_keeps_filters_apart_when_joined_they_would_not_fit() {
+        let big = vec![x32_guard(); MAX_INSNS / x32_guard().len() + 1];
+        assert_eq!(chain(big.clone()), big);
+        let fits = vec![x32_guard(); 2];
+        assert_eq!(chain(fits)[0].len(), 2 * x32_guard().len());
+    }
+
+    /// Runs classic BPF `prog` on a seccomp_data the way the kernel does;
+    /// panics on an instruction seccomp programs here should not contain.
+    fn run_bpf(prog: &[seccompiler::sock_filter], data: &[u32; 16]) -> u32 {
+        let (mut pc, mut acc) = (0usize, 0u32);
+        loop {
+            let i = &prog[pc];
+            pc += 1;
+            let code = u32::from(i.code);
+            let jump = |taken: bool| usize::from(if taken { i.jt } else { i.jf });
+            match code {
+                c if c == libc::BPF_LD | libc::BPF_W | libc::BPF_ABS => {
+                    acc = data[i.k as usize / 4]
+                }
+                c if c == libc::BPF_ALU | libc::BPF_AND | libc::BPF_K => acc &= i.k,
+                c if c == libc::BPF_JMP | libc::BPF_JA => pc += i.k as usize,
+                c if c == libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K => pc += jump(acc == i.k),
+                c if c == libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K => pc += jump(acc >= i.k),
+                c if c == libc::BPF_JMP | libc::BPF_JGT | libc::BPF_K => pc += jump(acc > i.k),
+                c if c == libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K => {
+                    pc += jump(acc & i.k != 0)
+                }
+                c if c == libc::BPF_RET | libc::BPF_K => return i.k,
+                other => panic!("instruction {other:#x} at {}", pc - 1),
+            }
+        }
+    }
+
+    /// The kernel's verdict for stacked filters: the most severe action
+    /// (the lowest action value, as signed), the newest filter first.
+    fn stacked(filters: &[BpfProgram], data: &[u32; 16]) -> u32 {
+        let action = |r: u32| (r & libc::SECCOMP_RET_ACTION_FULL) as i32;
+        filters
+            .iter()
+            .rev()
+            .fold(libc::SECCOMP_RET_ALLOW, |best, f| {
+                let r = run_bpf(f, data);
+                if action(r) < action(best) {
+                    r
+                } else {
+                    best
+                }
+            })
+    }
+
+    #[test]
+    fn the_joined_program_gives_the_stacked_filters_verdicts() {
+        let policy = shipped();
+        // Every value a condition names, on either half of any argument.
+        let mut values: Vec<u64> = vec![0, 1, u64::MAX, u64::from(u32::MAX)];
+        values.extend(CONSTANTS.iter().map(|(_, v)| *v));
+        values.extend(policy.rules().iter().flat_map(|r| {
+            r.conditions.iter().flat_map(|c| match c.op {
+                Op::MaskedEq(mask) => vec![c.value, mask, c.value | mask, !c.value],
+                _ => vec![c.value, c.value.wrapping_add(1), c.value.wrapping_sub(1)],
+            })
+        }));
+        let arch = AUDIT_ARCH_X86_64;
+        let mut checked = 0;
+        for nested in [NestedNamespaces::Allow, NestedNamespaces::Deny] {
+            let mut apart = vec![x32_guard()];
+            let joined = compile(&policy, nested).expect("compiles");
+            assert_eq!(joined.filters.len(), 1, "{nested:?}: one program");
+            // The same filters, not joined: compile's own, taken apart again.
+            let rules = policy.rules().iter().filter(|r| r.section.applies(nested));
+            let errnos: std::collections::BTreeSet<i32> = rules.map(|r| r.errno.1).collect();
+            for errno in errnos {
+                let only = Policy {
+                    rules: policy
+                        .rules()
+                        .iter()
+                        .filter(|r| r.errno.1 == errno)
+                        .cloned()
+                        .collect(),
+                };
+                let mut one = compile(&only, nested).expect("compiles").filters;
+                let unjoined = one.pop().expect("a program");
+                // `one` was joined with the guard: its tail is the errno filter.
+                apart.push(unjoined[x32_guard().len()..].to_vec());
+            }
+            assert!(apart.len() >= 3, "the guard and at least two errno filters");
+            for nr in (0..460u32).chain([X32_SYSCALL_BIT | 39, u32::MAX]) {
+                for archv in [arch, 0x4000_0003 /* i386 */] {
+                    for arg in 0..6 {
+                        for v in &values {
+                            let mut data = [0u32; 16];
+                            (data[0], data[1]) = (nr, archv);
+                            data[4 + 2 * arg] = *v as u32;
+                            data[5 + 2 * arg] = (*v >> 32) as u32;
+                            let (want, got) =
+                                (stacked(&apart, &data), run_bpf(&joined.filters[0], &data));
+                            assert_eq!(
+                                got, want,
+                                "{nested:?} nr {nr} arch {archv:#x} arg{arg} {v:#x}"
+                            );
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 100_000, "{checked}");
+    }
+
+    #[test]
     fn shipped_policy_compiles_for_both_nested_modes() {
         let policy = shipped();
         for nested in [NestedNamespaces::Allow, NestedNamespaces::Deny] {
             let program = compile(&policy, nested).expect("compiles");
-            // The x32 guard, then the EPERM and the ENOSYS filter.
-            assert_eq!(program.filters.len(), 3, "{nested:?}");
-            for filter in &program.filters {
-                assert!(filter.len() < 4096, "fits the kernel's BPF_MAXINSNS");
-            }
+            // The x32 guard, the EPERM and the ENOSYS filter, joined.
+            assert_eq!(program.filters.len(), 1, "{nested:?}");
+            assert!(
+                program.filters[0].len() <= MAX_INSNS,
+                "fits the kernel's BPF_MAXINSNS"
+            );
         }
     }
 

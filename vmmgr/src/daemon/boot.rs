@@ -162,7 +162,7 @@ impl Manager {
                     );
                 }
             }
-            let o = me.start(veid, false);
+            let o = me.start_at_boot(veid);
             drop(busy);
             if o.code != ExitCode::Ok {
                 log::error!("VE {veid}: ONBOOT start failed: {}", o.message);

@@ -7,7 +7,7 @@
 //! from, never restored again (it would run old memory over newer files);
 //! `.notrestored` is a complete dump that failed to restore at boot.
 
-use super::{Manager, Outcome};
+use super::{Configs, Manager, Outcome};
 use crate::config::VeId;
 use crate::exitcode::ExitCode;
 use std::os::fd::AsFd;
@@ -371,7 +371,7 @@ impl Manager {
         let used = suffixed(&dir, "used");
         let _ = std::fs::remove_dir_all(&used);
         let t0 = std::time::Instant::now();
-        let o = self.start_from(veid, false, Some(dir.clone()));
+        let o = self.start_from(veid, false, Some(dir.clone()), Configs::Reread);
         if o.code != ExitCode::Ok {
             let message = o.message.replace("Unable to start", "Unable to restore");
             let code = if o.code == ExitCode::System {

@@ -114,6 +114,16 @@ impl Outcome {
     }
 }
 
+/// Whether an operation reads the boot config again before it uses a
+/// VE's config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Configs {
+    /// Read again (what a command does: edits on VZBOOT apply to it).
+    Reread,
+    /// As last read (ONBOOT starts: read when the boot began).
+    AsLoaded,
+}
+
 #[derive(Debug)]
 struct Running {
     pid: i32,
@@ -415,8 +425,16 @@ impl Manager {
     }
 
     fn valid_config(&self, veid: VeId) -> Result<VeConfig, Outcome> {
-        // Configs are read again so edits on VZBOOT apply at the next start.
-        self.reload();
+        self.checked_config(veid, Configs::Reread)
+    }
+
+    /// VE `veid`'s config, read again first if `configs` says so (edits on
+    /// VZBOOT apply at the next start), or an outcome that says why it
+    /// cannot be used.
+    fn checked_config(&self, veid: VeId, configs: Configs) -> Result<VeConfig, Outcome> {
+        if configs == Configs::Reread {
+            self.reload();
+        }
         match self.config_of(veid) {
             None => Err(Outcome::fail(
                 ExitCode::ConfNotFound,

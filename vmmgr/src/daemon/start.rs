@@ -3,7 +3,7 @@
 
 use super::create::make_private;
 use super::watch::reap;
-use super::{Manager, Outcome};
+use super::{Configs, Manager, Outcome};
 use crate::config::{self, VeConfig, VeId};
 use crate::exitcode::ExitCode;
 use crate::runstate::VeRecord;
@@ -72,7 +72,14 @@ impl Manager {
 
     /// Starts a VE.
     pub fn start(self: &Arc<Self>, veid: VeId, force: bool) -> Outcome {
-        self.start_from(veid, force, None)
+        self.start_from(veid, force, None, Configs::Reread)
+    }
+
+    /// Starts an ONBOOT VE with the configs read when the boot began.
+    /// Reading them again for each start would read every VE's config at
+    /// every one of them: with a hundred ONBOOT VEs, ten thousand reads.
+    pub(super) fn start_at_boot(self: &Arc<Self>, veid: VeId) -> Outcome {
+        self.start_from(veid, false, None, Configs::AsLoaded)
     }
 
     /// Starts a VE, or with `restore` (a CRIU images directory) brings it
@@ -83,6 +90,7 @@ impl Manager {
         veid: VeId,
         force: bool,
         restore: Option<std::path::PathBuf>,
+        configs: Configs,
     ) -> Outcome {
         if self.is_running(veid) {
             return Outcome::fail(ExitCode::Running, format!("VE {veid} is already running"));
@@ -102,7 +110,7 @@ impl Manager {
                 );
             }
         }
-        let cfg = match self.valid_config(veid) {
+        let cfg = match self.checked_config(veid, configs) {
             Ok(c) => c,
             Err(o) => return o,
         };

@@ -107,6 +107,12 @@ impl Layout {
     /// Every template present, sorted by name (images first on a clash: a
     /// name on VZROOT cannot be installed over, so none is expected).
     pub fn templates(&self) -> Vec<Template> {
+        self.list(true)
+    }
+
+    /// [`Layout::templates`]; a tree template's size is measured (a walk of
+    /// its every file) only if `size`.
+    fn list(&self, size: bool) -> Vec<Template> {
         let mut v: Vec<Template> = Vec::new();
         for e in std::fs::read_dir(&self.template_cache)
             .into_iter()
@@ -133,15 +139,16 @@ impl Layout {
             if !e.path().is_dir() || v.iter().any(|t| t.name == name) {
                 continue;
             }
-            v.push(self.tree_template(name, e.path(), true));
+            v.push(self.tree_template(name, e.path(), size));
         }
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     }
 
-    /// Names of the templates present.
+    /// Names of the templates present. Every start checks its config
+    /// against them: no tree template's files are walked for it.
     pub fn template_names(&self) -> Vec<String> {
-        self.templates().into_iter().map(|t| t.name).collect()
+        self.list(false).into_iter().map(|t| t.name).collect()
     }
 
     /// Template `name` as [`Layout::templates`] lists it, but without
@@ -676,6 +683,11 @@ mod tests {
         let t = l.templates();
         let names: Vec<_> = t.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["busybox", "debian-12-web"]);
+        assert_eq!(
+            l.template_names(),
+            names,
+            "the same names, without the sizes"
+        );
         assert_eq!(t[0].size, 10);
         assert_eq!(t[0].halt_signal.as_deref(), Some("SIGUSR1"));
         assert_eq!(t[1].version, "20261128-abab");

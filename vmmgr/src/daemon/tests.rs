@@ -246,6 +246,27 @@ fn start_refuses_disabled_and_untracked_running_ves() {
 }
 
 #[test]
+fn onboot_starts_use_the_configs_read_at_boot_and_commands_read_them_again() {
+    let f = fixture();
+    create(&f, 101, None);
+    set(&f, 101, &[("DISABLED", "yes")], true);
+    // Edited on VZBOOT after the boot read it: a later line wins.
+    let conf = f.dir.path().join("etc/vz/conf/101.conf");
+    let text = std::fs::read_to_string(&conf).expect("conf");
+    std::fs::write(&conf, format!("{text}DISABLED=\"no\"\n")).expect("edit");
+    let o = f.m.start_at_boot(veid(101));
+    assert_eq!(o.code, ExitCode::StartDisabled, "{}", o.message);
+    let o = f.m.op(veid(101), &VeOp::Start { force: false }).0;
+    assert_ne!(o.code, ExitCode::StartDisabled, "{}", o.message);
+    assert!(
+        !f.m.config_of(veid(101))
+            .expect("known")
+            .expect("valid")
+            .disabled
+    );
+}
+
+#[test]
 fn a_busy_ve_answers_locked() {
     let f = fixture();
     create(&f, 101, None);

@@ -94,6 +94,40 @@ fn settle_avail(a: &mut Appliance) -> anyhow::Result<u64> {
     avail_kib(a)
 }
 
+/// CPU time used so far, in ms: (all CPUs busy, the appliance's cgroup
+/// (init, vmmgr, vesetup, the console and its commands), the VEs' cgroups
+/// (each VE's first process once it joined, then the VE's own processes)).
+/// The rest of the busy time is the kernel's threads (RCU, workqueues).
+fn cpu_used(a: &mut Appliance) -> anyhow::Result<(u64, u64, u64)> {
+    let out = a.shell(
+        "head -1 /proc/stat; grep usage_usec /sys/fs/cgroup/appliance/cpu.stat; \
+         cat /sys/fs/cgroup/vz/*/cpu.stat | awk '/^usage_usec/ {s += $2} END {print \"ves\", s + 0}'",
+    )?;
+    let mut all = None;
+    let (mut appliance, mut ves) = (None, None);
+    for line in out.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
+        match f.first() {
+            // user nice system idle iowait irq softirq steal, in 10 ms ticks.
+            Some(&"cpu") => {
+                all = [1, 2, 3, 6, 7, 8]
+                    .iter()
+                    .map(|&i| num(i))
+                    .sum::<Option<u64>>()
+                    .map(|t| t * 10)
+            }
+            Some(&"usage_usec") => appliance = num(1).map(|u| u / 1000),
+            Some(&"ves") => ves = num(1).map(|u| u / 1000),
+            _ => {}
+        }
+    }
+    match (all, appliance, ves) {
+        (Some(x), Some(y), Some(z)) => Ok((x, y, z)),
+        _ => anyhow::bail!("cannot read the CPU figures from:\n{out}"),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let n_mem: usize = std::env::var("VZ_BENCH_VES")
         .ok()
@@ -107,6 +141,7 @@ fn main() -> anyhow::Result<()> {
         long,
     )?;
     let before = settle_avail(&mut a)?;
+    let cpu0 = cpu_used(&mut a)?;
     a.shell_within(
         &format!(
             "for i in $(seq 101 {}); do vzctl --quiet start $i; done",
@@ -115,6 +150,9 @@ fn main() -> anyhow::Result<()> {
         long,
     )?;
     wait_running(&mut a, n_mem, Duration::from_secs(600))?;
+    // The last VEs' own boot (rcS, syslogd, crond) ends.
+    std::thread::sleep(Duration::from_secs(3));
+    let cpu1 = cpu_used(&mut a)?;
     let after = settle_avail(&mut a)?;
     // vmmgr's own figure for each start: request to the VE init running,
     // and its steps.
@@ -123,6 +161,20 @@ fn main() -> anyhow::Result<()> {
         long,
     )?;
     print_breakdown(&log);
+    let per = |i: usize| {
+        let d = |c: (u64, u64, u64)| [c.0, c.1, c.2][i];
+        d(cpu1).saturating_sub(d(cpu0)) / n_mem as u64
+    };
+    println!(
+        "CPU per start (emulated, both CPUs, the whole start and the VE's own boot): {} ms; \
+         appliance {} ms (vmmgr, vesetup, the console's vzctl); in the VE's cgroup {} ms (its \
+         first process once it joined, its init's setup and exec, its own boot); kernel threads \
+         and the rest {} ms",
+        per(0),
+        per(1),
+        per(2),
+        per(0).saturating_sub(per(1) + per(2))
+    );
     let per = (before.saturating_sub(after)) as f64 / n_mem as f64 / 1024.0;
     println!(
         "memory per idle busybox VE: {per:.2} MiB (MemAvailable {} -> {} MiB over {n_mem} VEs)",

@@ -12,6 +12,12 @@ use std::os::fd::{AsFd, BorrowedFd};
 
 /// Mounts proc, sysfs, cgroup2 and the masks into the VE root `root`, from
 /// the namespaces of the waiting VE init `init` (a pidfd).
+///
+/// One child does it. A PID namespace applies to the children forked after
+/// joining it, so we join the VE's for the fork alone and at once return to
+/// ours (the one we are in); the child joins the VE's network and cgroup
+/// namespaces itself. (Before, a child joined all three and forked a
+/// grandchild into the PID namespace: a process more per start.)
 pub(super) fn mount_all(
     cx: &Ctx,
     init: BorrowedFd<'_>,
@@ -19,14 +25,25 @@ pub(super) fn mount_all(
     null: BorrowedFd<'_>,
     policy: &Policy,
 ) -> Result<(), SetupError> {
+    use rustix::thread::ThreadNameSpaceType as T;
     let (ours, theirs) = cx.at("socketpair", crate::fdpass::pair())?;
+    let own = cx.at(
+        "opening our own pidfd",
+        rustix::process::pidfd_open(
+            rustix::process::getpid(),
+            rustix::process::PidfdFlags::empty(),
+        ),
+    )?;
+    cx.at(
+        "joining the VE's PID namespace for the /proc mounter",
+        rustix::thread::move_into_thread_name_spaces(init, T::PROCESS_ID),
+    )?;
     // SAFETY: vesetup is single-threaded.
-    let forked = unsafe { crate::sys::fork_single_threaded() };
-    match cx.at("forking the /proc mounter", forked)? {
-        None => {
+    let forked = match unsafe { crate::sys::fork_single_threaded() } {
+        Ok(None) => {
             drop(ours);
             let _ = rustix::thread::set_name(c"vesetup-proc");
-            let r = in_ve_namespaces(cx, init, root, null, policy, theirs.as_fd());
+            let r = in_ve_namespaces(cx, init, root, null, policy);
             let msg = match &r {
                 Ok(()) => String::new(),
                 Err(e) => super::chain(e),
@@ -34,67 +51,45 @@ pub(super) fn mount_all(
             let _ = crate::fdpass::send(theirs.as_fd(), msg.as_bytes(), None);
             std::process::exit(i32::from(r.is_err()));
         }
-        Some(pid) => {
-            drop(theirs);
-            let mut buf = [0u8; 2048];
-            let got = crate::fdpass::recv(ours.as_fd(), &mut buf);
-            let status = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
-            let clean = matches!(status, Ok(Some((_, s))) if s.exit_status() == Some(0));
-            match got {
-                Ok((0, _)) if clean => Ok(()),
-                Ok((n, _)) if n > 0 => Err(cx.fail(
-                    "mounting /proc and /sys",
-                    String::from_utf8_lossy(&buf[..n]).into_owned(),
-                )),
-                _ => Err(cx.fail("mounting /proc and /sys", "the mounter died")),
-            }
-        }
+        Ok(Some(pid)) => Ok(pid),
+        Err(e) => Err(e),
+    };
+    drop(theirs);
+    // Our later children (none in a start; CRIU in a restore) are born in
+    // our own PID namespace again; if that fails, we fail below, before
+    // anything else is forked.
+    let back = rustix::thread::move_into_thread_name_spaces(own.as_fd(), T::PROCESS_ID);
+    let pid = cx.at("forking the /proc mounter", forked)?;
+    let mut buf = [0u8; 2048];
+    let got = crate::fdpass::recv(ours.as_fd(), &mut buf);
+    let status = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
+    cx.at("returning to our own PID namespace", back)?;
+    let clean = matches!(status, Ok(Some((_, s))) if s.exit_status() == Some(0));
+    match got {
+        Ok((0, _)) if clean => Ok(()),
+        Ok((n, _)) if n > 0 => Err(cx.fail(
+            "mounting /proc and /sys",
+            String::from_utf8_lossy(&buf[..n]).into_owned(),
+        )),
+        _ => Err(cx.fail("mounting /proc and /sys", "the mounter died")),
     }
 }
 
+/// In the mounter, born in the VE's PID namespace: joins its network and
+/// cgroup namespaces (so sysfs and cgroup2 show the VE's view) and mounts.
 fn in_ve_namespaces(
     cx: &Ctx,
     init: BorrowedFd<'_>,
     root: BorrowedFd<'_>,
     null: BorrowedFd<'_>,
     policy: &Policy,
-    report: BorrowedFd<'_>,
 ) -> Result<(), SetupError> {
     use rustix::thread::ThreadNameSpaceType as T;
     cx.at(
-        "joining the VE's PID, network and cgroup namespaces",
-        rustix::thread::move_into_thread_name_spaces(
-            init,
-            T::PROCESS_ID | T::NETWORK | T::CONTROL_GROUP,
-        ),
+        "joining the VE's network and cgroup namespaces",
+        rustix::thread::move_into_thread_name_spaces(init, T::NETWORK | T::CONTROL_GROUP),
     )?;
-    // A PID namespace applies to children: the mounts are made by one.
-    // SAFETY: single-threaded (a fork of vesetup).
-    let forked = unsafe { crate::sys::fork_single_threaded() };
-    match cx.at("forking into the VE's PID namespace", forked)? {
-        None => {
-            // Errors go straight to vesetup; an empty message means success.
-            let msg = match mount_kernfs(cx, root, null, policy) {
-                Ok(()) => String::new(),
-                Err(e) => super::chain(&e),
-            };
-            let _ = crate::fdpass::send(report, msg.as_bytes(), None);
-            std::process::exit(i32::from(!msg.is_empty()));
-        }
-        Some(pid) => {
-            let st = cx.at(
-                "waiting for the mounter",
-                rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty()),
-            )?;
-            match st {
-                Some((_, s)) if s.exit_status() == Some(0) => Ok(()),
-                _ => Err(cx.fail(
-                    "mounting /proc and /sys",
-                    "the mounter in the VE's PID namespace failed",
-                )),
-            }
-        }
-    }
+    mount_kernfs(cx, root, null, policy)
 }
 
 /// Binds vmmgr's /proc view (`crate::procfs`) over the VE's files of the

@@ -120,7 +120,9 @@ impl Outcome {
 enum Configs {
     /// Read again (what a command does: edits on VZBOOT apply to it).
     Reread,
-    /// As last read (ONBOOT starts: read when the boot began).
+    /// As last read: when the boot began, or by a later command (a
+    /// `create`, `set --save` or `destroy` reads them again when done).
+    /// ONBOOT starts use it.
     AsLoaded,
 }
 
@@ -191,6 +193,12 @@ pub struct Manager {
     /// `--ipdel`, adoption, the keeper thread): one at a time, so none
     /// undoes another's. Taken before `state`, never while holding it.
     answers: Mutex<()>,
+    /// Held across a reload's read of the boot config and its store, so an
+    /// older read never replaces a newer one: ONBOOT starts use what was
+    /// stored last (`Configs::AsLoaded`), and a `destroy` or `set --save`
+    /// must not be undone by a reload that read the files before it.
+    /// Taken before `state`.
+    reloading: Mutex<()>,
     /// Gets the `vesetup` runs of starts (forked by its server).
     launcher: crate::setup::launch::Launcher,
 }
@@ -210,6 +218,7 @@ impl Manager {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
             answers: Mutex::new(()),
+            reloading: Mutex::new(()),
         })
     }
 
@@ -228,6 +237,7 @@ impl Manager {
 
     /// (Re)reads the boot config; logs every diagnostic once.
     pub fn reload(&self) -> Vec<Diag> {
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
         let loaded = config::load_dir(&self.layout.config_dir, &self.templates());
         let diags = loaded.diags.clone();
         let mut st = self.lock();

@@ -75,9 +75,10 @@ impl Manager {
         self.start_from(veid, force, None, Configs::Reread)
     }
 
-    /// Starts an ONBOOT VE with the configs read when the boot began.
-    /// Reading them again for each start would read every VE's config at
-    /// every one of them: with a hundred ONBOOT VEs, ten thousand reads.
+    /// Starts an ONBOOT VE with the configs as last read (when the boot
+    /// began, or by a command since). Reading them again for each start
+    /// would read every VE's config at every one of them: with a hundred
+    /// ONBOOT VEs, ten thousand reads.
     pub(super) fn start_at_boot(self: &Arc<Self>, veid: VeId) -> Outcome {
         self.start_from(veid, false, None, Configs::AsLoaded)
     }

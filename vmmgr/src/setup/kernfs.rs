@@ -41,7 +41,7 @@ pub(super) fn mount_all(
     // SAFETY: vesetup is single-threaded.
     let forked = match unsafe { crate::sys::fork_single_threaded() } {
         Ok(None) => {
-            drop(ours);
+            drop((ours, own));
             let _ = rustix::thread::set_name(c"vesetup-proc");
             let r = in_ve_namespaces(cx, init, root, null, policy);
             let msg = match &r {
@@ -59,7 +59,13 @@ pub(super) fn mount_all(
     // our own PID namespace again; if that fails, we fail below, before
     // anything else is forked.
     let back = rustix::thread::move_into_thread_name_spaces(own.as_fd(), T::PROCESS_ID);
-    let pid = cx.at("forking the /proc mounter", forked)?;
+    let pid = match forked {
+        Ok(pid) => pid,
+        Err(e) => {
+            cx.at("returning to our own PID namespace", back)?;
+            return cx.at("forking the /proc mounter", Err(e));
+        }
+    };
     let mut buf = [0u8; 2048];
     let got = crate::fdpass::recv(ours.as_fd(), &mut buf);
     let status = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());

@@ -404,7 +404,8 @@ fn parse_value(text: &str) -> Option<u64> {
     CONSTANTS.iter().find(|(n, _)| *n == text).map(|(_, v)| *v)
 }
 
-/// A compiled filter, ready to [`install`]: several classic BPF programs
+/// A compiled filter, ready to [`install`]: one classic BPF program (the
+/// filters of [`compile`] joined), or, if they would not fit in one, several
 /// that the kernel stacks, running each on every call and acting on the most
 /// severe verdict (kill, then errno, then allow).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -433,6 +434,13 @@ pub fn load(policy_dir: &Path, nested: NestedNamespaces) -> Result<Program, Poli
 /// the process on an architecture other than x86_64, and a first one also
 /// kills x32 calls (see `x32_guard`).
 pub fn compile(policy: &Policy, nested: NestedNamespaces) -> Result<Program, PolicyError> {
+    Ok(Program {
+        filters: chain(filters(policy, nested)?),
+    })
+}
+
+/// The filters [`compile`] joins: the x32 guard, then one per errno.
+fn filters(policy: &Policy, nested: NestedNamespaces) -> Result<Vec<BpfProgram>, PolicyError> {
     let mut by_errno: BTreeMap<i32, (&'static str, BTreeMap<i64, Vec<SeccompRule>>)> =
         BTreeMap::new();
     for rule in policy.rules.iter().filter(|r| r.section.applies(nested)) {
@@ -471,9 +479,7 @@ pub fn compile(policy: &Policy, nested: NestedNamespaces) -> Result<Program, Pol
         .map_err(build)?;
         filters.push(filter.try_into().map_err(build)?);
     }
-    Ok(Program {
-        filters: chain(filters),
-    })
+    Ok(filters)
 }
 
 /// The kernel's limit on one classic BPF program (`BPF_MAXINSNS`).
@@ -953,29 +959,20 @@ mod tests {
         }));
         let arch = AUDIT_ARCH_X86_64;
         let mut checked = 0;
+        // Every number the table knows, and a few past it.
+        let top = syscalls::SYSCALLS
+            .iter()
+            .map(|(_, nr)| *nr as u32)
+            .max()
+            .expect("a table");
         for nested in [NestedNamespaces::Allow, NestedNamespaces::Deny] {
-            let mut apart = vec![x32_guard()];
             let joined = compile(&policy, nested).expect("compiles");
             assert_eq!(joined.filters.len(), 1, "{nested:?}: one program");
-            // The same filters, not joined: compile's own, taken apart again.
-            let rules = policy.rules().iter().filter(|r| r.section.applies(nested));
-            let errnos: std::collections::BTreeSet<i32> = rules.map(|r| r.errno.1).collect();
-            for errno in errnos {
-                let only = Policy {
-                    rules: policy
-                        .rules()
-                        .iter()
-                        .filter(|r| r.errno.1 == errno)
-                        .cloned()
-                        .collect(),
-                };
-                let mut one = compile(&only, nested).expect("compiles").filters;
-                let unjoined = one.pop().expect("a program");
-                // `one` was joined with the guard: its tail is the errno filter.
-                apart.push(unjoined[x32_guard().len()..].to_vec());
-            }
+            // The same filters, as the kernel would stack them.
+            let apart = filters(&policy, nested).expect("compiles");
             assert!(apart.len() >= 3, "the guard and at least two errno filters");
-            for nr in (0..460u32).chain([X32_SYSCALL_BIT | 39, u32::MAX]) {
+            assert_eq!(apart[0], x32_guard());
+            for nr in (0..top + 8).chain([X32_SYSCALL_BIT | 39, u32::MAX]) {
                 for archv in [arch, 0x4000_0003 /* i386 */] {
                     for arg in 0..6 {
                         for v in &values {

@@ -377,6 +377,7 @@ fn stage_root() -> Degraded {
     let mut degraded = Degraded::default();
     let _ = std::fs::remove_file(DEGRADED_FILE);
     let nosuid = MountFlags::NOSUID | MountFlags::NOEXEC;
+    let cgroup_options = vzcommon::cgroupfs::OPTIONS.join(",");
     let basic: [(&str, &str, &str, MountFlags, &str); 4] = [
         (
             "devpts",
@@ -404,12 +405,7 @@ fn stage_root() -> Degraded {
             "/sys/fs/cgroup",
             "cgroup2",
             nosuid | MountFlags::NODEV,
-            // favordynmods (Linux 6.0): moving a task between cgroups no
-            // longer waits for an RCU grace period (a percpu rwsem's write
-            // side), at a small cost to every fork and exit. Each VE start
-            // moves its first process into the VE's cgroup: 14 ms of that
-            // start under TCG was this wait (docs/benchmarks.md).
-            "nsdelegate,memory_recursiveprot,favordynmods",
+            &cgroup_options,
         ),
     ];
     for (src, target, fstype, flags, data) in basic {

@@ -73,6 +73,13 @@ fn chkpnt_and_restore_keep_processes_network_and_locks() -> anyhow::Result<()> {
     assert!(out.contains("Restoration completed successfully"), "{out}");
     let (out, rc) = a.run_rc("vzctl restore 101")?;
     assert_eq!(rc, 32, "restore of a running VE: {out}");
+    // CRIU mounts cgroup2 for itself in the appliance's cgroup namespace,
+    // and a mount without options there resets the hierarchy's: the
+    // appliance's options are still in force after a dump and a restore.
+    let opts = a.run_ok("grep ' /sys/fs/cgroup cgroup2 ' /proc/mounts")?;
+    for o in ["nsdelegate", "favordynmods", "memory_recursiveprot"] {
+        assert!(opts.contains(o), "{o} after chkpnt and restore: {opts}");
+    }
     a.run_ok("sleep 2")?;
     let (pid_after, after) = counter(&mut a)?;
     println!("checkpoint: counter pid {pid} -> {pid_after}, value {before} -> {after}");

@@ -2,6 +2,7 @@
 //! writes and the other reads (each format has one renderer and one parser,
 //! here), rtnetlink (`rtnl`), mountinfo, and printing an error chain.
 
+pub mod cgroupfs;
 pub mod mountinfo;
 pub mod rtnl;
 pub mod run;

@@ -175,6 +175,31 @@ impl Manager {
 
     /// Checkpoints a running VE into its images directory; it stops when
     /// the dump is complete, and keeps running if the dump fails.
+    /// CRIU (`--manage-cgroups`) mounts cgroup2 for itself in the
+    /// appliance's cgroup namespace, which resets the hierarchy's options
+    /// (`vzcommon::cgroupfs`): they are set again after each of its runs.
+    fn keep_cgroup_options(&self) {
+        // Only the appliance's hierarchy (not a test's scratch layout).
+        if self.layout.cgroup_root != std::path::Path::new("/sys/fs/cgroup/vz") {
+            return;
+        }
+        let root = std::path::Path::new("/sys/fs/cgroup");
+        let want = vzcommon::cgroupfs::OPTIONS.join(",");
+        match vzcommon::cgroupfs::restore(root) {
+            Ok(None) => {}
+            Ok(Some(was)) => {
+                log::warn!(
+                    "cgroup2: CRIU's own mount had reset the options to {was}; set again: {want}"
+                )
+            }
+            Err(e) => log::error!(
+                "cgroup2: setting {want} again on {} after CRIU: {e}; the appliance runs without them until \
+                 it reboots",
+                root.display()
+            ),
+        }
+    }
+
     pub fn chkpnt(&self, veid: VeId, given: Option<&str>) -> Outcome {
         self.checkpoint(veid, given, false)
     }
@@ -288,6 +313,7 @@ impl Manager {
             ),
             &dir.join(crate::criu::DUMP_LOG),
         );
+        self.keep_cgroup_options();
         if let Err(e) = done {
             // CRIU thaws and unlocks on its own errors, not if it died.
             let _ = std::fs::write(cg.join("cgroup.freeze"), "0");
@@ -372,6 +398,7 @@ impl Manager {
         let _ = std::fs::remove_dir_all(&used);
         let t0 = std::time::Instant::now();
         let o = self.start_from(veid, false, Some(dir.clone()), Configs::Reread);
+        self.keep_cgroup_options();
         if o.code != ExitCode::Ok {
             let message = o.message.replace("Unable to start", "Unable to restore");
             let code = if o.code == ExitCode::System {
@@ -452,6 +479,7 @@ impl Manager {
         loop {
             tries += 1;
             let done = crate::criu::run(crate::criu::pre_dump_command(&ve, dir, prev), &log);
+            self.keep_cgroup_options();
             if done.is_err() {
                 // As after a failed dump: CRIU thaws on its own errors only.
                 let _ = std::fs::write(cg.join("cgroup.freeze"), "0");

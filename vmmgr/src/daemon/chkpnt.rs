@@ -173,8 +173,6 @@ impl Manager {
         })
     }
 
-    /// Checkpoints a running VE into its images directory; it stops when
-    /// the dump is complete, and keeps running if the dump fails.
     /// CRIU (`--manage-cgroups`) mounts cgroup2 for itself in the
     /// appliance's cgroup namespace, which resets the hierarchy's options
     /// (`vzcommon::cgroupfs`): they are set again after each of its runs.
@@ -193,13 +191,15 @@ impl Manager {
                 )
             }
             Err(e) => log::error!(
-                "cgroup2: setting {want} again on {} after CRIU: {e}; the appliance runs without them until \
-                 it reboots",
+                "cgroup2: setting {want} again on {} after CRIU: {e}; the appliance runs \
+                 without them until it reboots",
                 root.display()
             ),
         }
     }
 
+    /// Checkpoints a running VE into its images directory; it stops when
+    /// the dump is complete, and keeps running if the dump fails.
     pub fn chkpnt(&self, veid: VeId, given: Option<&str>) -> Outcome {
         self.checkpoint(veid, given, false)
     }

@@ -144,17 +144,16 @@ fn main() -> anyhow::Result<()> {
     // The CPU figures leave out the first starts (the setup server's own
     // start, the page cache refilled after the drop above).
     let warm = 5.min(n_mem);
-    let mut cpu0 = cpu_used(&mut a)?;
-    for (from, to) in [(101, 100 + warm), (101 + warm, 100 + n_mem)] {
+    let start = |a: &mut Appliance, from: usize, to: usize| {
         a.shell_within(
             &format!("for i in $(seq {from} {to}); do vzctl --quiet start $i; done"),
             long,
-        )?;
-        if to == 100 + warm {
-            std::thread::sleep(Duration::from_secs(3));
-            cpu0 = cpu_used(&mut a)?;
-        }
-    }
+        )
+    };
+    start(&mut a, 101, 100 + warm)?;
+    std::thread::sleep(Duration::from_secs(3));
+    let cpu0 = cpu_used(&mut a)?;
+    start(&mut a, 101 + warm, 100 + n_mem)?;
     wait_running(&mut a, n_mem, Duration::from_secs(600))?;
     // The last VEs' own boot (rcS, syslogd, crond) ends.
     std::thread::sleep(Duration::from_secs(3));
